@@ -1,0 +1,158 @@
+package chat
+
+import (
+	"encoding/json"
+	"strconv"
+	"time"
+	"unicode/utf8"
+)
+
+// Error codes sent to clients in {"type":"error","code":...} frames.
+const (
+	CodeBadRequest      = "bad_request"
+	CodeMessageTooLarge = "message_too_large"
+	CodeRateLimited     = "rate_limited"
+	CodeUnavailable     = "unavailable"
+)
+
+// InputError is a client frame the server refuses while keeping the connection open. Code
+// goes to the client in an error frame; Kind is what the server counts.
+type InputError struct {
+	Code   string
+	Kind   ErrorKind
+	Reason string
+}
+
+func (e *InputError) Error() string { return e.Code + ": " + e.Reason }
+
+var (
+	errNotObject = &InputError{Code: CodeBadRequest, Kind: KindBadRequest, Reason: "frame must be a JSON object"}
+	errNoMessage = &InputError{Code: CodeBadRequest, Kind: KindBadRequest, Reason: "message must be a non-empty string"}
+	errType      = &InputError{Code: CodeBadRequest, Kind: KindBadRequest, Reason: `type must be "message" or absent`}
+)
+
+// ParseClientFrame decodes a client's text frame, {"message": "<text>"}, and returns the
+// text. A frame may also say "type":"message"; other fields are ignored so that newer
+// clients keep working. The error is an *InputError.
+func ParseClientFrame(data []byte, maxMessageBytes int) (string, error) {
+	var f struct {
+		Type    string          `json:"type"`
+		Message json.RawMessage `json:"message"`
+	}
+	if err := json.Unmarshal(data, &f); err != nil {
+		return "", errNotObject
+	}
+	if f.Type != "" && f.Type != "message" {
+		return "", errType
+	}
+	if len(f.Message) < 2 || f.Message[0] != '"' {
+		return "", errNoMessage
+	}
+	var text string
+	if err := json.Unmarshal(f.Message, &text); err != nil || text == "" {
+		return "", errNoMessage
+	}
+	if len(text) > maxMessageBytes {
+		return "", &InputError{
+			Code:   CodeMessageTooLarge,
+			Kind:   KindMessageTooLarge,
+			Reason: "message is " + strconv.Itoa(len(text)) + " bytes, the limit is " + strconv.Itoa(maxMessageBytes),
+		}
+	}
+	return text, nil
+}
+
+// TimestampLayout is RFC 3339 with microseconds, the form of the "ts" field.
+const TimestampLayout = "2006-01-02T15:04:05.000000Z07:00"
+
+// AppendMessageJSON appends the server-to-client JSON of msg to dst:
+// {"type":"message","room":...,"message":...,"seq":...,"epoch":...,"ts":...}, with seq
+// and epoch only when the message comes from history.
+func AppendMessageJSON(dst []byte, msg Message) []byte {
+	dst = append(dst, `{"type":"message","room":`...)
+	dst = AppendJSONString(dst, msg.Room)
+	dst = append(dst, `,"message":`...)
+	dst = AppendJSONString(dst, msg.Text)
+	if msg.Seq > 0 {
+		dst = append(dst, `,"seq":`...)
+		dst = strconv.AppendUint(dst, msg.Seq, 10)
+		dst = append(dst, `,"epoch":`...)
+		dst = AppendJSONString(dst, msg.Epoch)
+	}
+	dst = append(dst, `,"ts":"`...)
+	dst = msg.Accepted.UTC().AppendFormat(dst, TimestampLayout)
+	return append(dst, `"}`...)
+}
+
+// ErrorJSON returns the server-to-client error frame {"type":"error","code":...,"error":...}.
+func ErrorJSON(code, reason string) []byte {
+	b := append([]byte(nil), `{"type":"error","code":`...)
+	b = AppendJSONString(b, code)
+	b = append(b, `,"error":`...)
+	b = AppendJSONString(b, reason)
+	return append(b, '}')
+}
+
+// ServerFrame is the decoded form of any server-to-client frame; clients and tests use it.
+type ServerFrame struct {
+	Type    string    `json:"type"`
+	Room    string    `json:"room,omitempty"`
+	Message string    `json:"message,omitempty"`
+	Seq     uint64    `json:"seq,omitempty"`
+	Epoch   string    `json:"epoch,omitempty"`
+	TS      time.Time `json:"ts,omitzero"`
+	Code    string    `json:"code,omitempty"`
+	Error   string    `json:"error,omitempty"`
+}
+
+const hexDigits = "0123456789abcdef"
+
+// AppendJSONString appends s as a JSON string literal. Invalid UTF-8 becomes U+FFFD, as
+// encoding/json does; U+2028 and U+2029 are escaped so the output is safe inside <script>.
+func AppendJSONString(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				dst = append(dst, '\\', c)
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}

@@ -1,0 +1,160 @@
+package hub
+
+import (
+	"sync"
+
+	"roomcast/pkg/chat"
+)
+
+// Member is one connection in one room.
+type Member struct {
+	hub   *Hub
+	room  *room
+	index int // position in room.members; guarded by room.mu
+
+	mu             sync.Mutex
+	socket         Socket
+	pending        [][]byte
+	spare          [][]byte // the previous batch's array, reused to avoid an allocation
+	pendingBytes   int
+	pendingCounted int  // message frames in pending (the rest are control and error frames)
+	writing        bool // a writer goroutine owns the socket's write side
+	closing        bool // no more frames are accepted
+	closeSent      bool // Socket.Close has been called or will be by its owner
+	closeCode      uint16
+	closeReason    string
+	left           bool
+}
+
+// Room returns the name of the member's room.
+func (m *Member) Room() string { return m.room.name }
+
+// Attach connects the member to its socket once the upgrade has been answered, and
+// starts writing what was queued meanwhile.
+func (m *Member) Attach(s Socket) {
+	m.mu.Lock()
+	if m.left {
+		m.mu.Unlock()
+		return
+	}
+	m.socket = s
+	m.hub.m.connectionsActive.Inc()
+	m.hub.m.connectionsTotal.Inc()
+	m.kickLocked()
+	abort := m.closeSent && !m.left
+	code, reason := m.closeCode, m.closeReason
+	m.mu.Unlock()
+	if abort {
+		go s.Close(code, reason)
+	}
+}
+
+// Send queues a frame for this member only, such as an error frame or a pong. It does not
+// count as a delivered message.
+func (m *Member) Send(frame []byte) { m.enqueue(frame, false) }
+
+// Close closes the member's connection with code once the frames queued so far have
+// been written. Frames queued after Close are dropped.
+func (m *Member) Close(code uint16, reason string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closing {
+		return
+	}
+	m.closing = true
+	m.closeCode, m.closeReason = code, reason
+	m.kickLocked()
+}
+
+func (m *Member) enqueue(frame []byte, counted bool) {
+	m.mu.Lock()
+	if m.closing {
+		m.mu.Unlock()
+		return
+	}
+	if len(m.pending) >= m.hub.cfg.SendQueueFrames || m.pendingBytes+len(frame) > m.hub.cfg.SendQueueBytes {
+		m.abortLocked(CloseTryAgainLater, "slow consumer: send queue full")
+		return
+	}
+	m.pending = append(m.pending, frame)
+	m.pendingBytes += len(frame)
+	if counted {
+		m.pendingCounted++
+	}
+	m.kickLocked()
+	m.mu.Unlock()
+}
+
+// abortLocked drops what is queued and closes at once, without waiting for the writer.
+// It unlocks m.mu.
+func (m *Member) abortLocked(code uint16, reason string) {
+	m.closing, m.closeSent = true, true
+	m.closeCode, m.closeReason = code, reason
+	m.pending, m.pendingBytes, m.pendingCounted = nil, 0, 0
+	s := m.socket
+	m.mu.Unlock()
+	m.hub.CountError(chat.KindSlowConsumer)
+	if s != nil {
+		// Close may wait for a write in progress; the enqueuing goroutine must not.
+		go s.Close(code, reason)
+	}
+}
+
+// kickLocked starts the writer if there is something for it to do.
+func (m *Member) kickLocked() {
+	if m.writing || m.socket == nil {
+		return
+	}
+	if len(m.pending) == 0 && !(m.closing && !m.closeSent) {
+		return
+	}
+	m.writing = true
+	go m.write()
+}
+
+// write is the member's writer: it writes everything queued in one call, until the queue
+// is empty, then sends the close frame if one was asked for.
+func (m *Member) write() {
+	var batch [][]byte
+	for {
+		m.mu.Lock()
+		if batch != nil && m.spare == nil {
+			m.spare = batch[:0]
+		}
+		if len(m.pending) == 0 {
+			m.writing = false
+			sendClose := m.closing && !m.closeSent
+			m.closeSent = m.closeSent || sendClose
+			s, code, reason := m.socket, m.closeCode, m.closeReason
+			m.mu.Unlock()
+			if sendClose {
+				s.Close(code, reason)
+			}
+			return
+		}
+		batch = m.pending
+		counted := m.pendingCounted
+		m.pending, m.spare = m.spare, nil
+		m.pendingBytes, m.pendingCounted = 0, 0
+		s := m.socket
+		m.mu.Unlock()
+
+		err := s.WriteFrames(batch)
+		clear(batch)
+		if err != nil {
+			m.mu.Lock()
+			m.writing = false
+			m.closing = true
+			m.pending, m.pendingBytes, m.pendingCounted = nil, 0, 0
+			alreadyClosed := m.closeSent
+			m.closeSent = true
+			m.mu.Unlock()
+			if !alreadyClosed {
+				// The transport's read side sees the closed connection and calls Leave.
+				s.Close(CloseInternalError, "write failed")
+			}
+			return
+		}
+		m.hub.m.messagesDelivered.Add(float64(counted))
+	}
+}

@@ -1,0 +1,47 @@
+package hub
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"roomcast/pkg/chat"
+)
+
+type metrics struct {
+	connectionsActive prometheus.Gauge
+	connectionsTotal  prometheus.Counter
+	messagesDelivered prometheus.Counter
+	roomsActive       prometheus.Gauge
+	errors            *prometheus.CounterVec
+	deliveryLatency   prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	f := promauto.With(reg)
+	m := &metrics{
+		connectionsActive: f.NewGauge(prometheus.GaugeOpts{
+			Name: "roomcast_connections_active", Help: "Live WebSocket sessions on this replica.",
+		}),
+		connectionsTotal: f.NewCounter(prometheus.CounterOpts{
+			Name: "roomcast_connections_total", Help: "WebSocket upgrades accepted.",
+		}),
+		messagesDelivered: f.NewCounter(prometheus.CounterOpts{
+			Name: "roomcast_messages_delivered_total", Help: "Message frames written to clients.",
+		}),
+		roomsActive: f.NewGauge(prometheus.GaugeOpts{
+			Name: "roomcast_rooms_active", Help: "Rooms with at least one member on this replica.",
+		}),
+		errors: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "roomcast_errors_total", Help: "Errors by kind.",
+		}, []string{"kind"}),
+		deliveryLatency: f.NewHistogram(prometheus.HistogramOpts{
+			Name:    "roomcast_delivery_latency_seconds",
+			Help:    "Time from a message's acceptance on any replica to its fan-out on this one.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}),
+	}
+	for _, kind := range chat.ErrorKinds {
+		m.errors.WithLabelValues(string(kind))
+	}
+	return m
+}

@@ -1,0 +1,242 @@
+// Package natsbroker is the chat.Broker on NATS: one subject per room
+// (roomcast.room.<room>), one subscription per room with local members, and a versioned
+// envelope so that two releases can share a room.
+//
+// The connection retries forever, before the first connect too, so a replica can start
+// before NATS and survives NATS restarts. While disconnected, Publish fails with
+// chat.ErrUnavailable instead of buffering: a message is either on NATS or the sender is
+// told. A Broker is safe for concurrent use.
+package natsbroker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"roomcast/pkg/chat"
+)
+
+// SubjectPrefix is prepended to a room name to form its NATS subject.
+const SubjectPrefix = "roomcast.room."
+
+// Config says how to reach NATS.
+type Config struct {
+	// URL is a comma-separated list of servers; ignored when Options connect in-process.
+	URL string
+	// Name identifies this client on the NATS server (the replica's instance name).
+	Name string
+	// ReconnectWait is the pause between reconnect attempts.
+	ReconnectWait time.Duration
+	// Options are added to the connection's options (the embedded server's in-process
+	// dialer, in tests a shorter timeout).
+	Options []nats.Option
+}
+
+// Broker is a chat.Broker backed by one NATS connection.
+type Broker struct {
+	nc     *nats.Conn
+	log    *slog.Logger
+	closed chan struct{}
+
+	connected    prometheus.Gauge
+	disconnects  prometheus.Counter
+	asyncErrors  *prometheus.CounterVec
+	decodeErrors prometheus.Counter
+}
+
+// Connect creates the connection. It returns at once even if no server is reachable:
+// the connection keeps trying in the background and Ready reports the state.
+func Connect(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Broker, error) {
+	f := promauto.With(reg)
+	b := &Broker{
+		log:    log,
+		closed: make(chan struct{}),
+		connected: f.NewGauge(prometheus.GaugeOpts{
+			Name: "roomcast_broker_connected", Help: "1 while the replica has a NATS connection.",
+		}),
+		disconnects: f.NewCounter(prometheus.CounterOpts{
+			Name: "roomcast_broker_disconnects_total", Help: "Times the NATS connection was lost.",
+		}),
+		asyncErrors: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "roomcast_broker_async_errors_total",
+			Help: "Asynchronous NATS errors by kind (slow_consumer: messages dropped by the client library).",
+		}, []string{"kind"}),
+		decodeErrors: f.NewCounter(prometheus.CounterOpts{
+			Name: "roomcast_broker_decode_errors_total", Help: "NATS messages that were not a roomcast envelope.",
+		}),
+	}
+	b.asyncErrors.WithLabelValues("slow_consumer")
+	b.asyncErrors.WithLabelValues("other")
+	wait := cfg.ReconnectWait
+	if wait <= 0 {
+		wait = time.Second
+	}
+	opts := []nats.Option{
+		nats.Name(cfg.Name),
+		nats.RetryOnFailedConnect(true),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(wait),
+		nats.ReconnectJitter(wait/4, wait/4),
+		// No reconnect buffer: a publish while disconnected must fail, not wait in memory
+		// for a reconnect that may never come.
+		nats.ReconnectBufSize(-1),
+		nats.ConnectHandler(func(*nats.Conn) {
+			b.connected.Set(1)
+			log.Info("nats connected")
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			b.connected.Set(1)
+			log.Info("nats reconnected", "server", nc.ConnectedUrlRedacted())
+		}),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			b.connected.Set(0)
+			b.disconnects.Inc()
+			log.Warn("nats disconnected", "err", err)
+		}),
+		nats.ClosedHandler(func(*nats.Conn) {
+			b.connected.Set(0)
+			close(b.closed)
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			kind := "other"
+			if errors.Is(err, nats.ErrSlowConsumer) {
+				kind = "slow_consumer"
+			}
+			b.asyncErrors.WithLabelValues(kind).Inc()
+			subject := ""
+			if sub != nil {
+				subject = sub.Subject
+			}
+			log.Error("nats async error", "kind", kind, "subject", subject, "err", err)
+		}),
+	}
+	opts = append(opts, cfg.Options...)
+	url := cfg.URL
+	if url == "" {
+		url = nats.DefaultURL
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to NATS %q: %w", url, err)
+	}
+	b.nc = nc
+	if nc.IsConnected() {
+		b.connected.Set(1)
+	}
+	return b, nil
+}
+
+// Ready returns nil while connected, else an error wrapping chat.ErrUnavailable.
+func (b *Broker) Ready() error {
+	if b.nc.IsConnected() {
+		return nil
+	}
+	return fmt.Errorf("%w: NATS connection %s", chat.ErrUnavailable, b.nc.Status())
+}
+
+// Publish puts msg on its room's subject.
+func (b *Broker) Publish(_ context.Context, msg chat.Message) error {
+	if !b.nc.IsConnected() {
+		return fmt.Errorf("publishing to room %q: %w", msg.Room, chat.ErrUnavailable)
+	}
+	if err := b.nc.Publish(SubjectPrefix+msg.Room, encode(msg)); err != nil {
+		return fmt.Errorf("publishing to room %q: %w: %w", msg.Room, chat.ErrUnavailable, err)
+	}
+	return nil
+}
+
+// Subscribe registers interest in room and returns once the NATS server has it.
+func (b *Broker) Subscribe(ctx context.Context, room string, deliver func(chat.Message)) (chat.Subscription, error) {
+	if !b.nc.IsConnected() {
+		return nil, fmt.Errorf("subscribing to room %q: %w", room, chat.ErrUnavailable)
+	}
+	sub, err := b.nc.Subscribe(SubjectPrefix+room, func(m *nats.Msg) {
+		msg, err := decode(m.Data)
+		if err != nil {
+			b.decodeErrors.Inc()
+			b.log.Warn("dropping NATS message that is not a roomcast envelope", "subject", m.Subject, "err", err)
+			return
+		}
+		deliver(msg)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("subscribing to room %q: %w", room, err)
+	}
+	// The flush round trip is what makes "subscribed" true on the server, so that a
+	// member never misses a message published after its upgrade was answered.
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+	}
+	if err := b.nc.FlushWithContext(ctx); err != nil {
+		_ = sub.Unsubscribe()
+		return nil, fmt.Errorf("subscribing to room %q: %w: %w", room, chat.ErrUnavailable, err)
+	}
+	return sub, nil
+}
+
+// Drain lets in-flight messages finish, then closes the connection; it returns when
+// closed or when ctx ends, in which case the connection is closed at once.
+func (b *Broker) Drain(ctx context.Context) error {
+	if b.nc.IsClosed() {
+		return nil
+	}
+	if err := b.nc.Drain(); err != nil {
+		b.nc.Close()
+		return fmt.Errorf("draining NATS connection: %w", err)
+	}
+	select {
+	case <-b.closed:
+		return nil
+	case <-ctx.Done():
+		b.nc.Close()
+		return fmt.Errorf("draining NATS connection: %w", ctx.Err())
+	}
+}
+
+// Close closes the connection at once.
+func (b *Broker) Close() { b.nc.Close() }
+
+// formatVersion is the envelope version this release writes. Readers accept any
+// version and ignore fields they do not know, so releases can be mixed in one room.
+const formatVersion = 1
+
+type envelope struct {
+	V     int    `json:"v"`
+	ID    string `json:"id"`
+	Room  string `json:"room"`
+	Text  string `json:"msg"`
+	TS    int64  `json:"ts"` // Unix nanoseconds, UTC
+	Seq   uint64 `json:"seq,omitempty"`
+	Epoch string `json:"epoch,omitempty"`
+}
+
+func encode(msg chat.Message) []byte {
+	b, _ := json.Marshal(envelope{
+		V: formatVersion, ID: msg.ID, Room: msg.Room, Text: msg.Text,
+		TS: msg.Accepted.UnixNano(), Seq: msg.Seq, Epoch: msg.Epoch,
+	})
+	return b
+}
+
+func decode(data []byte) (chat.Message, error) {
+	var e envelope
+	if err := json.Unmarshal(data, &e); err != nil {
+		return chat.Message{}, fmt.Errorf("decoding envelope: %w", err)
+	}
+	if e.V < 1 || e.Room == "" {
+		return chat.Message{}, errors.New("decoding envelope: no version or room")
+	}
+	return chat.Message{
+		ID: e.ID, Room: e.Room, Text: e.Text, Accepted: time.Unix(0, e.TS).UTC(),
+		Seq: e.Seq, Epoch: e.Epoch,
+	}, nil
+}

@@ -1,0 +1,217 @@
+// Package replica assembles one roomcast server from its parts (embedded or external
+// NATS, broker, hub, WebSocket gateway, HTTP surface) and owns their lifecycle: start in
+// dependency order, and on shutdown the lame-duck sequence of the contract.
+//
+// A Replica is built by New, served by Serve and stopped by Drain or Close, once.
+package replica
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"roomcast/pkg/httpapi"
+	"roomcast/pkg/hub"
+	"roomcast/pkg/natsbroker"
+	"roomcast/pkg/natsembed"
+	"roomcast/pkg/ratelimit"
+	"roomcast/pkg/wsgateway"
+)
+
+// Config is everything a replica needs; cmd/roomcast fills it from the environment.
+type Config struct {
+	Addr             string
+	NATSURL          string // empty: start an embedded NATS server
+	EmbeddedNATSAddr string // where the embedded server also listens; empty: in-process only
+	Identity         httpapi.Identity
+
+	MaxMessageBytes int
+	SendQueueFrames int
+	SendQueueBytes  int
+	RateLimit       float64
+	RateBurst       int
+	AllowedOrigins  []string
+
+	DrainDelay   time.Duration
+	DrainTimeout time.Duration
+	PingInterval time.Duration
+
+	// RateCloseAfter is how long a client may stay over the rate limit before it is
+	// closed with 1008 (default 10s, the contract's).
+	RateCloseAfter time.Duration
+	// NATSReconnectWait is the pause between NATS reconnect attempts (default 1s).
+	NATSReconnectWait time.Duration
+	// DrainSleep replaces the wait between batches of drain closes (tests).
+	DrainSleep func(ctx context.Context, d time.Duration) error
+}
+
+// Replica is one running server.
+type Replica struct {
+	cfg      Config
+	log      *slog.Logger
+	reg      *prometheus.Registry
+	embedded *natsembed.Server
+	broker   *natsbroker.Broker
+	hub      *hub.Hub
+	http     *httpapi.Server
+
+	stopPings context.CancelFunc
+	pingsDone chan struct{}
+}
+
+// New builds a replica and binds its listener; nothing is served until Serve.
+func New(cfg Config, log *slog.Logger) (r *Replica, err error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	r = &Replica{cfg: cfg, log: log, reg: reg, pingsDone: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			r.Close()
+		}
+	}()
+
+	natsCfg := natsbroker.Config{URL: cfg.NATSURL, Name: "roomcast-" + cfg.Identity.Instance, ReconnectWait: cfg.NATSReconnectWait}
+	if cfg.NATSURL == "" {
+		r.embedded, err = natsembed.Start(natsembed.Config{ListenAddr: cfg.EmbeddedNATSAddr}, log)
+		if err != nil {
+			return nil, err
+		}
+		natsCfg.Options = append(natsCfg.Options, r.embedded.ClientOptions()...)
+		if url := r.embedded.ClientURL(); url != "" {
+			log.Info("embedded NATS listening", "url", url)
+		}
+	}
+	r.broker, err = natsbroker.Connect(natsCfg, log.With("component", "broker"), reg)
+	if err != nil {
+		return nil, err
+	}
+	r.hub = hub.New(hub.Config{
+		SendQueueFrames: cfg.SendQueueFrames,
+		SendQueueBytes:  cfg.SendQueueBytes,
+		PingInterval:    cfg.PingInterval,
+		PingFrame:       wsgateway.PingFrame,
+		Encode:          wsgateway.EncodeMessage,
+		Sleep:           cfg.DrainSleep,
+	}, r.broker, log.With("component", "hub"), reg)
+	gateway := wsgateway.New(wsgateway.Config{
+		MaxMessageBytes: cfg.MaxMessageBytes,
+		RateLimit: ratelimit.Config{
+			PerSecond: cfg.RateLimit, Burst: cfg.RateBurst,
+			WarnEvery: time.Second, CloseAfter: cmp.Or(cfg.RateCloseAfter, 10*time.Second),
+		},
+		AllowedOrigins: cfg.AllowedOrigins,
+		IdleTimeout:    2 * cfg.PingInterval,
+		ResponseHeader: cfg.Identity.ResponseHeader(),
+	}, r.hub, r.broker, log.With("component", "gateway"), reg)
+	r.http = httpapi.New(httpapi.Config{Addr: cfg.Addr, Identity: cfg.Identity}, gateway,
+		httpapi.Readiness{Draining: r.hub.Draining, Broker: r.broker.Ready}, reg, log.With("component", "http"), reg)
+	if err := r.http.Listen(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Addr is the HTTP listener's address.
+func (r *Replica) Addr() net.Addr { return r.http.Addr() }
+
+// Registry is the replica's own metrics registry.
+func (r *Replica) Registry() *prometheus.Registry { return r.reg }
+
+// EmbeddedNATSURL is the embedded server's URL, or "" if there is none or it has no port.
+func (r *Replica) EmbeddedNATSURL() string {
+	if r.embedded == nil {
+		return ""
+	}
+	return r.embedded.ClientURL()
+}
+
+// Serve serves until Drain or Close; it returns an error only if serving failed.
+func (r *Replica) Serve() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	r.stopPings = cancel
+	go func() {
+		defer close(r.pingsDone)
+		r.hub.Run(ctx)
+	}()
+	return r.http.Serve()
+}
+
+// Drain is the lame-duck shutdown, in this order:
+//  1. not ready: /readyz answers 503 draining and new upgrades get 503;
+//  2. wait DrainDelay, for proxies to stop routing here;
+//  3. close every WebSocket with 1012, spread evenly over DrainTimeout;
+//  4. drain the NATS connection;
+//  5. stop the HTTP server, the keepalive loop and the embedded NATS server.
+//
+// Cancelling ctx (a second signal) abandons the sequence and closes everything at once.
+func (r *Replica) Drain(ctx context.Context) error {
+	r.hub.StopAccepting()
+	r.log.Info("draining", "delay", r.cfg.DrainDelay, "timeout", r.cfg.DrainTimeout, "connections", r.hub.Len())
+	defer r.Close()
+	t := time.NewTimer(r.cfg.DrainDelay)
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+		t.Stop()
+		return fmt.Errorf("drain interrupted: %w", ctx.Err())
+	}
+	// Clients get the close frames' worth of time after the window to go away.
+	closeCtx, cancel := context.WithTimeout(ctx, r.cfg.DrainTimeout+10*time.Second)
+	err := r.hub.CloseAll(closeCtx, hub.CloseServiceRestart, "server restarting", r.cfg.DrainTimeout)
+	cancel()
+	if ctx.Err() != nil {
+		return fmt.Errorf("drain interrupted: %w", ctx.Err())
+	}
+	if err != nil {
+		r.log.Warn("connections left open after the drain window", "err", err)
+	}
+	brokerCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	if err := r.broker.Drain(brokerCtx); err != nil {
+		r.log.Warn("NATS drain incomplete", "err", err)
+	}
+	cancel()
+	httpCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := r.http.Shutdown(httpCtx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	r.log.Info("drained")
+	return nil
+}
+
+// Close stops everything at once; it is safe after Drain and on a partly built replica.
+func (r *Replica) Close() {
+	if r.stopPings != nil {
+		r.stopPings()
+		<-r.pingsDone
+		r.stopPings = nil
+	}
+	if r.hub != nil {
+		// Drain has normally closed every WebSocket already; this is for an abort.
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = r.hub.CloseAll(ctx, hub.CloseServiceRestart, "server restarting", 0)
+		cancel()
+	}
+	if r.http != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel() // Shutdown with a done context closes listeners and idle conns at once
+		_ = r.http.Shutdown(ctx)
+	}
+	if r.broker != nil {
+		r.broker.Close()
+	}
+	if r.embedded != nil {
+		r.embedded.Shutdown()
+		r.embedded = nil
+	}
+}

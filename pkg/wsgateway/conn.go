@@ -1,0 +1,79 @@
+package wsgateway
+
+import (
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lxzan/gws"
+
+	"roomcast/pkg/hub"
+	"roomcast/pkg/ratelimit"
+)
+
+// closeTimeout bounds the wait for a close frame to be written to a peer that does not
+// read, after which the connection is closed without it.
+const closeTimeout = 5 * time.Second
+
+// lockedConn is the net.Conn gws reads and writes: gws's own writes (close frames) and
+// the hub's batched writes take the same lock, so frames never interleave.
+type lockedConn struct {
+	net.Conn // the hijacked TCP connection
+	mu       sync.Mutex
+	owner    *wsConn
+}
+
+func (l *lockedConn) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.Conn.Write(p)
+}
+
+// wsConn is one client connection and the hub's Socket for its member.
+type wsConn struct {
+	net        lockedConn
+	ws         *gws.Conn
+	member     *hub.Member
+	closedByUs atomic.Bool
+
+	// Touched only by the gws read goroutine.
+	limiter *ratelimit.Limiter
+}
+
+func newWSConn(raw net.Conn, m *hub.Member) *wsConn {
+	c := &wsConn{member: m}
+	c.net.Conn = raw
+	c.net.owner = c
+	return c
+}
+
+// connOf returns the wsConn behind a gws connection.
+func connOf(socket *gws.Conn) *wsConn { return socket.NetConn().(*lockedConn).owner }
+
+// WriteFrames writes frames with one writev where the connection allows it.
+func (c *wsConn) WriteFrames(frames [][]byte) error {
+	c.net.mu.Lock()
+	defer c.net.mu.Unlock()
+	bufs := net.Buffers(frames)
+	_, err := bufs.WriteTo(c.net.Conn)
+	return err
+}
+
+// Close sends a close frame and closes the connection. The write deadline also ends a
+// WriteFrames stuck on a peer that stopped reading, so Close is bounded.
+func (c *wsConn) Close(code uint16, reason string) {
+	c.closedByUs.Store(true)
+	_ = c.net.Conn.SetWriteDeadline(time.Now().Add(closeTimeout))
+	_ = c.ws.WriteClose(code, []byte(reason))
+}
+
+// touch extends the read deadline: a client that sends nothing, not even a pong, for
+// this long is gone.
+func (c *wsConn) touch(idle time.Duration) {
+	if idle > 0 {
+		_ = c.net.Conn.SetReadDeadline(time.Now().Add(idle))
+	}
+}
+
+var _ hub.Socket = (*wsConn)(nil)

@@ -322,10 +322,10 @@ func (s *idSource) next() string { return s.prefix + strconv.FormatUint(s.n.Add(
 
 type noSession struct{}
 
-func (noSession) Len() int                    { return 0 }
-func (noSession) Load(string) (any, bool)     { return nil, false }
-func (noSession) Delete(string)               {}
-func (noSession) Store(string, any)           {}
+func (noSession) Len() int                     { return 0 }
+func (noSession) Load(string) (any, bool)      { return nil, false }
+func (noSession) Delete(string)                {}
+func (noSession) Store(string, any)            {}
 func (noSession) Range(func(string, any) bool) {}
 
 type gwsLogger struct{ log *slog.Logger }

@@ -86,14 +86,14 @@ func run(ctx context.Context, args []string, env map[string]string, stdout, stde
 	log := newLogger(cfg, stderr)
 	log.Info("starting roomcast", "version", version, "config", envconfig.LogValue(cfg))
 
+	// Catch signals before the port is bound: from then on a SIGTERM must drain.
+	sigCtx, stopSignals := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stopSignals()
 	rep, err := replica.New(cfg.replica(version), log)
 	if err != nil {
 		return err
 	}
 	log.Info("listening", "addr", rep.Addr().String(), "color", cfg.Color, "instance", cfg.Instance)
-
-	sigCtx, stopSignals := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
-	defer stopSignals()
 	served := make(chan error, 1)
 	go func() { served <- rep.Serve() }()
 	select {

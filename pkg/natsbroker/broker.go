@@ -95,8 +95,11 @@ func Connect(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Broker, 
 			b.connected.Set(1)
 			log.Info("nats reconnected", "server", nc.ConnectedUrlRedacted())
 		}),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
 			b.connected.Set(0)
+			if nc.IsClosed() || nc.IsDraining() {
+				return // our own Drain or Close
+			}
 			b.disconnects.Inc()
 			log.Warn("nats disconnected", "err", err)
 		}),

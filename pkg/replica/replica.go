@@ -156,7 +156,7 @@ func (r *Replica) Serve() error {
 // Cancelling ctx (a second signal) abandons the sequence and closes everything at once.
 func (r *Replica) Drain(ctx context.Context) error {
 	r.hub.StopAccepting()
-	r.log.Info("draining", "delay", r.cfg.DrainDelay, "timeout", r.cfg.DrainTimeout, "connections", r.hub.Len())
+	r.log.Info("draining", "delay", r.cfg.DrainDelay.String(), "timeout", r.cfg.DrainTimeout.String(), "connections", r.hub.Len())
 	defer r.Close()
 	t := time.NewTimer(r.cfg.DrainDelay)
 	select {

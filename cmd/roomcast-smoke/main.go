@@ -1,0 +1,149 @@
+// Command roomcast-smoke is the smoke test of a deployed roomcast color: `just promote`
+// runs it against the idle color before flipping traffic to it. It checks every replica
+// behind the target names directly (readiness and color, metrics, a shared room, a
+// message crossing every replica exactly once), prints one line per check and exits 0
+// only if all pass.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"roomcast/pkg/smoke"
+)
+
+func main() {
+	err := run(context.Background(), os.Args[1:], environ(), os.Stdout, os.Stderr)
+	os.Exit(exitCode(err, os.Stderr))
+}
+
+// usageError is a mistake on the command line: exit status 2.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+// exitCode maps run's error to the exit status: 0 all passed (or -h), 2 bad arguments,
+// 1 anything else, a failed check first of all.
+func exitCode(err error, stderr io.Writer) int {
+	var ue usageError
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "roomcast-smoke: %v (see roomcast-smoke -h)\n", err)
+		return 2
+	default:
+		fmt.Fprintln(stderr, "roomcast-smoke:", err)
+		return 1
+	}
+}
+
+func environ() map[string]string {
+	m := make(map[string]string)
+	for _, kv := range os.Environ() {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+// run parses the flags and runs the checks. The environment is not read: everything
+// is typed by the person (or recipe) running the test.
+func run(ctx context.Context, args []string, _ map[string]string, stdout, stderr io.Writer) error {
+	cfg := smoke.Config{Timeout: smoke.DefaultTimeout}
+	fs := flag.NewFlagSet("roomcast-smoke", flag.ContinueOnError)
+	// Errors are reported once, by exitCode, and usage only on -h.
+	fs.SetOutput(io.Discard)
+	fs.Func("target", "", func(s string) error {
+		targets, err := smoke.ParseTargets(s)
+		cfg.Targets = append(cfg.Targets, targets...)
+		return err
+	})
+	fs.StringVar(&cfg.Color, "color", "", "")
+	fs.Func("timeout", "", func(s string) error {
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			return errors.New("want a duration above 0, such as 30s or 2m")
+		}
+		cfg.Timeout = d
+		return nil
+	})
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			usage(stdout)
+			return err
+		}
+		return usageError{err}
+	}
+	switch {
+	case fs.NArg() > 0:
+		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+	case len(cfg.Targets) == 0:
+		return usageError{errors.New("missing -target: want host:port[,host:port...], such as tasks.green_app:8080")}
+	case strings.TrimSpace(cfg.Color) == "":
+		return usageError{errors.New("missing -color: want the color every replica must report, such as green")}
+	}
+
+	// Ctrl-C ends the checks early; Run still closes what it opened.
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return smoke.Run(ctx, cfg, stdout)
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintf(w, `Usage: roomcast-smoke -target HOST:PORT[,HOST:PORT...] -color COLOR [-timeout 60s]
+
+roomcast-smoke tests a deployed roomcast color before traffic is sent to it ("just
+promote" runs it). It talks to every replica directly, never through nginx, and checks,
+printing one line per check ("ok   ...", "FAIL ...: reason", or "skip ...: why"):
+
+  resolve  each -target resolves; every address found is one replica
+  ready    GET /readyz answers 200 {"status":"ready"} with color COLOR in its body and
+           in X-Roomcast-Color; a replica that is still starting is retried (the line
+           says how long it waited), one reporting another color fails at once
+  metrics  GET /metrics has roomcast_build_info{color="COLOR"} 1
+  join     a WebSocket on each replica joins one fresh room, smoke-<random>
+  message  each replica sends one message; every replica must receive each of them
+           exactly once (it keeps reading %s after the last one, to catch duplicates)
+
+join runs only if every replica is ready, message only if every replica joined. The last
+line is PASS or FAIL with the counts. Every connection is closed before it exits.
+
+Flags:
+  -target HOST:PORT[,HOST:PORT...]
+        required; may be repeated. Each host is a DNS name, such as tasks.green_app
+        (Swarm's name with one A record per task; AAAA records count only for a name
+        without A records), or an IP address. Entries are resolved and the results
+        merged, each address once; a comma-separated list of IP:PORT entries is how
+        tests, which cannot make DNS names, name several replicas.
+  -color COLOR
+        required; the color every replica must report.
+  -timeout DURATION
+        bound of the whole run (default %s). /readyz is retried for all of it but a
+        quarter (at most %s), kept for the checks that follow. Each DNS lookup, HTTP
+        request and WebSocket handshake is bounded by %s, the wait for the messages by
+        %s.
+
+No environment variable is read; HTTP_PROXY and friends are ignored.
+
+Exit status: 0 every check passed, 1 a check failed or could not run, 2 bad arguments.
+`, short(smoke.DefaultGrace), short(smoke.DefaultTimeout), short(smoke.MaxReserve), short(smoke.DefaultRequestTimeout), short(smoke.DefaultMessageTimeout))
+}
+
+// short writes whole seconds as "60s" rather than Duration's "1m0s".
+func short(d time.Duration) string {
+	if d >= time.Second && d%time.Second == 0 {
+		return fmt.Sprintf("%ds", d/time.Second)
+	}
+	return d.String()
+}

@@ -1,0 +1,97 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestInvalidEnvironmentExitsTwoWithOneLineNamingTheVariable(t *testing.T) {
+	tests := []struct {
+		name, value string
+	}{
+		{"ROOMCAST_ADDR", "8080"},
+		{"ROOMCAST_EMBEDDED_NATS_ADDR", "localhost"},
+		{"ROOMCAST_MAX_MESSAGE_BYTES", "0"},
+		{"ROOMCAST_MAX_MESSAGE_BYTES", "huge"},
+		{"ROOMCAST_MAX_MESSAGE_BYTES", "2000000"},
+		{"ROOMCAST_SEND_QUEUE", "abc"},
+		{"ROOMCAST_SEND_QUEUE", "0"},
+		{"ROOMCAST_SEND_QUEUE_BYTES", "100"},
+		{"ROOMCAST_RATE_LIMIT", "-1"},
+		{"ROOMCAST_RATE_LIMIT", "fast"},
+		{"ROOMCAST_RATE_BURST", "0"},
+		{"ROOMCAST_DRAIN_DELAY", "soon"},
+		{"ROOMCAST_DRAIN_DELAY", "-5s"},
+		{"ROOMCAST_DRAIN_TIMEOUT", "20"},
+		{"ROOMCAST_PING_INTERVAL", "1ms"},
+		{"ROOMCAST_LOG_FORMAT", "xml"},
+		{"ROOMCAST_LOG_LEVEL", "loud"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name+"="+tt.value, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			err := run(context.Background(), nil, map[string]string{tt.name: tt.value}, &stdout, &stderr)
+			if err == nil {
+				t.Fatal("run accepted the value")
+			}
+			var out bytes.Buffer
+			if code := exitCode(err, &out); code != 2 {
+				t.Fatalf("exit code %d, want 2 (%v)", code, err)
+			}
+			line := out.String()
+			if strings.Count(line, "\n") != 1 || !strings.Contains(line, tt.name) || !strings.Contains(line, `"`+tt.value+`"`) {
+				t.Fatalf("message %q should be one line naming %s and %q", line, tt.name, tt.value)
+			}
+			if !strings.Contains(line, "want") {
+				t.Fatalf("message %q does not say what is allowed", line)
+			}
+		})
+	}
+}
+
+func TestDefaultsAndEmptyValues(t *testing.T) {
+	cfg, err := loadConfig(map[string]string{"ROOMCAST_SEND_QUEUE": "", "ROOMCAST_ALLOWED_ORIGINS": "https://a, ,https://b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Addr != ":8080" || cfg.SendQueue != 256 || cfg.MaxMessageBytes != 4096 || cfg.RateLimit != 20 ||
+		cfg.RateBurst != 40 || cfg.DrainDelay != 5*time.Second || cfg.DrainTimeout != 20*time.Second ||
+		cfg.PingInterval != 25*time.Second || cfg.Color != "local" || cfg.LogFormat != "json" || cfg.Instance == "" {
+		t.Fatalf("defaults: %+v", cfg)
+	}
+	if len(cfg.AllowedOrigins) != 2 || cfg.AllowedOrigins[1] != "https://b" {
+		t.Fatalf("origins: %q", cfg.AllowedOrigins)
+	}
+}
+
+func TestHelpDocumentsEveryVariableWithItsDefault(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), []string{"-h"}, nil, &stdout, &stderr)
+	if code := exitCode(err, &stderr); code != 0 {
+		t.Fatalf("-h exit code %d: %v", code, err)
+	}
+	for _, want := range []string{
+		"ROOMCAST_ADDR", ":8080", "NATS_URL", "ROOMCAST_EMBEDDED_NATS_ADDR", "ROOMCAST_COLOR", "local",
+		"ROOMCAST_INSTANCE", "hostname", "ROOMCAST_MAX_MESSAGE_BYTES", "4096", "ROOMCAST_SEND_QUEUE", "256",
+		"ROOMCAST_RATE_LIMIT", "20", "ROOMCAST_RATE_BURST", "40", "ROOMCAST_ALLOWED_ORIGINS",
+		"ROOMCAST_DRAIN_DELAY", "5s", "ROOMCAST_DRAIN_TIMEOUT", "20s", "ROOMCAST_PING_INTERVAL", "25s",
+		"ROOMCAST_LOG_FORMAT", "json", "ROOMCAST_LOG_LEVEL", "info", "healthcheck",
+	} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("-h output lacks %q", want)
+		}
+	}
+}
+
+func TestUnknownFlagOrArgumentExitsTwo(t *testing.T) {
+	for _, args := range [][]string{{"-port", "1"}, {"serve"}, {"healthcheck", "extra"}} {
+		var stdout, stderr bytes.Buffer
+		err := run(context.Background(), args, nil, &stdout, &stderr)
+		if code := exitCode(err, &bytes.Buffer{}); code != 2 {
+			t.Errorf("args %q: exit code %d (%v), want 2", args, code, err)
+		}
+	}
+}

@@ -1,0 +1,141 @@
+package chat_test
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"roomcast/pkg/chat"
+)
+
+func TestValidateRoom(t *testing.T) {
+	tests := []struct {
+		name string
+		ok   bool
+	}{
+		{"lobby", true},
+		{"a", true},
+		{"A-b_9", true},
+		{strings.Repeat("x", 64), true},
+		{"", false},
+		{strings.Repeat("x", 65), false},
+		{"a.b", false},
+		{"a b", false},
+		{"a/b", false},
+		{"*", false},
+		{">", false},
+		{"café", false},
+		{"tab\t", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := chat.ValidateRoom(tt.name)
+			if (err == nil) != tt.ok {
+				t.Fatalf("ValidateRoom(%q) = %v, want ok=%v", tt.name, err, tt.ok)
+			}
+			if err != nil && !errors.Is(err, chat.ErrInvalidRoom) {
+				t.Fatalf("error %v does not wrap ErrInvalidRoom", err)
+			}
+		})
+	}
+}
+
+func TestParseClientFrame(t *testing.T) {
+	tests := []struct {
+		name  string
+		frame string
+		text  string
+		code  string
+	}{
+		{"tutorial frame", `{"message":"hi"}`, "hi", ""},
+		{"typed frame", `{"type":"message","message":"hi"}`, "hi", ""},
+		{"unknown fields ignored", `{"message":"hi","client":"v2"}`, "hi", ""},
+		{"escapes decoded", `{"message":"a\"b\n\u00e9"}`, "a\"b\né", ""},
+		{"exactly at the limit", `{"message":"` + strings.Repeat("x", 8) + `"}`, strings.Repeat("x", 8), ""},
+		{"not JSON", `hello`, "", chat.CodeBadRequest},
+		{"array", `["hi"]`, "", chat.CodeBadRequest},
+		{"null", `null`, "", chat.CodeBadRequest},
+		{"no message", `{}`, "", chat.CodeBadRequest},
+		{"number", `{"message":1}`, "", chat.CodeBadRequest},
+		{"object", `{"message":{"a":1}}`, "", chat.CodeBadRequest},
+		{"empty", `{"message":""}`, "", chat.CodeBadRequest},
+		{"bad type", `{"type":"refresh","message":"x"}`, "", chat.CodeBadRequest},
+		{"type not a string", `{"type":1,"message":"x"}`, "", chat.CodeBadRequest},
+		{"trailing garbage", `{"message":"x"} junk`, "", chat.CodeBadRequest},
+		{"over the limit", `{"message":"` + strings.Repeat("x", 9) + `"}`, "", chat.CodeMessageTooLarge},
+		{"over the limit in UTF-8 bytes", `{"message":"ééééé"}`, "", chat.CodeMessageTooLarge},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			text, err := chat.ParseClientFrame([]byte(tt.frame), 8)
+			if tt.code == "" {
+				if err != nil || text != tt.text {
+					t.Fatalf("got %q, %v; want %q", text, err, tt.text)
+				}
+				return
+			}
+			var ie *chat.InputError
+			if !errors.As(err, &ie) || ie.Code != tt.code || ie.Reason == "" {
+				t.Fatalf("got %q, %v; want an InputError with code %s", text, err, tt.code)
+			}
+			if string(ie.Kind) != tt.code {
+				t.Fatalf("kind %q for code %q", ie.Kind, tt.code)
+			}
+		})
+	}
+}
+
+func TestAppendMessageJSON(t *testing.T) {
+	ts := time.Date(2026, 11, 26, 20, 15, 35, 123456789, time.FixedZone("X", 3600))
+	msg := chat.Message{Room: "lobby", Text: "hi \"there\" <b>", Accepted: ts}
+	got := string(chat.AppendMessageJSON(nil, msg))
+	want := `{"type":"message","room":"lobby","message":"hi \"there\" <b>","ts":"2026-11-26T19:15:35.123456Z"}`
+	if got != want {
+		t.Fatalf("got  %s\nwant %s", got, want)
+	}
+	msg.Seq, msg.Epoch = 1042, "k3v9"
+	var f chat.ServerFrame
+	if err := json.Unmarshal(chat.AppendMessageJSON(nil, msg), &f); err != nil {
+		t.Fatal(err)
+	}
+	if f.Type != "message" || f.Seq != 1042 || f.Epoch != "k3v9" || !f.TS.Equal(ts.Truncate(time.Microsecond)) {
+		t.Fatalf("decoded %+v", f)
+	}
+}
+
+func TestErrorJSON(t *testing.T) {
+	var f chat.ServerFrame
+	if err := json.Unmarshal(chat.ErrorJSON("bad_request", `say "hi"`), &f); err != nil {
+		t.Fatal(err)
+	}
+	if f.Type != "error" || f.Code != "bad_request" || f.Error != `say "hi"` {
+		t.Fatalf("decoded %+v", f)
+	}
+}
+
+func FuzzAppendJSONString(f *testing.F) {
+	for _, s := range []string{"", "plain", "quote\"back\\slash", "\x00\x1f\n\r\t", "é€😀", "\xff\xfe", "\u2028\u2029", "<script>&"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		enc := chat.AppendJSONString(nil, s)
+		if !json.Valid(enc) {
+			t.Fatalf("invalid JSON %q for %q", enc, s)
+		}
+		var back string
+		if err := json.Unmarshal(enc, &back); err != nil {
+			t.Fatal(err)
+		}
+		// encoding/json is the reference: it also turns each invalid byte into U+FFFD.
+		ref, _ := json.Marshal(s)
+		var want string
+		if err := json.Unmarshal(ref, &want); err != nil {
+			t.Fatal(err)
+		}
+		if back != want {
+			t.Fatalf("round trip of %q gave %q, want %q", s, back, want)
+		}
+	})
+}

@@ -1,0 +1,81 @@
+package envconfig_test
+
+import (
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"roomcast/pkg/envconfig"
+)
+
+type sample struct {
+	Port    int           `env:"S_PORT" envDefault:"80" help:"the port"`
+	Wait    time.Duration `env:"S_WAIT" envDefault:"5s" help:"how long"`
+	Ratio   float64       `env:"S_RATIO" envDefault:"0.5"`
+	On      bool          `env:"S_ON"`
+	Hosts   []string      `env:"S_HOSTS"`
+	Secret  string        `env:"S_SECRET" secret:"true" help:"a key"`
+	skipped string
+}
+
+func TestParseNamesTheBadVariable(t *testing.T) {
+	tests := []struct {
+		env     map[string]string
+		name    string
+		allowed string
+	}{
+		{map[string]string{"S_PORT": "eighty"}, "S_PORT", "integer"},
+		{map[string]string{"S_WAIT": "5"}, "S_WAIT", "duration"},
+		{map[string]string{"S_RATIO": "half"}, "S_RATIO", "number"},
+		{map[string]string{"S_ON": "yes please"}, "S_ON", "true or false"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := envconfig.Parse[sample](tt.env)
+			var e *envconfig.Error
+			if !errors.As(err, &e) {
+				t.Fatalf("got %v, want *envconfig.Error", err)
+			}
+			if e.Var != tt.name || e.Value != tt.env[tt.name] || !strings.Contains(e.Allowed, tt.allowed) {
+				t.Fatalf("got %+v", e)
+			}
+			if msg := e.Error(); !strings.Contains(msg, tt.name+`="`+tt.env[tt.name]+`"`) {
+				t.Fatalf("message %q does not show the variable and value", msg)
+			}
+		})
+	}
+}
+
+func TestParseDefaultsAndValues(t *testing.T) {
+	cfg, err := envconfig.Parse[sample](map[string]string{"S_PORT": "", "S_HOSTS": "a,b", "S_ON": "true"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Port != 80 || cfg.Wait != 5*time.Second || cfg.Ratio != 0.5 || !cfg.On || len(cfg.Hosts) != 2 {
+		t.Fatalf("got %+v", cfg)
+	}
+}
+
+func TestUsageAndLogValue(t *testing.T) {
+	var b strings.Builder
+	envconfig.Usage(&b, sample{})
+	for _, want := range []string{"S_PORT", "80", "the port", "S_WAIT", "5s", "S_SECRET", "(empty)"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("usage lacks %q:\n%s", want, b.String())
+		}
+	}
+	if strings.Contains(b.String(), "skipped") {
+		t.Error("usage lists an unexported field")
+	}
+	v := envconfig.LogValue(sample{Port: 1, Secret: "hunter2"})
+	if v.Kind() != slog.KindGroup {
+		t.Fatalf("kind %v", v.Kind())
+	}
+	for _, a := range v.Group() {
+		if a.Key == "S_SECRET" && a.Value.String() == "hunter2" {
+			t.Fatal("secret logged in clear")
+		}
+	}
+}

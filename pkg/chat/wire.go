@@ -2,6 +2,7 @@ package chat
 
 import (
 	"encoding/json"
+	"errors"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -36,22 +37,26 @@ var (
 // clients keep working. The error is an *InputError.
 func ParseClientFrame(data []byte, maxMessageBytes int) (string, error) {
 	var f struct {
-		Type    string          `json:"type"`
-		Message json.RawMessage `json:"message"`
+		Type    string  `json:"type"`
+		Message *string `json:"message"`
 	}
 	if err := json.Unmarshal(data, &f); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field == "message" {
+			return "", errNoMessage
+		}
+		if errors.As(err, &te) && te.Field == "type" {
+			return "", errType
+		}
 		return "", errNotObject
 	}
 	if f.Type != "" && f.Type != "message" {
 		return "", errType
 	}
-	if len(f.Message) < 2 || f.Message[0] != '"' {
+	if f.Message == nil || *f.Message == "" {
 		return "", errNoMessage
 	}
-	var text string
-	if err := json.Unmarshal(f.Message, &text); err != nil || text == "" {
-		return "", errNoMessage
-	}
+	text := *f.Message
 	if len(text) > maxMessageBytes {
 		return "", &InputError{
 			Code:   CodeMessageTooLarge,

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -64,37 +65,43 @@ type Replica struct {
 
 	stopPings context.CancelFunc
 	pingsDone chan struct{}
+	closeOnce sync.Once
 }
 
 // New builds a replica and binds its listener; nothing is served until Serve.
-func New(cfg Config, log *slog.Logger) (r *Replica, err error) {
+func New(cfg Config, log *slog.Logger) (*Replica, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
-	r = &Replica{cfg: cfg, log: log, reg: reg, pingsDone: make(chan struct{})}
-	defer func() {
-		if err != nil {
-			r.Close()
-		}
-	}()
+	r := &Replica{cfg: cfg, log: log, reg: reg}
+	if err := r.build(); err != nil {
+		r.Close()
+		return nil, err
+	}
+	return r, nil
+}
 
+func (r *Replica) build() error {
+	cfg, log := r.cfg, r.log
 	natsCfg := natsbroker.Config{URL: cfg.NATSURL, Name: "roomcast-" + cfg.Identity.Instance, ReconnectWait: cfg.NATSReconnectWait}
 	if cfg.NATSURL == "" {
-		r.embedded, err = natsembed.Start(natsembed.Config{ListenAddr: cfg.EmbeddedNATSAddr}, log)
+		embedded, err := natsembed.Start(natsembed.Config{ListenAddr: cfg.EmbeddedNATSAddr}, log)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		natsCfg.Options = append(natsCfg.Options, r.embedded.ClientOptions()...)
-		if url := r.embedded.ClientURL(); url != "" {
+		r.embedded = embedded
+		natsCfg.Options = append(natsCfg.Options, embedded.ClientOptions()...)
+		if url := embedded.ClientURL(); url != "" {
 			log.Info("embedded NATS listening", "url", url)
 		}
 	}
-	r.broker, err = natsbroker.Connect(natsCfg, log.With("component", "broker"), reg)
+	broker, err := natsbroker.Connect(natsCfg, log.With("component", "broker"), r.reg)
 	if err != nil {
-		return nil, err
+		return err
 	}
+	r.broker = broker
 	r.hub = hub.New(hub.Config{
 		SendQueueFrames: cfg.SendQueueFrames,
 		SendQueueBytes:  cfg.SendQueueBytes,
@@ -102,7 +109,7 @@ func New(cfg Config, log *slog.Logger) (r *Replica, err error) {
 		PingFrame:       wsgateway.PingFrame,
 		Encode:          wsgateway.EncodeMessage,
 		Sleep:           cfg.DrainSleep,
-	}, r.broker, log.With("component", "hub"), reg)
+	}, r.broker, log.With("component", "hub"), r.reg)
 	gateway := wsgateway.New(wsgateway.Config{
 		MaxMessageBytes: cfg.MaxMessageBytes,
 		RateLimit: ratelimit.Config{
@@ -112,13 +119,21 @@ func New(cfg Config, log *slog.Logger) (r *Replica, err error) {
 		AllowedOrigins: cfg.AllowedOrigins,
 		IdleTimeout:    2 * cfg.PingInterval,
 		ResponseHeader: cfg.Identity.ResponseHeader(),
-	}, r.hub, r.broker, log.With("component", "gateway"), reg)
+	}, r.hub, r.broker, log.With("component", "gateway"), r.reg)
 	r.http = httpapi.New(httpapi.Config{Addr: cfg.Addr, Identity: cfg.Identity}, gateway,
-		httpapi.Readiness{Draining: r.hub.Draining, Broker: r.broker.Ready}, reg, log.With("component", "http"), reg)
+		httpapi.Readiness{Draining: r.hub.Draining, Broker: r.broker.Ready}, r.reg, log.With("component", "http"), r.reg)
 	if err := r.http.Listen(); err != nil {
-		return nil, err
+		return err
 	}
-	return r, nil
+	// Keepalive pings run from here until Close, whether or not Serve is called.
+	ctx, cancel := context.WithCancel(context.Background())
+	r.stopPings = cancel
+	r.pingsDone = make(chan struct{})
+	go func() {
+		defer close(r.pingsDone)
+		r.hub.Run(ctx)
+	}()
+	return nil
 }
 
 // Addr is the HTTP listener's address.
@@ -136,15 +151,7 @@ func (r *Replica) EmbeddedNATSURL() string {
 }
 
 // Serve serves until Drain or Close; it returns an error only if serving failed.
-func (r *Replica) Serve() error {
-	ctx, cancel := context.WithCancel(context.Background())
-	r.stopPings = cancel
-	go func() {
-		defer close(r.pingsDone)
-		r.hub.Run(ctx)
-	}()
-	return r.http.Serve()
-}
+func (r *Replica) Serve() error { return r.http.Serve() }
 
 // Drain is the lame-duck shutdown, in this order:
 //  1. not ready: /readyz answers 503 draining and new upgrades get 503;
@@ -190,11 +197,12 @@ func (r *Replica) Drain(ctx context.Context) error {
 }
 
 // Close stops everything at once; it is safe after Drain and on a partly built replica.
-func (r *Replica) Close() {
+func (r *Replica) Close() { r.closeOnce.Do(r.close) }
+
+func (r *Replica) close() {
 	if r.stopPings != nil {
 		r.stopPings()
 		<-r.pingsDone
-		r.stopPings = nil
 	}
 	if r.hub != nil {
 		// Drain has normally closed every WebSocket already; this is for an abort.
@@ -212,6 +220,5 @@ func (r *Replica) Close() {
 	}
 	if r.embedded != nil {
 		r.embedded.Shutdown()
-		r.embedded = nil
 	}
 }

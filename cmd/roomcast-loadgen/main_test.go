@@ -1,0 +1,173 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"roomcast/pkg/httpapi"
+	"roomcast/pkg/loadgen"
+	"roomcast/pkg/replica"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// signal.Notify starts one watcher goroutine for the life of the process.
+		goleak.IgnoreTopFunction("os/signal.signal_recv"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+	)
+}
+
+func TestBadFlagsExitWithStatus2(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string // in the one-line message
+	}{
+		{"unknown flag", []string{"-bogus"}, "-bogus"},
+		{"unknown scenario", []string{"-scenario", "burst"}, "-scenario"},
+		{"not a duration", []string{"-duration", "10"}, "-duration"},
+		{"zero duration", []string{"-duration", "0s"}, "-duration"},
+		{"zero rooms", []string{"-rooms", "0"}, "-rooms"},
+		{"negative members", []string{"-members", "-1"}, "-members"},
+		{"zero rate", []string{"-rate", "0"}, "-rate"},
+		{"not a number", []string{"-rate", "fast"}, "-rate"},
+		{"zero idle conns", []string{"-scenario", "idle", "-conns", "0"}, "-conns"},
+		{"http URL", []string{"-url", "http://127.0.0.1:8080"}, "-url"},
+		{"empty URL", []string{"-url", " , "}, "-url"},
+		{"room path in URL", []string{"-url", "ws://127.0.0.1:8080/ws/chat/x/"}, "-url"},
+		{"PID not a number", []string{"-server-pid", "12,abc"}, "-server-pid"},
+		{"PID of no process", []string{"-server-pid", "1073741824"}, "-server-pid"},
+		{"ramp factor", []string{"-scenario", "ramp", "-ramp-factor", "0.5"}, "-ramp-factor"},
+		{"ramp step", []string{"-scenario", "ramp", "-ramp-step", "-1s"}, "-ramp-step"},
+		{"positional argument", []string{"fanout-small"}, "unexpected argument"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			err := run(context.Background(), tt.args, nil, &stdout, &stderr)
+			if err == nil {
+				t.Fatal("run succeeded, want a usage error")
+			}
+			var msg bytes.Buffer
+			if code := exitCode(err, &msg); code != 2 {
+				t.Fatalf("exit code %d for %v, want 2", code, err)
+			}
+			line := msg.String()
+			if strings.Count(line, "\n") != 1 || !strings.Contains(line, tt.want) {
+				t.Fatalf("message %q: want one line naming %q", line, tt.want)
+			}
+			if stdout.Len() > 0 {
+				t.Fatalf("stdout %q, want nothing", stdout.String())
+			}
+		})
+	}
+}
+
+func TestHelp(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), []string{"-h"}, nil, &stdout, &stderr)
+	if !errors.Is(err, flag.ErrHelp) || exitCode(err, io.Discard) != 0 {
+		t.Fatalf("run -h = %v, want flag.ErrHelp and exit 0", err)
+	}
+	for _, want := range []string{"Usage: roomcast-loadgen", "-scenario", "fanout-large", "-server-pid", "-ramp-step", "-json"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("usage lacks %q", want)
+		}
+	}
+}
+
+func TestConnectFailureExitsWith1(t *testing.T) {
+	// Port 1 on localhost: nothing listens there.
+	err := run(context.Background(), []string{"-url", "ws://127.0.0.1:1", "-rooms", "1", "-members", "1", "-connect-timeout", "2s"},
+		nil, io.Discard, io.Discard)
+	if err == nil || exitCode(err, io.Discard) != 1 {
+		t.Fatalf("run = %v, want an error with exit status 1", err)
+	}
+}
+
+func startReplica(t *testing.T) string {
+	t.Helper()
+	rep, err := replica.New(replica.Config{
+		Addr:            "127.0.0.1:0",
+		Identity:        httpapi.Identity{Color: "test", Instance: "a", Version: "v-test"},
+		MaxMessageBytes: 4096, SendQueueFrames: 256, SendQueueBytes: 1 << 20,
+		RateLimit: 100000, RateBurst: 100000,
+		DrainTimeout: 100 * time.Millisecond, PingInterval: 25 * time.Second,
+	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- rep.Serve() }()
+	base := "http://" + rep.Addr().String()
+	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	for i := 0; ; i++ {
+		resp, err := client.Get(base + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		if i == 100 {
+			t.Fatalf("replica never healthy: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Drain, not Close: see pkg/loadgen's run_test.go.
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := rep.Drain(ctx); err != nil {
+			t.Error(err)
+		}
+		if err := <-served; err != nil {
+			t.Error(err)
+		}
+	})
+	return "ws://" + rep.Addr().String()
+}
+
+func TestRunPrintsSummaryAndJSON(t *testing.T) {
+	url := startReplica(t)
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), []string{
+		"-scenario", "fanout-small", "-url", url, "-rooms", "2", "-members", "3", "-rate", "4",
+		"-duration", "1s", "-grace", "20s", "-json",
+	}, nil, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("run: %v\nstderr: %s", err, stderr.String())
+	}
+	out := stdout.String()
+	text, js, ok := strings.Cut(out, "\n{")
+	if !ok {
+		t.Fatalf("no JSON after the summary in %q", out)
+	}
+	for _, want := range []string{"sent", "expected", "delivered", "lost", "duplicated", "p99"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("summary lacks %q:\n%s", want, text)
+		}
+	}
+	var rep loadgen.Report
+	if err := json.Unmarshal([]byte("{"+js), &rep); err != nil {
+		t.Fatalf("JSON summary: %v\n%s", err, js)
+	}
+	if len(rep.Steps) != 1 || rep.Connections != 6 {
+		t.Fatalf("report %+v: want 6 connections and one step", rep)
+	}
+	s := rep.Steps[0]
+	if s.Sent == 0 || s.Delivered != s.Expected || s.Expected != 3*s.Sent || s.Lost != 0 || s.Duplicated != 0 {
+		t.Fatalf("step %+v: want everything delivered once", s)
+	}
+}

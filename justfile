@@ -1,0 +1,88 @@
+# roomcast: chat rooms that span every replica. `just` lists the recipes.
+
+set shell := ["bash", "-cu"]
+set dotenv-load
+
+# Image tag of `just build` and the first `just deploy`.
+export TAG := env("TAG", "latest")
+
+bin := justfile_directory() / "bin"
+
+# List the recipes.
+default:
+    @just --list
+
+# Run one replica with an embedded NATS server on :8080 (chat page at http://localhost:8080/).
+run:
+    go run ./cmd/roomcast
+
+# Run the test suite as CI does (tests needing nginx, prometheus, dockerd or chromium skip without them).
+test:
+    go test -race -timeout 30m ./...
+
+# Build the binaries into bin/ (CGO off, static, version from git).
+build-bin:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    mkdir -p {{bin}}
+    version=$(git describe --tags --always --dirty 2>/dev/null || echo dev)
+    CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$version" -o {{bin}}/ ./cmd/...
+
+# Benchmarks: Go micro-benchmarks, then every loadgen scenario against one replica (embedded NATS) and fanout-large against two replicas on one nats-server. DURATION sets each scenario's length.
+bench DURATION="20s": build-bin
+    #!/usr/bin/env bash
+    set -euo pipefail
+    go test -run '^$' -bench . -benchmem ./pkg/...
+    [ -x {{bin}}/nats-server ] || go build -o {{bin}}/nats-server github.com/nats-io/nats-server/v2
+    pids=()
+    stop() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+    trap stop EXIT
+    wait_ready() {
+      for _ in $(seq 1 100); do curl -fsS "http://$1/readyz" >/dev/null 2>&1 && return 0; sleep 0.1; done
+      echo "replica at $1 did not become ready" >&2; return 1
+    }
+    fast="ROOMCAST_RATE_LIMIT=1000000 ROOMCAST_RATE_BURST=1000000 ROOMCAST_LOG_LEVEL=warn ROOMCAST_DRAIN_DELAY=0s ROOMCAST_DRAIN_TIMEOUT=1s"
+
+    echo "== one replica, embedded NATS"
+    env $fast ROOMCAST_ADDR=127.0.0.1:18181 {{bin}}/roomcast & pids+=($!); one=$!
+    wait_ready 127.0.0.1:18181
+    for scenario in fanout-small fanout-large ramp idle; do
+      echo "-- $scenario"
+      {{bin}}/roomcast-loadgen -scenario "$scenario" -url ws://127.0.0.1:18181 -duration {{DURATION}} -server-pid "$one"
+    done
+    kill "$one"; wait "$one" || true
+
+    echo "== two replicas on one nats-server"
+    {{bin}}/nats-server -a 127.0.0.1 -p 14222 & pids+=($!); nats=$!
+    sleep 0.5
+    env $fast NATS_URL=nats://127.0.0.1:14222 ROOMCAST_ADDR=127.0.0.1:18182 ROOMCAST_INSTANCE=a {{bin}}/roomcast & pids+=($!); a=$!
+    env $fast NATS_URL=nats://127.0.0.1:14222 ROOMCAST_ADDR=127.0.0.1:18183 ROOMCAST_INSTANCE=b {{bin}}/roomcast & pids+=($!); b=$!
+    wait_ready 127.0.0.1:18182
+    wait_ready 127.0.0.1:18183
+    echo "-- fanout-large across both replicas"
+    {{bin}}/roomcast-loadgen -scenario fanout-large -url ws://127.0.0.1:18182,ws://127.0.0.1:18183 \
+      -duration {{DURATION}} -server-pid "$a,$b,$nats"
+
+# Build the binaries, then the app image ROOMCAST_IMAGE:TAG and the edge image EDGE_IMAGE:TAG (nothing is pulled).
+build TAG=TAG:
+    stack/swarm build {{TAG}}
+
+# First deploy: the edge stack (nginx, nats) and the active color (blue at first). Never undoes a promote.
+deploy:
+    stack/swarm deploy
+
+# Release TAG to the idle color: deploy, wait healthy, smoke test, flip nginx, drain the old color.
+promote TAG:
+    stack/swarm promote {{TAG}}
+
+# Bring the previous color back, check it, flip nginx back, drain the other.
+rollback:
+    stack/swarm rollback
+
+# Active color, image tag and ready replicas of each color.
+status:
+    stack/swarm status
+
+# Set the replica count of the active color.
+scale N:
+    stack/swarm scale {{N}}

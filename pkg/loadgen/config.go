@@ -1,0 +1,221 @@
+package loadgen
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Scenario names a load shape; they match the k6 scripts.
+type Scenario string
+
+// The scenarios.
+const (
+	// FanoutSmall is 10 rooms × 10 members, each member sending 1 msg/s.
+	FanoutSmall Scenario = "fanout-small"
+	// FanoutLarge is 100 rooms × 20 members × 1 msg/s: 2,000 msgs/s in, 40,000 deliveries/s out.
+	FanoutLarge Scenario = "fanout-large"
+	// Ramp is 10 rooms × 10 members whose send rate grows step by step until a step's
+	// p99 latency is over RampMaxP99 or a message is lost (or RampMaxRate is reached).
+	Ramp Scenario = "ramp"
+	// Idle holds Conns connections open, sending nothing, to measure server memory per
+	// connection.
+	Idle Scenario = "idle"
+)
+
+// Scenarios lists every scenario.
+func Scenarios() []Scenario { return []Scenario{FanoutSmall, FanoutLarge, Ramp, Idle} }
+
+// ConfigError is an invalid setting of a Config. Setting is named like the
+// roomcast-loadgen flag that sets it.
+type ConfigError struct {
+	Setting string
+	Value   string
+	Want    string
+}
+
+func (e *ConfigError) Error() string {
+	return fmt.Sprintf("invalid %s %s: %s", e.Setting, e.Value, e.Want)
+}
+
+// Config is one load run.
+type Config struct {
+	Scenario Scenario
+	// URLs are base URLs (ws://host:port); connection i goes to URLs[i % len(URLs)], so
+	// the members of a room are spread over the replicas.
+	URLs []string
+
+	// Rooms × Members clients send (fanout, ramp). For Idle, Conns clients fill rooms of
+	// Members, and Rooms is ignored.
+	Rooms   int
+	Members int
+	// Rate is messages per second per member; for Ramp, the first step's rate.
+	Rate float64
+	// Duration is how long members send (fanout), how long connections are held (idle),
+	// or the most a whole ramp may take.
+	Duration time.Duration
+	// Conns is the number of idle connections.
+	Conns int
+
+	// RampStep is how long each ramp step sends; RampFactor multiplies the rate from one
+	// step to the next, up to RampMaxRate; a step passes when nothing is lost and its p99
+	// latency is at most RampMaxP99.
+	RampStep    time.Duration
+	RampFactor  float64
+	RampMaxRate float64
+	RampMaxP99  time.Duration
+
+	// ServerPIDs are the processes whose CPU time and RSS are measured (replicas,
+	// nats-server); empty measures none.
+	ServerPIDs []int
+	// Grace is how long, once sending stops, deliveries may still arrive before the
+	// missing ones count as lost.
+	Grace time.Duration
+	// ConnectTimeout bounds each connection's dial and upgrade; ConnectParallel is how
+	// many are in progress at once.
+	ConnectTimeout  time.Duration
+	ConnectParallel int
+
+	// Progress, if not nil, gets a line every ProgressEvery (default 1s) and a line per
+	// ramp step.
+	Progress      io.Writer
+	ProgressEvery time.Duration
+	// Log gets warnings (connections closed by the server, unreadable processes); nil
+	// discards them.
+	Log *slog.Logger
+}
+
+// DefaultConfig is the configuration of scenario s against ws://127.0.0.1:8080.
+func DefaultConfig(s Scenario) Config {
+	c := Config{
+		Scenario:        s,
+		URLs:            []string{"ws://127.0.0.1:8080"},
+		Rooms:           10,
+		Members:         10,
+		Rate:            1,
+		Duration:        30 * time.Second,
+		Conns:           10000,
+		RampStep:        5 * time.Second,
+		RampFactor:      1.5,
+		RampMaxRate:     1000,
+		RampMaxP99:      100 * time.Millisecond,
+		Grace:           2 * time.Second,
+		ConnectTimeout:  10 * time.Second,
+		ConnectParallel: 64,
+		ProgressEvery:   time.Second,
+	}
+	switch s {
+	case FanoutLarge:
+		c.Rooms, c.Members = 100, 20
+	case Ramp:
+		c.Duration = 10 * time.Minute
+	}
+	return c
+}
+
+// Limits that keep every loop of a run bounded.
+const (
+	maxConns    = 1 << 20
+	maxRate     = 10000 // per member
+	maxDuration = 24 * time.Hour
+	maxSteps    = 64
+)
+
+// Validate checks c; an error is a *ConfigError.
+func (c Config) Validate() error {
+	bad := func(setting string, value any, want string, args ...any) error {
+		return &ConfigError{Setting: setting, Value: fmt.Sprint(value), Want: fmt.Sprintf(want, args...)}
+	}
+	if !slices.Contains(Scenarios(), c.Scenario) {
+		return bad("scenario", strconv.Quote(string(c.Scenario)), "want one of %s", scenarioList())
+	}
+	if len(c.URLs) == 0 {
+		return bad("url", `""`, "want at least one ws://host:port")
+	}
+	for _, u := range c.URLs {
+		if err := checkBaseURL(u); err != nil {
+			return bad("url", strconv.Quote(u), "%v", err)
+		}
+	}
+	if c.Members < 1 || c.Members > maxConns {
+		return bad("members", c.Members, "want 1 to %d", maxConns)
+	}
+	if c.Duration <= 0 || c.Duration > maxDuration {
+		return bad("duration", c.Duration, "want more than 0s and at most %v", maxDuration)
+	}
+	if c.Grace < 0 || c.Grace > time.Hour {
+		return bad("grace", c.Grace, "want 0s to 1h")
+	}
+	if c.ConnectTimeout <= 0 || c.ConnectTimeout > time.Hour {
+		return bad("connect-timeout", c.ConnectTimeout, "want more than 0s and at most 1h")
+	}
+	if c.ConnectParallel < 1 || c.ConnectParallel > 10000 {
+		return bad("connect-parallel", c.ConnectParallel, "want 1 to 10000")
+	}
+	for _, pid := range c.ServerPIDs {
+		if pid < 1 {
+			return bad("server-pid", pid, "want a positive process id")
+		}
+	}
+	if c.Scenario == Idle {
+		if c.Conns < 1 || c.Conns > maxConns {
+			return bad("conns", c.Conns, "want 1 to %d", maxConns)
+		}
+		return nil
+	}
+	if c.Rooms < 1 || c.Rooms > maxConns/c.Members {
+		return bad("rooms", c.Rooms, "want at least 1, and rooms × members at most %d", maxConns)
+	}
+	if !(c.Rate > 0) || c.Rate > maxRate {
+		return bad("rate", c.Rate, "want more than 0 and at most %d messages/s per member", maxRate)
+	}
+	if c.Scenario == Ramp {
+		switch {
+		case c.RampStep <= 0 || c.RampStep > time.Hour:
+			return bad("ramp-step", c.RampStep, "want more than 0s and at most 1h")
+		case !(c.RampFactor > 1) || c.RampFactor > 100:
+			return bad("ramp-factor", c.RampFactor, "want more than 1 and at most 100")
+		case !(c.RampMaxRate >= c.Rate) || c.RampMaxRate > maxRate:
+			return bad("ramp-max-rate", c.RampMaxRate, "want at least the start rate (-rate %v) and at most %d", c.Rate, maxRate)
+		case c.RampMaxP99 <= 0:
+			return bad("ramp-max-p99", c.RampMaxP99, "want more than 0s")
+		}
+	}
+	return nil
+}
+
+func scenarioList() string {
+	names := make([]string, 0, 4)
+	for _, s := range Scenarios() {
+		names = append(names, string(s))
+	}
+	return strings.Join(names, ", ")
+}
+
+func checkBaseURL(raw string) error {
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil:
+		return err
+	case u.Scheme != "ws" && u.Scheme != "wss":
+		return errors.New("want a ws:// or wss:// URL")
+	case u.Host == "" || u.Hostname() == "":
+		return errors.New("no host")
+	case u.RawQuery != "" || u.Fragment != "":
+		return errors.New("want a base URL without query or fragment")
+	case strings.Contains(u.Path, "/ws/chat"):
+		return errors.New("want the base URL only (ws://host:port); /ws/chat/{room}/ is added")
+	}
+	return nil
+}
+
+// roomURL is the URL of room on base.
+func roomURL(base, room string) string {
+	return strings.TrimSuffix(base, "/") + "/ws/chat/" + room + "/"
+}

@@ -1,0 +1,266 @@
+package loadgen
+
+import (
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Report is the outcome of a run; it marshals to JSON as is.
+type Report struct {
+	Scenario Scenario `json:"scenario"`
+	// Run is the token in this run's room names (lg-<run>-<n>) and messages.
+	Run     string   `json:"run"`
+	URLs    []string `json:"urls"`
+	Rooms   int      `json:"rooms"`
+	Members int      `json:"members"`
+	// Connections is how many clients connected (all of them, or Run fails);
+	// ConnectionsAtEnd how many were still open when the run ended.
+	Connections      int     `json:"connections"`
+	ConnectionsAtEnd int     `json:"connections_at_end"`
+	ConnectSeconds   float64 `json:"connect_seconds"`
+	// ServerCloses counts connections the server ended, by close code (1013: too slow
+	// to read; 1008: over the rate limit for too long; 1006: no close frame).
+	ServerCloses map[string]int64 `json:"server_closes,omitempty"`
+	// ErrorFrames counts error frames received, by code.
+	ErrorFrames map[string]int64 `json:"error_frames,omitempty"`
+	// Foreign counts message frames that are not this run's; Misrouted counts this run's
+	// messages that arrived in another room; OtherFrames counts frames that are neither
+	// messages nor errors; SendErrors counts failed writes.
+	Foreign     int64 `json:"foreign_frames"`
+	Misrouted   int64 `json:"misrouted"`
+	OtherFrames int64 `json:"other_frames"`
+	SendErrors  int64 `json:"send_errors"`
+	// Steps are the sending steps: one for fanout, one per rate for ramp, none for idle.
+	Steps []Step      `json:"steps,omitempty"`
+	Ramp  *RampResult `json:"ramp,omitempty"`
+	Idle  *IdleResult `json:"idle,omitempty"`
+	// LoadgenRSSBytes is this process's own resident memory at the end.
+	LoadgenRSSBytes int64 `json:"loadgen_rss_bytes"`
+	// Interrupted is set when the run was cut short.
+	Interrupted bool `json:"interrupted,omitempty"`
+}
+
+// Step is one sending period and what came of it, once the grace period has passed.
+type Step struct {
+	Index int `json:"index"`
+	// Rate is messages per second per member.
+	Rate float64 `json:"rate_per_member"`
+	// SendSeconds is how long members sent; Seconds adds the wait for deliveries, and is
+	// the window CPU time is measured over.
+	SendSeconds float64 `json:"send_seconds"`
+	Seconds     float64 `json:"seconds"`
+	Counts
+	Lost int64 `json:"lost"`
+	// Skipped counts sends dropped because the generator fell over a second behind.
+	Skipped             int64   `json:"skipped"`
+	Latency             Latency `json:"latency"`
+	SentPerSecond       float64 `json:"sent_per_second"`
+	DeliveriesPerSecond float64 `json:"deliveries_per_second"`
+	// Server is measured when server PIDs are given.
+	Server  *Usage `json:"server,omitempty"`
+	Loadgen Usage  `json:"loadgen"`
+	// Pass and Reason are a ramp step's verdict.
+	Pass   bool   `json:"pass,omitempty"`
+	Reason string `json:"reason,omitempty"`
+
+	p99 time.Duration
+}
+
+// Latency is the send-to-delivery time of first deliveries, in milliseconds.
+type Latency struct {
+	P50MS float64 `json:"p50_ms"`
+	P90MS float64 `json:"p90_ms"`
+	P99MS float64 `json:"p99_ms"`
+	MaxMS float64 `json:"max_ms"`
+}
+
+func latencyOf(h *Histogram) Latency {
+	return Latency{P50MS: ms(h.Quantile(0.5)), P90MS: ms(h.Quantile(0.9)), P99MS: ms(h.Quantile(0.99)), MaxMS: ms(h.Max())}
+}
+
+// Usage is the CPU and memory of a set of processes over a step.
+type Usage struct {
+	CPUSeconds float64 `json:"cpu_seconds"`
+	// CPUPercent is of one core, over the step's window.
+	CPUPercent           float64 `json:"cpu_percent"`
+	CPUMicrosPerDelivery float64 `json:"cpu_us_per_delivery"`
+	// RSSBytes is the resident memory at the end of the step, summed.
+	RSSBytes  int64        `json:"rss_bytes"`
+	Processes []ProcSample `json:"processes,omitempty"`
+}
+
+// RampResult is the ramp's verdict: the highest deliveries/s held by a passing step.
+type RampResult struct {
+	MaxP99MS float64 `json:"max_p99_ms"`
+	Factor   float64 `json:"factor"`
+	MaxRate  float64 `json:"max_rate_per_member"`
+	// Held is the index of the best passing step (0: none passed).
+	Held                    int     `json:"held_step"`
+	HeldRate                float64 `json:"held_rate_per_member"`
+	HeldDeliveriesPerSecond float64 `json:"held_deliveries_per_second"`
+	StopReason              string  `json:"stop_reason"`
+}
+
+// IdleResult is the memory the server spends on idle connections.
+type IdleResult struct {
+	Connections int     `json:"connections"`
+	Open        int     `json:"open_at_end"`
+	HeldSeconds float64 `json:"held_seconds"`
+	// RSS of the server processes before connecting and at the end of the hold, summed;
+	// zero when no server PIDs are given.
+	RSSBeforeBytes     int64        `json:"rss_before_bytes"`
+	RSSAfterBytes      int64        `json:"rss_after_bytes"`
+	BytesPerConnection float64      `json:"rss_bytes_per_connection"`
+	Before             []ProcSample `json:"before,omitempty"`
+	After              []ProcSample `json:"after,omitempty"`
+	LoadgenRSSBytes    int64        `json:"loadgen_rss_bytes"`
+}
+
+// WriteText writes the human summary of rep.
+func (rep *Report) WriteText(w io.Writer) error {
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+	b.WriteString("\n")
+	shape := fmt.Sprintf("%d rooms × %d members", rep.Rooms, rep.Members)
+	if rep.Scenario == Idle {
+		shape = fmt.Sprintf("%d connections in rooms of %d", rep.Connections, rep.Members)
+	}
+	p("== %s: %s, %s (run %s)", rep.Scenario, shape, strings.Join(rep.URLs, ","), rep.Run)
+	if rep.Interrupted {
+		p("INTERRUPTED: the numbers cover only the part that ran")
+	}
+	p("connections   %d (connected in %.1fs, %d open at the end)", rep.Connections, rep.ConnectSeconds, rep.ConnectionsAtEnd)
+	switch {
+	case rep.Idle != nil:
+		writeIdle(p, rep.Idle)
+	case rep.Ramp != nil:
+		for _, s := range rep.Steps {
+			p("%s", s.line())
+		}
+		r := rep.Ramp
+		if r.Held == 0 {
+			p("ramp held     no step passed (p99 ≤ %s, nothing lost); %s", fmtMS(time.Duration(r.MaxP99MS*1e6)), r.StopReason)
+		} else {
+			s := rep.Steps[r.Held-1]
+			p("ramp held     %.0f deliveries/s (step %d, %s msg/s per member, %.0f msgs/s sent, p99 %.2fms); stopped: %s",
+				r.HeldDeliveriesPerSecond, r.Held, fmtRate(r.HeldRate), s.SentPerSecond, s.Latency.P99MS, r.StopReason)
+		}
+	case len(rep.Steps) == 1:
+		writeStep(p, rep.Steps[0])
+	}
+	if len(rep.ServerCloses) > 0 {
+		p("server closes %s", fmtCounts(rep.ServerCloses))
+	}
+	if len(rep.ErrorFrames) > 0 {
+		hint := ""
+		if rep.ErrorFrames["rate_limited"] > 0 {
+			hint = " (raise ROOMCAST_RATE_LIMIT/ROOMCAST_RATE_BURST on the server)"
+		}
+		p("error frames  %s%s", fmtCounts(rep.ErrorFrames), hint)
+	}
+	if rep.Foreign+rep.Misrouted+rep.OtherFrames+rep.SendErrors > 0 {
+		p("oddities      foreign %d, misrouted %d, other frames %d, send errors %d", rep.Foreign, rep.Misrouted, rep.OtherFrames, rep.SendErrors)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func writeStep(p func(string, ...any), s Step) {
+	p("rate          %s msg/s per member for %.1fs", fmtRate(s.Rate), s.SendSeconds)
+	p("sent          %d (%.1f/s)", s.Sent, s.SentPerSecond)
+	p("expected      %d", s.Expected)
+	p("delivered     %d (%.1f/s)", s.Delivered, s.DeliveriesPerSecond)
+	p("lost          %d (%s)", s.Lost, pct(s.Lost, s.Expected))
+	p("duplicated    %d", s.Duplicated)
+	if s.Skipped > 0 {
+		p("skipped       %d sends (the load generator fell over %v behind)", s.Skipped, maxLag)
+	}
+	l := s.Latency
+	p("latency       p50 %.2fms  p90 %.2fms  p99 %.2fms  max %.2fms", l.P50MS, l.P90MS, l.P99MS, l.MaxMS)
+	if s.Server != nil {
+		p("server        %.1f µs CPU per delivery (%.2f s CPU over %.1fs, %.0f%% of a core), RSS %s%s",
+			s.Server.CPUMicrosPerDelivery, s.Server.CPUSeconds, s.Seconds, s.Server.CPUPercent, fmtBytes(s.Server.RSSBytes), perProcess(s.Server.Processes))
+	}
+	p("loadgen       %.1f µs CPU per delivery (%.0f%% of a core), RSS %s",
+		s.Loadgen.CPUMicrosPerDelivery, s.Loadgen.CPUPercent, fmtBytes(s.Loadgen.RSSBytes))
+}
+
+func writeIdle(p func(string, ...any), r *IdleResult) {
+	p("held          %d connections for %.1fs, %d open at the end", r.Connections, r.HeldSeconds, r.Open)
+	if r.After == nil {
+		p("server RSS    not measured (give -server-pid)")
+	} else {
+		p("server RSS    before %s, after %s%s", fmtBytes(r.RSSBeforeBytes), fmtBytes(r.RSSAfterBytes), perProcess(r.After))
+		p("per conn      %.1f KiB", r.BytesPerConnection/1024)
+	}
+	p("loadgen RSS   %s (%.1f KiB per connection)", fmtBytes(r.LoadgenRSSBytes), float64(r.LoadgenRSSBytes)/1024/float64(max(r.Connections, 1)))
+}
+
+// line is a ramp step in one line.
+func (s Step) line() string {
+	verdict := "PASS"
+	if !s.Pass {
+		verdict = "FAIL: " + s.Reason
+	}
+	srv := ""
+	if s.Server != nil {
+		srv = fmt.Sprintf("  server %.1fµs/delivery %.0f%%cpu", s.Server.CPUMicrosPerDelivery, s.Server.CPUPercent)
+	}
+	return fmt.Sprintf("step %2d  %7s msg/s/member  sent %d  delivered %d/%d  lost %d  dup %d  p50 %.2fms p99 %.2fms max %.2fms  %.0f deliveries/s%s  loadgen %.0f%%cpu  %s",
+		s.Index, fmtRate(s.Rate), s.Sent, s.Delivered, s.Expected, s.Lost, s.Duplicated,
+		s.Latency.P50MS, s.Latency.P99MS, s.Latency.MaxMS, s.DeliveriesPerSecond, srv, s.Loadgen.CPUPercent, verdict)
+}
+
+func perProcess(ps []ProcSample) string {
+	if len(ps) < 2 {
+		return ""
+	}
+	parts := make([]string, 0, len(ps))
+	for _, s := range ps {
+		parts = append(parts, fmt.Sprintf("pid %d %s", s.PID, fmtBytes(s.RSSBytes)))
+	}
+	return " (" + strings.Join(parts, ", ") + ")"
+}
+
+func fmtCounts(m map[string]int64) string {
+	parts := make([]string, 0, len(m))
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, k+"="+strconv.FormatInt(m[k], 10))
+	}
+	return strings.Join(parts, " ")
+}
+
+func pct(part, whole int64) string {
+	if whole == 0 {
+		return "0%"
+	}
+	return fmt.Sprintf("%.3f%%", 100*float64(part)/float64(whole))
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func fmtMS(d time.Duration) string { return fmt.Sprintf("%.2fms", ms(d)) }
+
+// fmtRate shows a rate with 4 significant digits (2.25, 11.39, 194.6, 2000).
+func fmtRate(r float64) string {
+	if r >= 1000 {
+		return strconv.FormatFloat(r, 'f', 0, 64)
+	}
+	return strconv.FormatFloat(r, 'g', 4, 64)
+}
+
+func fmtBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	default:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+}

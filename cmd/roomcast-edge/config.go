@@ -1,0 +1,169 @@
+package main
+
+import (
+	"log/slog"
+	"net"
+	"net/url"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"roomcast/pkg/edge"
+	"roomcast/pkg/envconfig"
+)
+
+// config is roomcast-edge's environment. A set but empty variable means its default.
+type config struct {
+	DockerHost        string        `env:"DOCKER_HOST" envDefault:"unix:///var/run/docker.sock" help:"Docker Engine API (unix:// or tcp://); only the nginx service is read"`
+	Service           string        `env:"ROOMCAST_EDGE_SERVICE" envDefault:"edge_nginx" help:"the nginx service whose label roomcast.active names the active color"`
+	DefaultColor      string        `env:"ROOMCAST_EDGE_DEFAULT_COLOR" envDefault:"blue" help:"color used only when the label is absent at start (blue or green)"`
+	AppService        string        `env:"ROOMCAST_EDGE_APP_SERVICE" envDefault:"{color}_app" help:"app service name of a color; {color} is replaced"`
+	AppPort           int           `env:"ROOMCAST_EDGE_APP_PORT" envDefault:"8080" help:"app port on every replica"`
+	ListenPort        int           `env:"ROOMCAST_EDGE_LISTEN_PORT" envDefault:"80" help:"nginx listen port (all IPv4 interfaces)"`
+	ListenIPv6        bool          `env:"ROOMCAST_EDGE_LISTEN_IPV6" envDefault:"false" help:"also listen on [::]"`
+	Resolver          string        `env:"ROOMCAST_EDGE_RESOLVER" envDefault:"127.0.0.11" help:"DNS server (ip or ip:port) nginx and the resolve check ask for the app service"`
+	ResolverValid     time.Duration `env:"ROOMCAST_EDGE_RESOLVER_VALID" envDefault:"5s" help:"how long nginx caches the app service's addresses"`
+	ShutdownTimeout   time.Duration `env:"ROOMCAST_EDGE_WORKER_SHUTDOWN_TIMEOUT" envDefault:"40s" help:"nginx worker_shutdown_timeout; must outlast the app's drain delay + drain timeout"`
+	ConnectTimeout    time.Duration `env:"ROOMCAST_EDGE_CONNECT_TIMEOUT" envDefault:"2s" help:"proxy_connect_timeout before the next replica is tried"`
+	NextUpstreamTries int           `env:"ROOMCAST_EDGE_NEXT_UPSTREAM_TRIES" envDefault:"3" help:"replicas tried per request on error, timeout, 502 or 503 (0: no limit)"`
+	PollInterval      time.Duration `env:"ROOMCAST_EDGE_POLL_INTERVAL" envDefault:"5s" help:"label read besides Docker events (fallback when the event stream fails)"`
+	StartTimeout      time.Duration `env:"ROOMCAST_EDGE_START_TIMEOUT" envDefault:"2m" help:"at start, how long to wait for the labelled color to resolve before exiting non-zero"`
+	Template          string        `env:"ROOMCAST_EDGE_TEMPLATE" envDefault:"/etc/roomcast-edge/nginx.conf.tmpl" help:"nginx config template"`
+	Config            string        `env:"ROOMCAST_EDGE_CONFIG" envDefault:"/run/roomcast-edge/nginx.conf" help:"rendered nginx config; its directory also holds nginx.pid and tmp/"`
+	Nginx             string        `env:"ROOMCAST_EDGE_NGINX" envDefault:"nginx" help:"nginx binary (name on PATH or path)"`
+	NginxUser         string        `env:"ROOMCAST_EDGE_NGINX_USER" help:"nginx user directive for the workers; empty: nginx's built-in default"`
+	AccessLog         string        `env:"ROOMCAST_EDGE_ACCESS_LOG" envDefault:"/dev/stdout" help:"nginx access log (JSON lines): a path or off"`
+	ErrorLog          string        `env:"ROOMCAST_EDGE_ERROR_LOG" envDefault:"stderr" help:"nginx error log: stderr or a path"`
+	MetricsAddr       string        `env:"ROOMCAST_EDGE_METRICS_ADDR" envDefault:":9180" help:"address of roomcast-edge's own /metrics, or off"`
+	LogFormat         string        `env:"ROOMCAST_LOG_FORMAT" envDefault:"json" help:"roomcast-edge's log output: json or text"`
+	LogLevel          string        `env:"ROOMCAST_LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error"`
+}
+
+// nameRe is a Swarm service name (and what nginx may resolve).
+var nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+
+// pathRe is a path nginx reads unquoted.
+var pathRe = regexp.MustCompile(`^/[A-Za-z0-9._/+@-]*$`)
+
+func loadConfig(environ map[string]string) (config, error) {
+	cfg, err := envconfig.Parse[config](environ)
+	if err != nil {
+		return cfg, err
+	}
+	bad := func(name, allowed string) error { return envconfig.Invalid(environ, name, allowed) }
+	switch {
+	case !validDockerHost(cfg.DockerHost):
+		return cfg, bad("DOCKER_HOST", "want unix:///path/to/docker.sock or tcp://host:port")
+	case !nameRe.MatchString(cfg.Service):
+		return cfg, bad("ROOMCAST_EDGE_SERVICE", "want a service name of letters, digits, _ . -")
+	case !edge.ValidColor(cfg.DefaultColor):
+		return cfg, bad("ROOMCAST_EDGE_DEFAULT_COLOR", "want blue or green")
+	case !strings.Contains(cfg.AppService, edge.ColorPlaceholder) ||
+		!nameRe.MatchString(strings.ReplaceAll(cfg.AppService, edge.ColorPlaceholder, "blue")):
+		return cfg, bad("ROOMCAST_EDGE_APP_SERVICE", "want a service name containing {color}, e.g. {color}_app")
+	case !validPort(cfg.AppPort):
+		return cfg, bad("ROOMCAST_EDGE_APP_PORT", "want a port from 1 to 65535")
+	case !validPort(cfg.ListenPort):
+		return cfg, bad("ROOMCAST_EDGE_LISTEN_PORT", "want a port from 1 to 65535")
+	case !validResolver(cfg.Resolver):
+		return cfg, bad("ROOMCAST_EDGE_RESOLVER", "want an IP address or ip:port, e.g. 127.0.0.11")
+	case cfg.ResolverValid < time.Second || cfg.ResolverValid%time.Second != 0:
+		return cfg, bad("ROOMCAST_EDGE_RESOLVER_VALID", "want whole seconds, at least 1s")
+	case cfg.ShutdownTimeout < time.Second:
+		return cfg, bad("ROOMCAST_EDGE_WORKER_SHUTDOWN_TIMEOUT", "want a duration of at least 1s")
+	case cfg.ConnectTimeout < 10*time.Millisecond:
+		return cfg, bad("ROOMCAST_EDGE_CONNECT_TIMEOUT", "want a duration of at least 10ms")
+	case cfg.NextUpstreamTries < 0:
+		return cfg, bad("ROOMCAST_EDGE_NEXT_UPSTREAM_TRIES", "want an integer of 0 or more")
+	case cfg.PollInterval < 100*time.Millisecond:
+		return cfg, bad("ROOMCAST_EDGE_POLL_INTERVAL", "want a duration of at least 100ms")
+	case cfg.StartTimeout < 100*time.Millisecond:
+		return cfg, bad("ROOMCAST_EDGE_START_TIMEOUT", "want a duration of at least 100ms")
+	case cfg.Template == "":
+		return cfg, bad("ROOMCAST_EDGE_TEMPLATE", "want a file path")
+	case !pathRe.MatchString(cfg.Config) || strings.HasSuffix(cfg.Config, "/"):
+		return cfg, bad("ROOMCAST_EDGE_CONFIG", "want an absolute file path of letters, digits and . _ - / + @")
+	case cfg.Nginx == "":
+		return cfg, bad("ROOMCAST_EDGE_NGINX", "want the nginx binary's name or path")
+	case cfg.NginxUser != "" && !nameRe.MatchString(cfg.NginxUser):
+		return cfg, bad("ROOMCAST_EDGE_NGINX_USER", "want a user name, or empty")
+	case cfg.AccessLog != "off" && !pathRe.MatchString(cfg.AccessLog):
+		return cfg, bad("ROOMCAST_EDGE_ACCESS_LOG", "want an absolute path or off")
+	case cfg.ErrorLog != "stderr" && !pathRe.MatchString(cfg.ErrorLog):
+		return cfg, bad("ROOMCAST_EDGE_ERROR_LOG", "want stderr or an absolute path")
+	case cfg.MetricsAddr != "off" && !validListenAddr(cfg.MetricsAddr):
+		return cfg, bad("ROOMCAST_EDGE_METRICS_ADDR", "want host:port, :port or off")
+	case cfg.LogFormat != "json" && cfg.LogFormat != "text":
+		return cfg, bad("ROOMCAST_LOG_FORMAT", "want json or text")
+	}
+	if _, err := parseLevel(cfg.LogLevel); err != nil {
+		return cfg, bad("ROOMCAST_LOG_LEVEL", "want debug, info, warn or error")
+	}
+	return cfg, nil
+}
+
+func validDockerHost(s string) bool {
+	u, err := url.Parse(s)
+	if err != nil {
+		return false
+	}
+	switch u.Scheme {
+	case "unix":
+		return u.Path != ""
+	case "tcp", "http", "https":
+		_, port, err := net.SplitHostPort(u.Host)
+		return err == nil && port != ""
+	}
+	return false
+}
+
+func validPort(p int) bool { return p >= 1 && p <= 65535 }
+
+func validResolver(s string) bool {
+	if net.ParseIP(s) != nil {
+		return true
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil || net.ParseIP(host) == nil {
+		return false
+	}
+	p, err := strconv.Atoi(port)
+	return err == nil && validPort(p)
+}
+
+func validListenAddr(addr string) bool {
+	_, port, err := net.SplitHostPort(addr)
+	return err == nil && port != ""
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	err := l.UnmarshalText([]byte(s))
+	return l, err
+}
+
+// params are the template values that do not change with the color.
+func (c config) params() edge.Params {
+	dir := filepath.Dir(c.Config)
+	resolver := c.Resolver
+	if ip := net.ParseIP(resolver); ip != nil && ip.To4() == nil {
+		resolver = "[" + resolver + "]" // nginx needs brackets around a bare IPv6 address
+	}
+	return edge.Params{
+		BackendPort:           c.AppPort,
+		ListenPort:            c.ListenPort,
+		ListenIPv6:            c.ListenIPv6,
+		Resolver:              resolver,
+		ResolverValid:         c.ResolverValid,
+		WorkerShutdownTimeout: c.ShutdownTimeout,
+		ConnectTimeout:        c.ConnectTimeout,
+		NextUpstreamTries:     c.NextUpstreamTries,
+		PidPath:               filepath.Join(dir, "nginx.pid"),
+		ErrorLog:              c.ErrorLog,
+		AccessLog:             c.AccessLog,
+		TempDir:               filepath.Join(dir, "tmp"),
+		User:                  c.NginxUser,
+	}
+}

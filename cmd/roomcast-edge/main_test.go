@@ -1,0 +1,814 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"roomcast/pkg/edge"
+	"roomcast/pkg/edge/edgetest"
+	"roomcast/pkg/swarm/swarmtest"
+	"roomcast/pkg/testenv"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestHelpDocumentsEveryVariableWithItsDefault(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), []string{"-h"}, nil, &stdout, &stderr)
+	if code := exitCode(err, &stderr); code != 0 {
+		t.Fatalf("-h exit code %d: %v", code, err)
+	}
+	for _, want := range []string{
+		"DOCKER_HOST", "unix:///var/run/docker.sock",
+		"ROOMCAST_EDGE_SERVICE", "edge_nginx",
+		"ROOMCAST_EDGE_DEFAULT_COLOR", "blue",
+		"ROOMCAST_EDGE_APP_SERVICE", "{color}_app",
+		"ROOMCAST_EDGE_APP_PORT", "8080",
+		"ROOMCAST_EDGE_LISTEN_PORT", "80",
+		"ROOMCAST_EDGE_RESOLVER", "127.0.0.11",
+		"ROOMCAST_EDGE_WORKER_SHUTDOWN_TIMEOUT", "40s",
+		"ROOMCAST_EDGE_POLL_INTERVAL", "5s",
+		"ROOMCAST_EDGE_START_TIMEOUT", "2m",
+		"ROOMCAST_EDGE_TEMPLATE", "/etc/roomcast-edge/nginx.conf.tmpl",
+		"ROOMCAST_EDGE_CONFIG", "/run/roomcast-edge/nginx.conf",
+		"ROOMCAST_EDGE_NGINX", "nginx",
+		"ROOMCAST_EDGE_METRICS_ADDR", ":9180",
+		"roomcast.active", "status",
+	} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("-h output lacks %q", want)
+		}
+	}
+}
+
+func TestInvalidEnvironmentExitsTwoWithOneLineNamingTheVariable(t *testing.T) {
+	tests := []struct{ name, value string }{
+		{"DOCKER_HOST", "/var/run/docker.sock"},
+		{"DOCKER_HOST", "tcp://nohost"},
+		{"ROOMCAST_EDGE_SERVICE", "edge nginx"},
+		{"ROOMCAST_EDGE_DEFAULT_COLOR", "red"},
+		{"ROOMCAST_EDGE_APP_SERVICE", "app"},
+		{"ROOMCAST_EDGE_APP_SERVICE", "{color} app"},
+		{"ROOMCAST_EDGE_APP_PORT", "0"},
+		{"ROOMCAST_EDGE_APP_PORT", "http"},
+		{"ROOMCAST_EDGE_LISTEN_PORT", "70000"},
+		{"ROOMCAST_EDGE_LISTEN_IPV6", "maybe"},
+		{"ROOMCAST_EDGE_RESOLVER", "dns.example"},
+		{"ROOMCAST_EDGE_RESOLVER_VALID", "1500ms"},
+		{"ROOMCAST_EDGE_WORKER_SHUTDOWN_TIMEOUT", "40"},
+		{"ROOMCAST_EDGE_WORKER_SHUTDOWN_TIMEOUT", "10ms"},
+		{"ROOMCAST_EDGE_CONNECT_TIMEOUT", "1ms"},
+		{"ROOMCAST_EDGE_NEXT_UPSTREAM_TRIES", "-1"},
+		{"ROOMCAST_EDGE_POLL_INTERVAL", "1ms"},
+		{"ROOMCAST_EDGE_START_TIMEOUT", "soon"},
+		{"ROOMCAST_EDGE_CONFIG", "nginx.conf"},
+		{"ROOMCAST_EDGE_CONFIG", "/run/$edge/nginx.conf"},
+		{"ROOMCAST_EDGE_NGINX_USER", "ng inx"},
+		{"ROOMCAST_EDGE_ACCESS_LOG", "stdout"},
+		{"ROOMCAST_EDGE_ERROR_LOG", `/var/log/"x"`},
+		{"ROOMCAST_EDGE_METRICS_ADDR", "9180"},
+		{"ROOMCAST_LOG_FORMAT", "xml"},
+		{"ROOMCAST_LOG_LEVEL", "loud"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name+"="+tt.value, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			err := run(context.Background(), nil, map[string]string{tt.name: tt.value}, &stdout, &stderr)
+			var out bytes.Buffer
+			if code := exitCode(err, &out); code != 2 {
+				t.Fatalf("exit code %d, want 2 (%v)", code, err)
+			}
+			line := out.String()
+			if strings.Count(line, "\n") != 1 || !strings.Contains(line, tt.name) || !strings.Contains(line, strconv.Quote(tt.value)) || !strings.Contains(line, "want") {
+				t.Fatalf("message %q should be one line naming %s, %q and what is allowed", line, tt.name, tt.value)
+			}
+		})
+	}
+}
+
+func TestUnknownFlagOrArgumentExitsTwo(t *testing.T) {
+	for _, args := range [][]string{{"-port", "1"}, {"serve"}, {"status", "extra"}, {"status", "-color", "red"}} {
+		err := run(context.Background(), args, nil, io.Discard, io.Discard)
+		if code := exitCode(err, io.Discard); code != 2 {
+			t.Errorf("args %q: exit code %d (%v), want 2", args, code, err)
+		}
+	}
+}
+
+// syncBuffer collects output written from several goroutines (slog, os/exec).
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// app stands in for one color's replica: it answers with its color in
+// X-Roomcast-Color, and a WebSocket-style upgrade gets 101 and a line echo.
+type app struct {
+	color string
+	hits  atomic.Int64
+}
+
+func (a *app) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	a.hits.Add(1)
+	w.Header().Set("X-Roomcast-Color", a.color)
+	if strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		conn, rw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		fmt.Fprintf(rw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nX-Roomcast-Color: %s\r\n\r\n", a.color)
+		_ = rw.Flush()
+		for {
+			line, err := rw.ReadString('\n')
+			if err != nil {
+				return
+			}
+			fmt.Fprintf(rw, "%s %s", a.color, line)
+			_ = rw.Flush()
+		}
+	}
+	fmt.Fprintln(w, a.color)
+}
+
+// world is what roomcast-edge runs in: a fake Docker API holding the nginx service,
+// a DNS server standing in for Docker's, and the blue and green apps on one port of
+// 127.0.0.2 and 127.0.0.3 (as Swarm tasks of two services listen on one port).
+type world struct {
+	nginx       string
+	fake        *swarmtest.Server
+	dns         *edgetest.DNS
+	port        int
+	blue, green *app
+}
+
+func newWorld(t *testing.T, label string) *world {
+	t.Helper()
+	w := &world{
+		nginx: testenv.Program(t, "nginx"),
+		fake:  swarmtest.NewServer(t),
+		dns:   edgetest.NewDNS(t),
+		blue:  &app{color: "blue"},
+		green: &app{color: "green"},
+	}
+	labels := map[string]string{}
+	if label != "" {
+		labels[edge.LabelActive] = label
+	}
+	one := uint64(1)
+	w.fake.SetService("edge_nginx", labels, &one)
+	var lnBlue, lnGreen net.Listener
+	for attempt := 0; lnGreen == nil; attempt++ {
+		var err error
+		if lnBlue, err = net.Listen("tcp", "127.0.0.2:0"); err != nil {
+			t.Fatal(err)
+		}
+		w.port = lnBlue.Addr().(*net.TCPAddr).Port
+		if lnGreen, err = net.Listen("tcp", fmt.Sprintf("127.0.0.3:%d", w.port)); err != nil {
+			lnBlue.Close()
+			if attempt == 10 {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, s := range []struct {
+		ln net.Listener
+		h  http.Handler
+	}{{lnBlue, w.blue}, {lnGreen, w.green}} {
+		srv := &http.Server{Handler: s.h}
+		go func() { _ = srv.Serve(s.ln) }()
+		t.Cleanup(func() { _ = srv.Close() })
+	}
+	w.dns.Set("blue_app", "127.0.0.2")
+	return w
+}
+
+func (w *world) deployGreen() { w.dns.Set("green_app", "127.0.0.3") }
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// edgeRun is one roomcast-edge (run in this process) with a real nginx child.
+type edgeRun struct {
+	t       *testing.T
+	dir     string
+	listen  int
+	metrics int
+	stderr  *syncBuffer
+	cancel  context.CancelFunc
+	done    chan error
+}
+
+// start runs roomcast-edge in w with test values (poll 200ms) changed by extra, and
+// stops it, then its nginx by PID if it is still there, in t.Cleanup.
+func (w *world) start(t *testing.T, extra map[string]string) *edgeRun {
+	t.Helper()
+	tmpl, err := filepath.Abs("../../nginx/nginx.conf.tmpl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &edgeRun{t: t, dir: t.TempDir(), listen: freePort(t), metrics: freePort(t), stderr: &syncBuffer{}, done: make(chan error, 1)}
+	env := map[string]string{
+		"DOCKER_HOST":                           w.fake.Host(),
+		"ROOMCAST_EDGE_RESOLVER":                w.dns.Addr(),
+		"ROOMCAST_EDGE_RESOLVER_VALID":          "1s",
+		"ROOMCAST_EDGE_APP_PORT":                strconv.Itoa(w.port),
+		"ROOMCAST_EDGE_LISTEN_PORT":             strconv.Itoa(e.listen),
+		"ROOMCAST_EDGE_TEMPLATE":                tmpl,
+		"ROOMCAST_EDGE_CONFIG":                  filepath.Join(e.dir, "run", "nginx.conf"),
+		"ROOMCAST_EDGE_NGINX":                   w.nginx,
+		"ROOMCAST_EDGE_ERROR_LOG":               filepath.Join(e.dir, "error.log"),
+		"ROOMCAST_EDGE_ACCESS_LOG":              filepath.Join(e.dir, "access.log"),
+		"ROOMCAST_EDGE_METRICS_ADDR":            fmt.Sprintf("127.0.0.1:%d", e.metrics),
+		"ROOMCAST_EDGE_WORKER_SHUTDOWN_TIMEOUT": "1s",
+		"ROOMCAST_EDGE_POLL_INTERVAL":           "200ms",
+		"ROOMCAST_EDGE_START_TIMEOUT":           "20s",
+		"ROOMCAST_LOG_LEVEL":                    "debug",
+	}
+	for k, v := range extra {
+		env[k] = v
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	e.cancel = cancel
+	go func() { e.done <- run(ctx, nil, env, io.Discard, e.stderr) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-e.done:
+		case <-time.After(15 * time.Second):
+			t.Error("roomcast-edge did not stop within 15s")
+		}
+		if pid := e.pid(); pid > 0 && syscall.Kill(pid, 0) == nil {
+			t.Errorf("nginx (pid %d) still running after roomcast-edge returned; killing it", pid)
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		if t.Failed() {
+			errLog, _ := os.ReadFile(filepath.Join(e.dir, "error.log"))
+			t.Logf("roomcast-edge output:\n%s\nnginx error.log:\n%s", e.stderr, errLog)
+		}
+	})
+	return e
+}
+
+// pid is the nginx master's PID from its pid file, 0 if there is none.
+func (e *edgeRun) pid() int {
+	b, err := os.ReadFile(filepath.Join(e.dir, "run", "nginx.pid"))
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
+}
+
+// wait returns run's error, failing the test if it does not return within d.
+func (e *edgeRun) wait(d time.Duration) error {
+	e.t.Helper()
+	select {
+	case err := <-e.done:
+		e.done <- err // for the cleanup
+		return err
+	case <-time.After(d):
+		e.t.Fatalf("roomcast-edge still running after %v", d)
+		return nil
+	}
+}
+
+var client = &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+
+func (e *edgeRun) status() (edge.Status, error) {
+	var st edge.Status
+	resp, err := client.Get(fmt.Sprintf("http://127.0.0.1:%d/.roomcast/edge", e.listen))
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return st, fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+// color is who answered GET / through nginx.
+func (e *edgeRun) color() (string, error) {
+	resp, err := client.Get(fmt.Sprintf("http://127.0.0.1:%d/", e.listen))
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		return "", fmt.Errorf("status %d: %s", resp.StatusCode, body)
+	}
+	if h, b := resp.Header.Get("X-Roomcast-Color"), strings.TrimSpace(string(body)); h != b {
+		return "", fmt.Errorf("X-Roomcast-Color %q but body %q", h, b)
+	}
+	return resp.Header.Get("X-Roomcast-Color"), nil
+}
+
+// metric is the value of one series of roomcast-edge's /metrics, -1 if absent.
+func (e *edgeRun) metric(series string) float64 {
+	resp, err := client.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", e.metrics))
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`).FindSubmatch(body)
+	if m == nil {
+		return -1
+	}
+	v, _ := strconv.ParseFloat(string(m[1]), 64)
+	return v
+}
+
+func (e *edgeRun) errorsOf(kind string) float64 {
+	return e.metric(`roomcast_edge_errors_total{kind="` + kind + `"}`)
+}
+
+// eventually retries check every 20ms until it returns nil or d passes.
+func eventually(t *testing.T, d time.Duration, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v: %v", what, d, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (e *edgeRun) waitServing(color string, d time.Duration) edge.Status {
+	e.t.Helper()
+	var st edge.Status
+	eventually(e.t, d, "nginx serving "+color, func() error {
+		var err error
+		if st, err = e.status(); err != nil {
+			return err
+		}
+		if st.Color != color {
+			return fmt.Errorf("/.roomcast/edge says %s", st.Color)
+		}
+		if c, err := e.color(); err != nil || c != color {
+			return fmt.Errorf("GET / answered by %q (%v)", c, err)
+		}
+		return nil
+	})
+	return st
+}
+
+// load sends GET / through nginx every 10ms, one at a time on a new connection each,
+// until stopped or 15s have passed, and records who answered.
+type load struct {
+	stop chan struct{}
+	done chan struct{}
+
+	mu     sync.Mutex
+	colors []string
+	at     []time.Time
+	failed []string
+}
+
+func startLoad(e *edgeRun) *load {
+	l := &load{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		deadline := time.After(15 * time.Second)
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-l.stop:
+				return
+			case <-deadline:
+				return
+			case <-tick.C:
+			}
+			c, err := e.color()
+			l.mu.Lock()
+			if err != nil {
+				l.failed = append(l.failed, err.Error())
+			} else {
+				l.colors = append(l.colors, c)
+				l.at = append(l.at, time.Now())
+			}
+			l.mu.Unlock()
+		}
+	}()
+	return l
+}
+
+// firstOf is when color first answered, zero if it has not.
+func (l *load) firstOf(color string) time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i, c := range l.colors {
+		if c == color {
+			return l.at[i]
+		}
+	}
+	return time.Time{}
+}
+
+func (l *load) end() (colors, failed []string) {
+	close(l.stop)
+	<-l.done
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.colors, l.failed
+}
+
+// dialWS opens an upgraded connection through nginx.
+func dialWS(t *testing.T, e *edgeRun) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", e.listen), 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	fmt.Fprintf(conn, "GET /ws/chat/lobby/ HTTP/1.1\r\nHost: edge\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	r := bufio.NewReader(conn)
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	return conn, r
+}
+
+func TestFlipFromBlueToGreenFailsNoRequest(t *testing.T) {
+	w := newWorld(t, "blue")
+	w.deployGreen()
+	// Poll every hour: only the Docker event can make this flip quick.
+	e := w.start(t, map[string]string{"ROOMCAST_EDGE_POLL_INTERVAL": "1h", "ROOMCAST_EDGE_WORKER_SHUTDOWN_TIMEOUT": "4s"})
+	before := e.waitServing("blue", 10*time.Second)
+	eventually(t, 5*time.Second, "event stream open", func() error {
+		if w.fake.Streams() == 0 {
+			return errors.New("no stream")
+		}
+		return nil
+	})
+	ws, wsr := dialWS(t, e)
+
+	l := startLoad(e)
+	time.Sleep(300 * time.Millisecond) // some requests on blue first
+	flipped := time.Now()
+	w.fake.SetLabel("edge_nginx", edge.LabelActive, "green")
+	eventually(t, 5*time.Second, "a request answered by green", func() error {
+		if l.firstOf("green").IsZero() {
+			return errors.New("none yet")
+		}
+		return nil
+	})
+	time.Sleep(300 * time.Millisecond) // and some after
+	colors, failed := l.end()
+	took := l.firstOf("green").Sub(flipped)
+	t.Logf("flip: first green answer %v after the label change; %d requests, %d failed", took.Round(time.Millisecond), len(colors), len(failed))
+
+	if len(failed) > 0 {
+		t.Fatalf("%d requests failed during the flip: %v", len(failed), failed)
+	}
+	if len(colors) < 40 || colors[0] != "blue" {
+		t.Fatalf("requests %v: want blue first and enough of them", colors)
+	}
+	seenGreen := false
+	for i, c := range colors {
+		if c == "green" {
+			seenGreen = true
+		} else if seenGreen {
+			t.Fatalf("request %d answered by %s after green had answered: %v", i, c, colors)
+		}
+	}
+	if took > 2*time.Second {
+		t.Fatalf("flip took %v, want well under a second after the event", took)
+	}
+	st, err := e.status()
+	if err != nil || st.Color != "green" {
+		t.Fatalf("/.roomcast/edge: %+v %v", st, err)
+	}
+	at, err := time.Parse(time.RFC3339, st.AppliedAt)
+	if err != nil || at.Before(flipped.Add(-time.Millisecond)) || st.AppliedAt == before.AppliedAt {
+		t.Fatalf("applied_at %q (before: %q, flip at %v): %v", st.AppliedAt, before.AppliedAt, flipped, err)
+	}
+	if n := e.metric("roomcast_edge_reloads_total"); n != 1 {
+		t.Fatalf("reloads_total %v, want 1", n)
+	}
+	if n := e.metric(`roomcast_edge_active_color{color="green"}`); n != 1 {
+		t.Fatalf("active_color{green} %v", n)
+	}
+	if !strings.Contains(e.stderr.String(), `"msg":"nginx reloaded","from":"blue","to":"green"`) {
+		t.Fatal("no reload in the log")
+	}
+	// Engine API 1.41 (Docker 20.10), negotiated through /_ping; only the nginx
+	// service is read.
+	for _, r := range w.fake.Requests() {
+		if r != "HEAD /_ping" && r != "GET /_ping" && r != "GET /v1.41/services/edge_nginx" && r != "GET /v1.41/events" {
+			t.Errorf("unexpected Docker API request %q", r)
+		}
+	}
+	var out bytes.Buffer
+	err = run(context.Background(), []string{"status", "-color", "green"}, map[string]string{"ROOMCAST_EDGE_LISTEN_PORT": strconv.Itoa(e.listen)}, &out, io.Discard)
+	if err != nil || !strings.Contains(out.String(), `"color":"green"`) {
+		t.Fatalf("roomcast-edge status: %q %v", out.String(), err)
+	}
+	if err := run(context.Background(), []string{"status", "-color", "blue"}, map[string]string{"ROOMCAST_EDGE_LISTEN_PORT": strconv.Itoa(e.listen)}, io.Discard, io.Discard); exitCode(err, io.Discard) != 1 {
+		t.Fatalf("status -color blue on green: %v, want exit 1", err)
+	}
+
+	// The WebSocket opened before the flip stays on blue (its old worker) until
+	// worker_shutdown_timeout (4s here) ends it.
+	_ = ws.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(ws, "still there?\n")
+	if line, err := wsr.ReadString('\n'); err != nil || line != "blue still there?\n" {
+		t.Fatalf("WebSocket after the flip: %q %v, want it still on blue", line, err)
+	}
+	if _, err := wsr.ReadString('\n'); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("WebSocket on the old worker not closed by worker_shutdown_timeout: %v", err)
+	}
+}
+
+func TestFlipByPollWhenTheEventStreamFails(t *testing.T) {
+	w := newWorld(t, "blue")
+	w.deployGreen()
+	w.fake.RefuseStreams(true)
+	e := w.start(t, nil) // poll every 200ms
+	e.waitServing("blue", 10*time.Second)
+	w.fake.SetLabelQuietly("edge_nginx", edge.LabelActive, "green")
+	e.waitServing("green", 5*time.Second)
+	if n := e.errorsOf(edge.KindEventStream); n < 1 {
+		t.Fatalf("event stream failures counted %v", n)
+	}
+	// The stream is tried again (with backoff) and used once it works.
+	w.fake.RefuseStreams(false)
+	eventually(t, 10*time.Second, "event stream reopened", func() error {
+		if w.fake.Streams() == 0 {
+			return errors.New("no stream")
+		}
+		return nil
+	})
+}
+
+func TestRefusedChangesKeepTheOldColor(t *testing.T) {
+	brokenForGreen := func(t *testing.T) string {
+		b, err := os.ReadFile("../../nginx/nginx.conf.tmpl")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := strings.Replace(string(b), "http {", "http {\n{{if eq .Color \"green\"}}    no_such_directive on;\n{{end}}", 1)
+		path := filepath.Join(t.TempDir(), "broken.tmpl")
+		if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	tests := []struct {
+		name   string
+		env    func(t *testing.T) map[string]string
+		refuse func(w *world)
+		mend   func(w *world) // nil: stays refused
+		kind   string
+	}{
+		{
+			name:   "green does not resolve",
+			refuse: func(w *world) { w.fake.SetLabel("edge_nginx", edge.LabelActive, "green") },
+			mend:   func(w *world) { w.deployGreen() },
+			kind:   edge.KindUnresolved,
+		},
+		{
+			name:   "label is not a color",
+			refuse: func(w *world) { w.deployGreen(); w.fake.SetLabel("edge_nginx", edge.LabelActive, "purple") },
+			mend:   func(w *world) { w.fake.SetLabel("edge_nginx", edge.LabelActive, "green") },
+			kind:   edge.KindBadLabel,
+		},
+		{
+			name:   "nginx service missing",
+			refuse: func(w *world) { w.deployGreen(); w.fake.RemoveService("edge_nginx") },
+			mend: func(w *world) {
+				one := uint64(1)
+				w.fake.SetService("edge_nginx", map[string]string{edge.LabelActive: "green"}, &one)
+			},
+			kind: edge.KindServiceNotFound,
+		},
+		{
+			name: "Docker API errors",
+			refuse: func(w *world) {
+				w.deployGreen()
+				w.fake.Fail(`^/services/`, http.StatusInternalServerError, -1)
+				w.fake.SetLabel("edge_nginx", edge.LabelActive, "green")
+			},
+			mend: func(w *world) { w.fake.Fail(`^/services/`, 0, 0) },
+			kind: edge.KindDockerAPI,
+		},
+		{
+			name: "nginx -t rejects the green config",
+			env: func(t *testing.T) map[string]string {
+				return map[string]string{"ROOMCAST_EDGE_TEMPLATE": brokenForGreen(t)}
+			},
+			refuse: func(w *world) { w.deployGreen(); w.fake.SetLabel("edge_nginx", edge.LabelActive, "green") },
+			kind:   edge.KindConfigTest,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := newWorld(t, "blue")
+			var env map[string]string
+			if tt.env != nil {
+				env = tt.env(t)
+			}
+			e := w.start(t, env)
+			before := e.waitServing("blue", 10*time.Second)
+			tt.refuse(w)
+			// Refused at least three times (event + polls), each counted.
+			eventually(t, 10*time.Second, tt.kind+" counted three times", func() error {
+				if n := e.errorsOf(tt.kind); n < 3 {
+					return fmt.Errorf("%s counted %v times", tt.kind, n)
+				}
+				return nil
+			})
+			if st, err := e.status(); err != nil || st != before {
+				t.Fatalf("/.roomcast/edge %+v (%v), want the old %+v", st, err, before)
+			}
+			if c, err := e.color(); err != nil || c != "blue" {
+				t.Fatalf("GET / answered by %q (%v), want blue", c, err)
+			}
+			conf, _ := os.ReadFile(filepath.Join(e.dir, "run", "nginx.conf"))
+			if !strings.Contains(string(conf), "set $backend blue_app;") {
+				t.Fatal("the config on disk no longer routes to blue")
+			}
+			if n := e.metric("roomcast_edge_reloads_total"); n != 0 {
+				t.Fatalf("reloads_total %v", n)
+			}
+			if !strings.Contains(e.stderr.String(), `"kind":"`+tt.kind+`"`) {
+				t.Fatalf("no log line with kind %s", tt.kind)
+			}
+			if tt.mend != nil {
+				tt.mend(w)
+				e.waitServing("green", 5*time.Second)
+			}
+		})
+	}
+}
+
+func TestARestartedEdgeReadsTheLabel(t *testing.T) {
+	w := newWorld(t, "blue")
+	w.deployGreen()
+	first := w.start(t, nil)
+	first.waitServing("blue", 10*time.Second)
+	first.cancel()
+	if err := first.wait(15 * time.Second); err != nil {
+		t.Fatalf("graceful stop: %v", err)
+	}
+	if pid := first.pid(); pid > 0 && syscall.Kill(pid, 0) == nil {
+		t.Fatalf("nginx (pid %d) survived the stop", pid)
+	}
+
+	// While it was down the label moved on; the default color is blue.
+	w.fake.SetLabel("edge_nginx", edge.LabelActive, "green")
+	blueHits := w.blue.hits.Load()
+	second := w.start(t, map[string]string{"ROOMCAST_EDGE_DEFAULT_COLOR": "blue"})
+	second.waitServing("green", 10*time.Second)
+	if w.blue.hits.Load() != blueHits {
+		t.Fatal("the restarted edge sent requests to blue")
+	}
+	if logs := second.stderr.String(); !strings.Contains(logs, `"msg":"nginx started","color":"green"`) ||
+		strings.Contains(logs, `"msg":"nginx started","color":"blue"`) {
+		t.Fatalf("the restarted edge did not start on green:\n%s", logs)
+	}
+}
+
+func TestWithoutTheLabelAtStartTheDefaultColorIsUsed(t *testing.T) {
+	w := newWorld(t, "")
+	w.deployGreen()
+	e := w.start(t, map[string]string{"ROOMCAST_EDGE_DEFAULT_COLOR": "green"})
+	e.waitServing("green", 10*time.Second)
+	// Once running, a label is followed as usual.
+	w.fake.SetLabel("edge_nginx", edge.LabelActive, "blue")
+	e.waitServing("blue", 5*time.Second)
+}
+
+func TestAtStartItWaitsForTheLabelledColor(t *testing.T) {
+	w := newWorld(t, "green") // green is not deployed yet; blue is
+	e := w.start(t, nil)
+	eventually(t, 10*time.Second, "waiting logged", func() error {
+		if e.errorsOf(edge.KindUnresolved) < 2 {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	if _, err := e.status(); err == nil {
+		t.Fatal("nginx answers before green resolves")
+	}
+	if w.blue.hits.Load() != 0 {
+		t.Fatal("requests went to blue")
+	}
+	w.deployGreen()
+	e.waitServing("green", 10*time.Second)
+}
+
+func TestAtStartItGivesUpAfterTheStartTimeout(t *testing.T) {
+	w := newWorld(t, "green") // never deployed
+	e := w.start(t, map[string]string{"ROOMCAST_EDGE_START_TIMEOUT": "1s"})
+	err := e.wait(10 * time.Second)
+	if code := exitCode(err, io.Discard); code == 0 || !strings.Contains(fmt.Sprint(err), "green_app") {
+		t.Fatalf("run: %v (exit %d), want a non-zero exit naming green_app", err, code)
+	}
+	if e.pid() != 0 {
+		t.Fatal("nginx was started")
+	}
+}
+
+func TestSIGQUITStopsNginxGracefully(t *testing.T) {
+	w := newWorld(t, "blue")
+	e := w.start(t, nil)
+	e.waitServing("blue", 10*time.Second)
+	pid := e.pid()
+	// run has had SIGQUIT on its signal channel since before nginx started.
+	if err := syscall.Kill(os.Getpid(), syscall.SIGQUIT); err != nil {
+		t.Fatal(err)
+	}
+	err := e.wait(15 * time.Second)
+	if code := exitCode(err, io.Discard); code != 0 {
+		t.Fatalf("exit %d (%v), want nginx's 0", code, err)
+	}
+	if syscall.Kill(pid, 0) == nil {
+		t.Fatalf("nginx (pid %d) still running", pid)
+	}
+	if !strings.Contains(e.stderr.String(), `"signal":"quit","graceful":true`) {
+		t.Fatalf("no graceful stop in the log:\n%s", e.stderr)
+	}
+}
+
+func TestNginxDyingOnItsOwnEndsRoomcastEdge(t *testing.T) {
+	w := newWorld(t, "blue")
+	e := w.start(t, nil)
+	e.waitServing("blue", 10*time.Second)
+	// A fast shutdown asked of nginx directly: status 0, but not asked by us.
+	if err := syscall.Kill(e.pid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	err := e.wait(10 * time.Second)
+	if code := exitCode(err, io.Discard); code == 0 || !strings.Contains(fmt.Sprint(err), "on its own") {
+		t.Fatalf("run: %v (exit %d), want non-zero", err, code)
+	}
+}
+
+func TestDefaultsAndEmptyValues(t *testing.T) {
+	cfg, err := loadConfig(map[string]string{"ROOMCAST_EDGE_METRICS_ADDR": "", "ROOMCAST_EDGE_SERVICE": ""})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.MetricsAddr != ":9180" || cfg.Service != "edge_nginx" || cfg.DockerHost != "unix:///var/run/docker.sock" ||
+		cfg.ShutdownTimeout != 40*time.Second || cfg.ListenPort != 80 || cfg.AppPort != 8080 || cfg.Resolver != "127.0.0.11" {
+		t.Fatalf("defaults: %+v", cfg)
+	}
+	p := cfg.params()
+	if p.PidPath != "/run/roomcast-edge/nginx.pid" || p.TempDir != "/run/roomcast-edge/tmp" || p.User != "" {
+		t.Fatalf("paths: %+v", p)
+	}
+	if cfg, err := loadConfig(map[string]string{"ROOMCAST_EDGE_METRICS_ADDR": "off", "ROOMCAST_EDGE_RESOLVER": "fd00::53"}); err != nil ||
+		cfg.MetricsAddr != "off" || cfg.params().Resolver != "[fd00::53]" {
+		t.Fatalf("off / IPv6 resolver: %+v %v", cfg, err)
+	}
+}

@@ -1,0 +1,77 @@
+// Package stack_test checks the Swarm stack files and, on a real Swarm, the blue/green
+// release recipes of the justfile.
+package stack_test
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+
+	"roomcast/pkg/testenv"
+)
+
+// stackConfig renders a stack file the way `docker stack deploy` would read it.
+func stackConfig(t *testing.T, file string, env ...string) (string, error) {
+	t.Helper()
+	docker := testenv.Program(t, "docker")
+	cmd := exec.Command(docker, "stack", "config", "-c", file)
+	cmd.Env = append([]string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + t.TempDir()}, env...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func TestAppStackNeedsColorTagAndReplicas(t *testing.T) {
+	full := []string{"COLOR=green", "TAG=v7", "REPLICAS=3"}
+	out, err := stackConfig(t, "app.yml", full...)
+	if err != nil {
+		t.Fatalf("app.yml with COLOR, TAG and REPLICAS: %v\n%s", err, out)
+	}
+	for _, want := range []string{
+		"image: roomcast/roomcast:v7", "ROOMCAST_COLOR: green", "replicas: 3", "endpoint_mode: dnsrr",
+		"order: start-first", "failure_action: rollback", "- /usr/local/bin/roomcast", "- healthcheck",
+		"stop_grace_period: 35s", "external: true", "name: roomcast",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("rendered app.yml lacks %q:\n%s", want, out)
+		}
+	}
+	out, _ = stackConfig(t, "app.yml", "COLOR=green", "TAG=v7", "REPLICAS=3", "ROOMCAST_IMAGE=registry.example/rc")
+	if !strings.Contains(out, "image: registry.example/rc:v7") {
+		t.Errorf("ROOMCAST_IMAGE not used:\n%s", out)
+	}
+	for i, missing := range []string{"COLOR", "TAG", "REPLICAS"} {
+		env := append(append([]string{}, full[:i]...), full[i+1:]...)
+		if out, err := stackConfig(t, "app.yml", env...); err == nil || !strings.Contains(out, missing) {
+			t.Errorf("app.yml without %s: err=%v, output should name it:\n%s", missing, err, out)
+		}
+	}
+}
+
+func TestEdgeStackCarriesTheLiveColorAndImageVariables(t *testing.T) {
+	if out, err := stackConfig(t, "edge.yml"); err == nil || !strings.Contains(out, "ACTIVE_COLOR") {
+		t.Errorf("edge.yml without ACTIVE_COLOR must fail naming it: %v\n%s", err, out)
+	}
+	out, err := stackConfig(t, "edge.yml", "ACTIVE_COLOR=green", "PREVIOUS_COLOR=blue",
+		"EDGE_IMAGE=my/edge", "EDGE_TAG=v3", "NATS_IMAGE=my/nats:1", "HTTP_PORT=8088", "HTTP_PUBLISH_MODE=host")
+	if err != nil {
+		t.Fatalf("edge.yml: %v\n%s", err, out)
+	}
+	for _, want := range []string{
+		"roomcast.active: green", "roomcast.previous: blue", "image: my/edge:v3", "image: my/nats:1",
+		"published: 8088", "mode: host", "node.role == manager", "attachable: true", "--jetstream",
+		"target: /var/run/docker.sock", "stop_signal: SIGQUIT",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("rendered edge.yml lacks %q:\n%s", want, out)
+		}
+	}
+	out, err = stackConfig(t, "edge.yml", "ACTIVE_COLOR=blue")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"image: nats:", "mode: ingress", "published: 80"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("edge.yml defaults lack %q:\n%s", want, out)
+		}
+	}
+}

@@ -1,0 +1,595 @@
+package stack_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"roomcast/pkg/testenv"
+	"roomcast/pkg/wsclient"
+)
+
+// swarmEnv is what the recipes see: local stand-ins for the third-party images, a
+// host-mode port (no routing mesh on this kernel) and short bounded waits.
+type swarmEnv struct {
+	port int
+	vars []string
+}
+
+func (e swarmEnv) edgeURL(path string) string {
+	return fmt.Sprintf("http://127.0.0.1:%d%s", e.port, path)
+}
+func (e swarmEnv) wsURL(room string) string {
+	return fmt.Sprintf("ws://127.0.0.1:%d/ws/chat/%s/", e.port, room)
+}
+
+func requireSwarm(t *testing.T) {
+	t.Helper()
+	docker := testenv.Program(t, "docker")
+	testenv.Program(t, "just")
+	testenv.Program(t, "curl")
+	out, err := exec.Command(docker, "info", "--format", "{{.Swarm.LocalNodeState}}").CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "active" {
+		testenv.Unavailable(t, "needs a Docker engine in swarm mode at DOCKER_HOST=%q (start one with .ci/dockerd start): %s %v",
+			os.Getenv("DOCKER_HOST"), bytes.TrimSpace(out), err)
+	}
+	stacks, err := exec.Command(docker, "stack", "ls", "--format", "{{.Name}}").Output()
+	if err != nil {
+		t.Fatalf("listing stacks: %v", err)
+	}
+	for _, stack := range strings.Fields(string(stacks)) {
+		if stack == "edge" || stack == "blue" || stack == "green" {
+			t.Fatalf("a stack %q already runs on this swarm; the test will not touch it", stack)
+		}
+	}
+}
+
+// sh runs a command from the repository root with env added, bounded by timeout.
+func sh(t *testing.T, env swarmEnv, timeout time.Duration, name string, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = ".."
+	cmd.Env = append(os.Environ(), env.vars...)
+	cmd.WaitDelay = 5 * time.Second
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	t.Logf("$ %s %s (%.1fs)\n%s", name, strings.Join(args, " "), time.Since(start).Seconds(), out)
+	return string(out), err
+}
+
+func mustSh(t *testing.T, env swarmEnv, timeout time.Duration, name string, args ...string) string {
+	t.Helper()
+	out, err := sh(t, env, timeout, name, args...)
+	if err != nil {
+		t.Fatalf("%s %v: %v", name, args, err)
+	}
+	return out
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func dockerSocket() string {
+	if h := os.Getenv("DOCKER_HOST"); strings.HasPrefix(h, "unix://") {
+		return strings.TrimPrefix(h, "unix://")
+	}
+	return "/var/run/docker.sock"
+}
+
+// teardown removes what the test deployed, in the order SWARM-LAB.md says: app stacks,
+// then edge once their containers are gone, then the volume.
+func teardown(t *testing.T, env swarmEnv) {
+	_, _ = sh(t, env, time.Minute, "docker", "stack", "rm", "blue", "green")
+	waitGone(t, env, "label=com.docker.stack.namespace=blue")
+	waitGone(t, env, "label=com.docker.stack.namespace=green")
+	_, _ = sh(t, env, time.Minute, "docker", "stack", "rm", "edge")
+	waitGone(t, env, "label=com.docker.stack.namespace=edge")
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		if out, _ := exec.Command("docker", "network", "ls", "-q", "--filter", "name=^roomcast$").Output(); len(bytes.TrimSpace(out)) == 0 {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	_, _ = sh(t, env, time.Minute, "docker", "volume", "rm", "-f", "edge_nats-data")
+}
+
+func waitGone(t *testing.T, env swarmEnv, filter string) {
+	deadline := time.Now().Add(2 * time.Minute)
+	for time.Now().Before(deadline) {
+		out, _ := exec.Command("docker", "ps", "-aq", "--filter", filter).Output()
+		if len(bytes.TrimSpace(out)) == 0 {
+			return
+		}
+		time.Sleep(time.Second)
+	}
+	t.Logf("containers matching %s still present after 2 minutes", filter)
+}
+
+// edgeColor is the color nginx answers /readyz with, or "" when the request fails.
+func edgeColor(env swarmEnv) (string, error) {
+	c := http.Client{Timeout: 3 * time.Second}
+	resp, err := c.Get(env.edgeURL("/readyz"))
+	if err != nil {
+		return "", err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return resp.Header.Get("X-Roomcast-Color"), fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return resp.Header.Get("X-Roomcast-Color"), nil
+}
+
+func expectEdgeColor(t *testing.T, env swarmEnv, want string) {
+	t.Helper()
+	for i := range 5 {
+		color, err := edgeColor(env)
+		if err != nil || color != want {
+			t.Fatalf("request %d through nginx: color %q, %v; want %q", i, color, err, want)
+		}
+	}
+}
+
+func label(t *testing.T, key string) string {
+	t.Helper()
+	out, err := exec.Command("docker", "service", "inspect", "edge_nginx", "--format",
+		fmt.Sprintf(`{{ index .Spec.Labels %q }}`, key)).Output()
+	if err != nil {
+		t.Fatalf("reading label %s: %v", key, err)
+	}
+	return strings.TrimSpace(strings.ReplaceAll(string(out), "<no value>", ""))
+}
+
+func TestBlueGreenReleaseOnARealSwarm(t *testing.T) {
+	requireSwarm(t)
+	env := swarmEnv{port: freePort(t)}
+	env.vars = []string{
+		fmt.Sprintf("HTTP_PORT=%d", env.port),
+		"HTTP_PUBLISH_MODE=host",
+		"EDGE_ENDPOINT_MODE=dnsrr",
+		"DOCKER_SOCKET=" + dockerSocket(),
+		"REPLICAS=2",
+		"TAG=t1",
+		"HEALTH_TIMEOUT=45",
+		"FLIP_TIMEOUT=30",
+		"SMOKE_TIMEOUT=30s",
+	}
+	t.Cleanup(func() { teardown(t, env) })
+
+	standins := mustSh(t, env, 5*time.Minute, "stack/images/build-standins")
+	m := regexp.MustCompile(`NATS_IMAGE=(\S+) NGINX_BASE_IMAGE=(\S+)`).FindStringSubmatch(standins)
+	if m == nil {
+		t.Fatalf("build-standins printed no image names: %s", standins)
+	}
+	env.vars = append(env.vars, "NATS_IMAGE="+m[1], "NGINX_BASE_IMAGE="+m[2])
+	mustSh(t, env, 5*time.Minute, "just", "build", "t1")
+	mustSh(t, env, 5*time.Minute, "just", "build", "t2")
+	// Broken releases, built on a good image: one runs but never gets healthy (it
+	// listens where its healthcheck does not look), one is healthy and ready but cannot
+	// carry a message (every message is over its limit).
+	buildFrom(t, env, "roomcast/roomcast:t-unhealthy",
+		"FROM roomcast/roomcast:t1\nENV ROOMCAST_ADDR=127.0.0.2:8080")
+	buildFrom(t, env, "roomcast/roomcast:t-nosmoke",
+		"FROM roomcast/roomcast:t1\nENV ROOMCAST_MAX_MESSAGE_BYTES=1")
+
+	t.Run("deploy", func(t *testing.T) {
+		mustSh(t, env, 5*time.Minute, "just", "deploy")
+		if out := mustSh(t, env, time.Minute, "just", "status"); !strings.Contains(out, "active: blue") ||
+			!regexp.MustCompile(`blue\s+active\s+tag=t1\s+replicas=2/2`).MatchString(out) {
+			t.Fatalf("status after deploy:\n%s", out)
+		}
+		expectEdgeColor(t, env, "blue")
+		chatThroughNginx(t, env)
+	})
+	if t.Failed() {
+		return
+	}
+
+	t.Run("promote under load", func(t *testing.T) {
+		load := startLoad(t, env, 200)
+		probe := startProbe(env)
+		out, err := sh(t, env, 5*time.Minute, "just", "promote", "t2")
+		probeReport := probe.stop()
+		if err != nil {
+			t.Fatalf("promote t2: %v", err)
+		}
+		expectEdgeColor(t, env, "green")
+		if label(t, "roomcast.active") != "green" || label(t, "roomcast.previous") != "blue" {
+			t.Fatalf("labels after promote: active=%q previous=%q", label(t, "roomcast.active"), label(t, "roomcast.previous"))
+		}
+		if label(t, "roomcast.promoting") != "" {
+			t.Errorf("roomcast.promoting still set after the release")
+		}
+		t.Logf("probe through nginx during the release: %s", probeReport)
+		if probeReport.failures > 0 {
+			t.Errorf("%d of %d requests/upgrades through nginx failed during the release: %v",
+				probeReport.failures, probeReport.total, probeReport.firstFailures)
+		}
+		report := load.stopAfterAllOn(t, "green", 60*time.Second)
+		t.Logf("load during the release: %s", report)
+		if report.onBlue != 200 {
+			t.Errorf("%d of 200 clients started on blue", report.onBlue)
+		}
+		if report.closed1012 < report.onBlue {
+			t.Errorf("only %d of the %d clients on blue were closed with 1012 (others: %v)", report.closed1012, report.onBlue, report.otherCloses)
+		}
+		if report.endOnGreen != 200 {
+			t.Errorf("%d of 200 clients ended on green", report.endOnGreen)
+		}
+		fmt.Printf("=== blue/green release under load: %d messages sent, %d lost during the release (the history issue drives this to zero)\n",
+			report.sent, report.lost)
+		if !strings.Contains(out, "promoted") {
+			t.Errorf("promote output lacks the final line:\n%s", out)
+		}
+	})
+	if t.Failed() {
+		return
+	}
+
+	for _, broken := range []struct{ tag, why string }{
+		{"t-unhealthy", "did not become healthy"},
+		{"t-nosmoke", "smoke test"},
+	} {
+		t.Run("promote of a broken tag "+broken.tag, func(t *testing.T) {
+			out, err := sh(t, env, 5*time.Minute, "just", "promote", broken.tag)
+			if err == nil {
+				t.Fatalf("promote %s succeeded", broken.tag)
+			}
+			if !strings.Contains(out, broken.why) {
+				t.Errorf("promote %s output does not say why (%q)", broken.tag, broken.why)
+			}
+			if a, p := label(t, "roomcast.active"), label(t, "roomcast.previous"); a != "green" || p != "blue" {
+				t.Fatalf("labels changed by a failed promote: active=%q previous=%q", a, p)
+			}
+			expectEdgeColor(t, env, "green")
+			// The idle color is put back as it was: the previous release, scaled to 0.
+			if out := mustSh(t, env, time.Minute, "just", "status"); !regexp.MustCompile(`blue\s+idle\s+tag=t1\s+replicas=0/0`).MatchString(out) {
+				t.Errorf("blue not put back after the failed promote:\n%s", out)
+			}
+		})
+	}
+
+	t.Run("rollback", func(t *testing.T) {
+		mustSh(t, env, 5*time.Minute, "just", "rollback")
+		expectEdgeColor(t, env, "blue")
+		if out := mustSh(t, env, time.Minute, "just", "status"); !regexp.MustCompile(`blue\s+active\s+tag=t1\s+replicas=2/2`).MatchString(out) ||
+			!regexp.MustCompile(`green\s+idle\s+tag=t2\s+replicas=0/0`).MatchString(out) {
+			t.Fatalf("status after rollback:\n%s", out)
+		}
+	})
+
+	t.Run("a restarted nginx task keeps the active color", func(t *testing.T) {
+		mustSh(t, env, 3*time.Minute, "timeout", "150", "docker", "service", "update", "--force", "--no-resolve-image", "--detach=false", "edge_nginx")
+		deadline := time.Now().Add(time.Minute)
+		for {
+			color, err := edgeColor(env)
+			if err == nil && color == "blue" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("after the nginx restart: color %q, %v", color, err)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		expectEdgeColor(t, env, "blue")
+	})
+
+	t.Run("a later deploy never undoes a release", func(t *testing.T) {
+		mustSh(t, env, 5*time.Minute, "just", "deploy")
+		expectEdgeColor(t, env, "blue")
+		if a := label(t, "roomcast.active"); a != "blue" {
+			t.Fatalf("deploy changed the active color to %q", a)
+		}
+	})
+}
+
+func buildFrom(t *testing.T, env swarmEnv, tag, dockerfile string) {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(dockerfile+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e := env
+	e.vars = append(append([]string{}, env.vars...), "DOCKER_BUILDKIT=0")
+	mustSh(t, e, 2*time.Minute, "docker", "build", "-q", "-t", tag, dir)
+}
+
+func chatThroughNginx(t *testing.T, env swarmEnv) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a, resp, err := wsclient.Dial(ctx, env.wsURL("hello"), wsclient.Options{})
+	if err != nil {
+		t.Fatalf("WebSocket through nginx: %v", err)
+	}
+	defer a.Close()
+	if c := resp.Header.Get("X-Roomcast-Color"); c != "blue" {
+		t.Errorf("101 through nginx says color %q", c)
+	}
+	b, _, err := wsclient.Dial(ctx, env.wsURL("hello"), wsclient.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if err := a.Send("through nginx"); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*wsclient.Client{a, b} {
+		f, err := c.Next(ctx)
+		if err != nil || f.Message != "through nginx" {
+			t.Fatalf("got %s, %v", f.Raw, err)
+		}
+	}
+}
+
+// --- load: clients that chat continuously and reconnect when closed ----------------------
+
+type load struct {
+	env     swarmEnv
+	clients []*loadClient
+	stopped chan struct{}
+	wg      sync.WaitGroup
+	sent    atomic.Int64
+}
+
+type loadClient struct {
+	mu         sync.Mutex
+	colors     []string // color of each connection, in order
+	closeCodes []uint16
+	pending    map[string]time.Time // own messages not yet echoed back
+	lost       int
+	connected  bool
+}
+
+func startLoad(t *testing.T, env swarmEnv, n int) *load {
+	t.Helper()
+	l := &load{env: env, stopped: make(chan struct{})}
+	ready := make(chan error, n)
+	for i := range n {
+		c := &loadClient{pending: map[string]time.Time{}}
+		l.clients = append(l.clients, c)
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			l.run(i, c, ready)
+		}()
+	}
+	deadline := time.After(2 * time.Minute)
+	for range n {
+		select {
+		case err := <-ready:
+			if err != nil {
+				close(l.stopped)
+				l.wg.Wait()
+				t.Fatalf("connecting the load clients: %v", err)
+			}
+		case <-deadline:
+			t.Fatal("load clients did not connect in 2 minutes")
+		}
+	}
+	return l
+}
+
+// run keeps one client in its room: connect, send a message every 500ms, and on a close
+// reconnect at once (then with a short backoff), as the chat page does.
+func (l *load) run(i int, c *loadClient, ready chan<- error) {
+	room := fmt.Sprintf("load%d", i%20)
+	first := true
+	for attempt := 0; attempt < 200; attempt++ {
+		select {
+		case <-l.stopped:
+			return
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		conn, resp, err := wsclient.Dial(ctx, l.env.wsURL(room), wsclient.Options{Buffer: 4096})
+		cancel()
+		if err != nil {
+			if first {
+				ready <- err
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		c.mu.Lock()
+		c.colors = append(c.colors, resp.Header.Get("X-Roomcast-Color"))
+		c.connected = true
+		c.mu.Unlock()
+		if first {
+			ready <- nil
+			first = false
+		}
+		l.session(i, c, conn)
+	}
+}
+
+func (l *load) session(i int, c *loadClient, conn *wsclient.Client) {
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	seq := 0
+	for {
+		select {
+		case <-l.stopped:
+			conn.Close()
+			return
+		case <-tick.C:
+			seq++
+			id := fmt.Sprintf("c%d-%d-%d", i, len(c.colors), seq)
+			if conn.Send(id) == nil {
+				l.sent.Add(1)
+				c.mu.Lock()
+				c.pending[id] = time.Now()
+				c.mu.Unlock()
+			}
+		case f, ok := <-conn.Frames():
+			if !ok {
+				c.mu.Lock()
+				c.closeCodes = append(c.closeCodes, conn.CloseCode())
+				c.connected = false
+				// What was sent on this connection and not echoed back is lost.
+				c.lost += len(c.pending)
+				clear(c.pending)
+				c.mu.Unlock()
+				return
+			}
+			c.mu.Lock()
+			delete(c.pending, f.Message)
+			c.mu.Unlock()
+		}
+	}
+}
+
+type loadReport struct {
+	onBlue, closed1012, endOnGreen int
+	otherCloses                    map[uint16]int
+	sent, lost                     int64
+}
+
+func (r loadReport) String() string {
+	return fmt.Sprintf("%d started on blue, %d closed with 1012, %d ended on green, other closes %v, %d sent, %d lost",
+		r.onBlue, r.closed1012, r.endOnGreen, r.otherCloses, r.sent, r.lost)
+}
+
+// stopAfterAllOn waits (bounded) until every client's latest connection is on color,
+// then stops the load and reports.
+func (l *load) stopAfterAllOn(t *testing.T, color string, within time.Duration) loadReport {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		on := 0
+		for _, c := range l.clients {
+			c.mu.Lock()
+			if c.connected && c.colors[len(c.colors)-1] == color {
+				on++
+			}
+			c.mu.Unlock()
+		}
+		if on == len(l.clients) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	time.Sleep(time.Second) // let the last messages come back
+	r := loadReport{otherCloses: map[uint16]int{}}
+	for _, c := range l.clients {
+		c.mu.Lock()
+		if len(c.colors) > 0 && c.colors[0] == "blue" {
+			r.onBlue++
+		}
+		if c.connected && c.colors[len(c.colors)-1] == color {
+			r.endOnGreen++
+		}
+		for _, code := range c.closeCodes {
+			if code == 1012 {
+				r.closed1012++
+			} else {
+				r.otherCloses[code]++
+			}
+		}
+		r.lost += int64(c.lost)
+		c.mu.Unlock()
+	}
+	close(l.stopped)
+	l.wg.Wait()
+	r.sent = l.sent.Load()
+	return r
+}
+
+// --- probe: plain requests and fresh upgrades through nginx, all along -------------------
+
+type probe struct {
+	env  swarmEnv
+	stop func() probeReport
+}
+
+type probeReport struct {
+	total, failures int
+	colors          map[string]int
+	firstFailures   []string
+}
+
+func (r probeReport) String() string {
+	return fmt.Sprintf("%d requests and upgrades, %d failed, answered by %v", r.total, r.failures, r.colors)
+}
+
+func startProbe(env swarmEnv) *probe {
+	p := &probe{env: env}
+	done := make(chan struct{})
+	var mu sync.Mutex
+	r := probeReport{colors: map[string]int{}}
+	record := func(what, color string, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		r.total++
+		if err != nil {
+			r.failures++
+			if len(r.firstFailures) < 5 {
+				r.firstFailures = append(r.firstFailures, fmt.Sprintf("%s at %s: %v", what, time.Now().Format("15:04:05.000"), err))
+			}
+			return
+		}
+		r.colors[color]++
+	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { // a request every 20ms, bounded by the stop
+		defer wg.Done()
+		for i := 0; i < 100000; i++ {
+			select {
+			case <-done:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			color, err := edgeColor(env)
+			record("GET /readyz", color, err)
+		}
+	}()
+	go func() { // a fresh WebSocket upgrade every 100ms
+		defer wg.Done()
+		for i := 0; i < 20000; i++ {
+			select {
+			case <-done:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			c, resp, err := wsclient.Dial(ctx, env.wsURL("probe"), wsclient.Options{})
+			cancel()
+			color := ""
+			if err == nil {
+				color = resp.Header.Get("X-Roomcast-Color")
+				c.Close()
+			}
+			record("upgrade", color, err)
+		}
+	}()
+	p.stop = func() probeReport {
+		close(done)
+		wg.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		return r
+	}
+	return p
+}

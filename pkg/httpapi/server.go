@@ -94,6 +94,14 @@ func New(cfg Config, ws http.Handler, ready Readiness, gatherer prometheus.Gathe
 		}
 		return 0
 	})
+	f.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "roomcast_draining", Help: "1 from the shutdown signal until the process exits.",
+	}, func() float64 {
+		if ready.Draining() {
+			return 1
+		}
+		return 0
+	})
 	f.NewGauge(prometheus.GaugeOpts{
 		Name: "roomcast_build_info", Help: "Always 1; labels say which build runs where.",
 		ConstLabels: prometheus.Labels{"version": cfg.Identity.Version, "color": cfg.Identity.Color, "instance": cfg.Identity.Instance},

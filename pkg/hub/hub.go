@@ -194,13 +194,14 @@ func (h *Hub) deliver(r *room, gen uint64, msg chat.Message) {
 		r.mu.RUnlock()
 		return
 	}
+	var accepted int64
+	if !msg.Accepted.IsZero() {
+		accepted = msg.Accepted.UnixNano()
+	}
 	for _, m := range r.members {
-		m.enqueue(frame, true)
+		m.enqueue(frame, true, accepted)
 	}
 	r.mu.RUnlock()
-	if !msg.Accepted.IsZero() {
-		h.m.deliveryLatency.Observe(h.cfg.Now().Sub(msg.Accepted).Seconds())
-	}
 }
 
 // CountError counts one error of kind in roomcast_errors_total.
@@ -241,7 +242,7 @@ func (h *Hub) Run(ctx context.Context) {
 			return
 		case <-t.C:
 			for _, m := range h.snapshot() {
-				m.enqueue(h.cfg.PingFrame, false)
+				m.enqueue(h.cfg.PingFrame, false, 0)
 			}
 		}
 	}

@@ -571,3 +571,32 @@ func TestConnectionMetricsAndLint(t *testing.T) {
 		t.Errorf("metric lint: %s: %s", p.Metric, p.Text)
 	}
 }
+
+func TestDeliveryLatencyIsObservedOncePerWrittenMessage(t *testing.T) {
+	f := newFixture(t, nil)
+	var sockets []*fakeSocket
+	for range 3 {
+		m, s := f.join(t, "lobby")
+		m.Send([]byte("an error frame is not a delivery"))
+		sockets = append(sockets, s)
+	}
+	f.publish(t, "lobby", "timed")
+	for _, s := range sockets {
+		s.waitFrames(t, 2)
+	}
+	var count uint64
+	eventually := time.Now().Add(5 * time.Second)
+	for time.Now().Before(eventually) {
+		mfs, _ := f.reg.Gather()
+		for _, mf := range mfs {
+			if mf.GetName() == "roomcast_delivery_latency_seconds" {
+				count = mf.GetMetric()[0].GetHistogram().GetSampleCount()
+			}
+		}
+		if count == 3 {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatalf("delivery latency observed %d times for 3 written messages", count)
+}

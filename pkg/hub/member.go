@@ -17,7 +17,9 @@ type Member struct {
 	pending        [][]byte
 	spare          [][]byte // the previous batch's array, reused to avoid an allocation
 	pendingBytes   int
-	pendingCounted int  // message frames in pending (the rest are control and error frames)
+	pendingCounted int     // message frames in pending (the rest are control and error frames)
+	accepted       []int64 // acceptance time (Unix ns) of each message frame in pending, if known
+	spareAccepted  []int64
 	writing        bool // a writer goroutine owns the socket's write side
 	closing        bool // no more frames are accepted
 	closeSent      bool // Socket.Close has been called or will be by its owner
@@ -51,7 +53,7 @@ func (m *Member) Attach(s Socket) {
 
 // Send queues a frame for this member only, such as an error frame or a pong. It does not
 // count as a delivered message.
-func (m *Member) Send(frame []byte) { m.enqueue(frame, false) }
+func (m *Member) Send(frame []byte) { m.enqueue(frame, false, 0) }
 
 // Close closes the member's connection with code once the frames queued so far have
 // been written. Frames queued after Close are dropped.
@@ -66,7 +68,9 @@ func (m *Member) Close(code uint16, reason string) {
 	m.kickLocked()
 }
 
-func (m *Member) enqueue(frame []byte, counted bool) {
+// enqueue queues frame; a counted frame is a chat message, accepted at that Unix time in
+// nanoseconds (0 if unknown), which the writer turns into delivery latency.
+func (m *Member) enqueue(frame []byte, counted bool, accepted int64) {
 	m.mu.Lock()
 	if m.closing {
 		m.mu.Unlock()
@@ -80,6 +84,9 @@ func (m *Member) enqueue(frame []byte, counted bool) {
 	m.pendingBytes += len(frame)
 	if counted {
 		m.pendingCounted++
+		if accepted > 0 {
+			m.accepted = append(m.accepted, accepted)
+		}
 	}
 	m.kickLocked()
 	m.mu.Unlock()
@@ -90,7 +97,7 @@ func (m *Member) enqueue(frame []byte, counted bool) {
 func (m *Member) abortLocked(code uint16, reason string) {
 	m.closing, m.closeSent = true, true
 	m.closeCode, m.closeReason = code, reason
-	m.pending, m.pendingBytes, m.pendingCounted = nil, 0, 0
+	m.pending, m.pendingBytes, m.pendingCounted, m.accepted = nil, 0, 0, nil
 	s := m.socket
 	m.mu.Unlock()
 	m.hub.CountError(chat.KindSlowConsumer)
@@ -116,10 +123,11 @@ func (m *Member) kickLocked() {
 // is empty, then sends the close frame if one was asked for.
 func (m *Member) write() {
 	var batch [][]byte
+	var accepted []int64
 	for {
 		m.mu.Lock()
 		if batch != nil && m.spare == nil {
-			m.spare = batch[:0]
+			m.spare, m.spareAccepted = batch[:0], accepted[:0]
 		}
 		if len(m.pending) == 0 {
 			m.writing = false
@@ -132,9 +140,10 @@ func (m *Member) write() {
 			}
 			return
 		}
-		batch = m.pending
+		batch, accepted = m.pending, m.accepted
 		counted := m.pendingCounted
 		m.pending, m.spare = m.spare, nil
+		m.accepted, m.spareAccepted = m.spareAccepted, nil
 		m.pendingBytes, m.pendingCounted = 0, 0
 		s := m.socket
 		m.mu.Unlock()
@@ -145,7 +154,7 @@ func (m *Member) write() {
 			m.mu.Lock()
 			m.writing = false
 			m.closing = true
-			m.pending, m.pendingBytes, m.pendingCounted = nil, 0, 0
+			m.pending, m.pendingBytes, m.pendingCounted, m.accepted = nil, 0, 0, nil
 			alreadyClosed := m.closeSent
 			m.closeSent = true
 			m.mu.Unlock()
@@ -156,5 +165,11 @@ func (m *Member) write() {
 			return
 		}
 		m.hub.m.messagesDelivered.Add(float64(counted))
+		if len(accepted) > 0 {
+			now := m.hub.cfg.Now().UnixNano()
+			for _, at := range accepted {
+				m.hub.m.deliveryLatency.Observe(float64(now-at) / 1e9)
+			}
+		}
 	}
 }

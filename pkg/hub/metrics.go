@@ -36,7 +36,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"kind"}),
 		deliveryLatency: f.NewHistogram(prometheus.HistogramOpts{
 			Name:    "roomcast_delivery_latency_seconds",
-			Help:    "Time from a message's acceptance on any replica to its fan-out on this one.",
+			Help:    "Time from a message's acceptance on any replica to its frame being written to a member's socket on this one.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}),
 	}

@@ -91,6 +91,9 @@ func TestDrainGoesNotReadyThenCloses1012ThenStops(t *testing.T) {
 	if v := testenv.Metric(t, draining.Registry(), "roomcast_ready"); v != 0 {
 		t.Errorf("roomcast_ready = %v while draining", v)
 	}
+	if v := testenv.Metric(t, draining.Registry(), "roomcast_draining"); v != 1 {
+		t.Errorf("roomcast_draining = %v while draining", v)
+	}
 	// Messages still flow during the delay.
 	if err := peer.Send("during delay"); err != nil {
 		t.Fatal(err)

@@ -26,6 +26,8 @@ type config struct {
 	RateLimit        float64       `env:"ROOMCAST_RATE_LIMIT" envDefault:"20" help:"messages per second per connection"`
 	RateBurst        int           `env:"ROOMCAST_RATE_BURST" envDefault:"40" help:"burst of messages per connection"`
 	AllowedOrigins   []string      `env:"ROOMCAST_ALLOWED_ORIGINS" help:"comma-separated allowed Origin values; empty allows any"`
+	HistorySize      int           `env:"ROOMCAST_HISTORY_SIZE" envDefault:"100" help:"messages kept per room for clients that resume with ?since=; 0 turns history off"`
+	HistoryTTL       time.Duration `env:"ROOMCAST_HISTORY_TTL" envDefault:"1h" help:"how long history keeps a message"`
 	DrainDelay       time.Duration `env:"ROOMCAST_DRAIN_DELAY" envDefault:"5s" help:"after SIGTERM, time not ready before closing connections"`
 	DrainTimeout     time.Duration `env:"ROOMCAST_DRAIN_TIMEOUT" envDefault:"20s" help:"window over which connections are closed with 1012"`
 	PingInterval     time.Duration `env:"ROOMCAST_PING_INTERVAL" envDefault:"25s" help:"keepalive ping period; silent clients are closed after twice that"`
@@ -33,7 +35,11 @@ type config struct {
 	LogLevel         string        `env:"ROOMCAST_LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error"`
 }
 
-const maxMessageLimit = 1 << 20
+const (
+	maxMessageLimit = 1 << 20
+	// maxHistorySize bounds one replay, which a resuming connection holds in memory.
+	maxHistorySize = 10000
+)
 
 func loadConfig(environ map[string]string) (config, error) {
 	cfg, err := envconfig.Parse[config](environ)
@@ -60,6 +66,10 @@ func loadConfig(environ map[string]string) (config, error) {
 		return cfg, bad("ROOMCAST_RATE_LIMIT", "want a number above 0")
 	case cfg.RateBurst < 1:
 		return cfg, bad("ROOMCAST_RATE_BURST", "want an integer of at least 1")
+	case cfg.HistorySize < 0 || cfg.HistorySize > maxHistorySize:
+		return cfg, bad("ROOMCAST_HISTORY_SIZE", fmt.Sprintf("want an integer from 0 (off) to %d", maxHistorySize))
+	case cfg.HistoryTTL < time.Second:
+		return cfg, bad("ROOMCAST_HISTORY_TTL", "want a duration of at least 1s, such as 10m or 1h")
 	case cfg.DrainDelay < 0:
 		return cfg, bad("ROOMCAST_DRAIN_DELAY", "want a duration of 0s or more")
 	case cfg.DrainTimeout < 0:
@@ -108,6 +118,8 @@ func (c config) replica(version string) replica.Config {
 		RateLimit:        c.RateLimit,
 		RateBurst:        c.RateBurst,
 		AllowedOrigins:   c.AllowedOrigins,
+		HistorySize:      c.HistorySize,
+		HistoryTTL:       c.HistoryTTL,
 		DrainDelay:       c.DrainDelay,
 		DrainTimeout:     c.DrainTimeout,
 		PingInterval:     c.PingInterval,

@@ -28,6 +28,8 @@ const (
 	KindInvalidRoom ErrorKind = "invalid_room"
 	// KindForbiddenOrigin: an upgrade from an Origin not allowed; HTTP 403.
 	KindForbiddenOrigin ErrorKind = "forbidden_origin"
+	// KindHistory: a resume that could not replay, or a message not stored in history.
+	KindHistory ErrorKind = "history"
 	// KindInternal: a bug or an unexpected failure on our side.
 	KindInternal ErrorKind = "internal"
 )
@@ -36,5 +38,5 @@ const (
 var ErrorKinds = []ErrorKind{
 	KindBadRequest, KindMessageTooLarge, KindFrameTooLarge, KindUnsupportedData,
 	KindInvalidUTF8, KindProtocol, KindRateLimited, KindSlowConsumer, KindBroker,
-	KindInvalidRoom, KindForbiddenOrigin, KindInternal,
+	KindInvalidRoom, KindForbiddenOrigin, KindHistory, KindInternal,
 }

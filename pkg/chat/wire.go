@@ -14,6 +14,10 @@ const (
 	CodeMessageTooLarge = "message_too_large"
 	CodeRateLimited     = "rate_limited"
 	CodeUnavailable     = "unavailable"
+	// CodeHistoryTruncated precedes a replay that may miss messages no longer kept.
+	CodeHistoryTruncated = "history_truncated"
+	// CodeHistoryUnavailable: a resume could not replay; the connection goes on live.
+	CodeHistoryUnavailable = "history_unavailable"
 )
 
 // InputError is a client frame the server refuses while keeping the connection open. Code

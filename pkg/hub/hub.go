@@ -38,6 +38,9 @@ type Config struct {
 	// SendQueueFrames and SendQueueBytes bound a member's queue; beyond either it is slow.
 	SendQueueFrames int
 	SendQueueBytes  int
+	// HoldFrames bounds the live messages held for a resuming member while its history
+	// is replayed (default SendQueueFrames); beyond it the member is slow.
+	HoldFrames int
 	// PingInterval is how often every member is sent PingFrame; 0 disables pings.
 	PingInterval time.Duration
 	PingFrame    []byte
@@ -78,6 +81,9 @@ func New(cfg Config, broker chat.Broker, log *slog.Logger, reg prometheus.Regist
 	if cfg.Sleep == nil {
 		cfg.Sleep = sleep
 	}
+	if cfg.HoldFrames <= 0 {
+		cfg.HoldFrames = cfg.SendQueueFrames
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -95,6 +101,16 @@ func New(cfg Config, broker chat.Broker, log *slog.Logger, reg prometheus.Regist
 // room's first local member. Once Join returns, the member is queued every message
 // published to the room; frames wait in its queue until Attach.
 func (h *Hub) Join(ctx context.Context, roomName string) (*Member, error) {
+	return h.join(ctx, roomName, false)
+}
+
+// JoinHeld is Join for a member that resumes: live messages are held, not queued, until
+// Release, so that its history can be replayed first.
+func (h *Hub) JoinHeld(ctx context.Context, roomName string) (*Member, error) {
+	return h.join(ctx, roomName, true)
+}
+
+func (h *Hub) join(ctx context.Context, roomName string, held bool) (*Member, error) {
 	h.mu.Lock()
 	if h.draining {
 		h.mu.Unlock()
@@ -106,7 +122,7 @@ func (h *Hub) Join(ctx context.Context, roomName string) (*Member, error) {
 		h.rooms[roomName] = r
 	}
 	r.refs++
-	m := &Member{hub: h, room: r}
+	m := &Member{hub: h, room: r, holding: held}
 	h.members[m] = struct{}{}
 	h.mu.Unlock()
 
@@ -199,7 +215,7 @@ func (h *Hub) deliver(r *room, gen uint64, msg chat.Message) {
 		accepted = msg.Accepted.UnixNano()
 	}
 	for _, m := range r.members {
-		m.enqueue(frame, true, accepted)
+		m.deliverLive(frame, msg.Seq, accepted)
 	}
 	r.mu.RUnlock()
 }

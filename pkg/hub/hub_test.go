@@ -600,3 +600,75 @@ func TestDeliveryLatencyIsObservedOncePerWrittenMessage(t *testing.T) {
 	}
 	t.Fatalf("delivery latency observed %d times for 3 written messages", count)
 }
+
+func TestAHeldMemberGetsItsReplayThenTheLiveMessagesItDidNotHave(t *testing.T) {
+	f := newFixture(t, nil)
+	m, err := f.hub.JoinHeld(context.Background(), "lobby")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newSocket()
+	m.Attach(s)
+	t.Cleanup(func() { s.Close(1000, ""); f.hub.Leave(m) })
+	_, other := f.join(t, "lobby")
+	// Live messages 2..4 arrive while the history (1..3) is replayed; 0 has no seq.
+	for _, seq := range []uint64{2, 3, 0, 4} {
+		if err := f.broker.Publish(context.Background(), chat.Message{Room: "lobby", Text: fmt.Sprint("live", seq), Seq: seq}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	other.waitFrames(t, 4)
+	if got := s.got(); len(got) != 0 {
+		t.Fatalf("a held member got %q before its replay", got)
+	}
+	for _, seq := range []uint64{1, 2, 3} {
+		if err := m.SendMessage(context.Background(), []byte(fmt.Sprint("replay", seq)), time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := m.Release(context.Background(), 3); err != nil {
+		t.Fatal(err)
+	}
+	f.publish(t, "lobby", "after")
+	want := []string{"replay1", "replay2", "replay3", "lobby:live0", "lobby:live4", "lobby:after"}
+	if got := s.waitFrames(t, len(want)); !slices.Equal(got, want) {
+		t.Fatalf("got %q\nwant %q", got, want)
+	}
+}
+
+func TestSendMessageWaitsForRoomInsteadOfOverflowing(t *testing.T) {
+	f := newFixture(t, func(c *hub.Config) { c.SendQueueFrames = 8 })
+	s := newSocket()
+	s.gate = make(chan struct{})
+	m, err := f.hub.Join(context.Background(), "lobby")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Attach(s)
+	t.Cleanup(func() { s.Close(1000, ""); f.hub.Leave(m) })
+	done := make(chan error, 1)
+	go func() {
+		for i := range 50 {
+			if err := m.SendMessage(context.Background(), []byte(fmt.Sprint(i)), time.Time{}); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("50 paced sends into a queue of 8 with a stuck socket returned early: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(s.gate)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := s.waitFrames(t, 50); len(got) != 50 {
+		t.Fatalf("got %d frames", len(got))
+	}
+	if v := f.metric(t, "roomcast_errors_total", "kind", "slow_consumer"); v != 0 {
+		t.Fatalf("a paced replay counted as a slow consumer")
+	}
+}

@@ -1,7 +1,11 @@
 package hub
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"sync"
+	"time"
 
 	"roomcast/pkg/chat"
 )
@@ -26,6 +30,17 @@ type Member struct {
 	closeCode      uint16
 	closeReason    string
 	left           bool
+
+	// While a resuming member's history is replayed, live messages wait in held.
+	holding bool
+	held    []heldFrame
+	space   chan struct{} // closed by the writer when it has made room; see SendMessage
+}
+
+type heldFrame struct {
+	frame    []byte
+	seq      uint64
+	accepted int64
 }
 
 // Room returns the name of the member's room.
@@ -68,6 +83,89 @@ func (m *Member) Close(code uint16, reason string) {
 	m.kickLocked()
 }
 
+// ErrClosed is returned by SendMessage once the member's connection is closing.
+var ErrClosed = errors.New("connection closed")
+
+// SendMessage queues a chat message frame for this member only (a replayed one), counted
+// as a delivery. Unlike fan-out it waits, up to ctx, while the queue is three-quarters
+// full, so a long replay is paced by the client instead of making it a slow consumer.
+func (m *Member) SendMessage(ctx context.Context, frame []byte, accepted time.Time) error {
+	var at int64
+	if !accepted.IsZero() {
+		at = accepted.UnixNano()
+	}
+	return m.sendPaced(ctx, frame, at)
+}
+
+func (m *Member) sendPaced(ctx context.Context, frame []byte, accepted int64) error {
+	for {
+		m.mu.Lock()
+		if m.closing {
+			m.mu.Unlock()
+			return ErrClosed
+		}
+		cfg := m.hub.cfg
+		if len(m.pending) < cfg.SendQueueFrames-cfg.SendQueueFrames/4 &&
+			m.pendingBytes+len(frame) <= cfg.SendQueueBytes-cfg.SendQueueBytes/4 {
+			m.mu.Unlock()
+			m.enqueue(frame, true, accepted)
+			return nil
+		}
+		if m.space == nil {
+			m.space = make(chan struct{})
+		}
+		space := m.space
+		m.mu.Unlock()
+		select {
+		case <-space:
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for room in the send queue: %w", ctx.Err())
+		}
+	}
+}
+
+// Release ends the hold of a resuming member: live messages that arrived meanwhile are
+// queued in order, paced like SendMessage, except those with a seq at or below after
+// (already replayed). Messages keep being held until the backlog is gone, so the order
+// is kept.
+func (m *Member) Release(ctx context.Context, after uint64) error {
+	for {
+		m.mu.Lock()
+		if len(m.held) == 0 {
+			m.holding = false
+			m.mu.Unlock()
+			return nil
+		}
+		backlog := m.held
+		m.held = nil
+		m.mu.Unlock()
+		for _, f := range backlog {
+			if f.seq != 0 && f.seq <= after {
+				continue
+			}
+			if err := m.sendPaced(ctx, f.frame, f.accepted); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// deliverLive queues a fan-out frame, or holds it while the member's history replays.
+func (m *Member) deliverLive(frame []byte, seq uint64, accepted int64) {
+	m.mu.Lock()
+	if m.holding && !m.closing {
+		if len(m.held) >= m.hub.cfg.HoldFrames {
+			m.abortLocked(CloseTryAgainLater, "slow consumer: too many messages while resuming")
+			return
+		}
+		m.held = append(m.held, heldFrame{frame: frame, seq: seq, accepted: accepted})
+		m.mu.Unlock()
+		return
+	}
+	m.mu.Unlock()
+	m.enqueue(frame, true, accepted)
+}
+
 // enqueue queues frame; a counted frame is a chat message, accepted at that Unix time in
 // nanoseconds (0 if unknown), which the writer turns into delivery latency.
 func (m *Member) enqueue(frame []byte, counted bool, accepted int64) {
@@ -98,12 +196,22 @@ func (m *Member) abortLocked(code uint16, reason string) {
 	m.closing, m.closeSent = true, true
 	m.closeCode, m.closeReason = code, reason
 	m.pending, m.pendingBytes, m.pendingCounted, m.accepted = nil, 0, 0, nil
+	m.held = nil
+	m.wakeSenderLocked()
 	s := m.socket
 	m.mu.Unlock()
 	m.hub.CountError(chat.KindSlowConsumer)
 	if s != nil {
 		// Close may wait for a write in progress; the enqueuing goroutine must not.
 		go s.Close(code, reason)
+	}
+}
+
+// wakeSenderLocked lets a SendMessage waiting for room look again.
+func (m *Member) wakeSenderLocked() {
+	if m.space != nil {
+		close(m.space)
+		m.space = nil
 	}
 }
 
@@ -142,6 +250,7 @@ func (m *Member) write() {
 		}
 		batch, accepted = m.pending, m.accepted
 		counted := m.pendingCounted
+		m.wakeSenderLocked()
 		m.pending, m.spare = m.spare, nil
 		m.accepted, m.spareAccepted = m.spareAccepted, nil
 		m.pendingBytes, m.pendingCounted = 0, 0
@@ -155,6 +264,7 @@ func (m *Member) write() {
 			m.writing = false
 			m.closing = true
 			m.pending, m.pendingBytes, m.pendingCounted, m.accepted = nil, 0, 0, nil
+			m.wakeSenderLocked()
 			alreadyClosed := m.closeSent
 			m.closeSent = true
 			m.mu.Unlock()

@@ -23,8 +23,14 @@ import (
 	"roomcast/pkg/chat"
 )
 
-// SubjectPrefix is prepended to a room name to form its NATS subject.
+// SubjectPrefix is prepended to a room name to form the subject messages are published
+// on. With history off, replicas also subscribe to it.
 const SubjectPrefix = "roomcast.room."
+
+// LivePrefix is prepended to a room name to form the subject the history stream
+// republishes each stored message on, with its stream sequence; with history on,
+// replicas subscribe to it.
+const LivePrefix = "roomcast.live."
 
 // Config says how to reach NATS.
 type Config struct {
@@ -37,6 +43,8 @@ type Config struct {
 	// Options are added to the connection's options (the embedded server's in-process
 	// dialer, in tests a shorter timeout).
 	Options []nats.Option
+	// History keeps each room's recent messages in JetStream; Size 0 turns it off.
+	History HistoryConfig
 }
 
 // Broker is a chat.Broker backed by one NATS connection.
@@ -44,6 +52,7 @@ type Broker struct {
 	nc     *nats.Conn
 	log    *slog.Logger
 	closed chan struct{}
+	hist   *history // nil when history is off
 
 	connected    prometheus.Gauge
 	disconnects  prometheus.Counter
@@ -133,7 +142,22 @@ func Connect(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Broker, 
 	if nc.IsConnected() {
 		b.connected.Set(1)
 	}
+	if cfg.History.Size > 0 {
+		b.hist, err = newHistory(b, cfg.History, reg)
+		if err != nil {
+			nc.Close()
+			return nil, err
+		}
+	}
 	return b, nil
+}
+
+// History returns the room history, or nil when history is off.
+func (b *Broker) History() chat.History {
+	if b.hist == nil {
+		return nil
+	}
+	return b.hist
 }
 
 // Ready returns nil while connected, else an error wrapping chat.ErrUnavailable.
@@ -144,10 +168,14 @@ func (b *Broker) Ready() error {
 	return fmt.Errorf("%w: NATS connection %s", chat.ErrUnavailable, b.nc.Status())
 }
 
-// Publish puts msg on its room's subject.
-func (b *Broker) Publish(_ context.Context, msg chat.Message) error {
+// Publish puts msg on its room's subject: through JetStream, acknowledged, when history
+// is on; with core NATS otherwise.
+func (b *Broker) Publish(ctx context.Context, msg chat.Message) error {
 	if !b.nc.IsConnected() {
 		return fmt.Errorf("publishing to room %q: %w", msg.Room, chat.ErrUnavailable)
+	}
+	if b.hist != nil {
+		return b.hist.publish(ctx, msg)
 	}
 	if err := b.nc.Publish(SubjectPrefix+msg.Room, encode(msg)); err != nil {
 		return fmt.Errorf("publishing to room %q: %w: %w", msg.Room, chat.ErrUnavailable, err)
@@ -160,15 +188,11 @@ func (b *Broker) Subscribe(ctx context.Context, room string, deliver func(chat.M
 	if !b.nc.IsConnected() {
 		return nil, fmt.Errorf("subscribing to room %q: %w", room, chat.ErrUnavailable)
 	}
-	sub, err := b.nc.Subscribe(SubjectPrefix+room, func(m *nats.Msg) {
-		msg, err := decode(m.Data)
-		if err != nil {
-			b.decodeErrors.Inc()
-			b.log.Warn("dropping NATS message that is not a roomcast envelope", "subject", m.Subject, "err", err)
-			return
-		}
-		deliver(msg)
-	})
+	subject, handler := SubjectPrefix+room, b.liveHandler(deliver)
+	if b.hist != nil {
+		subject, handler = LivePrefix+room, b.hist.liveHandler(deliver)
+	}
+	sub, err := b.nc.Subscribe(subject, handler)
 	if err != nil {
 		return nil, fmt.Errorf("subscribing to room %q: %w", room, err)
 	}
@@ -186,9 +210,22 @@ func (b *Broker) Subscribe(ctx context.Context, room string, deliver func(chat.M
 	return sub, nil
 }
 
+func (b *Broker) liveHandler(deliver func(chat.Message)) nats.MsgHandler {
+	return func(m *nats.Msg) {
+		msg, err := decode(m.Data)
+		if err != nil {
+			b.decodeErrors.Inc()
+			b.log.Warn("dropping NATS message that is not a roomcast envelope", "subject", m.Subject, "err", err)
+			return
+		}
+		deliver(msg)
+	}
+}
+
 // Drain lets in-flight messages finish, then closes the connection; it returns when
 // closed or when ctx ends, in which case the connection is closed at once.
 func (b *Broker) Drain(ctx context.Context) error {
+	b.hist.stop()
 	if b.nc.IsClosed() {
 		return nil
 	}
@@ -206,7 +243,10 @@ func (b *Broker) Drain(ctx context.Context) error {
 }
 
 // Close closes the connection at once.
-func (b *Broker) Close() { b.nc.Close() }
+func (b *Broker) Close() {
+	b.hist.stop()
+	b.nc.Close()
+}
 
 // formatVersion is the envelope version this release writes. Readers accept any
 // version and ignore fields they do not know, so releases can be mixed in one room.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
 	"time"
 
@@ -22,11 +23,15 @@ type Config struct {
 	ListenAddr string
 	// ReadyTimeout bounds the wait for the server to accept connections.
 	ReadyTimeout time.Duration
+	// JetStream enables JetStream (for history), storing in a temporary directory that
+	// Shutdown removes.
+	JetStream bool
 }
 
 // Server is a running embedded nats-server.
 type Server struct {
-	ns *server.Server
+	ns       *server.Server
+	storeDir string
 }
 
 // Start starts the server and returns once it accepts connections.
@@ -53,8 +58,18 @@ func Start(cfg Config, log *slog.Logger) (*Server, error) {
 		}
 		opts.Host, opts.Port = host, port
 	}
+	var storeDir string
+	if cfg.JetStream {
+		dir, err := os.MkdirTemp("", "roomcast-nats-")
+		if err != nil {
+			return nil, fmt.Errorf("creating the embedded JetStream directory: %w", err)
+		}
+		storeDir = dir
+		opts.JetStream, opts.StoreDir = true, dir
+	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
+		os.RemoveAll(storeDir)
 		return nil, fmt.Errorf("creating embedded NATS server: %w", err)
 	}
 	ns.SetLogger(logAdapter{log.With("component", "nats-server")}, false, false)
@@ -65,9 +80,10 @@ func Start(cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	if !ns.ReadyForConnections(timeout) {
 		ns.Shutdown()
+		os.RemoveAll(storeDir)
 		return nil, errors.New("embedded NATS server not ready in " + timeout.String())
 	}
-	return &Server{ns: ns}, nil
+	return &Server{ns: ns, storeDir: storeDir}, nil
 }
 
 // ClientURL is the URL other processes use, or "" when the server does not listen.
@@ -88,6 +104,9 @@ func (s *Server) ClientOptions() []nats.Option {
 func (s *Server) Shutdown() {
 	s.ns.Shutdown()
 	s.ns.WaitForShutdown()
+	if s.storeDir != "" {
+		_ = os.RemoveAll(s.storeDir)
+	}
 }
 
 type logAdapter struct{ log *slog.Logger }

@@ -40,6 +40,11 @@ type Config struct {
 	RateBurst       int
 	AllowedOrigins  []string
 
+	// HistorySize messages per room are kept for HistoryTTL so that reconnecting clients
+	// can resume; 0 turns history off.
+	HistorySize int
+	HistoryTTL  time.Duration
+
 	DrainDelay   time.Duration
 	DrainTimeout time.Duration
 	PingInterval time.Duration
@@ -85,9 +90,14 @@ func New(cfg Config, log *slog.Logger) (*Replica, error) {
 
 func (r *Replica) build() error {
 	cfg, log := r.cfg, r.log
-	natsCfg := natsbroker.Config{URL: cfg.NATSURL, Name: "roomcast-" + cfg.Identity.Instance, ReconnectWait: cfg.NATSReconnectWait}
+	natsCfg := natsbroker.Config{
+		URL: cfg.NATSURL, Name: "roomcast-" + cfg.Identity.Instance, ReconnectWait: cfg.NATSReconnectWait,
+		History: natsbroker.HistoryConfig{Size: cfg.HistorySize, TTL: cfg.HistoryTTL},
+	}
 	if cfg.NATSURL == "" {
-		embedded, err := natsembed.Start(natsembed.Config{ListenAddr: cfg.EmbeddedNATSAddr}, log)
+		// The embedded server keeps history in memory: it lives as long as the process.
+		natsCfg.History.Memory = true
+		embedded, err := natsembed.Start(natsembed.Config{ListenAddr: cfg.EmbeddedNATSAddr, JetStream: cfg.HistorySize > 0}, log)
 		if err != nil {
 			return err
 		}
@@ -105,10 +115,12 @@ func (r *Replica) build() error {
 	r.hub = hub.New(hub.Config{
 		SendQueueFrames: cfg.SendQueueFrames,
 		SendQueueBytes:  cfg.SendQueueBytes,
-		PingInterval:    cfg.PingInterval,
-		PingFrame:       wsgateway.PingFrame,
-		Encode:          wsgateway.EncodeMessage,
-		Sleep:           cfg.DrainSleep,
+		// A replay of a full room history may take a moment; hold what arrives meanwhile.
+		HoldFrames:   cfg.SendQueueFrames + cfg.HistorySize,
+		PingInterval: cfg.PingInterval,
+		PingFrame:    wsgateway.PingFrame,
+		Encode:       wsgateway.EncodeMessage,
+		Sleep:        cfg.DrainSleep,
 	}, r.broker, log.With("component", "hub"), r.reg)
 	gateway := wsgateway.New(wsgateway.Config{
 		MaxMessageBytes: cfg.MaxMessageBytes,
@@ -119,6 +131,7 @@ func (r *Replica) build() error {
 		AllowedOrigins: cfg.AllowedOrigins,
 		IdleTimeout:    2 * cfg.PingInterval,
 		ResponseHeader: cfg.Identity.ResponseHeader(),
+		History:        r.broker.History(),
 	}, r.hub, r.broker, log.With("component", "gateway"), r.reg)
 	r.http = httpapi.New(httpapi.Config{Addr: cfg.Addr, Identity: cfg.Identity}, gateway,
 		httpapi.Readiness{Draining: r.hub.Draining, Broker: r.broker.Ready}, r.reg, log.With("component", "http"), r.reg)

@@ -1,0 +1,332 @@
+package natsbroker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"roomcast/pkg/chat"
+)
+
+// HistoryConfig sizes the JetStream stream that keeps each room's recent messages.
+type HistoryConfig struct {
+	// Size is the number of messages kept per room; 0 turns history off.
+	Size int
+	// TTL is how long a message is kept.
+	TTL time.Duration
+	// Memory keeps the stream in memory (the embedded default) instead of on disk.
+	Memory bool
+	// Stream names the stream (default ROOMCAST_ROOMS).
+	Stream string
+}
+
+// DefaultStream is the history stream's name.
+const DefaultStream = "ROOMCAST_ROOMS"
+
+// publishTimeout bounds the wait for JetStream's acknowledgement of one message.
+const publishTimeout = 2 * time.Second
+
+// history is the chat.History on a JetStream stream whose RePublish puts every stored
+// message, with its stream sequence in the Nats-Sequence header, on the room's live
+// subject: every replica sees one order and one seq. The stream is created by the first
+// replica that finds it missing and is otherwise used as it is, so replicas of two
+// releases with other limits share it; its creation time is the epoch.
+type history struct {
+	b   *Broker
+	cfg HistoryConfig
+	js  jetstream.JetStream
+
+	mu     sync.Mutex
+	stream jetstream.Stream // nil until the stream is known
+	epoch  string
+
+	warned   bool // only touched by run
+	kick     chan struct{}
+	quit     chan struct{}
+	done     chan struct{}
+	stopOnce sync.Once
+
+	available prometheus.Gauge
+	errors    *prometheus.CounterVec
+	replayed  prometheus.Counter
+}
+
+func newHistory(b *Broker, cfg HistoryConfig, reg prometheus.Registerer) (*history, error) {
+	if cfg.Stream == "" {
+		cfg.Stream = DefaultStream
+	}
+	js, err := jetstream.New(b.nc)
+	if err != nil {
+		return nil, fmt.Errorf("opening JetStream: %w", err)
+	}
+	f := promauto.With(reg)
+	h := &history{
+		b: b, cfg: cfg, js: js,
+		kick: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}),
+		available: f.NewGauge(prometheus.GaugeOpts{
+			Name: "roomcast_history_available", Help: "1 while the history stream is reachable.",
+		}),
+		errors: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "roomcast_history_errors_total",
+			Help: "History operations that failed, by operation (publish: stored nowhere, sent live only; replay; stream).",
+		}, []string{"op"}),
+		replayed: f.NewCounter(prometheus.CounterOpts{
+			Name: "roomcast_history_replayed_messages_total", Help: "Stored messages replayed to resuming clients.",
+		}),
+	}
+	for _, op := range []string{"publish", "replay", "stream"} {
+		h.errors.WithLabelValues(op)
+	}
+	go h.run()
+	return h, nil
+}
+
+func (h *history) stop() {
+	if h == nil {
+		return
+	}
+	h.stopOnce.Do(func() { close(h.quit) })
+	<-h.done
+}
+
+// run keeps the stream known: at start, every 10 seconds (every second while it is
+// not), and when asked.
+func (h *history) run() {
+	defer close(h.done)
+	for {
+		if h.b.nc.IsConnected() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			had, _ := h.current()
+			if err := h.refresh(ctx); err != nil {
+				h.errors.WithLabelValues("stream").Inc()
+				if had != nil || !h.warned {
+					h.b.log.Warn("history stream unavailable; live messages still flow", "err", err)
+					h.warned = true
+				}
+			}
+			cancel()
+		}
+		wait := 10 * time.Second
+		if s, _ := h.current(); s == nil {
+			wait = time.Second
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-h.quit:
+			t.Stop()
+			return
+		case <-t.C:
+		case <-h.kick:
+			t.Stop()
+		}
+	}
+}
+
+func (h *history) kickRefresh() {
+	select {
+	case h.kick <- struct{}{}:
+	default:
+	}
+}
+
+// refresh finds the stream, creating it if it is missing, and reads its epoch.
+func (h *history) refresh(ctx context.Context) error {
+	s, err := h.js.Stream(ctx, h.cfg.Stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		s, err = h.js.CreateStream(ctx, h.streamConfig())
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			s, err = h.js.Stream(ctx, h.cfg.Stream) // another replica was first
+		}
+		if err == nil {
+			h.b.log.Info("history stream created", "stream", h.cfg.Stream, "per_room", h.cfg.Size, "ttl", h.cfg.TTL.String())
+		}
+	}
+	if err != nil {
+		h.setStream(nil, "")
+		return fmt.Errorf("finding history stream %s: %w", h.cfg.Stream, err)
+	}
+	info := s.CachedInfo()
+	epoch := strconv.FormatInt(info.Created.UnixNano(), 36)
+	if old := h.currentEpoch(); old != epoch {
+		if info.Config.MaxMsgsPerSubject != int64(h.cfg.Size) || info.Config.MaxAge != h.cfg.TTL {
+			h.b.log.Info("using the existing history stream with its own limits",
+				"per_room", info.Config.MaxMsgsPerSubject, "ttl", info.Config.MaxAge.String(),
+				"configured_per_room", h.cfg.Size, "configured_ttl", h.cfg.TTL.String())
+		}
+		if old != "" {
+			h.b.log.Warn("history stream was recreated", "old_epoch", old, "epoch", epoch)
+		}
+	}
+	h.setStream(s, epoch)
+	return nil
+}
+
+func (h *history) streamConfig() jetstream.StreamConfig {
+	storage := jetstream.FileStorage
+	if h.cfg.Memory {
+		storage = jetstream.MemoryStorage
+	}
+	return jetstream.StreamConfig{
+		Name:              h.cfg.Stream,
+		Description:       "roomcast: the recent messages of each room (created by roomcast)",
+		Subjects:          []string{SubjectPrefix + "*"},
+		MaxMsgsPerSubject: int64(h.cfg.Size),
+		MaxAge:            h.cfg.TTL,
+		Storage:           storage,
+		Discard:           jetstream.DiscardOld,
+		AllowDirect:       true,
+		Duplicates:        time.Minute,
+		RePublish: &jetstream.RePublish{
+			Source:      SubjectPrefix + "*",
+			Destination: LivePrefix + "{{wildcard(1)}}",
+		},
+	}
+}
+
+func (h *history) setStream(s jetstream.Stream, epoch string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.stream, h.epoch = s, epoch
+	if s != nil {
+		h.available.Set(1)
+	} else {
+		h.available.Set(0)
+	}
+}
+
+func (h *history) current() (jetstream.Stream, string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.stream, h.epoch
+}
+
+func (h *history) currentEpoch() string {
+	_, e := h.current()
+	return e
+}
+
+// publish stores msg; the stream republishes it live. Without a stream (JetStream off or
+// the stream deleted) the message goes straight to the live subject, unnumbered, so rooms
+// keep working; an unanswered publish may or may not be stored and is reported.
+func (h *history) publish(ctx context.Context, msg chat.Message) error {
+	ctx, cancel := context.WithTimeout(ctx, publishTimeout)
+	defer cancel()
+	m := nats.NewMsg(SubjectPrefix + msg.Room)
+	m.Data = encode(msg)
+	m.Header.Set(jetstream.MsgIDHeader, msg.ID)
+	_, err := h.js.PublishMsg(ctx, m, jetstream.WithRetryAttempts(0))
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, nats.ErrNoResponders):
+		h.errors.WithLabelValues("publish").Inc()
+		h.kickRefresh()
+		if err := h.b.nc.Publish(LivePrefix+msg.Room, m.Data); err != nil {
+			return fmt.Errorf("publishing to room %q: %w: %w", msg.Room, chat.ErrUnavailable, err)
+		}
+		return nil
+	default:
+		h.errors.WithLabelValues("publish").Inc()
+		return fmt.Errorf("publishing to room %q: %w: %w", msg.Room, chat.ErrUnavailable, err)
+	}
+}
+
+// liveHandler decodes republished messages, numbered by the stream. A sequence that goes
+// backwards means the stream was recreated: the epoch is read again before delivering.
+func (h *history) liveHandler(deliver func(chat.Message)) nats.MsgHandler {
+	var last uint64 // only touched by this subscription's goroutine
+	return func(m *nats.Msg) {
+		msg, err := decode(m.Data)
+		if err != nil {
+			h.b.decodeErrors.Inc()
+			h.b.log.Warn("dropping NATS message that is not a roomcast envelope", "subject", m.Subject, "err", err)
+			return
+		}
+		if seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64); err == nil && seq > 0 {
+			if seq <= last {
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				if err := h.refresh(ctx); err != nil {
+					h.errors.WithLabelValues("stream").Inc()
+				}
+				cancel()
+			}
+			last = seq
+			msg.Seq, msg.Epoch = seq, h.currentEpoch()
+		}
+		deliver(msg)
+	}
+}
+
+// Replay implements chat.History.
+func (h *history) Replay(ctx context.Context, room string, since uint64, epoch string) (chat.Replayed, error) {
+	s, cur := h.current()
+	if s == nil {
+		h.kickRefresh()
+		h.errors.WithLabelValues("replay").Inc()
+		return chat.Replayed{}, fmt.Errorf("replaying room %q: %w", room, chat.ErrHistoryUnavailable)
+	}
+	res := chat.Replayed{Epoch: cur}
+	if epoch != "" && epoch != cur {
+		res.Truncated, since = true, 0
+	}
+	fail := func(err error) (chat.Replayed, error) {
+		h.errors.WithLabelValues("replay").Inc()
+		return res, fmt.Errorf("replaying room %q: %w: %w", room, chat.ErrHistoryUnavailable, err)
+	}
+	subject := SubjectPrefix + room
+	newest, err := s.GetLastMsgForSubject(ctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		res.Last = since
+		return res, nil // nothing kept for this room
+	}
+	if err != nil {
+		return fail(err)
+	}
+	if since >= newest.Sequence {
+		// Nothing newer than what the client has (or a since from the future): live only,
+		// numbered from what is stored now.
+		res.Last = min(since, newest.Sequence)
+		return res, nil
+	}
+	if since > 0 && !res.Truncated {
+		m, err := s.GetMsg(ctx, since)
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound), err == nil && m.Subject != subject:
+			res.Truncated = true
+		case err != nil:
+			return fail(err)
+		}
+	}
+	res.Last = since
+	for next := since + 1; next <= newest.Sequence; {
+		m, err := s.GetMsg(ctx, next, jetstream.WithGetMsgSubject(subject))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
+		}
+		if err != nil {
+			return fail(err)
+		}
+		if m.Sequence > newest.Sequence {
+			break
+		}
+		msg, err := decode(m.Data)
+		if err != nil {
+			h.b.decodeErrors.Inc()
+		} else {
+			msg.Seq, msg.Epoch = m.Sequence, cur
+			res.Messages = append(res.Messages, msg)
+			h.replayed.Inc()
+		}
+		res.Last = m.Sequence
+		next = m.Sequence + 1
+	}
+	return res, nil
+}

@@ -29,6 +29,11 @@ func TestInvalidEnvironmentExitsTwoWithOneLineNamingTheVariable(t *testing.T) {
 		{"ROOMCAST_PING_INTERVAL", "1ms"},
 		{"ROOMCAST_LOG_FORMAT", "xml"},
 		{"ROOMCAST_LOG_LEVEL", "loud"},
+		{"ROOMCAST_HISTORY_SIZE", "-1"},
+		{"ROOMCAST_HISTORY_SIZE", "lots"},
+		{"ROOMCAST_HISTORY_SIZE", "100000"},
+		{"ROOMCAST_HISTORY_TTL", "forever"},
+		{"ROOMCAST_HISTORY_TTL", "10ms"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+"="+tt.value, func(t *testing.T) {
@@ -79,6 +84,7 @@ func TestHelpDocumentsEveryVariableWithItsDefault(t *testing.T) {
 		"ROOMCAST_RATE_LIMIT", "20", "ROOMCAST_RATE_BURST", "40", "ROOMCAST_ALLOWED_ORIGINS",
 		"ROOMCAST_DRAIN_DELAY", "5s", "ROOMCAST_DRAIN_TIMEOUT", "20s", "ROOMCAST_PING_INTERVAL", "25s",
 		"ROOMCAST_LOG_FORMAT", "json", "ROOMCAST_LOG_LEVEL", "info", "healthcheck",
+		"ROOMCAST_HISTORY_SIZE", "100", "ROOMCAST_HISTORY_TTL", "1h",
 	} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("-h output lacks %q", want)

@@ -170,9 +170,8 @@ func testHelp(t *testing.T, bins binaries) {
 		t.Errorf("roomcast -h wrote to stderr: %q", s)
 	}
 	// The contract's variables and their defaults. ROOMCAST_SEND_QUEUE_BYTES is the
-	// binary's own addition; the contract's history (ROOMCAST_HISTORY_*) and auth
-	// (ROOMCAST_JWT_*, ROOMCAST_MAX_CONNECTIONS, ROOMCAST_ACCEPT_RATE) variables are
-	// not implemented by this binary yet, so they are not asked for here.
+	// binary's own addition; the contract's auth variables (ROOMCAST_JWT_*,
+	// ROOMCAST_MAX_CONNECTIONS, ROOMCAST_ACCEPT_RATE) are not implemented yet.
 	want := []struct{ name, def string }{
 		{"ROOMCAST_ADDR", ":8080"},
 		{"NATS_URL", "(empty)"},
@@ -185,6 +184,8 @@ func testHelp(t *testing.T, bins binaries) {
 		{"ROOMCAST_RATE_LIMIT", "20"},
 		{"ROOMCAST_RATE_BURST", "40"},
 		{"ROOMCAST_ALLOWED_ORIGINS", "(empty)"},
+		{"ROOMCAST_HISTORY_SIZE", "100"},
+		{"ROOMCAST_HISTORY_TTL", "1h"},
 		{"ROOMCAST_DRAIN_DELAY", "5s"},
 		{"ROOMCAST_DRAIN_TIMEOUT", "20s"},
 		{"ROOMCAST_PING_INTERVAL", "25s"},

@@ -4,13 +4,16 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
 
+	"roomcast/pkg/auth"
 	"roomcast/pkg/envconfig"
 	"roomcast/pkg/httpapi"
 	"roomcast/pkg/replica"
+	"roomcast/pkg/wsgateway"
 )
 
 // config is the server's environment. A set but empty variable means its default.
@@ -26,6 +29,15 @@ type config struct {
 	RateLimit        float64       `env:"ROOMCAST_RATE_LIMIT" envDefault:"20" help:"messages per second per connection"`
 	RateBurst        int           `env:"ROOMCAST_RATE_BURST" envDefault:"40" help:"burst of messages per connection"`
 	AllowedOrigins   []string      `env:"ROOMCAST_ALLOWED_ORIGINS" help:"comma-separated allowed Origin values; empty allows any"`
+	JWTSecret        string        `env:"ROOMCAST_JWT_SECRET" secret:"true" help:"HS256 key; when set (or a public key), every upgrade needs a token"`
+	JWTSecretFile    string        `env:"ROOMCAST_JWT_SECRET_FILE" help:"file holding the HS256 key (a Swarm secret), instead of ROOMCAST_JWT_SECRET"`
+	JWTPublicKey     string        `env:"ROOMCAST_JWT_PUBLIC_KEY" help:"PEM public key (RSA for RS256, Ed25519 for EdDSA) for tokens"`
+	JWTPublicKeyFile string        `env:"ROOMCAST_JWT_PUBLIC_KEY_FILE" help:"file holding the PEM public key, instead of ROOMCAST_JWT_PUBLIC_KEY"`
+	MaxConnections   int           `env:"ROOMCAST_MAX_CONNECTIONS" envDefault:"0" help:"live connections on this replica; over it upgrades get 503 (0: no limit)"`
+	AcceptRate       float64       `env:"ROOMCAST_ACCEPT_RATE" envDefault:"0" help:"upgrades per second on this replica; over it 503 with Retry-After (0: no limit)"`
+	MaxPerIP         int           `env:"ROOMCAST_MAX_CONNECTIONS_PER_IP" envDefault:"0" help:"live connections per client address; over it 429 (0: no limit)"`
+	TrustedProxies   []string      `env:"ROOMCAST_TRUSTED_PROXIES" help:"comma-separated CIDRs whose X-Forwarded-For names the client (the proxy in front)"`
+	MaxRoomMembers   int           `env:"ROOMCAST_MAX_ROOM_MEMBERS" envDefault:"0" help:"members of one room on this replica; over it 503 (0: no limit)"`
 	HistorySize      int           `env:"ROOMCAST_HISTORY_SIZE" envDefault:"100" help:"messages kept per room for clients that resume with ?since=; 0 turns history off"`
 	HistoryTTL       time.Duration `env:"ROOMCAST_HISTORY_TTL" envDefault:"1h" help:"how long history keeps a message"`
 	DrainDelay       time.Duration `env:"ROOMCAST_DRAIN_DELAY" envDefault:"5s" help:"after SIGTERM, time not ready before closing connections"`
@@ -82,7 +94,65 @@ func loadConfig(environ map[string]string) (config, error) {
 	if _, err := parseLevel(cfg.LogLevel); err != nil {
 		return cfg, bad("ROOMCAST_LOG_LEVEL", "want debug, info, warn or error")
 	}
+	switch {
+	case cfg.MaxConnections < 0:
+		return cfg, bad("ROOMCAST_MAX_CONNECTIONS", "want an integer of 0 (no limit) or more")
+	case cfg.AcceptRate < 0:
+		return cfg, bad("ROOMCAST_ACCEPT_RATE", "want a number of 0 (no limit) or more")
+	case cfg.MaxPerIP < 0:
+		return cfg, bad("ROOMCAST_MAX_CONNECTIONS_PER_IP", "want an integer of 0 (no limit) or more")
+	case cfg.MaxRoomMembers < 0:
+		return cfg, bad("ROOMCAST_MAX_ROOM_MEMBERS", "want an integer of 0 (no limit) or more")
+	case cfg.JWTSecret != "" && cfg.JWTSecretFile != "":
+		return cfg, bad("ROOMCAST_JWT_SECRET_FILE", "want it empty when ROOMCAST_JWT_SECRET is set: one of the two")
+	case cfg.JWTPublicKey != "" && cfg.JWTPublicKeyFile != "":
+		return cfg, bad("ROOMCAST_JWT_PUBLIC_KEY_FILE", "want it empty when ROOMCAST_JWT_PUBLIC_KEY is set: one of the two")
+	}
+	cfg.TrustedProxies = trimEmpty(cfg.TrustedProxies)
+	for _, p := range cfg.TrustedProxies {
+		if _, err := parsePrefix(p); err != nil {
+			return cfg, bad("ROOMCAST_TRUSTED_PROXIES", "want comma-separated CIDRs such as 10.0.0.0/8 or addresses")
+		}
+	}
+	if cfg.JWTSecretFile != "" {
+		b, err := os.ReadFile(cfg.JWTSecretFile)
+		if err != nil || len(strings.TrimSpace(string(b))) == 0 {
+			return cfg, bad("ROOMCAST_JWT_SECRET_FILE", "want a readable, non-empty file")
+		}
+		cfg.JWTSecret = strings.TrimSpace(string(b))
+	}
+	if cfg.JWTPublicKeyFile != "" {
+		b, err := os.ReadFile(cfg.JWTPublicKeyFile)
+		if err != nil {
+			return cfg, bad("ROOMCAST_JWT_PUBLIC_KEY_FILE", "want a readable PEM file")
+		}
+		cfg.JWTPublicKey = string(b)
+	}
+	if cfg.JWTSecret != "" && len(cfg.JWTSecret) < 16 {
+		return cfg, &envconfig.Error{Var: "ROOMCAST_JWT_SECRET", Value: "********", Allowed: "want at least 16 bytes"}
+	}
+	if cfg.JWTPublicKey != "" {
+		if _, err := auth.New(auth.Config{PublicKeyPEM: []byte(cfg.JWTPublicKey)}); err != nil {
+			name := "ROOMCAST_JWT_PUBLIC_KEY"
+			if cfg.JWTPublicKeyFile != "" {
+				name = "ROOMCAST_JWT_PUBLIC_KEY_FILE"
+			}
+			return cfg, &envconfig.Error{Var: name, Value: "(PEM)", Allowed: "want an RSA or Ed25519 public key in PEM"}
+		}
+	}
 	return cfg, nil
+}
+
+// parsePrefix accepts a CIDR or a bare address (a /32 or /128).
+func parsePrefix(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
 func validListenAddr(addr string) bool {
@@ -106,8 +176,29 @@ func parseLevel(s string) (slog.Level, error) {
 	return l, err
 }
 
-func (c config) replica(version string) replica.Config {
+func (c config) replica(version string) (replica.Config, error) {
+	var verifier *auth.Verifier
+	if c.JWTSecret != "" || c.JWTPublicKey != "" {
+		v, err := auth.New(auth.Config{Secret: []byte(c.JWTSecret), PublicKeyPEM: []byte(c.JWTPublicKey), Leeway: 5 * time.Second})
+		if err != nil {
+			return replica.Config{}, fmt.Errorf("setting up token verification: %w", err)
+		}
+		verifier = v
+	}
+	var proxies []netip.Prefix
+	for _, p := range c.TrustedProxies {
+		prefix, _ := parsePrefix(p) // validated by loadConfig
+		proxies = append(proxies, prefix)
+	}
 	return replica.Config{
+		Auth: verifier,
+		Limits: wsgateway.Limits{
+			MaxConnections:      c.MaxConnections,
+			AcceptRate:          c.AcceptRate,
+			MaxConnectionsPerIP: c.MaxPerIP,
+			TrustedProxies:      proxies,
+			MaxRoomMembers:      c.MaxRoomMembers,
+		},
 		Addr:             c.Addr,
 		NATSURL:          c.NATSURL,
 		EmbeddedNATSAddr: c.EmbeddedNATSAddr,
@@ -123,5 +214,5 @@ func (c config) replica(version string) replica.Config {
 		DrainDelay:       c.DrainDelay,
 		DrainTimeout:     c.DrainTimeout,
 		PingInterval:     c.PingInterval,
-	}
+	}, nil
 }

@@ -89,7 +89,11 @@ func run(ctx context.Context, args []string, env map[string]string, stdout, stde
 	// Catch signals before the port is bound: from then on a SIGTERM must drain.
 	sigCtx, stopSignals := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stopSignals()
-	rep, err := replica.New(cfg.replica(version), log)
+	repCfg, err := cfg.replica(version)
+	if err != nil {
+		return err
+	}
+	rep, err := replica.New(repCfg, log)
 	if err != nil {
 		return err
 	}

@@ -42,7 +42,7 @@ func TestValidateRoom(t *testing.T) {
 	}
 }
 
-func TestParseClientFrame(t *testing.T) {
+func TestDecodeClientFrame(t *testing.T) {
 	tests := []struct {
 		name  string
 		frame string
@@ -61,7 +61,9 @@ func TestParseClientFrame(t *testing.T) {
 		{"number", `{"message":1}`, "", chat.CodeBadRequest},
 		{"object", `{"message":{"a":1}}`, "", chat.CodeBadRequest},
 		{"empty", `{"message":""}`, "", chat.CodeBadRequest},
-		{"bad type", `{"type":"refresh","message":"x"}`, "", chat.CodeBadRequest},
+		{"bad type", `{"type":"shout","message":"x"}`, "", chat.CodeBadRequest},
+		{"refresh without token", `{"type":"refresh"}`, "", chat.CodeBadRequest},
+		{"refresh with a number", `{"type":"refresh","token":5}`, "", chat.CodeBadRequest},
 		{"type not a string", `{"type":1,"message":"x"}`, "", chat.CodeBadRequest},
 		{"trailing garbage", `{"message":"x"} junk`, "", chat.CodeBadRequest},
 		{"over the limit", `{"message":"` + strings.Repeat("x", 9) + `"}`, "", chat.CodeMessageTooLarge},
@@ -69,9 +71,10 @@ func TestParseClientFrame(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			text, err := chat.ParseClientFrame([]byte(tt.frame), 8)
+			f, err := chat.DecodeClientFrame([]byte(tt.frame), 8)
+			text := f.Message
 			if tt.code == "" {
-				if err != nil || text != tt.text {
+				if err != nil || text != tt.text || f.Type != chat.FrameMessage {
 					t.Fatalf("got %q, %v; want %q", text, err, tt.text)
 				}
 				return
@@ -84,6 +87,13 @@ func TestParseClientFrame(t *testing.T) {
 				t.Fatalf("kind %q for code %q", ie.Kind, tt.code)
 			}
 		})
+	}
+}
+
+func TestDecodeRefreshFrame(t *testing.T) {
+	f, err := chat.DecodeClientFrame([]byte(`{"type":"refresh","token":"abc.def.ghi"}`), 8)
+	if err != nil || f.Type != chat.FrameRefresh || f.Token != "abc.def.ghi" {
+		t.Fatalf("got %+v, %v", f, err)
 	}
 }
 

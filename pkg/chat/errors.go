@@ -28,6 +28,8 @@ const (
 	KindInvalidRoom ErrorKind = "invalid_room"
 	// KindForbiddenOrigin: an upgrade from an Origin not allowed; HTTP 403.
 	KindForbiddenOrigin ErrorKind = "forbidden_origin"
+	// KindForbidden: a message from a read-only token, or a refused refresh.
+	KindForbidden ErrorKind = "forbidden"
 	// KindHistory: a resume that could not replay, or a message not stored in history.
 	KindHistory ErrorKind = "history"
 	// KindInternal: a bug or an unexpected failure on our side.
@@ -38,5 +40,5 @@ const (
 var ErrorKinds = []ErrorKind{
 	KindBadRequest, KindMessageTooLarge, KindFrameTooLarge, KindUnsupportedData,
 	KindInvalidUTF8, KindProtocol, KindRateLimited, KindSlowConsumer, KindBroker,
-	KindInvalidRoom, KindForbiddenOrigin, KindHistory, KindInternal,
+	KindInvalidRoom, KindForbiddenOrigin, KindForbidden, KindHistory, KindInternal,
 }

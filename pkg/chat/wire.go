@@ -14,6 +14,8 @@ const (
 	CodeMessageTooLarge = "message_too_large"
 	CodeRateLimited     = "rate_limited"
 	CodeUnavailable     = "unavailable"
+	// CodeForbidden: a read-only token tried to send, or a refresh token was refused.
+	CodeForbidden = "forbidden"
 	// CodeHistoryTruncated precedes a replay that may miss messages no longer kept.
 	CodeHistoryTruncated = "history_truncated"
 	// CodeHistoryUnavailable: a resume could not replay; the connection goes on live.
@@ -33,42 +35,71 @@ func (e *InputError) Error() string { return e.Code + ": " + e.Reason }
 var (
 	errNotObject = &InputError{Code: CodeBadRequest, Kind: KindBadRequest, Reason: "frame must be a JSON object"}
 	errNoMessage = &InputError{Code: CodeBadRequest, Kind: KindBadRequest, Reason: "message must be a non-empty string"}
-	errType      = &InputError{Code: CodeBadRequest, Kind: KindBadRequest, Reason: `type must be "message" or absent`}
+	errType      = &InputError{Code: CodeBadRequest, Kind: KindBadRequest, Reason: `type must be "message", "refresh" or absent`}
 )
 
-// ParseClientFrame decodes a client's text frame, {"message": "<text>"}, and returns the
-// text. A frame may also say "type":"message"; other fields are ignored so that newer
-// clients keep working. The error is an *InputError.
-func ParseClientFrame(data []byte, maxMessageBytes int) (string, error) {
+// Client frame types.
+const (
+	FrameMessage = "message"
+	FrameRefresh = "refresh"
+)
+
+// ClientFrame is a decoded client frame.
+type ClientFrame struct {
+	// Type is FrameMessage (also when the client sent no type) or FrameRefresh.
+	Type string
+	// Message is the text of a message frame.
+	Message string
+	// Token is the new token of a refresh frame.
+	Token string
+}
+
+var errNoToken = &InputError{Code: CodeBadRequest, Kind: KindBadRequest, Reason: "a refresh frame needs a non-empty string token"}
+
+// DecodeClientFrame decodes a client's text frame: {"message": "<text>"} (the Django
+// Channels tutorial's), optionally with "type":"message", or {"type":"refresh",
+// "token":"..."}. Other fields are ignored so that newer clients keep working. The error
+// is an *InputError.
+func DecodeClientFrame(data []byte, maxMessageBytes int) (ClientFrame, error) {
 	var f struct {
 		Type    string  `json:"type"`
 		Message *string `json:"message"`
+		Token   *string `json:"token"`
 	}
 	if err := json.Unmarshal(data, &f); err != nil {
 		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) && te.Field == "message" {
-			return "", errNoMessage
+		switch {
+		case errors.As(err, &te) && te.Field == "message":
+			return ClientFrame{}, errNoMessage
+		case errors.As(err, &te) && te.Field == "type":
+			return ClientFrame{}, errType
+		case errors.As(err, &te) && te.Field == "token":
+			return ClientFrame{}, errNoToken
 		}
-		if errors.As(err, &te) && te.Field == "type" {
-			return "", errType
-		}
-		return "", errNotObject
+		return ClientFrame{}, errNotObject
 	}
-	if f.Type != "" && f.Type != "message" {
-		return "", errType
+	switch f.Type {
+	case "", FrameMessage:
+	case FrameRefresh:
+		if f.Token == nil || *f.Token == "" {
+			return ClientFrame{}, errNoToken
+		}
+		return ClientFrame{Type: FrameRefresh, Token: *f.Token}, nil
+	default:
+		return ClientFrame{}, errType
 	}
 	if f.Message == nil || *f.Message == "" {
-		return "", errNoMessage
+		return ClientFrame{}, errNoMessage
 	}
 	text := *f.Message
 	if len(text) > maxMessageBytes {
-		return "", &InputError{
+		return ClientFrame{}, &InputError{
 			Code:   CodeMessageTooLarge,
 			Kind:   KindMessageTooLarge,
 			Reason: "message is " + strconv.Itoa(len(text)) + " bytes, the limit is " + strconv.Itoa(maxMessageBytes),
 		}
 	}
-	return text, nil
+	return ClientFrame{Type: FrameMessage, Message: text}, nil
 }
 
 // TimestampLayout is RFC 3339 with microseconds, the form of the "ts" field.

@@ -230,6 +230,19 @@ func (h *Hub) Len() int {
 	return len(h.members)
 }
 
+// RoomSize returns the number of local members of room.
+func (h *Hub) RoomSize(room string) int {
+	h.mu.Lock()
+	r := h.rooms[room]
+	h.mu.Unlock()
+	if r == nil {
+		return 0
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.members)
+}
+
 // Draining reports whether StopAccepting has been called.
 func (h *Hub) Draining() bool {
 	h.mu.Lock()

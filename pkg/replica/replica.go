@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"roomcast/pkg/auth"
 	"roomcast/pkg/httpapi"
 	"roomcast/pkg/hub"
 	"roomcast/pkg/natsbroker"
@@ -39,6 +40,11 @@ type Config struct {
 	RateLimit       float64
 	RateBurst       int
 	AllowedOrigins  []string
+
+	// Auth, when set, requires a token for every upgrade.
+	Auth *auth.Verifier
+	// Limits are the admission limits of the replica.
+	Limits wsgateway.Limits
 
 	// HistorySize messages per room are kept for HistoryTTL so that reconnecting clients
 	// can resume; 0 turns history off.
@@ -132,6 +138,8 @@ func (r *Replica) build() error {
 		IdleTimeout:    2 * cfg.PingInterval,
 		ResponseHeader: cfg.Identity.ResponseHeader(),
 		History:        r.broker.History(),
+		Auth:           cfg.Auth,
+		Limits:         cfg.Limits,
 	}, r.hub, r.broker, log.With("component", "gateway"), r.reg)
 	r.http = httpapi.New(httpapi.Config{Addr: cfg.Addr, Identity: cfg.Identity}, gateway,
 		httpapi.Readiness{Draining: r.hub.Draining, Broker: r.broker.Ready}, r.reg, log.With("component", "http"), r.reg)

@@ -37,6 +37,13 @@ type wsConn struct {
 	member     *hub.Member
 	closedByUs atomic.Bool
 
+	releaseIP func() // gives the client address's slot back; called once the connection ends
+
+	// With auth on: whether the token may only read, and when it expires (Unix ns).
+	readOnly atomic.Bool
+	expires  atomic.Int64
+	expiry   *time.Timer
+
 	// Touched only by the gws read goroutine.
 	limiter *ratelimit.Limiter
 }

@@ -3,24 +3,23 @@ package wsgateway
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/lxzan/gws"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
+	"roomcast/pkg/auth"
 	"roomcast/pkg/chat"
 	"roomcast/pkg/hub"
 	"roomcast/pkg/ratelimit"
@@ -55,20 +54,29 @@ type Config struct {
 	History chat.History
 	// ReplayTimeout bounds one replay (default 30s).
 	ReplayTimeout time.Duration
+	// Auth, when set, requires a token for every upgrade.
+	Auth *auth.Verifier
+	// Limits are the admission limits.
+	Limits Limits
 }
 
 // Gateway is the http.Handler for PathPrefix.
 type Gateway struct {
-	cfg      Config
-	hub      *hub.Hub
-	broker   chat.Broker
-	log      *slog.Logger
-	upgrader *gws.Upgrader
-	ids      *idSource
-	received prometheus.Counter
+	cfg        Config
+	hub        *hub.Hub
+	broker     chat.Broker
+	log        *slog.Logger
+	upgrader   *gws.Upgrader // selects no subprotocol
+	upgraderV1 *gws.Upgrader // selects roomcast.v1
+	admission  *admission
+	ids        *idSource
+	received   prometheus.Counter
+	authFails  *prometheus.CounterVec
+	rejected   *prometheus.CounterVec
 
 	errRateLimited []byte
 	errUnavailable []byte
+	errReadOnly    []byte
 }
 
 // New returns a gateway that joins members to h and publishes on broker.
@@ -79,27 +87,51 @@ func New(cfg Config, h *hub.Hub, broker chat.Broker, log *slog.Logger, reg prome
 	if cfg.ReplayTimeout <= 0 {
 		cfg.ReplayTimeout = 30 * time.Second
 	}
+	f := promauto.With(reg)
 	g := &Gateway{
-		cfg:    cfg,
-		hub:    h,
-		broker: broker,
-		log:    log,
-		ids:    newIDSource(),
-		received: promauto.With(reg).NewCounter(prometheus.CounterOpts{
+		cfg:       cfg,
+		hub:       h,
+		broker:    broker,
+		log:       log,
+		admission: newAdmission(cfg.Limits),
+		ids:       newIDSource(),
+		received: f.NewCounter(prometheus.CounterOpts{
 			Name: "roomcast_messages_received_total", Help: "Data frames received from clients.",
 		}),
+		authFails: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "roomcast_auth_failures_total", Help: "Upgrades refused for their token, by reason.",
+		}, []string{"reason"}),
+		rejected: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "roomcast_admission_rejected_total", Help: "Upgrades refused by an admission limit or readiness, by reason.",
+		}, []string{"reason"}),
 		errRateLimited: errorFrame(chat.CodeRateLimited, "too many messages: "+
 			strconv.FormatFloat(cfg.RateLimit.PerSecond, 'g', -1, 64)+"/s allowed, burst "+strconv.Itoa(cfg.RateLimit.Burst)),
 		errUnavailable: errorFrame(chat.CodeUnavailable, "message not sent: the server has no broker connection, try again"),
+		errReadOnly:    errorFrame(chat.CodeForbidden, "message not sent: this token may read the room but not write to it"),
 	}
-	g.upgrader = gws.NewUpgrader(events{g}, &gws.ServerOption{
-		ReadMaxPayloadSize: 4*cfg.MaxMessageBytes + 1024,
+	for _, r := range auth.Reasons {
+		g.authFails.WithLabelValues(string(r))
+	}
+	for _, r := range rejectReasons {
+		g.rejected.WithLabelValues(r)
+	}
+	g.upgrader = g.newUpgrader(nil)
+	g.upgraderV1 = g.newUpgrader([]string{SubprotocolV1})
+	return g
+}
+
+// newUpgrader returns a gws upgrader selecting one of subprotocols (none if empty); gws
+// refuses a handshake that offers none of a non-empty list, so each choice has its own.
+func (g *Gateway) newUpgrader(subprotocols []string) *gws.Upgrader {
+	return gws.NewUpgrader(events{g}, &gws.ServerOption{
+		ReadMaxPayloadSize: 4*g.cfg.MaxMessageBytes + 1024,
 		CheckUtf8Enabled:   true,
 		HandshakeTimeout:   5 * time.Second,
-		ResponseHeader:     cfg.ResponseHeader.Clone(),
+		ResponseHeader:     g.cfg.ResponseHeader.Clone(),
+		SubProtocols:       subprotocols,
 		// Our per-connection state lives in wsConn; skip gws's map per connection.
 		NewSession: func() gws.SessionStorage { return noSession{} },
-		Logger:     gwsLogger{log},
+		Logger:     gwsLogger{g.log},
 		Recovery: func(gws.Logger) {
 			if p := recover(); p != nil {
 				g.hub.CountError(chat.KindInternal)
@@ -107,7 +139,6 @@ func New(cfg Config, h *hub.Hub, broker chat.Broker, log *slog.Logger, reg prome
 			}
 		},
 	})
-	return g
 }
 
 // RoomFromPath returns the room of a /ws/chat/{room}[/] path, validated.
@@ -155,8 +186,29 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"connect with a WebSocket client (Upgrade: websocket, Sec-WebSocket-Version: 13)")
 		return
 	}
+	claims, offered, err := g.authorize(r, room)
+	if err != nil {
+		var ae *auth.Error
+		reason := auth.ReasonMalformed
+		if errors.As(err, &ae) {
+			reason = ae.Reason
+		}
+		g.authFails.WithLabelValues(string(reason)).Inc()
+		if reason == auth.ReasonRoom {
+			writeJSONError(w, http.StatusForbidden, "forbidden", err.Error())
+		} else {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="roomcast"`)
+			writeJSONError(w, http.StatusUnauthorized, "unauthorized", err.Error())
+		}
+		return
+	}
 	if err := g.broker.Ready(); err != nil {
+		g.rejected.WithLabelValues(rejectNotReady).Inc()
 		writeJSONError(w, http.StatusServiceUnavailable, "not ready", err.Error())
+		return
+	}
+	releaseIP, ok := g.admit(w, r, room)
+	if !ok {
 		return
 	}
 	resuming := resume != nil && g.cfg.History != nil
@@ -170,14 +222,18 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	cancel()
 	switch {
 	case errors.Is(err, hub.ErrDraining):
+		releaseIP()
+		g.rejected.WithLabelValues(rejectDraining).Inc()
 		writeJSONError(w, http.StatusServiceUnavailable, "draining", "this replica is shutting down; reconnect")
 		return
 	case err != nil:
+		releaseIP()
 		g.log.Warn("join failed", "room", room, "err", err)
 		writeJSONError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
 		return
 	}
-	if err := g.upgrade(w, r, member); err != nil {
+	if err := g.upgrade(w, r, member, claims, offered, releaseIP); err != nil {
+		releaseIP()
 		g.hub.Leave(member)
 		g.log.Debug("upgrade failed", "room", room, "err", err)
 		return
@@ -187,70 +243,54 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// resumeRequest is what a reconnecting client asks for: everything after since, in the
-// history store named by epoch (if it gave one).
-type resumeRequest struct {
-	since uint64
-	epoch string
+// admit applies the admission limits; on refusal it has answered the request. The
+// returned release gives the client's per-address slot back when the connection ends.
+func (g *Gateway) admit(w http.ResponseWriter, r *http.Request, room string) (release func(), ok bool) {
+	l := g.cfg.Limits
+	if l.MaxConnections > 0 && g.hub.Len() >= l.MaxConnections {
+		g.rejected.WithLabelValues(rejectMaxConnections).Inc()
+		writeJSONError(w, http.StatusServiceUnavailable, "too many connections",
+			"this replica holds its maximum of "+strconv.Itoa(l.MaxConnections)+" connections")
+		return nil, false
+	}
+	if l.MaxRoomMembers > 0 && g.hub.RoomSize(room) >= l.MaxRoomMembers {
+		g.rejected.WithLabelValues(rejectRoomFull).Inc()
+		writeJSONError(w, http.StatusServiceUnavailable, "room full",
+			"the room has its maximum of "+strconv.Itoa(l.MaxRoomMembers)+" members on this replica")
+		return nil, false
+	}
+	release, ok = g.admission.holdIP(g.admission.clientAddr(r))
+	if !ok {
+		g.rejected.WithLabelValues(rejectPerIP).Inc()
+		writeJSONError(w, http.StatusTooManyRequests, "too many connections from this address",
+			"at most "+strconv.Itoa(l.MaxConnectionsPerIP)+" connections per client address")
+		return nil, false
+	}
+	if ok, wait := g.admission.takeAccept(time.Now()); !ok {
+		release()
+		g.rejected.WithLabelValues(rejectAcceptRate).Inc()
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+		writeJSONError(w, http.StatusServiceUnavailable, "too many new connections",
+			"this replica accepts "+strconv.FormatFloat(l.AcceptRate, 'g', -1, 64)+" upgrades per second; retry")
+		return nil, false
+	}
+	return release, true
 }
 
-func parseResume(r *http.Request) (*resumeRequest, error) {
-	q := r.URL.Query()
-	sinceText, hasSince := q["since"]
-	if !hasSince {
-		if q.Has("epoch") {
-			return nil, errors.New("epoch is only meaningful with since")
-		}
-		return nil, nil
-	}
-	since, err := strconv.ParseUint(sinceText[0], 10, 64)
-	if err != nil || len(sinceText) > 1 {
-		return nil, fmt.Errorf("since must be one non-negative integer (a seq), got %q", strings.Join(sinceText, ","))
-	}
-	epoch := q.Get("epoch")
-	if len(epoch) > 64 || strings.ContainsFunc(epoch, func(c rune) bool {
-		return !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '-' || c == '_')
-	}) {
-		return nil, fmt.Errorf("epoch must be up to 64 characters of [A-Za-z0-9_-], got %q", epoch)
-	}
-	return &resumeRequest{since: since, epoch: epoch}, nil
-}
-
-// replay sends a resuming member the stored messages it missed, then releases the live
-// messages held meanwhile, skipping those it already got: no gap, no duplicate.
-func (g *Gateway) replay(member *hub.Member, req resumeRequest) {
-	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.ReplayTimeout)
-	defer cancel()
-	res, err := g.cfg.History.Replay(ctx, member.Room(), req.since, req.epoch)
-	if err != nil {
-		g.hub.CountError(chat.KindHistory)
-		g.log.Warn("replay failed; the client continues live", "room", member.Room(), "err", err)
-		member.Send(errorFrame(chat.CodeHistoryUnavailable, "history could not be replayed; continuing live: "+err.Error()))
-		g.release(ctx, member, req.since)
-		return
-	}
-	if res.Truncated {
-		member.Send(errorFrame(chat.CodeHistoryTruncated,
-			"messages after seq "+strconv.FormatUint(req.since, 10)+" may have been dropped from history; replaying everything kept"))
-	}
-	for _, msg := range res.Messages {
-		if err := member.SendMessage(ctx, EncodeMessage(msg), msg.Accepted); err != nil {
-			g.log.Debug("replay stopped", "room", member.Room(), "err", err)
-			break
+func (g *Gateway) upgrade(w http.ResponseWriter, r *http.Request, member *hub.Member, claims *auth.Claims, offered []string, releaseIP func()) error {
+	upgrader := g.upgrader
+	switch {
+	case slices.Contains(offered, SubprotocolV1):
+		upgrader = g.upgraderV1
+	case len(offered) > 0:
+		// A browser that sent only bearer.<token> needs it selected back.
+		for _, p := range offered {
+			if strings.HasPrefix(p, bearerProtocolPrefix) {
+				upgrader = g.newUpgrader([]string{p})
+				break
+			}
 		}
 	}
-	g.release(ctx, member, res.Last)
-}
-
-func (g *Gateway) release(ctx context.Context, member *hub.Member, after uint64) {
-	if err := member.Release(ctx, after); err != nil && !errors.Is(err, hub.ErrClosed) {
-		// The client did not read its backlog in time: it is as slow as it gets.
-		g.hub.CountError(chat.KindSlowConsumer)
-		member.Close(hub.CloseTryAgainLater, "slow consumer: backlog after resume not read")
-	}
-}
-
-func (g *Gateway) upgrade(w http.ResponseWriter, r *http.Request, member *hub.Member) error {
 	hj, ok := w.(http.Hijacker)
 	if !ok {
 		writeJSONError(w, http.StatusInternalServerError, "internal error", "connection cannot be hijacked")
@@ -265,15 +305,19 @@ func (g *Gateway) upgrade(w http.ResponseWriter, r *http.Request, member *hub.Me
 		return errors.New("client sent data before the handshake completed")
 	}
 	c := newWSConn(raw, member)
+	c.releaseIP = releaseIP
 	// A small reader per connection: idle connections are the common case, and gws
 	// reads larger payloads straight into its own buffers.
 	br := bufio.NewReaderSize(&c.net, readBufferSize)
-	socket, err := g.upgrader.UpgradeFromConn(&c.net, br, r)
+	socket, err := upgrader.UpgradeFromConn(&c.net, br, r)
 	if err != nil {
 		return fmt.Errorf("upgrading: %w", err)
 	}
 	c.ws = socket
 	c.touch(g.cfg.IdleTimeout)
+	if claims != nil {
+		g.startExpiry(c, *claims)
+	}
 	member.Attach(c)
 	go socket.ReadLoop()
 	return nil
@@ -302,119 +346,3 @@ func writeJSONError(w http.ResponseWriter, status int, msg, detail string) {
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg, "detail": detail})
 }
-
-// events is gws's event handler for every connection of the gateway.
-type events struct{ g *Gateway }
-
-func (e events) OnOpen(*gws.Conn) {}
-
-func (e events) OnPing(socket *gws.Conn, payload []byte) {
-	c := connOf(socket)
-	c.touch(e.g.cfg.IdleTimeout)
-	c.member.Send(pongFrame(payload))
-}
-
-func (e events) OnPong(socket *gws.Conn, _ []byte) { connOf(socket).touch(e.g.cfg.IdleTimeout) }
-
-func (e events) OnMessage(socket *gws.Conn, message *gws.Message) {
-	defer message.Close()
-	g := e.g
-	c := connOf(socket)
-	c.touch(g.cfg.IdleTimeout)
-	g.received.Inc()
-	if message.Opcode != gws.OpcodeText {
-		g.hub.CountError(chat.KindUnsupportedData)
-		c.Close(closeUnsupportedData, "binary frames are not supported")
-		return
-	}
-	now := time.Now()
-	if c.limiter == nil {
-		c.limiter = ratelimit.New(g.cfg.RateLimit)
-	}
-	switch c.limiter.Check(now) {
-	case ratelimit.Allow:
-	case ratelimit.Drop:
-		g.hub.CountError(chat.KindRateLimited)
-		return
-	case ratelimit.DropAndWarn:
-		g.hub.CountError(chat.KindRateLimited)
-		c.member.Send(g.errRateLimited)
-		return
-	case ratelimit.Close:
-		g.hub.CountError(chat.KindRateLimited)
-		c.member.Close(closePolicyViolation, "rate limit exceeded for too long")
-		return
-	}
-	text, err := chat.ParseClientFrame(message.Bytes(), g.cfg.MaxMessageBytes)
-	if err != nil {
-		var ie *chat.InputError
-		if !errors.As(err, &ie) {
-			ie = &chat.InputError{Code: chat.CodeBadRequest, Kind: chat.KindBadRequest, Reason: err.Error()}
-		}
-		g.hub.CountError(ie.Kind)
-		c.member.Send(errorFrame(ie.Code, ie.Reason))
-		return
-	}
-	msg := chat.Message{ID: g.ids.next(), Room: c.member.Room(), Text: text, Accepted: now.UTC()}
-	if err := g.broker.Publish(context.Background(), msg); err != nil {
-		g.hub.CountError(chat.KindBroker)
-		c.member.Send(g.errUnavailable)
-		g.log.Debug("publish failed", "room", msg.Room, "err", err)
-	}
-}
-
-func (e events) OnClose(socket *gws.Conn, err error) {
-	c := connOf(socket)
-	if !c.closedByUs.Load() {
-		if kind, ok := classifyClose(err); ok {
-			e.g.hub.CountError(kind)
-		}
-	}
-	e.g.hub.Leave(c.member)
-}
-
-// classifyClose names the client's fault behind a connection gws closed, if any.
-func classifyClose(err error) (chat.ErrorKind, bool) {
-	if errors.Is(err, gws.ErrTextEncoding) {
-		return chat.KindInvalidUTF8, true
-	}
-	var code interface{ Uint16() uint16 }
-	if errors.As(err, &code) {
-		switch code.Uint16() {
-		case 1009:
-			return chat.KindFrameTooLarge, true
-		case 1002:
-			return chat.KindProtocol, true
-		case 1007:
-			return chat.KindInvalidUTF8, true
-		}
-	}
-	return "", false
-}
-
-// idSource makes message IDs unique across replicas without coordination: a random
-// per-process prefix and a counter.
-type idSource struct {
-	prefix string
-	n      atomic.Uint64
-}
-
-func newIDSource() *idSource {
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	return &idSource{prefix: hex.EncodeToString(b[:]) + "-"}
-}
-
-func (s *idSource) next() string { return s.prefix + strconv.FormatUint(s.n.Add(1), 36) }
-
-type noSession struct{}
-
-func (noSession) Len() int                     { return 0 }
-func (noSession) Load(string) (any, bool)      { return nil, false }
-func (noSession) Delete(string)                {}
-func (noSession) Store(string, any)            {}
-func (noSession) Range(func(string, any) bool) {}
-
-type gwsLogger struct{ log *slog.Logger }
-
-func (l gwsLogger) Error(v ...any) { l.log.Error("gws", "detail", fmt.Sprint(v...)) }

@@ -1,0 +1,137 @@
+package wsgateway
+
+import (
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// Limits are the admission limits of one replica; a zero value means no limit.
+type Limits struct {
+	// MaxConnections caps live connections on this replica (503 beyond, so that a
+	// proxy tries another replica).
+	MaxConnections int
+	// AcceptRate caps upgrades per second on this replica, smoothing reconnect storms
+	// (503 with Retry-After beyond); AcceptBurst is its bucket (default AcceptRate).
+	AcceptRate  float64
+	AcceptBurst int
+	// MaxConnectionsPerIP caps live connections per client address.
+	MaxConnectionsPerIP int
+	// TrustedProxies are the peers whose X-Forwarded-For is believed (nginx); the client
+	// address is then the last entry not itself a trusted proxy.
+	TrustedProxies []netip.Prefix
+	// MaxRoomMembers caps the members of one room on this replica.
+	MaxRoomMembers int
+}
+
+// Admission reasons, the label of roomcast_admission_rejected_total.
+const (
+	rejectMaxConnections = "max_connections"
+	rejectAcceptRate     = "accept_rate"
+	rejectPerIP          = "per_ip"
+	rejectRoomFull       = "room_full"
+	rejectDraining       = "draining"
+	rejectNotReady       = "not_ready"
+)
+
+var rejectReasons = []string{rejectMaxConnections, rejectAcceptRate, rejectPerIP, rejectRoomFull, rejectDraining, rejectNotReady}
+
+// admission enforces Limits. It is safe for concurrent use.
+type admission struct {
+	limits Limits
+	accept *rate.Limiter
+
+	mu    sync.Mutex
+	perIP map[netip.Addr]int
+}
+
+func newAdmission(l Limits) *admission {
+	a := &admission{limits: l, perIP: make(map[netip.Addr]int)}
+	if l.AcceptRate > 0 {
+		burst := l.AcceptBurst
+		if burst <= 0 {
+			burst = max(1, int(l.AcceptRate))
+		}
+		a.accept = rate.NewLimiter(rate.Limit(l.AcceptRate), burst)
+	}
+	return a
+}
+
+// takeAccept consumes one upgrade from the accept-rate budget, or says how long to wait.
+func (a *admission) takeAccept(now time.Time) (ok bool, retryAfter time.Duration) {
+	if a.accept == nil {
+		return true, 0
+	}
+	r := a.accept.ReserveN(now, 1)
+	if d := r.DelayFrom(now); d > 0 {
+		r.CancelAt(now)
+		return false, d
+	}
+	return true, 0
+}
+
+// holdIP counts a connection for addr; release undoes it. ok is false when addr is at
+// its cap.
+func (a *admission) holdIP(addr netip.Addr) (release func(), ok bool) {
+	if a.limits.MaxConnectionsPerIP <= 0 || !addr.IsValid() {
+		return func() {}, true
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.perIP[addr] >= a.limits.MaxConnectionsPerIP {
+		return nil, false
+	}
+	a.perIP[addr]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			if a.perIP[addr]--; a.perIP[addr] <= 0 {
+				delete(a.perIP, addr)
+			}
+		})
+	}, true
+}
+
+// clientAddr is the address of the client behind r: the peer, or, when the peer is a
+// trusted proxy, the nearest X-Forwarded-For entry that is not.
+func (a *admission) clientAddr(r *http.Request) netip.Addr {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	peer, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.Addr{}
+	}
+	peer = peer.Unmap()
+	if !a.trusted(peer) {
+		return peer
+	}
+	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		hop, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			return peer // a garbled header: count the proxy itself
+		}
+		if hop = hop.Unmap(); !a.trusted(hop) {
+			return hop
+		}
+	}
+	return peer
+}
+
+func (a *admission) trusted(addr netip.Addr) bool {
+	for _, p := range a.limits.TrustedProxies {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,108 @@
+package wsgateway
+
+import (
+	"net/http"
+	"strings"
+	"time"
+
+	"roomcast/pkg/auth"
+	"roomcast/pkg/chat"
+)
+
+// SubprotocolV1 is the subprotocol a browser may offer next to its bearer.<token> entry;
+// the server selects it when offered, since browsers fail a handshake that selects none.
+const SubprotocolV1 = "roomcast.v1"
+
+const bearerProtocolPrefix = "bearer."
+
+// tokenFrom finds the client's token: ?token=, then Authorization: Bearer, then a
+// Sec-WebSocket-Protocol entry bearer.<token> (browsers cannot set headers). It also
+// returns the subprotocols offered.
+func tokenFrom(r *http.Request) (token string, offered []string) {
+	for _, h := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for p := range strings.SplitSeq(h, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				offered = append(offered, p)
+			}
+		}
+	}
+	if t := r.URL.Query().Get("token"); t != "" {
+		return t, offered
+	}
+	if h := r.Header.Get("Authorization"); len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+		return strings.TrimSpace(h[7:]), offered
+	}
+	for _, p := range offered {
+		if t, ok := strings.CutPrefix(p, bearerProtocolPrefix); ok {
+			return t, offered
+		}
+	}
+	return "", offered
+}
+
+// authorize checks the token of r for room. claims is nil when auth is off.
+func (g *Gateway) authorize(r *http.Request, room string) (*auth.Claims, []string, error) {
+	token, offered := tokenFrom(r)
+	if g.cfg.Auth == nil {
+		return nil, offered, nil
+	}
+	c, err := g.cfg.Auth.Verify(token)
+	if err != nil {
+		return nil, offered, err
+	}
+	if !c.Allows(room) {
+		return nil, offered, &auth.Error{Reason: auth.ReasonRoom, Err: errRoomNotAllowed}
+	}
+	return &c, offered, nil
+}
+
+var errRoomNotAllowed = authError("the token's rooms claim does not include this room")
+
+type authError string
+
+func (e authError) Error() string { return string(e) }
+
+// closeTokenExpired is the close code for a connection whose token ran out.
+const closeTokenExpired = closePolicyViolation
+
+// startExpiry arms the close at the token's expiry; a refresh moves the expiry, and the
+// timer re-arms itself for it.
+func (g *Gateway) startExpiry(c *wsConn, claims auth.Claims) {
+	c.readOnly.Store(claims.ReadOnly)
+	c.expires.Store(claims.Expires.UnixNano())
+	var fire func()
+	fire = func() {
+		if left := time.Until(time.Unix(0, c.expires.Load())); left > 0 {
+			c.expiry.Reset(left)
+			return
+		}
+		g.authFails.WithLabelValues(string(auth.ReasonExpired)).Inc()
+		c.member.Close(closeTokenExpired, "token expired")
+	}
+	// Armed in two steps so that fire never runs before c.expiry is set.
+	c.expiry = time.AfterFunc(time.Hour, fire)
+	c.expiry.Reset(time.Until(claims.Expires))
+}
+
+// refresh takes a new token for the connection: valid, for its room, expiring later.
+func (g *Gateway) refresh(c *wsConn, token string) {
+	if g.cfg.Auth == nil {
+		c.member.Send(errorFrame(chat.CodeBadRequest, "this server does not use tokens"))
+		g.hub.CountError(chat.KindBadRequest)
+		return
+	}
+	claims, err := g.cfg.Auth.Verify(token)
+	if err == nil && !claims.Allows(c.member.Room()) {
+		err = errRoomNotAllowed
+	}
+	if err == nil && claims.Expires.UnixNano() <= c.expires.Load() {
+		err = authError("the new token does not expire later than the current one")
+	}
+	if err != nil {
+		g.hub.CountError(chat.KindForbidden)
+		c.member.Send(errorFrame(chat.CodeForbidden, "refresh refused: "+err.Error()))
+		return
+	}
+	c.readOnly.Store(claims.ReadOnly)
+	c.expires.Store(claims.Expires.UnixNano())
+}

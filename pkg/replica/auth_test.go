@@ -137,7 +137,9 @@ func TestAReadOnlyTokenReadsButCannotSend(t *testing.T) {
 
 func TestAnExpiredTokenClosesWith1008UnlessRefreshed(t *testing.T) {
 	r := startReplica(t, "exp", "", withAuth(t))
-	short := func() string { return mint(t, auth.Claims{Subject: "s", Expires: time.Now().Add(1500 * time.Millisecond)}) }
+	short := func() string {
+		return mint(t, auth.Claims{Subject: "s", Expires: time.Now().Add(1500 * time.Millisecond)})
+	}
 	expiring, _, err := dialWith(t, r.wsURL("clock")+"?token="+short(), nil)
 	if err != nil {
 		t.Fatal(err)

@@ -3,6 +3,7 @@ package chat_test
 import (
 	"encoding/json"
 	"errors"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -146,6 +147,55 @@ func FuzzAppendJSONString(f *testing.F) {
 		}
 		if back != want {
 			t.Fatalf("round trip of %q gave %q, want %q", s, back, want)
+		}
+	})
+}
+
+// FuzzDecodeClientFrame: no frame panics; an accepted message obeys the limit and an
+// accepted refresh has a token.
+func FuzzDecodeClientFrame(f *testing.F) {
+	for _, s := range []string{
+		`{"message":"hi"}`, `{"type":"message","message":"hi"}`, `{"type":"refresh","token":"a.b.c"}`,
+		`hello`, `["message"]`, `{"text":"hi"}`, `{"message":42}`, `{"message":null}`, `{"message":""}`,
+		`{"type":"shout","message":"hi"}`, `{"message":"` + strings.Repeat("x", 65) + `"}`,
+		`{"message":"\ud800"}`, `{"message":"a","message":"b"}`, `{"message":"x"} junk`, "\xff\xfe", `{}`, ``,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		frame, err := chat.DecodeClientFrame(data, 64)
+		if err != nil {
+			var ie *chat.InputError
+			if !errors.As(err, &ie) || ie.Code == "" || ie.Kind == "" {
+				t.Fatalf("error %v is not a coded InputError", err)
+			}
+			return
+		}
+		switch frame.Type {
+		case chat.FrameMessage:
+			if frame.Message == "" || len(frame.Message) > 64 {
+				t.Fatalf("accepted message of %d bytes", len(frame.Message))
+			}
+		case chat.FrameRefresh:
+			if frame.Token == "" {
+				t.Fatal("accepted refresh without a token")
+			}
+		default:
+			t.Fatalf("accepted frame of type %q", frame.Type)
+		}
+	})
+}
+
+// FuzzValidateRoom: a name is accepted exactly when it is 1 to 64 characters of
+// [A-Za-z0-9_-].
+func FuzzValidateRoom(f *testing.F) {
+	for _, s := range []string{"lobby", "", "a.b", "a b", "*", ">", strings.Repeat("x", 64), strings.Repeat("x", 65), "café", "A-b_9", "a/b", "\x00"} {
+		f.Add(s)
+	}
+	valid := regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+	f.Fuzz(func(t *testing.T, name string) {
+		if err := chat.ValidateRoom(name); (err == nil) != valid.MatchString(name) {
+			t.Fatalf("ValidateRoom(%q) = %v, disagrees with the alphabet", name, err)
 		}
 	})
 }

@@ -103,3 +103,22 @@ func BenchmarkEncodeMessage(b *testing.B) {
 		wsgateway.EncodeMessage(msg)
 	}
 }
+
+// FuzzRoomFromPath: any path either yields a valid room or ErrInvalidRoom.
+func FuzzRoomFromPath(f *testing.F) {
+	for _, s := range []string{"/ws/chat/lobby/", "/ws/chat/", "/ws/chat//", "/ws/chat", "/ws/chat/a/b", "/ws/chat/a.b/", "/x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, path string) {
+		room, err := wsgateway.RoomFromPath(path)
+		if err != nil {
+			if !errors.Is(err, chat.ErrInvalidRoom) {
+				t.Fatalf("RoomFromPath(%q): %v", path, err)
+			}
+			return
+		}
+		if chat.ValidateRoom(room) != nil || !strings.HasPrefix(path, wsgateway.PathPrefix+room) {
+			t.Fatalf("RoomFromPath(%q) = %q", path, room)
+		}
+	})
+}

@@ -46,6 +46,10 @@ type Config struct {
 	PingFrame    []byte
 	// Encode turns a message into the frame bytes every member of its room receives.
 	Encode func(chat.Message) []byte
+	// History, when set, lets CatchUp fill the gap of a broker outage.
+	History chat.History
+	// TruncatedFrame is sent to a room's members when a catch-up may have missed some.
+	TruncatedFrame []byte
 	// Sleep waits between two batches of closes while draining; tests replace it.
 	Sleep func(ctx context.Context, d time.Duration) error
 	// Now is the clock used for delivery latency; tests may replace it.
@@ -74,6 +78,37 @@ type room struct {
 	sub     chat.Subscription
 	gen     uint64 // which subscription's messages are current
 	members []*Member
+
+	// The newest numbered message delivered, so that a catch-up after a broker outage
+	// knows where to start and live messages it already delivered are not repeated.
+	seqMu sync.Mutex
+	last  uint64
+	epoch string
+
+	// While catchingUp, live messages wait in backlog (guarded by mu).
+	catchingUp bool
+	backlog    []chat.Message
+}
+
+// advance records seq/epoch as delivered; it reports false for a message already
+// delivered (by a catch-up). A new epoch starts over.
+func (r *room) advance(seq uint64, epoch string) bool {
+	if seq == 0 {
+		return true
+	}
+	r.seqMu.Lock()
+	defer r.seqMu.Unlock()
+	if epoch == r.epoch && seq <= r.last {
+		return false
+	}
+	r.last, r.epoch = seq, epoch
+	return true
+}
+
+func (r *room) position() (uint64, string) {
+	r.seqMu.Lock()
+	defer r.seqMu.Unlock()
+	return r.last, r.epoch
 }
 
 // New returns a hub that subscribes through broker and registers its metrics with reg.
@@ -204,12 +239,30 @@ func (h *Hub) forget(m *Member) {
 // deliver queues msg, encoded once, for every member of r. It runs on the broker's
 // goroutine for the subscription gen.
 func (h *Hub) deliver(r *room, gen uint64, msg chat.Message) {
-	frame := h.cfg.Encode(msg)
 	r.mu.RLock()
 	if r.gen != gen {
 		r.mu.RUnlock()
 		return
 	}
+	if r.catchingUp {
+		r.mu.RUnlock()
+		r.mu.Lock()
+		if r.catchingUp { // still: keep it for after the catch-up, in order
+			if len(r.backlog) < maxBacklog {
+				r.backlog = append(r.backlog, msg)
+			}
+			r.mu.Unlock()
+			return
+		}
+		h.fanOutLocked(r, msg)
+		r.mu.Unlock()
+		return
+	}
+	if !r.advance(msg.Seq, msg.Epoch) {
+		r.mu.RUnlock()
+		return
+	}
+	frame := h.cfg.Encode(msg)
 	var accepted int64
 	if !msg.Accepted.IsZero() {
 		accepted = msg.Accepted.UnixNano()
@@ -218,6 +271,102 @@ func (h *Hub) deliver(r *room, gen uint64, msg chat.Message) {
 		m.deliverLive(frame, msg.Seq, accepted)
 	}
 	r.mu.RUnlock()
+}
+
+// maxBacklog bounds the live messages a room keeps while it catches up.
+const maxBacklog = 10000
+
+// CatchUp delivers, room by room, the stored messages that arrived while the broker was
+// unreachable: after a reconnect, live delivery resumes with the next message, and what
+// was published meanwhile would be lost for this replica's members. Live messages of a
+// room wait while its catch-up runs, and those it already delivered are skipped.
+func (h *Hub) CatchUp(ctx context.Context) {
+	if h.cfg.History == nil {
+		return
+	}
+	h.mu.Lock()
+	rooms := make([]*room, 0, len(h.rooms))
+	for _, r := range h.rooms {
+		rooms = append(rooms, r)
+	}
+	h.mu.Unlock()
+	for _, r := range rooms {
+		h.catchUpRoom(ctx, r)
+	}
+}
+
+func (h *Hub) catchUpRoom(ctx context.Context, r *room) {
+	last, epoch := r.position()
+	if last == 0 {
+		return
+	}
+	// Live messages of the room wait in r.backlog while the history is read, so the
+	// subscription's goroutine never blocks on the store.
+	r.mu.Lock()
+	r.catchingUp = true
+	r.mu.Unlock()
+
+	var res chat.Replayed
+	var err error
+	for attempt := 1; attempt <= 3; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		res, err = h.cfg.History.Replay(actx, r.name, last, epoch)
+		cancel()
+		h.log.Debug("catch-up attempt", "room", r.name, "attempt", attempt, "err", err)
+		if err == nil || ctx.Err() != nil {
+			break
+		}
+		select { // the store may still be starting after the outage
+		case <-ctx.Done():
+		case <-time.After(time.Duration(attempt) * 500 * time.Millisecond):
+		}
+	}
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	backlog := r.backlog
+	r.catchingUp, r.backlog = false, nil
+	switch {
+	case err != nil:
+		h.CountError(chat.KindHistory)
+		h.log.Warn("catching up a room after a broker outage failed", "room", r.name, "err", err)
+		h.sendTruncated(r)
+	case res.Truncated:
+		h.sendTruncated(r)
+	}
+	for _, msg := range res.Messages {
+		h.fanOutLocked(r, msg)
+	}
+	for _, msg := range backlog {
+		h.fanOutLocked(r, msg)
+	}
+	if n := len(res.Messages); n > 0 {
+		h.log.Info("room caught up after a broker outage", "room", r.name, "messages", n)
+	}
+}
+
+func (h *Hub) sendTruncated(r *room) {
+	if h.cfg.TruncatedFrame == nil {
+		return
+	}
+	for _, m := range r.members {
+		m.Send(h.cfg.TruncatedFrame)
+	}
+}
+
+// fanOutLocked delivers msg to r's members unless it was delivered already; r.mu is held.
+func (h *Hub) fanOutLocked(r *room, msg chat.Message) {
+	if !r.advance(msg.Seq, msg.Epoch) {
+		return
+	}
+	frame := h.cfg.Encode(msg)
+	var accepted int64
+	if !msg.Accepted.IsZero() {
+		accepted = msg.Accepted.UnixNano()
+	}
+	for _, m := range r.members {
+		m.deliverLive(frame, msg.Seq, accepted)
+	}
 }
 
 // CountError counts one error of kind in roomcast_errors_total.

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -53,6 +54,8 @@ type Broker struct {
 	log    *slog.Logger
 	closed chan struct{}
 	hist   *history // nil when history is off
+
+	reconnectHook atomic.Pointer[func()]
 
 	connected    prometheus.Gauge
 	disconnects  prometheus.Counter
@@ -103,6 +106,9 @@ func Connect(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Broker, 
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			b.connected.Set(1)
 			log.Info("nats reconnected", "server", nc.ConnectedUrlRedacted())
+			if hook := b.reconnectHook.Load(); hook != nil {
+				go (*hook)()
+			}
 		}),
 		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
 			b.connected.Set(0)
@@ -151,6 +157,9 @@ func Connect(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Broker, 
 	}
 	return b, nil
 }
+
+// OnReconnect sets a function run (in its own goroutine) after every reconnect.
+func (b *Broker) OnReconnect(fn func()) { b.reconnectHook.Store(&fn) }
 
 // History returns the room history, or nil when history is off.
 func (b *Broker) History() chat.History {

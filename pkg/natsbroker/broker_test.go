@@ -170,4 +170,3 @@ func TestDrainClosesTheConnection(t *testing.T) {
 		t.Fatal("ready after Drain")
 	}
 }
-

@@ -127,7 +127,15 @@ func (r *Replica) build() error {
 		PingFrame:    wsgateway.PingFrame,
 		Encode:       wsgateway.EncodeMessage,
 		Sleep:        cfg.DrainSleep,
+		// After a NATS outage the hub fills each room's gap from history.
+		History:        r.broker.History(),
+		TruncatedFrame: wsgateway.TruncatedFrame,
 	}, r.broker, log.With("component", "hub"), r.reg)
+	r.broker.OnReconnect(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		r.hub.CatchUp(ctx)
+	})
 	gateway := wsgateway.New(wsgateway.Config{
 		MaxMessageBytes: cfg.MaxMessageBytes,
 		RateLimit: ratelimit.Config{

@@ -54,3 +54,7 @@ func pongFrame(payload []byte) []byte {
 }
 
 func errorFrame(code, reason string) []byte { return TextFrame(chat.ErrorJSON(code, reason)) }
+
+// TruncatedFrame tells members that messages of their room may have been lost, after a
+// broker outage longer than history covers.
+var TruncatedFrame = errorFrame(chat.CodeHistoryTruncated, "messages sent during a broker outage may be missing")

@@ -48,7 +48,7 @@ bench DURATION="20s": build-bin
     wait_ready 127.0.0.1:18181
     for scenario in fanout-small fanout-large ramp idle; do
       echo "-- $scenario"
-      {{bin}}/roomcast-loadgen -scenario "$scenario" -url ws://127.0.0.1:18181 -duration {{DURATION}} -server-pid "$one"
+      {{bin}}/roomcast-loadgen -scenario "$scenario" -url ws://127.0.0.1:18181 -duration {{DURATION}} -server-pid "$one" -no-thresholds
     done
     kill "$one"; wait "$one" || true
 
@@ -61,13 +61,13 @@ bench DURATION="20s": build-bin
     wait_ready 127.0.0.1:18183
     echo "-- fanout-large across both replicas"
     {{bin}}/roomcast-loadgen -scenario fanout-large -url ws://127.0.0.1:18182,ws://127.0.0.1:18183 \
-      -duration {{DURATION}} -server-pid "$a,$b,$nats"
+      -duration {{DURATION}} -server-pid "$a,$b,$nats" -no-thresholds
 
 # Build the binaries, then the app image ROOMCAST_IMAGE:TAG and the edge image EDGE_IMAGE:TAG (nothing is pulled).
 build TAG=TAG:
     stack/swarm build {{TAG}}
 
-# First deploy: the edge stack (nginx, nats) and the active color (blue at first). Never undoes a promote.
+# First deploy: the edge stack (nginx, nats, prometheus, grafana, autoscaler) and the active color (blue at first). Never undoes a promote.
 deploy:
     stack/swarm deploy
 
@@ -86,3 +86,16 @@ status:
 # Set the replica count of the active color.
 scale N:
     stack/swarm scale {{N}}
+
+# Run a k6 script of k6/ (fanout.js, smoke.js, soak.js, release.js) in the grafana/k6 image (K6_IMAGE) on the Swarm overlay network, against nginx (K6_URL, default ws://edge_nginx); ARGS go to `k6 run`, e.g. `just k6 release.js -e ROOMS=50` while `just promote TAG` runs.
+k6 SCRIPT *ARGS:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    dir="{{justfile_directory()}}/k6"
+    script=$(basename "{{SCRIPT}}")
+    if [ ! -f "$dir/$script" ]; then
+      echo "no k6 script k6/$script; there are: $(cd "$dir" && ls -- *.js | tr '\n' ' ')" >&2
+      exit 2
+    fi
+    docker run --rm --network roomcast -v "$dir:/scripts:ro" "${K6_IMAGE:-grafana/k6:latest}" \
+      run -e URL="${K6_URL:-ws://edge_nginx}" {{ARGS}} "/scripts/$script"

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -12,10 +13,10 @@ import (
 	"regexp"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"roomcast/pkg/loadgen"
 	"roomcast/pkg/testenv"
 	"roomcast/pkg/wsclient"
 )
@@ -111,7 +112,28 @@ func teardown(t *testing.T, env swarmEnv) {
 		}
 		time.Sleep(time.Second)
 	}
-	_, _ = sh(t, env, time.Minute, "docker", "volume", "rm", "-f", "edge_nats-data")
+	out, _ := exec.Command("docker", "volume", "ls", "-q", "--filter", "label=com.docker.stack.namespace=edge").Output()
+	if vols := strings.Fields(string(out)); len(vols) > 0 {
+		_, _ = sh(t, env, time.Minute, "docker", append([]string{"volume", "rm", "-f"}, vols...)...)
+	}
+}
+
+// standinVars builds local stand-ins for every third-party image of the edge stack (no
+// registry is reachable) and returns the variables that point the stack at them.
+func standinVars(t *testing.T, env swarmEnv) []string {
+	t.Helper()
+	out := mustSh(t, env, 5*time.Minute, "stack/images/build-standins")
+	var line string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "NATS_IMAGE=") {
+			line = l
+		}
+	}
+	vars := regexp.MustCompile(`\b[A-Z][A-Z0-9_]*=\S+`).FindAllString(line, -1)
+	if len(vars) == 0 {
+		t.Fatalf("build-standins printed no image names: %s", out)
+	}
+	return vars
 }
 
 func waitGone(t *testing.T, env swarmEnv, filter string) {
@@ -167,6 +189,9 @@ func TestBlueGreenReleaseOnARealSwarm(t *testing.T) {
 		fmt.Sprintf("HTTP_PORT=%d", env.port),
 		"HTTP_PUBLISH_MODE=host",
 		"EDGE_ENDPOINT_MODE=dnsrr",
+		fmt.Sprintf("GRAFANA_PORT=%d", freePort(t)),
+		"GRAFANA_PUBLISH_MODE=host",
+		"GRAFANA_ENDPOINT_MODE=dnsrr",
 		"DOCKER_SOCKET=" + dockerSocket(),
 		"REPLICAS=2",
 		"TAG=t1",
@@ -176,12 +201,7 @@ func TestBlueGreenReleaseOnARealSwarm(t *testing.T) {
 	}
 	t.Cleanup(func() { teardown(t, env) })
 
-	standins := mustSh(t, env, 5*time.Minute, "stack/images/build-standins")
-	m := regexp.MustCompile(`NATS_IMAGE=(\S+) NGINX_BASE_IMAGE=(\S+)`).FindStringSubmatch(standins)
-	if m == nil {
-		t.Fatalf("build-standins printed no image names: %s", standins)
-	}
-	env.vars = append(env.vars, "NATS_IMAGE="+m[1], "NGINX_BASE_IMAGE="+m[2])
+	env.vars = append(env.vars, standinVars(t, env)...)
 	mustSh(t, env, 5*time.Minute, "just", "build", "t1")
 	mustSh(t, env, 5*time.Minute, "just", "build", "t2")
 	// Broken releases, built on a good image: one runs but never gets healthy (it
@@ -226,7 +246,7 @@ func TestBlueGreenReleaseOnARealSwarm(t *testing.T) {
 				probeReport.failures, probeReport.total, probeReport.firstFailures)
 		}
 		report := load.stopAfterAllOn(t, "green", 60*time.Second)
-		t.Logf("load during the release: %s", report)
+		t.Logf("load during the release: %s\n%s", report, report.summary)
 		if report.onBlue != 200 {
 			t.Errorf("%d of 200 clients started on blue", report.onBlue)
 		}
@@ -236,8 +256,19 @@ func TestBlueGreenReleaseOnARealSwarm(t *testing.T) {
 		if report.endOnGreen != 200 {
 			t.Errorf("%d of 200 clients ended on green", report.endOnGreen)
 		}
-		fmt.Printf("=== blue/green release under load: %d messages sent, %d lost during the release (the history issue drives this to zero)\n",
-			report.sent, report.lost)
+		fmt.Printf("=== blue/green release under load: %d messages sent, %d lost during the release (deliveries, per message and member; %d messages sent into a closing connection reached no one), %d duplicated\n",
+			report.sent, report.lost, report.unconfirmed, report.duplicated)
+		rt := report.reconnectTime
+		fmt.Printf("=== reconnect time, close to 101: p50 %.0fms p90 %.0fms p95 %.0fms p99 %.0fms max %.0fms over %d reconnects (%d resumed with since)\n",
+			rt.P50MS, rt.P90MS, rt.P95MS, rt.P99MS, rt.MaxMS, report.reconnects, report.resumed)
+		// With history, every client resumes where it left off: nothing lost, nothing twice.
+		if report.lost != 0 || report.duplicated != 0 || report.unconfirmed != 0 {
+			t.Errorf("the release lost %d deliveries (%d messages unconfirmed) and duplicated %d; want none",
+				report.lost, report.unconfirmed, report.duplicated)
+		}
+		if report.resumed < int64(report.closed1012) {
+			t.Errorf("only %d of %d reconnects resumed with since", report.resumed, report.closed1012)
+		}
 		if !strings.Contains(out, "promoted") {
 			t.Errorf("promote output lacks the final line:\n%s", out)
 		}
@@ -342,177 +373,106 @@ func chatThroughNginx(t *testing.T, env swarmEnv) {
 	}
 }
 
-// --- load: clients that chat continuously and reconnect when closed ----------------------
+// --- load: roomcast-loadgen's release scenario through nginx ------------------------------
 
+// load is the release scenario of pkg/loadgen (the client of k6/release.js): rooms of 10
+// clients chatting at 2 msg/s each; a client closed by the drain reconnects with backoff
+// and full jitter and resumes with ?since=<seq>&epoch=<epoch>.
 type load struct {
-	env     swarmEnv
-	clients []*loadClient
-	stopped chan struct{}
-	wg      sync.WaitGroup
-	sent    atomic.Int64
-}
-
-type loadClient struct {
-	mu         sync.Mutex
-	colors     []string // color of each connection, in order
-	closeCodes []uint16
-	pending    map[string]time.Time // own messages not yet echoed back
-	lost       int
-	connected  bool
+	session *loadgen.Session
+	n       int
 }
 
 func startLoad(t *testing.T, env swarmEnv, n int) *load {
 	t.Helper()
-	l := &load{env: env, stopped: make(chan struct{})}
-	ready := make(chan error, n)
-	for i := range n {
-		c := &loadClient{pending: map[string]time.Time{}}
-		l.clients = append(l.clients, c)
-		l.wg.Add(1)
-		go func() {
-			defer l.wg.Done()
-			l.run(i, c, ready)
-		}()
+	cfg := loadgen.DefaultConfig(loadgen.Release)
+	cfg.URLs = []string{fmt.Sprintf("ws://127.0.0.1:%d", env.port)}
+	cfg.Rooms, cfg.Members = 20, n/20
+	cfg.Duration = 10 * time.Minute // stopped by stopAfterAllOn long before
+	cfg.Log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	s, err := loadgen.Start(ctx, cfg)
+	if err != nil {
+		t.Fatalf("connecting the load clients: %v", err)
 	}
-	deadline := time.After(2 * time.Minute)
-	for range n {
-		select {
-		case err := <-ready:
-			if err != nil {
-				close(l.stopped)
-				l.wg.Wait()
-				t.Fatalf("connecting the load clients: %v", err)
-			}
-		case <-deadline:
-			t.Fatal("load clients did not connect in 2 minutes")
-		}
-	}
+	l := &load{session: s, n: cfg.Rooms * cfg.Members}
+	t.Cleanup(func() { _, _ = s.Stop() })
 	return l
 }
 
-// run keeps one client in its room: connect, send a message every 500ms, and on a close
-// reconnect at once (then with a short backoff), as the chat page does.
-func (l *load) run(i int, c *loadClient, ready chan<- error) {
-	room := fmt.Sprintf("load%d", i%20)
-	first := true
-	for attempt := 0; attempt < 200; attempt++ {
-		select {
-		case <-l.stopped:
-			return
-		default:
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		conn, resp, err := wsclient.Dial(ctx, l.env.wsURL(room), wsclient.Options{Buffer: 4096})
-		cancel()
-		if err != nil {
-			if first {
-				ready <- err
-				return
-			}
-			time.Sleep(100 * time.Millisecond)
-			continue
-		}
-		c.mu.Lock()
-		c.colors = append(c.colors, resp.Header.Get("X-Roomcast-Color"))
-		c.connected = true
-		c.mu.Unlock()
-		if first {
-			ready <- nil
-			first = false
-		}
-		l.session(i, c, conn)
-	}
-}
+// testWriter sends the load generator's warnings to the test log.
+type testWriter struct{ t *testing.T }
 
-func (l *load) session(i int, c *loadClient, conn *wsclient.Client) {
-	tick := time.NewTicker(500 * time.Millisecond)
-	defer tick.Stop()
-	seq := 0
-	for {
-		select {
-		case <-l.stopped:
-			conn.Close()
-			return
-		case <-tick.C:
-			seq++
-			id := fmt.Sprintf("c%d-%d-%d", i, len(c.colors), seq)
-			if conn.Send(id) == nil {
-				l.sent.Add(1)
-				c.mu.Lock()
-				c.pending[id] = time.Now()
-				c.mu.Unlock()
-			}
-		case f, ok := <-conn.Frames():
-			if !ok {
-				c.mu.Lock()
-				c.closeCodes = append(c.closeCodes, conn.CloseCode())
-				c.connected = false
-				// What was sent on this connection and not echoed back is lost.
-				c.lost += len(c.pending)
-				clear(c.pending)
-				c.mu.Unlock()
-				return
-			}
-			c.mu.Lock()
-			delete(c.pending, f.Message)
-			c.mu.Unlock()
-		}
-	}
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Logf("loadgen: %s", bytes.TrimRight(p, "\n"))
+	return len(p), nil
 }
 
 type loadReport struct {
 	onBlue, closed1012, endOnGreen int
 	otherCloses                    map[uint16]int
-	sent, lost                     int64
+	sent, lost, duplicated         int64
+	// unconfirmed messages reached no member: sent into a closing connection.
+	unconfirmed   int64
+	reconnects    int64
+	resumed       int64
+	reconnectTime loadgen.Latency
+	summary       string // the load generator's own summary
 }
 
 func (r loadReport) String() string {
-	return fmt.Sprintf("%d started on blue, %d closed with 1012, %d ended on green, other closes %v, %d sent, %d lost",
-		r.onBlue, r.closed1012, r.endOnGreen, r.otherCloses, r.sent, r.lost)
+	return fmt.Sprintf("%d started on blue, %d closed with 1012, %d ended on green, other closes %v, %d sent, %d deliveries lost (%d messages unconfirmed), %d duplicated, %d reconnects (%d resumed), reconnect time %s",
+		r.onBlue, r.closed1012, r.endOnGreen, r.otherCloses, r.sent, r.lost, r.unconfirmed, r.duplicated, r.reconnects, r.resumed, r.reconnectTime)
 }
 
-// stopAfterAllOn waits (bounded) until every client's latest connection is on color,
-// then stops the load and reports.
+// stopAfterAllOn waits (bounded) until every client is connected to color, then stops
+// the load (which waits for the deliveries still due) and reports.
 func (l *load) stopAfterAllOn(t *testing.T, color string, within time.Duration) loadReport {
 	t.Helper()
 	deadline := time.Now().Add(within)
-	for time.Now().Before(deadline) {
-		on := 0
-		for _, c := range l.clients {
-			c.mu.Lock()
-			if c.connected && c.colors[len(c.colors)-1] == color {
-				on++
-			}
-			c.mu.Unlock()
-		}
-		if on == len(l.clients) {
-			break
-		}
+	for time.Now().Before(deadline) && l.session.Connected()[color] != l.n {
 		time.Sleep(200 * time.Millisecond)
 	}
-	time.Sleep(time.Second) // let the last messages come back
-	r := loadReport{otherCloses: map[uint16]int{}}
-	for _, c := range l.clients {
-		c.mu.Lock()
-		if len(c.colors) > 0 && c.colors[0] == "blue" {
+	rep, err := l.session.Stop()
+	if err != nil {
+		t.Errorf("stopping the load: %v", err)
+	}
+	if rep == nil {
+		t.Fatal("the load generator returned no report")
+	}
+	var text strings.Builder
+	_ = rep.WriteText(&text)
+	r := loadReport{
+		otherCloses: map[uint16]int{}, reconnects: rep.Reconnect.Reconnects, resumed: rep.Reconnect.Resumed,
+		reconnectTime: rep.Reconnect.ReconnectTime, unconfirmed: rep.Reconnect.Unconfirmed,
+		summary: text.String(),
+	}
+	for _, s := range rep.Steps {
+		r.sent, r.lost, r.duplicated = r.sent+s.Sent, r.lost+s.Lost, r.duplicated+s.Duplicated
+	}
+	for _, c := range rep.Reconnect.Clients {
+		if len(c.Connections) == 0 {
+			continue
+		}
+		if c.Connections[0].Color == "blue" {
 			r.onBlue++
 		}
-		if c.connected && c.colors[len(c.colors)-1] == color {
+		// The last connection is the one the load generator closed at the end (code 0),
+		// unless the server closed it and no reconnect had opened since.
+		if last := c.Connections[len(c.Connections)-1]; last.CloseCode == 0 && last.Color == color {
 			r.endOnGreen++
 		}
-		for _, code := range c.closeCodes {
-			if code == 1012 {
+		for _, conn := range c.Connections {
+			switch conn.CloseCode {
+			case 0:
+			case 1012:
 				r.closed1012++
-			} else {
-				r.otherCloses[code]++
+			default:
+				r.otherCloses[conn.CloseCode]++
 			}
 		}
-		r.lost += int64(c.lost)
-		c.mu.Unlock()
 	}
-	close(l.stopped)
-	l.wg.Wait()
-	r.sent = l.sent.Load()
 	return r
 }
 

@@ -1,7 +1,8 @@
 // Command roomcast-loadgen generates WebSocket load against roomcast replicas and reports
-// delivery counts, loss, duplicates, latency percentiles and the servers' CPU time and
-// memory. Its scenarios are the k6 scripts' (k6 itself is for users who have it); the
-// logic is in pkg/loadgen.
+// delivery counts, loss, duplicates, latency percentiles, reconnects and the servers' CPU
+// time and memory. Its scenarios mirror the k6 scripts in k6/ (k6 itself is for users
+// who have it): same parameters, metric names and thresholds. The logic is in
+// pkg/loadgen.
 package main
 
 import (
@@ -35,6 +36,9 @@ func (e usageError) Unwrap() error { return e.err }
 // errInterrupted means a signal cut the run short; the partial summary was printed.
 var errInterrupted = errors.New("interrupted")
 
+// errThresholds means the run completed but crossed a threshold: exit status 99, k6's.
+var errThresholds = errors.New("some thresholds were crossed (see the summary)")
+
 func exitCode(err error, stderr io.Writer) int {
 	var ue usageError
 	switch {
@@ -43,6 +47,9 @@ func exitCode(err error, stderr io.Writer) int {
 	case errors.As(err, &ue):
 		fmt.Fprintln(stderr, "roomcast-loadgen:", err, "(see -h)")
 		return 2
+	case errors.Is(err, errThresholds):
+		fmt.Fprintln(stderr, "roomcast-loadgen:", err)
+		return 99
 	default:
 		fmt.Fprintln(stderr, "roomcast-loadgen:", err)
 		return 1
@@ -60,7 +67,7 @@ func environ() map[string]string {
 }
 
 func run(ctx context.Context, args []string, _ map[string]string, stdout, stderr io.Writer) error {
-	cfg, asJSON, err := parseFlags(args, stdout)
+	cfg, opts, err := parseFlags(args, stdout)
 	if err != nil {
 		return err
 	}
@@ -87,7 +94,7 @@ func run(ctx context.Context, args []string, _ map[string]string, stdout, stderr
 		if werr := rep.WriteText(stdout); werr != nil {
 			return fmt.Errorf("writing the summary: %w", werr)
 		}
-		if asJSON {
+		if opts.json {
 			enc := json.NewEncoder(stdout)
 			enc.SetIndent("", "  ")
 			if werr := enc.Encode(rep); werr != nil {
@@ -101,116 +108,76 @@ func run(ctx context.Context, args []string, _ map[string]string, stdout, stderr
 	if rep.Interrupted {
 		return errInterrupted
 	}
+	if !rep.ThresholdsPassed() && !opts.noThresholds {
+		return errThresholds
+	}
 	return nil
 }
 
 // parseFlags returns the run's configuration: the scenario's defaults, overridden by the
-// flags given. -h prints the usage to stdout and returns flag.ErrHelp.
-func parseFlags(args []string, stdout io.Writer) (loadgen.Config, bool, error) {
+// flags given, and the flags of this binary alone. -h prints the usage to stdout and
+// returns flag.ErrHelp.
+func parseFlags(args []string, stdout io.Writer) (loadgen.Config, options, error) {
 	fs := flag.NewFlagSet("roomcast-loadgen", flag.ContinueOnError)
 	// Errors are returned as one line; -h prints the usage itself.
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
-	def := loadgen.DefaultConfig(loadgen.FanoutSmall)
 	var (
+		opts     options
 		scenario = fs.String("scenario", string(loadgen.FanoutSmall), "")
-		urls     = fs.String("url", strings.Join(def.URLs, ","), "")
-		pids     = fs.String("server-pid", "", "")
-		asJSON   = fs.Bool("json", false, "")
-		v        = def
+		given    = map[string]string{}
+		scratch  = loadgen.DefaultConfig(loadgen.FanoutSmall)
 	)
-	fs.DurationVar(&v.Duration, "duration", 0, "")
-	fs.IntVar(&v.Rooms, "rooms", 0, "")
-	fs.IntVar(&v.Members, "members", 0, "")
-	fs.Float64Var(&v.Rate, "rate", 0, "")
-	fs.IntVar(&v.Conns, "conns", 0, "")
-	fs.DurationVar(&v.RampStep, "ramp-step", 0, "")
-	fs.Float64Var(&v.RampFactor, "ramp-factor", 0, "")
-	fs.Float64Var(&v.RampMaxRate, "ramp-max-rate", 0, "")
-	fs.DurationVar(&v.RampMaxP99, "ramp-max-p99", 0, "")
-	fs.DurationVar(&v.Grace, "grace", 0, "")
-	fs.DurationVar(&v.ConnectTimeout, "connect-timeout", 0, "")
-	fs.IntVar(&v.ConnectParallel, "connect-parallel", 0, "")
+	fs.BoolVar(&opts.json, "json", false, "")
+	fs.BoolVar(&opts.noThresholds, "no-thresholds", false, "")
+	settings := loadgen.Settings()
+	for _, st := range settings {
+		// The scenario's defaults are known only once every flag is read: check the
+		// syntax now, apply the value afterwards.
+		fs.Func(st.Flag, st.Usage, func(v string) error {
+			if err := st.Set(&scratch, v); err != nil {
+				return err
+			}
+			given[st.Flag] = v
+			return nil
+		})
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			usage(stdout)
-			return loadgen.Config{}, false, err
+			return loadgen.Config{}, options{}, err
 		}
-		return loadgen.Config{}, false, usageError{err}
+		return loadgen.Config{}, options{}, usageError{err}
 	}
 	if fs.NArg() > 0 {
-		return loadgen.Config{}, false, usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+		return loadgen.Config{}, options{}, usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
 	}
 
 	cfg := loadgen.DefaultConfig(loadgen.Scenario(*scenario))
-	cfg.URLs = splitList(*urls)
-	var err error
-	if cfg.ServerPIDs, err = parsePIDs(*pids); err != nil {
-		return loadgen.Config{}, false, usageError{err}
-	}
-	// Only the flags given replace the scenario's defaults.
-	fs.Visit(func(f *flag.Flag) {
-		switch f.Name {
-		case "duration":
-			cfg.Duration = v.Duration
-		case "rooms":
-			cfg.Rooms = v.Rooms
-		case "members":
-			cfg.Members = v.Members
-		case "rate":
-			cfg.Rate = v.Rate
-		case "conns":
-			cfg.Conns = v.Conns
-		case "ramp-step":
-			cfg.RampStep = v.RampStep
-		case "ramp-factor":
-			cfg.RampFactor = v.RampFactor
-		case "ramp-max-rate":
-			cfg.RampMaxRate = v.RampMaxRate
-		case "ramp-max-p99":
-			cfg.RampMaxP99 = v.RampMaxP99
-		case "grace":
-			cfg.Grace = v.Grace
-		case "connect-timeout":
-			cfg.ConnectTimeout = v.ConnectTimeout
-		case "connect-parallel":
-			cfg.ConnectParallel = v.ConnectParallel
+	for _, st := range settings {
+		if v, ok := given[st.Flag]; ok {
+			_ = st.Set(&cfg, v) // checked above
 		}
-	})
+	}
+	for _, pid := range cfg.ServerPIDs {
+		if _, err := os.Stat("/proc/" + strconv.Itoa(pid) + "/stat"); err != nil {
+			return loadgen.Config{}, options{}, usageError{fmt.Errorf("invalid -server-pid %d: no such process (or /proc is not readable)", pid)}
+		}
+	}
 	if err := cfg.Validate(); err != nil {
 		var ce *loadgen.ConfigError
 		if errors.As(err, &ce) {
-			return loadgen.Config{}, false, usageError{fmt.Errorf("invalid -%s %s: %s", ce.Setting, ce.Value, ce.Want)}
+			return loadgen.Config{}, options{}, usageError{fmt.Errorf("invalid -%s %s: %s", ce.Setting, ce.Value, ce.Want)}
 		}
-		return loadgen.Config{}, false, usageError{err}
+		return loadgen.Config{}, options{}, usageError{err}
 	}
-	return cfg, *asJSON, nil
+	return cfg, opts, nil
 }
 
-func splitList(s string) []string {
-	var out []string
-	for part := range strings.SplitSeq(s, ",") {
-		if part = strings.TrimSpace(part); part != "" {
-			out = append(out, part)
-		}
-	}
-	return out
-}
-
-// parsePIDs parses -server-pid: comma-separated ids of running processes.
-func parsePIDs(s string) ([]int, error) {
-	var pids []int
-	for _, part := range splitList(s) {
-		pid, err := strconv.Atoi(part)
-		if err != nil || pid < 1 {
-			return nil, fmt.Errorf("invalid -server-pid %q: want comma-separated process ids", part)
-		}
-		if _, err := os.Stat("/proc/" + part + "/stat"); err != nil {
-			return nil, fmt.Errorf("invalid -server-pid %d: no such process (or /proc is not readable)", pid)
-		}
-		pids = append(pids, pid)
-	}
-	return pids, nil
+// options are the flags of the command itself, not of the run.
+type options struct {
+	json         bool // print the report as JSON too
+	noThresholds bool // a crossed threshold does not change the exit status
 }
 
 // raiseFileLimit sets the soft RLIMIT_NOFILE to the hard limit: every connection is a
@@ -231,57 +198,136 @@ func raiseFileLimit(log *slog.Logger) {
 }
 
 func usage(w io.Writer) {
-	d := loadgen.DefaultConfig(loadgen.Ramp)
-	fmt.Fprintf(w, `Usage: roomcast-loadgen [flags]
+	var b strings.Builder
+	b.WriteString(`Usage: roomcast-loadgen [flags]
 
 roomcast-loadgen connects WebSocket clients to roomcast rooms (/ws/chat/{room}/), has
 them send stamped messages, and reports what arrived: sent, expected (each message times
 its room's members), delivered (first arrival per message and member), lost (expected -
 delivered, after a grace period), duplicated, latency percentiles and deliveries/s, plus
 the CPU time per delivery and RSS of the server processes given with -server-pid.
-Progress goes to stderr every second; the summary to stdout. Exit status: 0 when the run
-completed (whatever it measured), 1 when it could not (e.g. a client failed to connect)
-or was interrupted, 2 on a bad flag.
+Progress goes to stderr every second; the summary to stdout.
+
+The scenarios with a k6 script in k6/ take the same parameters (the flag -foo-bar is the
+script's environment variable FOO_BAR: k6 run -e FOO_BAR=...), report the same metric
+names and evaluate the same thresholds.
+
+Exit status: 0 when the run completed and its thresholds held; 99 when a threshold was
+crossed (as k6; -no-thresholds keeps 0); 1 when it could not run (e.g. a client failed
+to connect) or was interrupted; 2 on a bad flag.
 
 Scenarios (-scenario):
-  fanout-small  10 rooms x 10 members, each member sends 1 msg/s
+  fanout-small  10 rooms x 10 members, each member sends 1 msg/s (k6/fanout.js)
   fanout-large  100 rooms x 20 members x 1 msg/s: 2,000 msgs/s sent, 40,000 deliveries/s
+                (k6/fanout.js with ROOMS=100 MEMBERS=20)
+  smoke         /readyz, then a minute of 2 rooms x 5 members x 1 msg/s; for CI pipelines
+                (k6/smoke.js)
+  soak          -conns mostly idle connections (one message every -send-every) held for
+                -duration, counting unexpected closes; closed clients reconnect and resume
+                (k6/soak.js)
+  release       20 rooms x 10 members x 2 msg/s while someone runs just promote: clients
+                closed with 1012 reconnect with ?since=<seq>&epoch=<epoch> (once the
+                server sends seq), backing off exponentially with full jitter; reports
+                lost and duplicated deliveries and the close-to-101 reconnect times. Runs
+                for -duration or until SIGINT/SIGTERM, which ends it normally
+                (k6/release.js)
   ramp          10 rooms x 10 members; the rate per member starts at -rate and is multiplied
                 by -ramp-factor every -ramp-step until a step loses a message or its p99 is
                 over -ramp-max-p99 (or -ramp-max-rate passes); reports the highest
-                deliveries/s a passing step held
+                deliveries/s a passing step held (no k6 twin)
   idle          -conns connections (in rooms of -members) held open for -duration, nothing
                 sent; reports server RSS per connection (needs -server-pid; use a freshly
                 started server: memory kept from earlier load hides part of the cost)
+                (no k6 twin)
 
-Flags:
-  -scenario NAME        fanout-small, fanout-large, ramp or idle (default fanout-small)
-  -url URLS             comma-separated base URLs; connections are spread round-robin over
-                        them, so a room's members land on different replicas
-                        (default ws://127.0.0.1:8080)
-  -duration D           sending time (fanout), hold time (idle), or the most the whole
-                        ramp may take (default 30s; ramp %v)
-  -rooms N              rooms (fanout, ramp)
-  -members N            members per room
-  -rate R               messages/s per member (ramp: the first step's; default 1)
-  -conns N              idle connections (default %d)
-  -server-pid PIDS      comma-separated PIDs (replicas, nats-server) whose CPU time and RSS
-                        are read from /proc
-  -ramp-step D          duration of a ramp step (default %v)
-  -ramp-factor F        rate multiplier between ramp steps (default %v)
-  -ramp-max-rate R      highest rate per member the ramp tries (default %v)
-  -ramp-max-p99 D       a ramp step fails above this p99 latency (default %v)
-  -grace D              wait for deliveries after sending stops (default %v)
-  -connect-timeout D    dial and upgrade timeout per connection (default %v)
-  -connect-parallel N   connections being set up at once (default %d)
-  -json                 print the summary as JSON too, after the text
-  -h                    this help
+Flags (defaults depend on the scenario; the k6 scripts' variable in brackets):
+  -scenario NAME
+        one of the above (default fanout-small)
+`)
+	for _, st := range loadgen.Settings() {
+		head := "  -" + st.Flag + " " + st.Arg
+		if st.Env != "" {
+			head += "  [" + st.Env + "]"
+		}
+		text := st.Usage
+		if defaults := settingDefaults(st); defaults != "" {
+			text += " (default " + defaults + ")"
+		}
+		b.WriteString(head + "\n" + wrap(text, "        ", 88))
+	}
+	b.WriteString(`  -json
+        print the summary as JSON too, after the text
+  -no-thresholds
+        report crossed thresholds but exit 0 all the same
+  -h    this help
 
 The server limits each connection to ROOMCAST_RATE_LIMIT msgs/s (default 20): raise
 ROOMCAST_RATE_LIMIT and ROOMCAST_RATE_BURST for ramp and high -rate runs.
 
-Example:
+Examples:
   ROOMCAST_ADDR=127.0.0.1:8080 ROOMCAST_RATE_LIMIT=100000 ROOMCAST_RATE_BURST=100000 roomcast &
   roomcast-loadgen -scenario fanout-large -duration 20s -server-pid $!
-`, d.Duration, d.Conns, d.RampStep, d.RampFactor, d.RampMaxRate, d.RampMaxP99, d.Grace, d.ConnectTimeout, d.ConnectParallel)
+  roomcast-loadgen -scenario release -url ws://127.0.0.1:80   # meanwhile: just promote TAG
+`)
+	_, _ = io.WriteString(w, b.String())
+}
+
+// settingDefaults is a setting's default in the scenarios that read it, the most common
+// first: "30s; ramp 10m0s".
+func settingDefaults(st loadgen.Setting) string {
+	var (
+		order []string
+		byVal = map[string][]string{}
+	)
+	for _, s := range loadgen.Scenarios() {
+		if !st.UsedBy(s) {
+			continue
+		}
+		v := st.String(loadgen.DefaultConfig(s))
+		if _, ok := byVal[v]; !ok {
+			order = append(order, v)
+		}
+		byVal[v] = append(byVal[v], string(s))
+	}
+	if len(order) == 0 {
+		return ""
+	}
+	common := order[0]
+	for _, v := range order {
+		if len(byVal[v]) > len(byVal[common]) {
+			common = v
+		}
+	}
+	parts := []string{orNone(common)}
+	for _, v := range order {
+		if v != common {
+			parts = append(parts, strings.Join(byVal[v], ", ")+" "+orNone(v))
+		}
+	}
+	return strings.Join(parts, "; ")
+}
+
+// wrap breaks text into lines of at most width characters, each starting with indent.
+func wrap(text, indent string, width int) string {
+	var b strings.Builder
+	line := indent
+	for _, word := range strings.Fields(text) {
+		if len(line) > len(indent) && len(line)+1+len(word) > width {
+			b.WriteString(line + "\n")
+			line = indent
+		}
+		if len(line) > len(indent) {
+			line += " "
+		}
+		line += word
+	}
+	b.WriteString(line + "\n")
+	return b.String()
+}
+
+func orNone(v string) string {
+	if v == "" {
+		return "none"
+	}
+	return v
 }

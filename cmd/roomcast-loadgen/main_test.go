@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 
 	"roomcast/pkg/httpapi"
 	"roomcast/pkg/loadgen"
+	"roomcast/pkg/loadgen/historytest"
 	"roomcast/pkg/replica"
 )
 
@@ -53,6 +55,13 @@ func TestBadFlagsExitWithStatus2(t *testing.T) {
 		{"ramp factor", []string{"-scenario", "ramp", "-ramp-factor", "0.5"}, "-ramp-factor"},
 		{"ramp step", []string{"-scenario", "ramp", "-ramp-step", "-1s"}, "-ramp-step"},
 		{"positional argument", []string{"fanout-small"}, "unexpected argument"},
+		{"zero soak conns", []string{"-scenario", "soak", "-conns", "0"}, "-conns"},
+		{"negative send-every", []string{"-scenario", "soak", "-send-every", "-1s"}, "-send-every"},
+		{"zero reconnect base", []string{"-scenario", "release", "-reconnect-base", "0s"}, "-reconnect-base"},
+		{"reconnect max under base", []string{"-scenario", "release", "-reconnect-max", "10ms"}, "-reconnect-max"},
+		{"negative max-lost", []string{"-max-lost", "-1"}, "-max-lost"},
+		{"max-lost not a number", []string{"-max-lost", "some"}, "-max-lost"},
+		{"zero max-p99", []string{"-scenario", "smoke", "-max-p99", "0s"}, "-max-p99"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -82,7 +91,11 @@ func TestHelp(t *testing.T) {
 	if !errors.Is(err, flag.ErrHelp) || exitCode(err, io.Discard) != 0 {
 		t.Fatalf("run -h = %v, want flag.ErrHelp and exit 0", err)
 	}
-	for _, want := range []string{"Usage: roomcast-loadgen", "-scenario", "fanout-large", "-server-pid", "-ramp-step", "-json"} {
+	for _, want := range []string{
+		"Usage: roomcast-loadgen", "-scenario", "fanout-large", "-server-pid", "-ramp-step", "-json",
+		"smoke", "soak", "release", "k6/release.js", "-no-thresholds", "99", "[ROOMS]", "[RECONNECT_BASE]",
+		"(default 10; fanout-large 100; smoke 2; release 20)",
+	} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("usage lacks %q", want)
 		}
@@ -169,5 +182,78 @@ func TestRunPrintsSummaryAndJSON(t *testing.T) {
 	s := rep.Steps[0]
 	if s.Sent == 0 || s.Delivered != s.Expected || s.Expected != 3*s.Sent || s.Lost != 0 || s.Duplicated != 0 {
 		t.Fatalf("step %+v: want everything delivered once", s)
+	}
+}
+
+func TestEverySettingIsAFlag(t *testing.T) {
+	for _, st := range loadgen.Settings() {
+		for _, s := range loadgen.Scenarios() {
+			if !st.UsedBy(s) || st.Flag == "server-pid" {
+				continue
+			}
+			v := st.String(loadgen.DefaultConfig(s))
+			cfg, _, err := parseFlags([]string{"-scenario", string(s), "-" + st.Flag, v}, io.Discard)
+			if err != nil || st.String(cfg) != v {
+				t.Errorf("-scenario %s -%s %q: %v, reads back %q", s, st.Flag, v, err, st.String(cfg))
+			}
+		}
+	}
+}
+
+func TestFlagsOverrideTheScenarioDefaults(t *testing.T) {
+	cfg, _, err := parseFlags([]string{"-rooms", "3", "-scenario", "release", "-reconnect-max", "1s"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := loadgen.DefaultConfig(loadgen.Release)
+	if cfg.Rooms != 3 || cfg.Members != want.Members || cfg.Rate != want.Rate || cfg.ReconnectMax != time.Second || cfg.Grace != want.Grace {
+		t.Fatalf("config %+v: want release's defaults but 3 rooms and -reconnect-max 1s", cfg)
+	}
+}
+
+func TestCrossedThresholdExitsWith99(t *testing.T) {
+	url := startReplica(t)
+	args := []string{"-url", url, "-rooms", "1", "-members", "2", "-rate", "5", "-duration", "300ms", "-grace", "10s", "-max-p95", "1ns"}
+	var stdout bytes.Buffer
+	err := run(context.Background(), args, nil, &stdout, io.Discard)
+	var msg bytes.Buffer
+	if code := exitCode(err, &msg); code != 99 || !strings.Contains(msg.String(), "thresholds") {
+		t.Fatalf("exit %d (%v, %q), want 99 naming the thresholds", code, err, msg.String())
+	}
+	if !strings.Contains(stdout.String(), "✗ roomcast_delivery_latency p(95)<0.000001") {
+		t.Errorf("summary does not show the crossed threshold:\n%s", stdout.String())
+	}
+	if err := run(context.Background(), append(args, "-no-thresholds"), nil, io.Discard, io.Discard); err != nil {
+		t.Fatalf("with -no-thresholds: %v, want success", err)
+	}
+}
+
+func TestReleaseRunsUntilSignalled(t *testing.T) {
+	srv := httptest.NewServer(historytest.New(1000, "e1", "blue"))
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		time.Sleep(700 * time.Millisecond)
+		cancel() // what SIGINT does to run's context
+	}()
+	var stdout, stderr bytes.Buffer
+	err := run(ctx, []string{"-scenario", "release", "-url", "ws" + strings.TrimPrefix(srv.URL, "http"),
+		"-rooms", "2", "-members", "3", "-duration", "1h", "-json"}, nil, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("run: %v (exit %d)\n%s", err, exitCode(err, io.Discard), stderr.String())
+	}
+	text, js, _ := strings.Cut(stdout.String(), "\n{")
+	for _, want := range []string{"== release: 2 rooms × 3 members", "reconnects", "path          6× blue", "thresholds"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("summary lacks %q:\n%s", want, text)
+		}
+	}
+	var rep loadgen.Report
+	if err := json.Unmarshal([]byte("{"+js), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Interrupted || rep.Reconnect == nil || rep.Metrics[loadgen.MetricSent].Value == 0 || rep.Steps[0].Lost != 0 {
+		t.Fatalf("report %+v: want a complete release run, nothing lost", rep)
 	}
 }

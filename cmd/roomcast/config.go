@@ -40,6 +40,7 @@ type config struct {
 	MaxRoomMembers   int           `env:"ROOMCAST_MAX_ROOM_MEMBERS" envDefault:"0" help:"members of one room on this replica; over it 503 (0: no limit)"`
 	HistorySize      int           `env:"ROOMCAST_HISTORY_SIZE" envDefault:"100" help:"messages kept per room for clients that resume with ?since=; 0 turns history off"`
 	HistoryTTL       time.Duration `env:"ROOMCAST_HISTORY_TTL" envDefault:"1h" help:"how long history keeps a message"`
+	HistoryReplicas  int           `env:"ROOMCAST_HISTORY_REPLICAS" envDefault:"1" help:"replication of the history stream in a NATS cluster (3 survives the loss of a node)"`
 	DrainDelay       time.Duration `env:"ROOMCAST_DRAIN_DELAY" envDefault:"5s" help:"after SIGTERM, time not ready before closing connections"`
 	DrainTimeout     time.Duration `env:"ROOMCAST_DRAIN_TIMEOUT" envDefault:"20s" help:"window over which connections are closed with 1012"`
 	PingInterval     time.Duration `env:"ROOMCAST_PING_INTERVAL" envDefault:"25s" help:"keepalive ping period; silent clients are closed after twice that"`
@@ -80,6 +81,8 @@ func loadConfig(environ map[string]string) (config, error) {
 		return cfg, bad("ROOMCAST_RATE_BURST", "want an integer of at least 1")
 	case cfg.HistorySize < 0 || cfg.HistorySize > maxHistorySize:
 		return cfg, bad("ROOMCAST_HISTORY_SIZE", fmt.Sprintf("want an integer from 0 (off) to %d", maxHistorySize))
+	case cfg.HistoryReplicas < 1 || cfg.HistoryReplicas > 5:
+		return cfg, bad("ROOMCAST_HISTORY_REPLICAS", "want an integer from 1 to 5")
 	case cfg.HistoryTTL < time.Second:
 		return cfg, bad("ROOMCAST_HISTORY_TTL", "want a duration of at least 1s, such as 10m or 1h")
 	case cfg.DrainDelay < 0:
@@ -211,6 +214,7 @@ func (c config) replica(version string) (replica.Config, error) {
 		AllowedOrigins:   c.AllowedOrigins,
 		HistorySize:      c.HistorySize,
 		HistoryTTL:       c.HistoryTTL,
+		HistoryReplicas:  c.HistoryReplicas,
 		DrainDelay:       c.DrainDelay,
 		DrainTimeout:     c.DrainTimeout,
 		PingInterval:     c.PingInterval,

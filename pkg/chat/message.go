@@ -15,4 +15,7 @@ type Message struct {
 	// Seq and Epoch are set when the message comes from the history store; zero otherwise.
 	Seq   uint64
 	Epoch string
+	// PrevSeq is the seq of the room's message before this one in the store (0 when
+	// unknown); a replica that did not deliver it has missed a message.
+	PrevSeq uint64
 }

@@ -258,6 +258,26 @@ func (h *Hub) deliver(r *room, gen uint64, msg chat.Message) {
 		r.mu.Unlock()
 		return
 	}
+	if h.gap(r, msg) {
+		// A message of this room was stored but never came live (its stream leader died
+		// before republishing it): fetch it from history before going on.
+		r.mu.RUnlock()
+		r.mu.Lock()
+		if h.beginCatchUpLocked(r) {
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				h.catchUpRoom(ctx, r, "gap")
+			}()
+		}
+		if r.catchingUp && len(r.backlog) < maxBacklog {
+			r.backlog = append(r.backlog, msg)
+		} else if !r.catchingUp {
+			h.fanOutLocked(r, msg)
+		}
+		r.mu.Unlock()
+		return
+	}
 	if !r.advance(msg.Seq, msg.Epoch) {
 		r.mu.RUnlock()
 		return
@@ -271,6 +291,16 @@ func (h *Hub) deliver(r *room, gen uint64, msg chat.Message) {
 		m.deliverLive(frame, msg.Seq, accepted)
 	}
 	r.mu.RUnlock()
+}
+
+// gap reports whether msg says the room had a message after the last one delivered here
+// (the stream's per-room previous sequence is newer than it).
+func (h *Hub) gap(r *room, msg chat.Message) bool {
+	if h.cfg.History == nil || msg.Seq == 0 || msg.PrevSeq == 0 {
+		return false
+	}
+	last, epoch := r.position()
+	return last > 0 && epoch == msg.Epoch && msg.PrevSeq > last
 }
 
 // maxBacklog bounds the live messages a room keeps while it catches up.
@@ -291,21 +321,33 @@ func (h *Hub) CatchUp(ctx context.Context) {
 	}
 	h.mu.Unlock()
 	for _, r := range rooms {
-		h.catchUpRoom(ctx, r)
+		r.mu.Lock()
+		started := h.beginCatchUpLocked(r)
+		r.mu.Unlock()
+		if started {
+			h.catchUpRoom(ctx, r, "reconnect")
+		}
 	}
 }
 
-func (h *Hub) catchUpRoom(ctx context.Context, r *room) {
-	last, epoch := r.position()
-	if last == 0 {
-		return
+// beginCatchUpLocked marks r as catching up, unless it is already or has no position
+// yet; r.mu is held. Live messages of the room then wait in r.backlog, so the
+// subscription's goroutine never blocks on the store.
+func (h *Hub) beginCatchUpLocked(r *room) bool {
+	if r.catchingUp {
+		return false
 	}
-	// Live messages of the room wait in r.backlog while the history is read, so the
-	// subscription's goroutine never blocks on the store.
-	r.mu.Lock()
+	if last, _ := r.position(); last == 0 {
+		return false
+	}
 	r.catchingUp = true
-	r.mu.Unlock()
+	return true
+}
 
+// catchUpRoom replays what r missed since its position, then delivers what waited.
+func (h *Hub) catchUpRoom(ctx context.Context, r *room, trigger string) {
+	last, epoch := r.position()
+	h.m.catchUps.WithLabelValues(trigger).Inc()
 	var res chat.Replayed
 	var err error
 	for attempt := 1; attempt <= 3; attempt++ {
@@ -329,7 +371,7 @@ func (h *Hub) catchUpRoom(ctx context.Context, r *room) {
 	switch {
 	case err != nil:
 		h.CountError(chat.KindHistory)
-		h.log.Warn("catching up a room after a broker outage failed", "room", r.name, "err", err)
+		h.log.Warn("catching up a room failed", "room", r.name, "trigger", trigger, "err", err)
 		h.sendTruncated(r)
 	case res.Truncated:
 		h.sendTruncated(r)
@@ -341,7 +383,7 @@ func (h *Hub) catchUpRoom(ctx context.Context, r *room) {
 		h.fanOutLocked(r, msg)
 	}
 	if n := len(res.Messages); n > 0 {
-		h.log.Info("room caught up after a broker outage", "room", r.name, "messages", n)
+		h.log.Info("room caught up", "room", r.name, "trigger", trigger, "messages", n)
 	}
 }
 

@@ -672,3 +672,57 @@ func TestSendMessageWaitsForRoomInsteadOfOverflowing(t *testing.T) {
 		t.Fatalf("a paced replay counted as a slow consumer")
 	}
 }
+
+// fakeHistory serves Replay from a fixed list of stored messages.
+type fakeHistory struct {
+	mu     sync.Mutex
+	stored []chat.Message
+	calls  int
+}
+
+func (f *fakeHistory) Replay(_ context.Context, room string, since uint64, _ string) (chat.Replayed, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	res := chat.Replayed{Last: since}
+	for _, m := range f.stored {
+		if m.Room == room && m.Seq > since {
+			res.Messages = append(res.Messages, m)
+			res.Last = m.Seq
+		}
+	}
+	return res, nil
+}
+
+func TestAGapInTheLiveStreamIsFilledFromHistory(t *testing.T) {
+	hist := &fakeHistory{}
+	f := newFixture(t, func(c *hub.Config) { c.History = hist })
+	_, s := f.join(t, "lobby")
+	pub := func(seq, prev uint64) {
+		if err := f.broker.Publish(context.Background(), chat.Message{Room: "lobby", Text: fmt.Sprint(seq), Seq: seq, PrevSeq: prev, Epoch: "e"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub(1, 0)
+	s.waitFrames(t, 1)
+	// Seq 2 was stored but never came live; 3 says its predecessor is 2.
+	hist.stored = []chat.Message{{Room: "lobby", Text: "2", Seq: 2, PrevSeq: 1, Epoch: "e"}, {Room: "lobby", Text: "3", Seq: 3, PrevSeq: 2, Epoch: "e"}}
+	pub(3, 2)
+	pub(4, 3)
+	want := []string{"lobby:1", "lobby:2", "lobby:3", "lobby:4"}
+	if got := s.waitFrames(t, 4); !slices.Equal(got, want) {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+	if v := f.metric(t, "roomcast_room_catchups_total", "trigger", "gap"); v != 1 {
+		t.Errorf("gap catch-ups = %v, want 1", v)
+	}
+	if got := collectQuiet(s, 4); len(got) != 4 {
+		t.Fatalf("duplicates after the catch-up: %q", got)
+	}
+}
+
+// collectQuiet waits a moment and returns everything the socket has.
+func collectQuiet(s *fakeSocket, _ int) []string {
+	time.Sleep(50 * time.Millisecond)
+	return s.got()
+}

@@ -14,6 +14,7 @@ type metrics struct {
 	roomsActive       prometheus.Gauge
 	errors            *prometheus.CounterVec
 	deliveryLatency   prometheus.Histogram
+	catchUps          *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -40,6 +41,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}),
 	}
+	m.catchUps = f.NewCounterVec(prometheus.CounterOpts{
+		Name: "roomcast_room_catchups_total",
+		Help: "Rooms filled from history, by trigger (reconnect: after a NATS outage; gap: a stored message that never came live).",
+	}, []string{"trigger"})
+	m.catchUps.WithLabelValues("reconnect")
+	m.catchUps.WithLabelValues("gap")
 	for _, kind := range chat.ErrorKinds {
 		m.errors.WithLabelValues(string(kind))
 	}

@@ -4,84 +4,220 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
+	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/lxzan/gws"
 )
 
-// member is one client connection in one room. Fields set before its read loop starts
-// are read-only afterwards; sent is written by the member's sender goroutine only; inbox
-// is touched by the member's read loop only.
+// member is one client in one room: one connection (link) at a time, and in the
+// scenarios that reconnect, a new one after the server closes the last.
+//
+// Ownership: fields set before the first dial are read-only afterwards; sent is written
+// by the member's sender goroutine only; inbox, the resume point and unconfirmed are
+// touched by the member's read loop, which is one goroutine at a time: a reconnect
+// starts from the previous read loop's OnClose and dials the next one, so each
+// hand-over is ordered by a go statement.
 type member struct {
-	r     *runner
-	id    int
-	room  int
-	url   string
-	conn  *gws.Conn
-	inbox *Inbox // nil when the member receives nothing we count (idle)
+	r        *runner
+	id       int
+	room     int
+	roomSize int
+	roomName string
+	inbox    *Inbox // nil when the member receives nothing we count (idle)
 
-	sent atomic.Uint64 // messages sent so far, which is also the next seq
-	dead atomic.Bool   // the connection has ended or failed a write
+	link atomic.Pointer[link] // the open connection; nil before the first and between two
+	sent atomic.Uint64        // messages sent so far, which is also the next seq
+	// urlIndex is the index in Config.URLs of the last connection attempt; written by
+	// the dialing goroutine, which the ordering above makes one at a time.
+	urlIndex int
+
+	// The resume point: the latest seq (and epoch) of the room seen in a message frame.
+	hasSeq bool
+	seq    uint64
+	epoch  string
+	// unconfirmed are this member's own messages sent on a connection that the server
+	// closed before their echo came back on it: [from, to) ranges of seq.
+	unconfirmed []seqRange
+
+	mu      sync.Mutex   // guards history and dropped
+	history []Connection // kept in the scenarios that reconnect
+	dropped int          // connections beyond maxHistory, not kept
 }
 
-// dial connects m and starts its read loop.
-func (m *member) dial(timeout time.Duration) error {
+type seqRange struct{ from, to uint64 }
+
+// maxHistory bounds the connections kept per client.
+const maxHistory = 64
+
+// link is one connection of a member and its gws event handler.
+type link struct {
+	m    *member
+	conn *gws.Conn
+	up   atomic.Bool // sends may use it: opened and no write has failed
+	// color and instance are the 101's X-Roomcast-Color and X-Roomcast-Instance.
+	color    string
+	instance string
+	// firstSeq is the member's next seq when the link opened; echoed is one past the
+	// highest of the member's own seqs that came back on this link (read loop only).
+	firstSeq uint64
+	echoed   uint64
+	hist     int // index in member.history, -1 when not kept
+}
+
+// dial makes connection attempt number attempt (0: the first after a close, or the very
+// first) to URLs[(urlIndex + attempt) % len(URLs)], with the resume query when the
+// member has seen a seq, and starts its read loop. It reports whether the attempt asked
+// to resume.
+func (m *member) dial(attempt int) (resumed bool, err error) {
+	r := m.r
+	timeout := r.cfg.ConnectTimeout
+	idx := (m.urlIndex + attempt) % len(r.cfg.URLs)
+	addr := roomURL(r.cfg.URLs[idx], m.roomName)
+	if m.hasSeq {
+		addr, resumed = resumeURL(addr, m.seq, m.epoch), true
+	}
+	l := &link{m: m, hist: -1}
 	dialer := &net.Dialer{Timeout: timeout}
-	conn, resp, err := gws.NewClient(m, &gws.ClientOption{
-		Addr:             m.url,
+	conn, resp, err := gws.NewClient(l, &gws.ClientOption{
+		Addr:             addr,
 		HandshakeTimeout: timeout,
 		// Frames are about 150 bytes; a small buffer keeps 10,000 idle clients cheap.
 		ReadBufferSize:     2048,
 		ReadMaxPayloadSize: 1 << 20,
 		NewDialer:          func() (gws.Dialer, error) { return dialer, nil },
 		NewSession:         func() gws.SessionStorage { return noSession{} },
-		Logger:             gwsLogger{m.r},
+		Logger:             gwsLogger{r},
 	})
 	if err != nil {
 		if resp != nil {
 			if resp.Body != nil {
 				_ = resp.Body.Close()
 			}
-			return fmt.Errorf("connecting client %d to %s: HTTP %d: %w", m.id, m.url, resp.StatusCode, err)
+			return resumed, fmt.Errorf("connecting client %d to %s: HTTP %d: %w", m.id, addr, resp.StatusCode, err)
 		}
-		return fmt.Errorf("connecting client %d to %s: %w", m.id, m.url, err)
+		return resumed, fmt.Errorf("connecting client %d to %s: %w", m.id, addr, err)
 	}
-	m.conn = conn
-	m.r.live.Add(1)
-	m.r.readers.Add(1)
+	m.urlIndex = idx
+	l.conn = conn
+	l.firstSeq = m.sent.Load()
+	l.echoed = l.firstSeq
+	if resp != nil {
+		l.color, l.instance = resp.Header.Get("X-Roomcast-Color"), resp.Header.Get("X-Roomcast-Instance")
+	}
+	if r.reconnecting {
+		m.mu.Lock()
+		if len(m.history) < maxHistory {
+			l.hist = len(m.history)
+			m.history = append(m.history, Connection{Color: l.color, Instance: l.instance, Opened: time.Now(), Resumed: resumed})
+		} else {
+			m.dropped++
+		}
+		m.mu.Unlock()
+	}
+	l.up.Store(true)
+	r.live.Add(1)
+	r.readers.Add(1)
+	m.link.Store(l)
 	go conn.ReadLoop()
-	return nil
+	return resumed, nil
 }
 
-// send sends message seq = m.sent, stamped now, using buf as scratch space; it returns
-// buf for reuse. It counts the message in p before writing, so that a receiver never
-// sees a message that is not counted yet.
+// send sends message seq = m.sent on the open connection, stamped now, using buf as
+// scratch space; it returns buf for reuse. Without an open connection it sends nothing
+// (a reconnecting client is silent). It counts the message in p before writing, so
+// that a receiver never sees a message that is not counted yet.
 func (m *member) send(p *phase, buf []byte, now time.Time) []byte {
+	l := m.link.Load()
+	if l == nil || !l.up.Load() {
+		return buf
+	}
 	seq := m.sent.Load()
 	buf = append(buf[:0], `{"message":"`...)
 	buf = AppendText(buf, m.r.run, m.id, seq, now.UnixNano())
 	buf = append(buf, `"}`...)
 	m.sent.Store(seq + 1)
 	p.sent.Add(1)
-	p.expected.Add(int64(m.r.cfg.Members))
-	if err := m.conn.WriteMessage(gws.OpcodeText, buf); err != nil {
+	p.expected.Add(int64(m.roomSize))
+	if err := l.conn.WriteMessage(gws.OpcodeText, buf); err != nil {
 		m.r.sendErrors.Add(1)
-		if !m.dead.Swap(true) {
+		if l.up.Swap(false) && !m.r.reconnecting {
 			m.r.warn("send failed; this member sends no more", "client", m.id, "err", err)
 		}
 	}
 	return buf
 }
 
-func (m *member) OnOpen(*gws.Conn) {}
+// noteResume records the room's latest seq and epoch from a message frame.
+func (m *member) noteResume(seq uint64, epoch []byte) {
+	switch {
+	case !m.hasSeq || string(epoch) != m.epoch:
+		// A new epoch is a new history: its seqs start over.
+		m.hasSeq, m.seq, m.epoch = true, seq, string(epoch)
+	case seq > m.seq:
+		m.seq = seq
+	}
+}
 
-func (m *member) OnClose(_ *gws.Conn, err error) {
-	defer m.r.readers.Done()
-	m.dead.Store(true)
-	m.r.live.Add(-1)
-	if m.r.closing.Load() {
+// reconnect dials until a connection opens or the run stops, waiting before each
+// attempt with exponential backoff and full jitter. It runs in its own goroutine,
+// started by the OnClose of the connection that ended at closedAt.
+func (m *member) reconnect(closedAt time.Time) {
+	r := m.r
+	defer r.redials.Done()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for attempt := 0; ; attempt++ {
+		timer.Reset(Backoff(attempt, r.cfg.ReconnectBase, r.cfg.ReconnectMax, rand.Int64N))
+		select {
+		case <-timer.C:
+		case <-r.stopRedials:
+			return
+		}
+		resumed, err := m.dial(attempt)
+		if err != nil {
+			r.connectFailures.Add(1)
+			r.warn("reconnect failed", "client", m.id, "attempt", attempt+1, "err", err)
+			continue
+		}
+		r.reconnectTime.record(time.Since(closedAt))
+		r.reconnects.Add(1)
+		if resumed {
+			r.resumes.Add(1)
+		}
+		return
+	}
+}
+
+// Backoff is the wait before reconnect attempt n (from 0): exponential backoff with
+// full jitter, a random time in [0, min(maxWait, base × 2^n)); randN(k) returns a
+// random number in [0, k).
+func Backoff(n int, base, maxWait time.Duration, randN func(int64) int64) time.Duration {
+	ceil := maxWait
+	if n < 62 && base <= maxWait>>n {
+		ceil = base << n
+	}
+	if ceil <= 0 {
+		return 0
+	}
+	return time.Duration(randN(int64(ceil)))
+}
+
+func (l *link) OnOpen(*gws.Conn) {}
+
+func (l *link) OnClose(_ *gws.Conn, err error) {
+	m, r := l.m, l.m.r
+	defer r.readers.Done()
+	l.up.Store(false)
+	m.link.CompareAndSwap(l, nil)
+	r.live.Add(-1)
+	now := time.Now()
+	if r.closing.Load() {
+		m.closed(l, now, 0)
 		return
 	}
 	code := uint16(1006)
@@ -89,20 +225,49 @@ func (m *member) OnClose(_ *gws.Conn, err error) {
 	if errors.As(err, &ce) {
 		code = ce.Code
 	}
-	m.r.countClose(code)
-	m.r.warn("connection closed by the server", "client", m.id, "room", m.room, "code", code, "err", err)
+	m.closed(l, now, code)
+	r.countClose(code)
+	expected := r.expectedClose(code)
+	if !expected {
+		r.unexpectedCloses.Add(1)
+		r.warn("connection closed by the server", "client", m.id, "room", m.room, "code", code, "err", err)
+	}
+	if !r.reconnecting {
+		return
+	}
+	// Own messages sent on this connection whose echo never came back on it: if no
+	// member ever receives them, the server most likely never read them.
+	if sent := m.sent.Load(); l.echoed < sent {
+		m.unconfirmed = append(m.unconfirmed, seqRange{l.echoed, sent})
+	}
+	r.redial(m, now)
 }
 
-func (m *member) OnPing(socket *gws.Conn, payload []byte) { _ = socket.WritePong(payload) }
+func (m *member) closed(l *link, at time.Time, code uint16) {
+	if l.hist < 0 {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.history[l.hist].Closed, m.history[l.hist].CloseCode = at, code
+}
 
-func (m *member) OnPong(*gws.Conn, []byte) {}
+func (l *link) OnPing(socket *gws.Conn, payload []byte) { _ = socket.WritePong(payload) }
+
+func (l *link) OnPong(*gws.Conn, []byte) {}
 
 // OnMessage accounts for one frame. It runs on the member's read loop and avoids
 // allocating: the frame is scanned, not decoded.
-func (m *member) OnMessage(_ *gws.Conn, msg *gws.Message) {
+func (l *link) OnMessage(_ *gws.Conn, msg *gws.Message) {
 	defer msg.Close()
 	frame := msg.Bytes()
+	m := l.m
 	r := m.r
+	if r.reconnecting {
+		if seq, epoch, ok := ResumePoint(frame); ok {
+			m.noteResume(seq, epoch)
+		}
+	}
 	text, ok := MessageText(frame)
 	if !ok {
 		r.otherFrame(frame)
@@ -126,6 +291,9 @@ func (m *member) OnMessage(_ *gws.Conn, msg *gws.Message) {
 		r.foreign.Add(1)
 		return
 	}
+	if st.Conn == m.id && st.Seq >= l.echoed {
+		l.echoed = st.Seq + 1
+	}
 	sh := &p.shards[m.id%numShards]
 	if m.inbox.Receive(st.Conn-first, st.Seq) {
 		sh.delivered.Add(1)
@@ -133,6 +301,91 @@ func (m *member) OnMessage(_ *gws.Conn, msg *gws.Message) {
 	} else {
 		sh.duplicated.Add(1)
 	}
+}
+
+var (
+	seqKey      = []byte(`"seq":`)
+	epochKey    = []byte(`"epoch":"`)
+	messageType = []byte(`"type":"message"`)
+)
+
+// ResumePoint returns the seq and epoch of a server message frame
+// ({"type":"message",...,"seq":1042,"epoch":"k3v9",...}), aliasing frame; ok is false
+// when the frame has no seq (history off, or not a message). The epoch is empty when
+// the frame has none. It scans bytes: a message's text cannot hold `"seq":` or
+// `"type":"message"` unescaped.
+func ResumePoint(frame []byte) (seq uint64, epoch []byte, ok bool) {
+	i := bytes.Index(frame, seqKey)
+	if i < 0 || !bytes.Contains(frame, messageType) {
+		return 0, nil, false
+	}
+	seq, _, ok = cutUint(frame[i+len(seqKey):], 0)
+	if !ok {
+		return 0, nil, false
+	}
+	if j := bytes.Index(frame, epochKey); j >= 0 {
+		rest := frame[j+len(epochKey):]
+		if end := bytes.IndexByte(rest, '"'); end >= 0 {
+			epoch = rest[:end]
+		}
+	}
+	return seq, epoch, true
+}
+
+// Connection is one connection of a client, as the release report keeps them.
+type Connection struct {
+	// Color and Instance are the upgrade response's X-Roomcast-Color and
+	// X-Roomcast-Instance.
+	Color    string    `json:"color"`
+	Instance string    `json:"instance"`
+	Opened   time.Time `json:"opened"`
+	// Closed is when it ended (the last one: when the run closed it).
+	Closed time.Time `json:"closed,omitzero"`
+	// CloseCode is the server's close code (1006: no close frame); 0 when the load
+	// generator closed it at the end.
+	CloseCode uint16 `json:"close_code,omitempty"`
+	// Resumed is set when the upgrade asked for ?since=.
+	Resumed bool `json:"resumed,omitempty"`
+}
+
+// Client is one client's connections, in order.
+type Client struct {
+	ID          int          `json:"id"`
+	Room        int          `json:"room"`
+	Connections []Connection `json:"connections"`
+	// Dropped counts connections beyond the 64 kept.
+	Dropped int `json:"dropped,omitempty"`
+}
+
+func (m *member) client() Client {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return Client{ID: m.id, Room: m.room, Connections: append([]Connection(nil), m.history...), Dropped: m.dropped}
+}
+
+// path is the client's connections in one line: "blue =1012=> green".
+func (c Client) path() string {
+	var b []byte
+	for i, conn := range c.Connections {
+		if i == 4 && len(c.Connections) > 6 {
+			b = fmt.Appendf(b, " =…=> (%d connections)", len(c.Connections)+c.Dropped)
+			return string(b)
+		}
+		if i > 0 {
+			b = append(b, " ="...)
+			b = strconv.AppendUint(b, uint64(c.Connections[i-1].CloseCode), 10)
+			b = append(b, "=> "...)
+		}
+		color := conn.Color
+		if color == "" {
+			color = "?"
+		}
+		b = append(b, color...)
+	}
+	if n := len(c.Connections); n > 0 && c.Connections[n-1].CloseCode != 0 {
+		b = fmt.Appendf(b, " =%d=> (disconnected)", c.Connections[n-1].CloseCode)
+	}
+	return string(b)
 }
 
 // noSession replaces gws's per-connection session map, which we do not use.

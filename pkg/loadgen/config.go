@@ -12,7 +12,8 @@ import (
 	"time"
 )
 
-// Scenario names a load shape; they match the k6 scripts.
+// Scenario names a load shape. Those with a k6 twin (see K6Twins) take the same
+// parameters and report the same metric names as their script in k6/.
 type Scenario string
 
 // The scenarios.
@@ -27,10 +28,34 @@ const (
 	// Idle holds Conns connections open, sending nothing, to measure server memory per
 	// connection.
 	Idle Scenario = "idle"
+	// Smoke is a minute of 2 rooms × 5 members × 1 msg/s, after checking /readyz: for CI
+	// pipelines.
+	Smoke Scenario = "smoke"
+	// Soak holds Conns mostly idle connections (one message every SendEvery) for a long
+	// time, counting unexpected closes; closed clients reconnect and resume.
+	Soak Scenario = "soak"
+	// Release is constant chat traffic (20 rooms × 10 members × 2 msg/s) while someone
+	// runs `just promote`: clients closed with 1012 reconnect with since/epoch, and the
+	// report counts lost and duplicated messages and the reconnect times. It runs until
+	// Duration has passed or it is stopped (see Start).
+	Release Scenario = "release"
 )
 
 // Scenarios lists every scenario.
-func Scenarios() []Scenario { return []Scenario{FanoutSmall, FanoutLarge, Ramp, Idle} }
+func Scenarios() []Scenario {
+	return []Scenario{FanoutSmall, FanoutLarge, Ramp, Idle, Smoke, Soak, Release}
+}
+
+// reconnects reports whether s's clients reconnect (and resume) when the server closes
+// them.
+func (s Scenario) reconnects() bool { return s == Soak || s == Release }
+
+// connsShaped reports whether s sizes itself by Conns (in rooms of Members) rather than
+// Rooms × Members.
+func (s Scenario) connsShaped() bool { return s == Idle || s == Soak }
+
+// sends reports whether s's clients send messages.
+func (s Scenario) sends() bool { return s != Idle }
 
 // ConfigError is an invalid setting of a Config. Setting is named like the
 // roomcast-loadgen flag that sets it.
@@ -51,17 +76,34 @@ type Config struct {
 	// the members of a room are spread over the replicas.
 	URLs []string
 
-	// Rooms × Members clients send (fanout, ramp). For Idle, Conns clients fill rooms of
-	// Members, and Rooms is ignored.
+	// Rooms × Members clients send (fanout, ramp, smoke, release). For Idle and Soak,
+	// Conns clients fill rooms of Members, and Rooms is ignored.
 	Rooms   int
 	Members int
 	// Rate is messages per second per member; for Ramp, the first step's rate.
 	Rate float64
-	// Duration is how long members send (fanout), how long connections are held (idle),
-	// or the most a whole ramp may take.
+	// Duration is how long members send (fanout, smoke, release), how long connections
+	// are held (idle, soak), or the most a whole ramp may take.
 	Duration time.Duration
-	// Conns is the number of idle connections.
+	// Conns is the number of connections of Idle and Soak.
 	Conns int
+	// SendEvery is how often each Soak connection sends a message; 0 sends none.
+	SendEvery time.Duration
+
+	// ReconnectBase and ReconnectMax shape the reconnects of Soak and Release:
+	// exponential backoff with full jitter, attempt n (from 0) waiting a random time
+	// in [0, min(ReconnectMax, ReconnectBase × 2^n)).
+	ReconnectBase time.Duration
+	ReconnectMax  time.Duration
+
+	// Thresholds, as the k6 scripts' (see Thresholds): delivery latency p95 and p99
+	// under MaxP95 and MaxP99, at most MaxLost lost and MaxDuplicated duplicated
+	// deliveries, at most MaxUnexpectedCloses closes the scenario does not expect.
+	MaxP95              time.Duration
+	MaxP99              time.Duration
+	MaxLost             int64
+	MaxDuplicated       int64
+	MaxUnexpectedCloses int64
 
 	// RampStep is how long each ramp step sends; RampFactor multiplies the rate from one
 	// step to the next, up to RampMaxRate; a step passes when nothing is lost and its p99
@@ -109,12 +151,29 @@ func DefaultConfig(s Scenario) Config {
 		ConnectTimeout:  10 * time.Second,
 		ConnectParallel: 64,
 		ProgressEvery:   time.Second,
+		SendEvery:       time.Minute,
+		ReconnectBase:   100 * time.Millisecond,
+		ReconnectMax:    5 * time.Second,
+		MaxP95:          100 * time.Millisecond,
+		MaxP99:          250 * time.Millisecond,
 	}
 	switch s {
 	case FanoutLarge:
 		c.Rooms, c.Members = 100, 20
 	case Ramp:
 		c.Duration = 10 * time.Minute
+	case Smoke:
+		c.Rooms, c.Members = 2, 5
+		c.Duration = time.Minute
+		c.MaxP99 = time.Second
+	case Soak:
+		c.Conns = 1000
+		c.Duration = 30 * time.Minute
+		c.Grace = 5 * time.Second
+	case Release:
+		c.Rooms, c.Members, c.Rate = 20, 10, 2
+		c.Duration = 5 * time.Minute
+		c.Grace = 10 * time.Second
 	}
 	return c
 }
@@ -163,9 +222,34 @@ func (c Config) Validate() error {
 			return bad("server-pid", pid, "want a positive process id")
 		}
 	}
-	if c.Scenario == Idle {
+	if c.MaxP95 <= 0 {
+		return bad("max-p95", c.MaxP95, "want more than 0s")
+	}
+	if c.MaxP99 <= 0 {
+		return bad("max-p99", c.MaxP99, "want more than 0s")
+	}
+	for _, v := range []struct {
+		setting string
+		n       int64
+	}{{"max-lost", c.MaxLost}, {"max-duplicated", c.MaxDuplicated}, {"max-unexpected-closes", c.MaxUnexpectedCloses}} {
+		if v.n < 0 {
+			return bad(v.setting, v.n, "want 0 or more")
+		}
+	}
+	if c.Scenario.reconnects() {
+		switch {
+		case c.ReconnectBase <= 0 || c.ReconnectBase > time.Minute:
+			return bad("reconnect-base", c.ReconnectBase, "want more than 0s and at most 1m")
+		case c.ReconnectMax < c.ReconnectBase || c.ReconnectMax > time.Hour:
+			return bad("reconnect-max", c.ReconnectMax, "want at least -reconnect-base (%v) and at most 1h", c.ReconnectBase)
+		}
+	}
+	if c.Scenario.connsShaped() {
 		if c.Conns < 1 || c.Conns > maxConns {
 			return bad("conns", c.Conns, "want 1 to %d", maxConns)
+		}
+		if c.Scenario == Soak && (c.SendEvery < 0 || c.SendEvery > maxDuration) {
+			return bad("send-every", c.SendEvery, "want 0s (never) to %v", maxDuration)
 		}
 		return nil
 	}
@@ -191,7 +275,7 @@ func (c Config) Validate() error {
 }
 
 func scenarioList() string {
-	names := make([]string, 0, 4)
+	names := make([]string, 0, 8)
 	for _, s := range Scenarios() {
 		names = append(names, string(s))
 	}
@@ -218,4 +302,23 @@ func checkBaseURL(raw string) error {
 // roomURL is the URL of room on base.
 func roomURL(base, room string) string {
 	return strings.TrimSuffix(base, "/") + "/ws/chat/" + room + "/"
+}
+
+// resumeURL is roomURL with the resume query of the contract: ?since=<seq>, plus
+// &epoch=<epoch> when the client has one.
+func resumeURL(roomURL string, seq uint64, epoch string) string {
+	u := roomURL + "?since=" + strconv.FormatUint(seq, 10)
+	if epoch != "" {
+		u += "&epoch=" + url.QueryEscape(epoch)
+	}
+	return u
+}
+
+// httpURL is the http(s) URL of path on the replica (or proxy) at the ws(s) base URL.
+func httpURL(base, path string) string {
+	u := strings.TrimSuffix(base, "/") + path
+	if rest, ok := strings.CutPrefix(u, "wss://"); ok {
+		return "https://" + rest
+	}
+	return "http://" + strings.TrimPrefix(u, "ws://")
 }

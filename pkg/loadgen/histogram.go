@@ -141,3 +141,9 @@ func (h *liveHistogram) addTo(dst *Histogram) {
 	}
 	dst.maxUS = max(dst.maxUS, h.maxUS.Load())
 }
+
+func (h *liveHistogram) snapshot() Histogram {
+	var s Histogram
+	h.addTo(&s)
+	return s
+}

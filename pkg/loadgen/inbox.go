@@ -20,6 +20,14 @@ func (in *Inbox) Receive(sender int, seq uint64) bool {
 	return in.senders[sender].add(seq)
 }
 
+// Has reports whether message seq of sender has been received.
+func (in *Inbox) Has(sender int, seq uint64) bool {
+	if sender < 0 || sender >= len(in.senders) {
+		return false
+	}
+	return in.senders[sender].has(seq)
+}
+
 // maxSpanWords bounds one seqSet: 2^20 words, 64 Mi sequence numbers beyond the lowest
 // missing one.
 const maxSpanWords = 1 << 20
@@ -30,6 +38,15 @@ const maxSpanWords = 1 << 20
 type seqSet struct {
 	base  uint64
 	words []uint64
+}
+
+func (s *seqSet) has(seq uint64) bool {
+	if seq < s.base {
+		return true
+	}
+	off := seq - s.base
+	w := off / 64
+	return w < uint64(len(s.words)) && s.words[w]&(uint64(1)<<(off%64)) != 0
 }
 
 func (s *seqSet) add(seq uint64) bool {

@@ -1,6 +1,7 @@
 package loadgen
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"maps"
@@ -24,8 +25,11 @@ type Report struct {
 	ConnectionsAtEnd int     `json:"connections_at_end"`
 	ConnectSeconds   float64 `json:"connect_seconds"`
 	// ServerCloses counts connections the server ended, by close code (1013: too slow
-	// to read; 1008: over the rate limit for too long; 1006: no close frame).
-	ServerCloses map[string]int64 `json:"server_closes,omitempty"`
+	// to read; 1008: over the rate limit for too long; 1012: drained by a release;
+	// 1006: no close frame). UnexpectedCloses counts those the scenario does not
+	// expect: all of them but release's 1012.
+	ServerCloses     map[string]int64 `json:"server_closes,omitempty"`
+	UnexpectedCloses int64            `json:"unexpected_closes"`
 	// ErrorFrames counts error frames received, by code.
 	ErrorFrames map[string]int64 `json:"error_frames,omitempty"`
 	// Foreign counts message frames that are not this run's; Misrouted counts this run's
@@ -39,10 +43,50 @@ type Report struct {
 	Steps []Step      `json:"steps,omitempty"`
 	Ramp  *RampResult `json:"ramp,omitempty"`
 	Idle  *IdleResult `json:"idle,omitempty"`
+	// Reconnect is what the clients of soak and release went through.
+	Reconnect *ReconnectResult `json:"reconnect,omitempty"`
+	// Checks are smoke's checks, by name (see CheckNames).
+	Checks map[string]CheckResult `json:"checks,omitempty"`
+	// Metrics are the scenario's k6 metrics under their k6 names (see Metrics), and
+	// Thresholds its k6 thresholds' verdicts (see Thresholds).
+	Metrics    map[string]Metric `json:"metrics,omitempty"`
+	Thresholds []ThresholdResult `json:"thresholds,omitempty"`
 	// LoadgenRSSBytes is this process's own resident memory at the end.
 	LoadgenRSSBytes int64 `json:"loadgen_rss_bytes"`
 	// Interrupted is set when the run was cut short.
 	Interrupted bool `json:"interrupted,omitempty"`
+
+	readersDone bool // every read loop ended: the inboxes may be read
+}
+
+// ReconnectResult is what the clients of the scenarios that reconnect went through.
+type ReconnectResult struct {
+	// Reconnects counts connections opened after the server closed one; Resumed those
+	// that asked for ?since= (the client had seen a seq); ConnectFailures the attempts
+	// that failed before one opened.
+	Reconnects      int64 `json:"reconnects"`
+	Resumed         int64 `json:"resumed"`
+	ConnectFailures int64 `json:"connect_failures"`
+	// ReconnectTime is from a close to the next 101 of the same client.
+	ReconnectTime Latency `json:"reconnect_time"`
+	// HistoryTruncated counts history_truncated error frames: a resume that may have
+	// missed messages.
+	HistoryTruncated int64 `json:"history_truncated"`
+	// Unconfirmed counts messages, among the lost, that their sender sent on a
+	// connection the server closed before their echo came back, and that no member
+	// received: most likely sent into a closing connection and never read by the
+	// server. Their deliveries are part of the lost ones.
+	Unconfirmed int64 `json:"unconfirmed"`
+	// StartColors and EndColors count clients by the X-Roomcast-Color of their first and
+	// last connection ("(disconnected)": the server closed the last one and no
+	// reconnect had opened by the end).
+	StartColors map[string]int `json:"start_colors"`
+	EndColors   map[string]int `json:"end_colors"`
+	// Paths counts clients by their connections in one line: "blue =1012=> green" is a
+	// client that started on blue, was closed with 1012 and reconnected to green.
+	Paths map[string]int `json:"paths"`
+	// Clients are every client's connections (release only; not in the JSON).
+	Clients []Client `json:"-"`
 }
 
 // Step is one sending period and what came of it, once the grace period has passed.
@@ -68,19 +112,31 @@ type Step struct {
 	Pass   bool   `json:"pass,omitempty"`
 	Reason string `json:"reason,omitempty"`
 
-	p99 time.Duration
+	p99  time.Duration
+	hist *Histogram
 }
 
-// Latency is the send-to-delivery time of first deliveries, in milliseconds.
+// Latency is a distribution of times in milliseconds: the send-to-delivery time of
+// first deliveries, or the close-to-101 time of reconnects.
 type Latency struct {
+	Count uint64  `json:"count"`
 	P50MS float64 `json:"p50_ms"`
 	P90MS float64 `json:"p90_ms"`
+	P95MS float64 `json:"p95_ms"`
 	P99MS float64 `json:"p99_ms"`
 	MaxMS float64 `json:"max_ms"`
 }
 
 func latencyOf(h *Histogram) Latency {
-	return Latency{P50MS: ms(h.Quantile(0.5)), P90MS: ms(h.Quantile(0.9)), P99MS: ms(h.Quantile(0.99)), MaxMS: ms(h.Max())}
+	return Latency{
+		Count: h.Count(),
+		P50MS: ms(h.Quantile(0.5)), P90MS: ms(h.Quantile(0.9)), P95MS: ms(h.Quantile(0.95)),
+		P99MS: ms(h.Quantile(0.99)), MaxMS: ms(h.Max()),
+	}
+}
+
+func (l Latency) String() string {
+	return fmt.Sprintf("p50 %.2fms  p90 %.2fms  p95 %.2fms  p99 %.2fms  max %.2fms", l.P50MS, l.P90MS, l.P95MS, l.P99MS, l.MaxMS)
 }
 
 // Usage is the CPU and memory of a set of processes over a step.
@@ -127,7 +183,7 @@ func (rep *Report) WriteText(w io.Writer) error {
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
 	b.WriteString("\n")
 	shape := fmt.Sprintf("%d rooms × %d members", rep.Rooms, rep.Members)
-	if rep.Scenario == Idle {
+	if rep.Scenario.connsShaped() {
 		shape = fmt.Sprintf("%d connections in rooms of %d", rep.Connections, rep.Members)
 	}
 	p("== %s: %s, %s (run %s)", rep.Scenario, shape, strings.Join(rep.URLs, ","), rep.Run)
@@ -153,8 +209,11 @@ func (rep *Report) WriteText(w io.Writer) error {
 	case len(rep.Steps) == 1:
 		writeStep(p, rep.Steps[0])
 	}
+	if rc := rep.Reconnect; rc != nil {
+		writeReconnect(p, rc)
+	}
 	if len(rep.ServerCloses) > 0 {
-		p("server closes %s", fmtCounts(rep.ServerCloses))
+		p("server closes %s (unexpected: %d)", fmtCounts(rep.ServerCloses), rep.UnexpectedCloses)
 	}
 	if len(rep.ErrorFrames) > 0 {
 		hint := ""
@@ -165,6 +224,22 @@ func (rep *Report) WriteText(w io.Writer) error {
 	}
 	if rep.Foreign+rep.Misrouted+rep.OtherFrames+rep.SendErrors > 0 {
 		p("oddities      foreign %d, misrouted %d, other frames %d, send errors %d", rep.Foreign, rep.Misrouted, rep.OtherFrames, rep.SendErrors)
+	}
+	for _, name := range CheckNames() {
+		if c, ok := rep.Checks[name]; ok {
+			mark := "✓"
+			if c.Fails > 0 {
+				mark = "✗"
+			}
+			p("check         %s %s: %d of %d passed", mark, name, c.Passes, c.Passes+c.Fails)
+		}
+	}
+	for i, t := range rep.Thresholds {
+		label := "thresholds   "
+		if i > 0 {
+			label = "             "
+		}
+		p("%s %s", label, t.line())
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
@@ -180,14 +255,47 @@ func writeStep(p func(string, ...any), s Step) {
 	if s.Skipped > 0 {
 		p("skipped       %d sends (the load generator fell over %v behind)", s.Skipped, maxLag)
 	}
-	l := s.Latency
-	p("latency       p50 %.2fms  p90 %.2fms  p99 %.2fms  max %.2fms", l.P50MS, l.P90MS, l.P99MS, l.MaxMS)
+	p("latency       %s", s.Latency)
 	if s.Server != nil {
 		p("server        %.1f µs CPU per delivery (%.2f s CPU over %.1fs, %.0f%% of a core), RSS %s%s",
 			s.Server.CPUMicrosPerDelivery, s.Server.CPUSeconds, s.Seconds, s.Server.CPUPercent, fmtBytes(s.Server.RSSBytes), perProcess(s.Server.Processes))
 	}
 	p("loadgen       %.1f µs CPU per delivery (%.0f%% of a core), RSS %s",
 		s.Loadgen.CPUMicrosPerDelivery, s.Loadgen.CPUPercent, fmtBytes(s.Loadgen.RSSBytes))
+}
+
+func writeReconnect(p func(string, ...any), rc *ReconnectResult) {
+	p("unconfirmed   %d messages reached no member after the server closed their sender before their echo (most likely never read by the server)", rc.Unconfirmed)
+	p("reconnects    %d (resumed with since: %d, failed attempts: %d, history_truncated: %d)", rc.Reconnects, rc.Resumed, rc.ConnectFailures, rc.HistoryTruncated)
+	if rc.Reconnects > 0 {
+		p("reconnect     close → 101: %s", rc.ReconnectTime)
+	}
+	p("colors        started %s; ended %s", fmtInts(rc.StartColors), fmtInts(rc.EndColors))
+	paths := slices.SortedFunc(maps.Keys(rc.Paths), func(a, b string) int {
+		return cmp.Or(cmp.Compare(rc.Paths[b], rc.Paths[a]), cmp.Compare(a, b))
+	})
+	for i, path := range paths {
+		if i == 5 {
+			p("              … %d more", len(paths)-i)
+			break
+		}
+		p("path          %d× %s", rc.Paths[path], path)
+	}
+}
+
+func fmtInts(m map[string]int) string {
+	parts := make([]string, 0, len(m))
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		name := k
+		if name == "" {
+			name = "?"
+		}
+		parts = append(parts, name+"="+strconv.Itoa(m[k]))
+	}
+	if len(parts) == 0 {
+		return "-"
+	}
+	return strings.Join(parts, " ")
 }
 
 func writeIdle(p func(string, ...any), r *IdleResult) {

@@ -18,11 +18,22 @@ import (
 // Run executes cfg's scenario and returns its report. It returns an error and no report
 // when cfg is invalid (a *ConfigError), a server process cannot be read, or a
 // client cannot connect. When ctx ends it stops sending, waits at most a second for what
-// is in flight, and returns what it measured with Report.Interrupted set.
+// is in flight, and returns what it measured with Report.Interrupted set. Soak and
+// release (see Start) instead wait up to Grace for what is due and report in full; a soak
+// cut short is still marked Interrupted, while release's normal end is being told to
+// stop.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if cfg.Scenario.reconnects() {
+		return runSession(ctx, cfg)
+	}
+	r := newRunner(cfg)
+	return r.execute(ctx)
+}
+
+func newRunner(cfg Config) *runner {
 	if cfg.ProgressEvery <= 0 {
 		cfg.ProgressEvery = time.Second
 	}
@@ -30,9 +41,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	r := &runner{cfg: cfg, log: log, run: runToken(), procs: procSet(cfg.ServerPIDs), start: time.Now()}
+	r := &runner{
+		cfg: cfg, log: log, run: runToken(), procs: procSet(cfg.ServerPIDs), start: time.Now(),
+		reconnecting: cfg.Scenario.reconnects(), stopRedials: make(chan struct{}),
+	}
 	r.runBytes = []byte(r.run)
-	return r.execute(ctx)
+	return r
 }
 
 // runToken is 6 random characters of [a-z0-9]: rooms and messages of concurrent runs
@@ -47,7 +61,7 @@ func runToken() string {
 }
 
 // Error frame codes counted one by one; anything else counts as "other".
-var knownCodes = [...]string{"bad_request", "message_too_large", "rate_limited", "unavailable", "forbidden", "history_truncated", "other"}
+var knownCodes = [...]string{"bad_request", "message_too_large", "rate_limited", "unavailable", "forbidden", "history_truncated", "history_unavailable", "other"}
 
 const (
 	numShards  = 8                     // latency and delivery counters, by member id
@@ -68,10 +82,26 @@ type runner struct {
 	procs    procSet
 	start    time.Time
 	members  []*member
+	// reconnecting: clients reconnect when the server closes them, resuming from the
+	// room's last seq, and keep their connection history.
+	reconnecting bool
 
 	live    atomic.Int64
 	readers sync.WaitGroup // one per read loop
 	closing atomic.Bool    // we are closing the connections: closes are expected
+
+	// Reconnects: each runs in a goroutine counted by redials, started unless
+	// redialsStopped; stopRedials ends their waits.
+	redialMu       sync.Mutex
+	redialsStopped bool
+	redials        sync.WaitGroup
+	stopRedials    chan struct{}
+
+	reconnects       atomic.Int64
+	resumes          atomic.Int64
+	connectFailures  atomic.Int64
+	unexpectedCloses atomic.Int64
+	reconnectTime    liveHistogram
 
 	// phases are the sending steps so far, in order; a receiver finds a message's step
 	// from its send time. Only the run goroutine appends.
@@ -147,6 +177,35 @@ func (r *runner) otherFrame(frame []byte) {
 	}
 }
 
+// expectedClose reports whether the scenario expects the server to close a client with
+// code: release expects 1012 (service restart, the drain of the old color).
+func (r *runner) expectedClose(code uint16) bool {
+	return r.cfg.Scenario == Release && code == 1012
+}
+
+// redial starts m's reconnect, unless the run is stopping.
+func (r *runner) redial(m *member, closedAt time.Time) {
+	r.redialMu.Lock()
+	defer r.redialMu.Unlock()
+	if r.redialsStopped {
+		return
+	}
+	r.redials.Add(1)
+	go m.reconnect(closedAt)
+}
+
+// stopRedialing stops the reconnects and waits for those in progress; no dial starts
+// afterwards.
+func (r *runner) stopRedialing() {
+	r.redialMu.Lock()
+	if !r.redialsStopped {
+		r.redialsStopped = true
+		close(r.stopRedials)
+	}
+	r.redialMu.Unlock()
+	r.redials.Wait()
+}
+
 func (r *runner) countClose(code uint16) {
 	r.closesMu.Lock()
 	defer r.closesMu.Unlock()
@@ -166,10 +225,11 @@ func (r *runner) warn(msg string, args ...any) {
 	}
 }
 
-func (r *runner) execute(ctx context.Context) (*Report, error) {
+// setup checks the limits and creates the members, and the report's shape.
+func (r *runner) setup() (*Report, error) {
 	cfg := r.cfg
 	n, rooms := cfg.Rooms*cfg.Members, cfg.Rooms
-	if cfg.Scenario == Idle {
+	if cfg.Scenario.connsShaped() {
 		n, rooms = cfg.Conns, (cfg.Conns+cfg.Members-1)/cfg.Members
 	}
 	if err := checkFileLimit(n); err != nil {
@@ -178,33 +238,57 @@ func (r *runner) execute(ctx context.Context) (*Report, error) {
 	if _, err := r.procs.sample(); err != nil {
 		return nil, err
 	}
-	rep := &Report{
-		Scenario: cfg.Scenario, Run: r.run, URLs: cfg.URLs, Rooms: rooms, Members: cfg.Members,
-	}
 	r.members = make([]*member, n)
 	for i := range r.members {
-		m := &member{r: r, id: i, room: i / cfg.Members}
-		m.url = roomURL(cfg.URLs[i%len(cfg.URLs)], "lg-"+r.run+"-"+strconv.Itoa(m.room))
-		if cfg.Scenario != Idle {
+		m := &member{r: r, id: i, room: i / cfg.Members, urlIndex: i % len(cfg.URLs)}
+		m.roomSize = min(cfg.Members, n-m.room*cfg.Members)
+		m.roomName = "lg-" + r.run + "-" + strconv.Itoa(m.room)
+		if cfg.Scenario.sends() {
 			m.inbox = NewInbox(cfg.Members)
 		}
 		r.members[i] = m
 	}
+	return &Report{
+		Scenario: cfg.Scenario, Run: r.run, URLs: cfg.URLs, Rooms: rooms, Members: cfg.Members,
+	}, nil
+}
 
+// connect connects every client and records how long it took.
+func (r *runner) connect(ctx context.Context, rep *Report) error {
+	t := time.Now()
+	if err := r.connectAll(ctx); err != nil {
+		return errors.Join(err, r.closeAll())
+	}
+	rep.Connections = len(r.members)
+	rep.ConnectSeconds = time.Since(t).Seconds()
+	r.printf("connected %d clients in %.1fs (run %s)", len(r.members), rep.ConnectSeconds, r.run)
+	return nil
+}
+
+func (r *runner) execute(ctx context.Context) (*Report, error) {
+	cfg := r.cfg
+	rep, err := r.setup()
+	if err != nil {
+		return nil, err
+	}
+	var checks checkSet
+	if cfg.Scenario == Smoke {
+		checks = r.checkReady(ctx)
+	}
 	var before []ProcSample
 	if cfg.Scenario == Idle {
 		before, _ = r.procs.sample()
 	}
-	t := time.Now()
-	if err := r.connectAll(ctx); err != nil {
-		return nil, errors.Join(err, r.closeAll())
+	if err := r.connect(ctx, rep); err != nil {
+		return nil, err
 	}
-	rep.Connections = n
-	rep.ConnectSeconds = time.Since(t).Seconds()
-	r.printf("connected %d clients in %.1fs (run %s)", n, rep.ConnectSeconds, r.run)
+	if cfg.Scenario == Smoke {
+		checks.add(checkOpens, int64(len(r.members)), 0)
+		rep.Checks = checks
+	}
 
 	switch cfg.Scenario {
-	case FanoutSmall, FanoutLarge:
+	case FanoutSmall, FanoutLarge, Smoke:
 		rep.Steps = []Step{r.runStep(ctx, 0, cfg.Rate, cfg.Duration)}
 	case Ramp:
 		r.runRamp(ctx, rep)
@@ -212,8 +296,15 @@ func (r *runner) execute(ctx context.Context) (*Report, error) {
 		rep.Idle = r.hold(ctx, before)
 	}
 	rep.Interrupted = ctx.Err() != nil
+	return r.finish(rep)
+}
+
+// finish closes the connections and completes rep with the run's counts, metrics and
+// thresholds.
+func (r *runner) finish(rep *Report) (*Report, error) {
 	rep.ConnectionsAtEnd = int(r.live.Load())
 	err := r.closeAll()
+	rep.readersDone = err == nil
 
 	rep.Foreign, rep.Misrouted = r.foreign.Load(), r.misrouted.Load()
 	rep.OtherFrames, rep.SendErrors = r.otherFrames.Load(), r.sendErrors.Load()
@@ -233,9 +324,14 @@ func (r *runner) execute(ctx context.Context) (*Report, error) {
 		rep.ServerCloses[strconv.Itoa(int(code))] = v
 	}
 	r.closesMu.Unlock()
+	rep.UnexpectedCloses = r.unexpectedCloses.Load()
 	if self, err := ReadProc(os.Getpid()); err == nil {
 		rep.LoadgenRSSBytes = self.RSSBytes
 	}
+	if r.reconnecting {
+		rep.Reconnect = r.reconnectResult(rep)
+	}
+	rep.evaluate(r.cfg, r.reconnectTime.snapshot())
 	return rep, err
 }
 
@@ -280,7 +376,7 @@ func (r *runner) connectAll(ctx context.Context) error {
 				if ctx.Err() != nil {
 					continue
 				}
-				if err := m.dial(r.cfg.ConnectTimeout); err != nil {
+				if _, err := m.dial(0); err != nil {
 					once.Do(func() { firstErr = err; cancel() })
 					continue
 				}
@@ -307,14 +403,16 @@ feed:
 	return nil
 }
 
-// closeAll closes every connection and waits for the read loops to end.
+// closeAll stops the reconnects, closes every connection and waits for the read loops
+// to end.
 func (r *runner) closeAll() error {
+	r.stopRedialing()
 	r.closing.Store(true)
 	for _, m := range r.members {
-		if m.conn != nil {
+		if l := m.link.Load(); l != nil {
 			// A server that does not read must not hold us up.
-			_ = m.conn.SetWriteDeadline(time.Now().Add(time.Second))
-			_ = m.conn.WriteClose(1000, nil)
+			_ = l.conn.SetWriteDeadline(time.Now().Add(time.Second))
+			_ = l.conn.WriteClose(1000, nil)
 		}
 	}
 	done := make(chan struct{})
@@ -357,60 +455,87 @@ func (r *runner) elapsed() string { return fmt.Sprintf("[%6.1fs]", time.Since(r.
 // runStep sends at rate messages/s per member for sendFor, waits for the deliveries (at
 // most Grace), and measures.
 func (r *runner) runStep(ctx context.Context, index int, rate float64, sendFor time.Duration) Step {
-	p := &phase{rate: rate}
-	srv0, srvErr := r.procs.sample()
-	self0 := selfCPU()
-	t0 := time.Now()
-	p.startNano = t0.UnixNano()
-	r.addPhase(p)
+	st := r.beginStep(index, rate)
+	start := time.Now()
+	r.sendAll(ctx, st.p, time.Duration(float64(time.Second)/rate), start, start.Add(sendFor))
+	sendEnd := time.Now()
+	r.drain(ctx, st.p)
+	return r.endStep(st, start, sendEnd)
+}
+
+// stepRun is a step in progress: its phase and the readings it started from.
+type stepRun struct {
+	index        int
+	p            *phase
+	t0           time.Time
+	srv0         []ProcSample
+	srvErr       error
+	self0        time.Duration
+	stopProgress func()
+}
+
+func (r *runner) beginStep(index int, rate float64) *stepRun {
+	st := &stepRun{index: index, p: &phase{rate: rate}}
+	st.srv0, st.srvErr = r.procs.sample()
+	st.self0 = selfCPU()
+	st.t0 = time.Now()
+	st.p.startNano = st.t0.UnixNano()
+	r.addPhase(st.p)
 	label := ""
 	if r.cfg.Scenario == Ramp {
 		label = fmt.Sprintf("  step %d @ %s/s", index+1, fmtRate(rate))
 	}
-	stop := r.progress(r.stepLine(p, label))
+	st.stopProgress = r.progress(r.stepLine(st.p, label))
+	return st
+}
 
-	period := time.Duration(float64(time.Second) / rate)
+// sendAll runs the sender goroutines of p from start to end (or until ctx ends), every
+// member sending every period.
+func (r *runner) sendAll(ctx context.Context, p *phase, period time.Duration, start, end time.Time) {
 	workers := min(maxWorkers, len(r.members))
 	lists := make([][]*member, workers)
 	for _, m := range r.members {
 		lists[m.id%workers] = append(lists[m.id%workers], m)
 	}
-	start := time.Now()
-	end := start.Add(sendFor)
 	var wg sync.WaitGroup
 	for _, list := range lists {
 		wg.Go(func() { r.sendLoop(ctx, p, list, period, start, end) })
 	}
 	wg.Wait()
-	sendEnd := time.Now()
-	r.drain(ctx, p)
-	stop()
+}
 
+// endStep measures a step whose sending ran from start to sendEnd and whose drain is
+// over.
+func (r *runner) endStep(st *stepRun, start, sendEnd time.Time) Step {
+	st.stopProgress()
 	srv1, srvErr1 := r.procs.sample()
-	window := time.Since(t0)
-	c, h := p.snapshot()
+	window := time.Since(st.t0)
+	c, h := st.p.snapshot()
 	s := Step{
-		Index:       index + 1,
-		Rate:        rate,
+		Index:       st.index + 1,
+		Rate:        st.p.rate,
 		SendSeconds: sendEnd.Sub(start).Seconds(),
 		Seconds:     window.Seconds(),
 		Counts:      c,
 		Lost:        c.Lost(),
-		Skipped:     p.skipped.Load(),
+		Skipped:     st.p.skipped.Load(),
 		Latency:     latencyOf(&h),
 		p99:         h.Quantile(0.99),
+		hist:        &h,
 	}
-	s.SentPerSecond = float64(c.Sent) / s.SendSeconds
-	s.DeliveriesPerSecond = float64(c.Delivered) / s.SendSeconds
-	s.Loadgen = usage(selfCPU()-self0, window, c.Delivered)
+	if s.SendSeconds > 0 {
+		s.SentPerSecond = float64(c.Sent) / s.SendSeconds
+		s.DeliveriesPerSecond = float64(c.Delivered) / s.SendSeconds
+	}
+	s.Loadgen = usage(selfCPU()-st.self0, window, c.Delivered)
 	if self, err := ReadProc(os.Getpid()); err == nil {
 		s.Loadgen.RSSBytes = self.RSSBytes
 	}
 	if len(r.procs) > 0 {
-		if err := errors.Join(srvErr, srvErr1); err != nil {
+		if err := errors.Join(st.srvErr, srvErr1); err != nil {
 			r.warn("server processes not measured", "err", err)
 		} else {
-			u := usage(totalCPU(srv1)-totalCPU(srv0), window, c.Delivered)
+			u := usage(totalCPU(srv1)-totalCPU(st.srv0), window, c.Delivered)
 			u.RSSBytes, u.Processes = totalRSS(srv1), srv1
 			s.Server = &u
 		}
@@ -419,7 +544,10 @@ func (r *runner) runStep(ctx context.Context, index int, rate float64, sendFor t
 }
 
 func usage(cpu, window time.Duration, delivered int64) Usage {
-	u := Usage{CPUSeconds: cpu.Seconds(), CPUPercent: 100 * cpu.Seconds() / window.Seconds()}
+	u := Usage{CPUSeconds: cpu.Seconds()}
+	if window > 0 {
+		u.CPUPercent = 100 * cpu.Seconds() / window.Seconds()
+	}
 	if delivered > 0 {
 		u.CPUMicrosPerDelivery = float64(cpu.Microseconds()) / float64(delivered)
 	}
@@ -463,9 +591,7 @@ func (r *runner) sendLoop(ctx context.Context, p *phase, list []*member, period 
 		if k%256 == 0 && ctx.Err() != nil {
 			return
 		}
-		if m := list[j]; !m.dead.Load() {
-			buf = m.send(p, buf, now)
-		}
+		buf = list[j].send(p, buf, now)
 	}
 }
 
@@ -517,8 +643,12 @@ func (r *runner) stepLine(p *phase, label string) func() string {
 		if iv.Count() > 0 {
 			p99 = fmtMS(iv.Quantile(0.99))
 		}
-		return fmt.Sprintf("%s%s  conns %d  sent %d  delivered %d  lost~ %d  p99 %s",
+		line := fmt.Sprintf("%s%s  conns %d  sent %d  delivered %d  lost~ %d  p99 %s",
 			r.elapsed(), label, r.live.Load(), c.Sent, c.Delivered, max(settled-c.Delivered, 0), p99)
+		if r.reconnecting {
+			line += fmt.Sprintf("  reconnects %d (failed attempts %d)", r.reconnects.Load(), r.connectFailures.Load())
+		}
+		return line
 	}
 }
 

@@ -26,9 +26,32 @@ func testLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
+// testReplica is an in-process server that the test may drain before its cleanup does.
+type testReplica struct {
+	*replica.Replica
+	drainOnce sync.Once
+	served    chan error
+}
+
+// Drain drains the replica (the contract's lame-duck shutdown: 1012 for every client)
+// and waits for it to stop serving; later calls, the cleanup's included, do nothing.
+func (r *testReplica) Drain(t *testing.T) {
+	t.Helper()
+	r.drainOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := r.Replica.Drain(ctx); err != nil {
+			t.Errorf("Drain: %v", err)
+		}
+		if err := <-r.served; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+}
+
 // startReplica starts an in-process server; with natsURL empty it runs an embedded NATS
 // server that also listens on a free port, for further replicas.
-func startReplica(t *testing.T, name, natsURL string, mods ...func(*replica.Config)) *replica.Replica {
+func startReplica(t *testing.T, name, natsURL string, mods ...func(*replica.Config)) *testReplica {
 	t.Helper()
 	cfg := replica.Config{
 		Addr:              "127.0.0.1:0",
@@ -53,23 +76,14 @@ func startReplica(t *testing.T, name, natsURL string, mods ...func(*replica.Conf
 	if err != nil {
 		t.Fatalf("starting replica %s: %v", name, err)
 	}
-	served := make(chan error, 1)
-	go func() { served <- rep.Serve() }()
+	r := &testReplica{Replica: rep, served: make(chan error, 1)}
+	go func() { r.served <- rep.Serve() }()
 	// Wait until it serves, and stop it with Drain rather than Close: Replica.Serve sets a
 	// field that Close reads without synchronisation, and Drain's HTTP shutdown orders the
 	// two (through the http.Server's lock) once the listener is in use.
 	waitHealthy(t, "http://"+rep.Addr().String()+"/healthz")
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := rep.Drain(ctx); err != nil {
-			t.Errorf("replica %s: Drain: %v", name, err)
-		}
-		if err := <-served; err != nil {
-			t.Errorf("replica %s: Serve: %v", name, err)
-		}
-	})
-	return rep
+	t.Cleanup(func() { r.Drain(t) })
+	return r
 }
 
 func waitHealthy(t *testing.T, url string) {

@@ -26,6 +26,9 @@ type HistoryConfig struct {
 	Memory bool
 	// Stream names the stream (default ROOMCAST_ROOMS).
 	Stream string
+	// Replicas is the stream's replication in a NATS cluster (1 on a single server; 3
+	// keeps history and the live path up when one of three nodes goes).
+	Replicas int
 }
 
 // DefaultStream is the history stream's name.
@@ -181,6 +184,7 @@ func (h *history) streamConfig() jetstream.StreamConfig {
 		MaxMsgsPerSubject: int64(h.cfg.Size),
 		MaxAge:            h.cfg.TTL,
 		Storage:           storage,
+		Replicas:          max(h.cfg.Replicas, 1),
 		Discard:           jetstream.DiscardOld,
 		AllowDirect:       true,
 		Duplicates:        time.Minute,
@@ -260,6 +264,7 @@ func (h *history) liveHandler(deliver func(chat.Message)) nats.MsgHandler {
 			}
 			last = seq
 			msg.Seq, msg.Epoch = seq, h.currentEpoch()
+			msg.PrevSeq, _ = strconv.ParseUint(m.Header.Get(jetstream.LastSequenceHeader), 10, 64)
 		}
 		deliver(msg)
 	}

@@ -50,6 +50,8 @@ type Config struct {
 	// can resume; 0 turns history off.
 	HistorySize int
 	HistoryTTL  time.Duration
+	// HistoryReplicas is the history stream's replication in a NATS cluster.
+	HistoryReplicas int
 
 	DrainDelay   time.Duration
 	DrainTimeout time.Duration
@@ -98,7 +100,7 @@ func (r *Replica) build() error {
 	cfg, log := r.cfg, r.log
 	natsCfg := natsbroker.Config{
 		URL: cfg.NATSURL, Name: "roomcast-" + cfg.Identity.Instance, ReconnectWait: cfg.NATSReconnectWait,
-		History: natsbroker.HistoryConfig{Size: cfg.HistorySize, TTL: cfg.HistoryTTL},
+		History: natsbroker.HistoryConfig{Size: cfg.HistorySize, TTL: cfg.HistoryTTL, Replicas: cfg.HistoryReplicas},
 	}
 	if cfg.NATSURL == "" {
 		// The embedded server keeps history in memory: it lives as long as the process.

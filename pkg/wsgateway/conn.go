@@ -67,18 +67,36 @@ func (c *wsConn) WriteFrames(frames [][]byte) error {
 	return err
 }
 
+// closeGrace is how long, after a restart close (1012), the server keeps reading what
+// the client sent before it saw the close, waiting for the client's close reply.
+const closeGrace = 2 * time.Second
+
 // Close sends a close frame and closes the connection. The write deadline also ends a
 // WriteFrames stuck on a peer that stopped reading, so Close is bounded.
+//
+// A restart close (1012, a drain) is a handshake instead: the close frame goes out, and
+// the connection stays open for reading until the client answers it (gws then ends the
+// connection) or closeGrace passes, so that a message the client sent just before it
+// saw the close is still published rather than lost.
 func (c *wsConn) Close(code uint16, reason string) {
 	c.closedByUs.Store(true)
-	_ = c.net.Conn.SetWriteDeadline(time.Now().Add(closeTimeout))
-	_ = c.ws.WriteClose(code, []byte(reason))
+	now := time.Now()
+	_ = c.net.Conn.SetWriteDeadline(now.Add(closeTimeout))
+	if code != hub.CloseServiceRestart {
+		_ = c.ws.WriteClose(code, []byte(reason))
+		return
+	}
+	if err := c.WriteFrames([][]byte{closeFrame(code, reason)}); err != nil {
+		_ = c.net.Conn.Close()
+		return
+	}
+	_ = c.net.Conn.SetReadDeadline(now.Add(closeGrace))
 }
 
 // touch extends the read deadline: a client that sends nothing, not even a pong, for
 // this long is gone.
 func (c *wsConn) touch(idle time.Duration) {
-	if idle > 0 {
+	if idle > 0 && !c.closedByUs.Load() { // a closing connection keeps its close deadline
 		_ = c.net.Conn.SetReadDeadline(time.Now().Add(idle))
 	}
 }

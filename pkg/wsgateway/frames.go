@@ -22,10 +22,20 @@ func appendFrameHeader(dst []byte, opcode byte, n int) []byte {
 }
 
 const (
-	opText = 0x1
-	opPing = 0x9
-	opPong = 0xA
+	opText  = 0x1
+	opClose = 0x8
+	opPing  = 0x9
+	opPong  = 0xA
 )
+
+// closeFrame returns a close frame with code and reason (cut to fit a control frame).
+func closeFrame(code uint16, reason string) []byte {
+	if len(reason) > 123 {
+		reason = reason[:123]
+	}
+	payload := append(binary.BigEndian.AppendUint16(nil, code), reason...)
+	return append(appendFrameHeader(make([]byte, 0, 2+len(payload)), opClose, len(payload)), payload...)
+}
 
 // TextFrame returns payload as one WebSocket text frame.
 func TextFrame(payload []byte) []byte {

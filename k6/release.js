@@ -1,0 +1,65 @@
+// release: constant chat traffic (ROOMS × MEMBERS, RATE messages/s each, for DURATION)
+// while someone runs `just promote TAG`. The old color drains its clients with close
+// 1012; each reconnects with exponential backoff and full jitter (RECONNECT_BASE,
+// RECONNECT_MAX) and, once the server has sent it a seq, resumes with
+// ?since=<seq>&epoch=<epoch>. A history_truncated error frame ("may have missed some")
+// is counted.
+//
+// A message is lost when a member that was in the room (connected or reconnecting) when
+// it was sent never receives it; duplicates are counted per (message, member);
+// roomcast_reconnect_time is from the close to the next 101. Thresholds: at most
+// MAX_LOST lost and MAX_DUPLICATED duplicated deliveries.
+//
+//   k6 run -e URL=ws://127.0.0.1:80 k6/release.js &   just promote v2
+//   just k6 release.js                                  # in the grafana/k6 image
+//
+// Twin: roomcast-loadgen -scenario release.
+
+import exec from 'k6/execution';
+
+import { duration, int, num, readParams, urls } from './lib/env.js';
+import { runToken } from './lib/envelope.js';
+import { roomMetrics, roomsScenario, summaryTrendStats, thresholds } from './lib/metrics.js';
+import { runRoom } from './lib/room.js';
+
+export const PARAMS = readParams({
+  URL: urls('ws://127.0.0.1:8080'),
+  DURATION: duration('5m'),
+  ROOMS: int(20, 1),
+  MEMBERS: int(10, 1),
+  RATE: num(2),
+  GRACE: duration('10s', false),
+  RECONNECT_BASE: duration('100ms'),
+  RECONNECT_MAX: duration('5s'),
+  MAX_LOST: int(0),
+  MAX_DUPLICATED: int(0),
+});
+
+const metrics = roomMetrics(true);
+
+export const options = {
+  scenarios: { release: roomsScenario(PARAMS.ROOMS, PARAMS.DURATION + PARAMS.GRACE) },
+  thresholds: thresholds('release', PARAMS),
+  summaryTrendStats,
+};
+
+export function setup() {
+  return { run: runToken() };
+}
+
+export default function (data) {
+  const room = exec.vu.idInTest - 1; // one VU per room
+  return runRoom({
+    run: data.run,
+    room,
+    size: PARAMS.MEMBERS,
+    firstConn: room * PARAMS.MEMBERS,
+    urls: PARAMS.URL,
+    sendEveryMs: 1000 / PARAMS.RATE,
+    durationMs: PARAMS.DURATION,
+    graceMs: PARAMS.GRACE,
+    reconnect: { baseMs: PARAMS.RECONNECT_BASE, maxMs: PARAMS.RECONNECT_MAX },
+    expectedCloses: [1012],
+    metrics,
+  });
+}

@@ -1,0 +1,334 @@
+package stack_test
+
+import (
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// rendered is what the tests read of `docker stack config` output.
+type rendered struct {
+	Services map[string]struct {
+		Image       string            `yaml:"image"`
+		Command     []string          `yaml:"command"`
+		Environment map[string]string `yaml:"environment"`
+		Configs     []struct {
+			Source string `yaml:"source"`
+			Target string `yaml:"target"`
+		} `yaml:"configs"`
+		Volumes []struct {
+			Source string `yaml:"source"`
+			Target string `yaml:"target"`
+		} `yaml:"volumes"`
+		Ports []struct {
+			Mode      string `yaml:"mode"`
+			Target    int    `yaml:"target"`
+			Published string `yaml:"published"`
+		} `yaml:"ports"`
+		Deploy struct {
+			Replicas     *int   `yaml:"replicas"`
+			EndpointMode string `yaml:"endpoint_mode"`
+		} `yaml:"deploy"`
+	} `yaml:"services"`
+	Configs map[string]struct {
+		Name string `yaml:"name"`
+		File string `yaml:"file"`
+	} `yaml:"configs"`
+}
+
+func renderEdge(t *testing.T, env ...string) rendered {
+	t.Helper()
+	out, err := stackConfig(t, "edge.yml", append([]string{"ACTIVE_COLOR=blue"}, env...)...)
+	if err != nil {
+		t.Fatalf("edge.yml: %v\n%s", err, out)
+	}
+	var r rendered
+	if err := yaml.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("rendered edge.yml: %v\n%s", err, out)
+	}
+	return r
+}
+
+var monitoringServices = map[string]string{ // service: its image variable
+	"prometheus":     "PROMETHEUS_IMAGE",
+	"grafana":        "GRAFANA_IMAGE",
+	"nats-exporter":  "NATS_EXPORTER_IMAGE",
+	"nginx-exporter": "NGINX_EXPORTER_IMAGE",
+}
+
+func TestEdgeStackMonitoringImagesAreVariablesDefaultingToOfficialImages(t *testing.T) {
+	defaults := renderEdge(t)
+	for svc, official := range map[string]string{
+		"prometheus":     "prom/prometheus:",
+		"grafana":        "grafana/grafana:",
+		"nats-exporter":  "natsio/prometheus-nats-exporter:",
+		"nginx-exporter": "nginx/nginx-prometheus-exporter:",
+	} {
+		s, ok := defaults.Services[svc]
+		if !ok {
+			t.Errorf("edge.yml has no service %s", svc)
+			continue
+		}
+		if !strings.HasPrefix(s.Image, official) || strings.HasSuffix(s.Image, ":latest") {
+			t.Errorf("%s: default image %q, want a pinned %s...", svc, s.Image, official)
+		}
+	}
+	var env []string
+	for svc, v := range monitoringServices {
+		env = append(env, v+"=local/"+svc+":1")
+	}
+	set := renderEdge(t, append(env, "NATS_EXPORTER_REPLICAS=0", "GRAFANA_PORT=3300", "GRAFANA_PUBLISH_MODE=host",
+		"GRAFANA_ENDPOINT_MODE=dnsrr", "MONITORING_CONFIG_ID=abc123")...)
+	for svc := range monitoringServices {
+		if got := set.Services[svc].Image; got != "local/"+svc+":1" {
+			t.Errorf("%s: image %q, want the variable's local/%s:1", svc, got, svc)
+		}
+	}
+	if r := set.Services["nats-exporter"].Deploy.Replicas; r == nil || *r != 0 {
+		t.Errorf("NATS_EXPORTER_REPLICAS=0 gives replicas %v", r)
+	}
+	g := set.Services["grafana"]
+	if len(g.Ports) != 1 || g.Ports[0].Published != "3300" || g.Ports[0].Mode != "host" || g.Ports[0].Target != 3000 || g.Deploy.EndpointMode != "dnsrr" {
+		t.Errorf("grafana ports %+v endpoint mode %q, want 3300 -> 3000 in host mode, dnsrr", g.Ports, g.Deploy.EndpointMode)
+	}
+	for key, c := range set.Configs {
+		if !strings.HasSuffix(c.Name, "-abc123") {
+			t.Errorf("config %s is named %q: MONITORING_CONFIG_ID does not version it", key, c.Name)
+		}
+	}
+	// The existing services still render as before.
+	if set.Services["nginx"].Image != "roomcast/edge:latest" || set.Services["nats"].Image != "nats:2.10" {
+		t.Errorf("nginx %q, nats %q changed", set.Services["nginx"].Image, set.Services["nats"].Image)
+	}
+}
+
+// mounted returns the host file and its target for each config of service svc.
+func mounted(t *testing.T, r rendered, svc string) map[string]string {
+	t.Helper()
+	out := map[string]string{} // target: file
+	for _, c := range r.Services[svc].Configs {
+		cfg, ok := r.Configs[c.Source]
+		if !ok {
+			t.Fatalf("%s mounts config %s, which edge.yml does not define", svc, c.Source)
+		}
+		out[c.Target] = cfg.File
+	}
+	return out
+}
+
+// repoFile is the absolute path of a file of the repository.
+func repoFile(t *testing.T, path string) string {
+	t.Helper()
+	abs, err := filepath.Abs(filepath.Join("..", path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(abs); err != nil {
+		t.Fatal(err)
+	}
+	return abs
+}
+
+func readYAMLFile(t *testing.T, path string, v any) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(b, v); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+}
+
+func TestPrometheusAndGrafanaGetMonitoringFilesAsConfigs(t *testing.T) {
+	r := renderEdge(t)
+
+	prom := r.Services["prometheus"]
+	var promCfg struct {
+		RuleFiles []string `yaml:"rule_files"`
+	}
+	readYAMLFile(t, "monitoring/prometheus/prometheus.yml", &promCfg)
+	want := map[string]string{"/etc/prometheus/prometheus.yml": repoFile(t, "monitoring/prometheus/prometheus.yml")}
+	for _, rf := range promCfg.RuleFiles {
+		// rule_files are relative to the config file's directory.
+		want[filepath.Join("/etc/prometheus", rf)] = repoFile(t, filepath.Join("monitoring/prometheus", rf))
+	}
+	if got := mounted(t, r, "prometheus"); !mapsEqual(got, want) {
+		t.Errorf("prometheus mounts %v, want %v", got, want)
+	}
+	for _, flag := range []string{"--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus", "--web.listen-address=:9090"} {
+		if !slices.Contains(prom.Command, flag) {
+			t.Errorf("prometheus command %v lacks %s", prom.Command, flag)
+		}
+	}
+	if len(prom.Volumes) != 1 || prom.Volumes[0].Target != "/prometheus" {
+		t.Errorf("prometheus volumes %+v, want its data on a volume at /prometheus", prom.Volumes)
+	}
+	if prom.Deploy.EndpointMode != "dnsrr" {
+		t.Errorf("prometheus endpoint mode %q: Grafana and the autoscaler reach it by name, where VIPs may not route", prom.Deploy.EndpointMode)
+	}
+
+	var provider struct {
+		Providers []struct {
+			Options struct {
+				Path string `yaml:"path"`
+			} `yaml:"options"`
+		} `yaml:"providers"`
+	}
+	readYAMLFile(t, "monitoring/grafana/provisioning/dashboards/roomcast.yml", &provider)
+	if len(provider.Providers) != 1 {
+		t.Fatalf("dashboard provisioning: %+v", provider)
+	}
+	want = map[string]string{
+		"/etc/grafana/provisioning/datasources/roomcast.yml":               repoFile(t, "monitoring/grafana/provisioning/datasources/roomcast.yml"),
+		"/etc/grafana/provisioning/dashboards/roomcast.yml":                repoFile(t, "monitoring/grafana/provisioning/dashboards/roomcast.yml"),
+		filepath.Join(provider.Providers[0].Options.Path, "roomcast.json"): repoFile(t, "monitoring/grafana/dashboards/roomcast.json"),
+	}
+	if got := mounted(t, r, "grafana"); !mapsEqual(got, want) {
+		t.Errorf("grafana mounts %v, want %v", got, want)
+	}
+
+	// The datasource names the edge stack's Prometheus, where it listens.
+	var ds struct {
+		Datasources []struct {
+			URL string `yaml:"url"`
+		} `yaml:"datasources"`
+	}
+	readYAMLFile(t, "monitoring/grafana/provisioning/datasources/roomcast.yml", &ds)
+	if len(ds.Datasources) != 1 {
+		t.Fatalf("datasources: %+v", ds)
+	}
+	u, err := url.Parse(ds.Datasources[0].URL)
+	if err != nil || u.Hostname() != "edge_prometheus" || u.Port() != "9090" {
+		t.Errorf("datasource URL %q, want the edge stack's prometheus service on 9090", ds.Datasources[0].URL)
+	}
+}
+
+// TestScrapeTargetsAreServicesOfTheStacks checks each DNS name prometheus.yml scrapes
+// against the stack files: the service exists (in edge.yml, or app.yml for the colors)
+// and listens on the scraped port.
+func TestScrapeTargetsAreServicesOfTheStacks(t *testing.T) {
+	r := renderEdge(t)
+	var cfg struct {
+		ScrapeConfigs []struct {
+			JobName    string `yaml:"job_name"`
+			DNSConfigs []struct {
+				Names []string `yaml:"names"`
+				Port  int      `yaml:"port"`
+			} `yaml:"dns_sd_configs"`
+		} `yaml:"scrape_configs"`
+	}
+	readYAMLFile(t, "monitoring/prometheus/prometheus.yml", &cfg)
+
+	// listens is the port each edge service serves its metrics on, as its stack entry
+	// (or its binary's default) sets it.
+	listens := map[string]int{
+		"nginx":          portOf(t, r.Services["nginx"].Environment["ROOMCAST_EDGE_METRICS_ADDR"], 9180),
+		"nginx-exporter": portOf(t, flagValue(r.Services["nginx-exporter"].Command, "--web.listen-address"), 9113),
+		"nats-exporter":  portOf(t, ":"+flagValue(r.Services["nats-exporter"].Command, "-port"), 7777),
+	}
+	if a, ok := r.Services["autoscaler"]; ok {
+		listens["autoscaler"] = portOf(t, a.Environment["AUTOSCALER_ADDR"], 8081)
+	}
+	for _, sc := range cfg.ScrapeConfigs {
+		for _, d := range sc.DNSConfigs {
+			for _, name := range d.Names {
+				switch {
+				case name == "tasks.blue_app" || name == "tasks.green_app":
+					out, err := stackConfig(t, "app.yml", "COLOR=blue", "TAG=t", "REPLICAS=1")
+					if err != nil || !strings.Contains(out, "  app:") || d.Port != 8080 {
+						t.Errorf("job %s: %s:%d is not app.yml's service app on 8080: %v", sc.JobName, name, d.Port, err)
+					}
+				case strings.HasPrefix(name, "tasks.edge_"):
+					svc := strings.TrimPrefix(name, "tasks.edge_")
+					port, ok := listens[svc]
+					if _, exists := r.Services[svc]; !exists && svc == "autoscaler" {
+						t.Logf("job %s: edge.yml has no autoscaler service yet (its own issue adds it)", sc.JobName)
+						continue
+					}
+					if !ok {
+						t.Errorf("job %s: %s is not a service of edge.yml with metrics", sc.JobName, name)
+					} else if port != d.Port {
+						t.Errorf("job %s: scrapes %s:%d, the service listens on %d", sc.JobName, name, d.Port, port)
+					}
+				default:
+					t.Errorf("job %s: %s is not a tasks.<stack>_<service> name", sc.JobName, name)
+				}
+			}
+		}
+	}
+}
+
+func TestExportersReachWhatTheyExport(t *testing.T) {
+	r := renderEdge(t)
+
+	// nginx-exporter reads the stub_status location of the edge's nginx template.
+	uri, err := url.Parse(flagValue(r.Services["nginx-exporter"].Command, "--nginx.scrape-uri"))
+	if err != nil || uri.Hostname() != "edge_nginx" {
+		t.Fatalf("nginx-exporter scrape URI %v (%v), want edge_nginx", uri, err)
+	}
+	tmpl, err := os.ReadFile(filepath.Join("..", "nginx", "nginx.conf.tmpl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	loc := regexp.MustCompile(`(?s)location = ` + regexp.QuoteMeta(uri.Path) + ` \{[^}]*\}[^}]*?stub_status;`)
+	if !loc.Match(tmpl) {
+		t.Errorf("nginx/nginx.conf.tmpl has no stub_status at %s", uri.Path)
+	}
+
+	// nats-exporter reads the NATS service's monitoring port.
+	cmd := r.Services["nats-exporter"].Command
+	natsURL, err := url.Parse(cmd[len(cmd)-1])
+	if err != nil || natsURL.Hostname() != "edge_nats" {
+		t.Fatalf("nats-exporter reads %q, want edge_nats", cmd[len(cmd)-1])
+	}
+	if httpPort := flagValue(r.Services["nats"].Command, "--http_port"); httpPort != natsURL.Port() {
+		t.Errorf("nats-exporter reads port %s, NATS monitors on %q", natsURL.Port(), httpPort)
+	}
+}
+
+// flagValue is the value of flag in args, as "flag=value" or "flag value".
+func flagValue(args []string, flag string) string {
+	for i, a := range args {
+		if v, ok := strings.CutPrefix(a, flag+"="); ok {
+			return v
+		}
+		if a == flag && i+1 < len(args) {
+			return args[i+1]
+		}
+	}
+	return ""
+}
+
+// portOf is the port of a listen address like ":9113", or def when addr is empty.
+func portOf(t *testing.T, addr string, def int) int {
+	t.Helper()
+	if addr == "" || addr == ":" {
+		return def
+	}
+	_, p, ok := strings.Cut(addr[strings.LastIndex(addr, ":"):], ":")
+	n, err := strconv.Atoi(p)
+	if !ok || err != nil {
+		t.Fatalf("listen address %q has no port", addr)
+	}
+	return n
+}
+
+func mapsEqual(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}

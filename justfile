@@ -43,25 +43,41 @@ bench DURATION="20s": build-bin
     }
     fast="ROOMCAST_RATE_LIMIT=1000000 ROOMCAST_RATE_BURST=1000000 ROOMCAST_LOG_LEVEL=warn ROOMCAST_DRAIN_DELAY=0s ROOMCAST_DRAIN_TIMEOUT=1s"
 
-    echo "== one replica, embedded NATS"
-    env $fast ROOMCAST_ADDR=127.0.0.1:18181 {{bin}}/roomcast & pids+=($!); one=$!
-    wait_ready 127.0.0.1:18181
-    for scenario in fanout-small fanout-large ramp idle; do
-      echo "-- $scenario"
-      {{bin}}/roomcast-loadgen -scenario "$scenario" -url ws://127.0.0.1:18181 -duration {{DURATION}} -server-pid "$one" -no-thresholds
-    done
-    kill "$one"; wait "$one" || true
+    serve() { # ADDR ENV...: start a replica, wait until ready, leave its PID in $server
+      local addr=$1; shift
+      env $fast ROOMCAST_ADDR="$addr" "$@" {{bin}}/roomcast & pids+=($!); server=$!
+      wait_ready "$addr"
+    }
+    gen() { {{bin}}/roomcast-loadgen -no-thresholds -duration {{DURATION}} "$@"; }
 
-    echo "== two replicas on one nats-server"
-    {{bin}}/nats-server -a 127.0.0.1 -p 14222 & pids+=($!); nats=$!
+    echo "== one replica, embedded NATS, history on (the default)"
+    serve 127.0.0.1:18181
+    for scenario in fanout-small fanout-large ramp; do
+      echo "-- $scenario"
+      gen -scenario "$scenario" -url ws://127.0.0.1:18181 -server-pid "$server"
+    done
+    kill "$server"; wait "$server" || true
+
+    echo "== one replica, history off (core NATS only)"
+    serve 127.0.0.1:18184 ROOMCAST_HISTORY_SIZE=0
+    echo "-- fanout-large"
+    gen -scenario fanout-large -url ws://127.0.0.1:18184 -server-pid "$server"
+    kill "$server"; wait "$server" || true
+
+    echo "== a fresh replica holding 10,000 idle connections for a minute"
+    serve 127.0.0.1:18185
+    {{bin}}/roomcast-loadgen -no-thresholds -scenario idle -conns 10000 -duration 60s -url ws://127.0.0.1:18185 -server-pid "$server"
+    kill "$server"; wait "$server" || true
+
+    echo "== two replicas on one nats-server with JetStream"
+    store=$(mktemp -d)
+    {{bin}}/nats-server -a 127.0.0.1 -p 14222 -js -sd "$store" & pids+=($!); nats=$!
     sleep 0.5
-    env $fast NATS_URL=nats://127.0.0.1:14222 ROOMCAST_ADDR=127.0.0.1:18182 ROOMCAST_INSTANCE=a {{bin}}/roomcast & pids+=($!); a=$!
-    env $fast NATS_URL=nats://127.0.0.1:14222 ROOMCAST_ADDR=127.0.0.1:18183 ROOMCAST_INSTANCE=b {{bin}}/roomcast & pids+=($!); b=$!
-    wait_ready 127.0.0.1:18182
-    wait_ready 127.0.0.1:18183
-    echo "-- fanout-large across both replicas"
-    {{bin}}/roomcast-loadgen -scenario fanout-large -url ws://127.0.0.1:18182,ws://127.0.0.1:18183 \
-      -duration {{DURATION}} -server-pid "$a,$b,$nats" -no-thresholds
+    serve 127.0.0.1:18182 NATS_URL=nats://127.0.0.1:14222 ROOMCAST_INSTANCE=a; a=$server
+    serve 127.0.0.1:18183 NATS_URL=nats://127.0.0.1:14222 ROOMCAST_INSTANCE=b; b=$server
+    echo "-- fanout-large across both replicas (CPU of both replicas and nats-server)"
+    gen -scenario fanout-large -url ws://127.0.0.1:18182,ws://127.0.0.1:18183 -server-pid "$a,$b,$nats"
+    rm -rf "$store"
 
 # Build the binaries, then the app image ROOMCAST_IMAGE:TAG and the edge image EDGE_IMAGE:TAG (nothing is pulled).
 build TAG=TAG:

@@ -93,8 +93,9 @@ func TestChatPageReconnectsByItselfWhenTheServerComesBack(t *testing.T) {
 	}
 }
 
-// pageWait bounds every wait on a page.
-const pageWait = 15 * time.Second
+// pageWait bounds every wait on a page. CI runs packages side by side on two cores, so
+// a browser can be slow to start or to paint: generous, since it only bounds a wait.
+const pageWait = 90 * time.Second
 
 // startBrowser launches headless Chromium for the test and returns its context; the
 // browser is closed in t.Cleanup.

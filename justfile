@@ -52,10 +52,12 @@ bench DURATION="20s": build-bin
 
     echo "== one replica, embedded NATS, history on (the default)"
     serve 127.0.0.1:18181
-    for scenario in fanout-small fanout-large ramp; do
+    for scenario in fanout-small fanout-large; do
       echo "-- $scenario"
       gen -scenario "$scenario" -url ws://127.0.0.1:18181 -server-pid "$server"
     done
+    echo "-- ramp (its own time: steps of 5s until p99 > 100ms, a loss, or 3 minutes)"
+    {{bin}}/roomcast-loadgen -no-thresholds -scenario ramp -duration 3m -url ws://127.0.0.1:18181 -server-pid "$server"
     kill "$server"; wait "$server" || true
 
     echo "== one replica, history off (core NATS only)"

@@ -187,7 +187,9 @@ func (h *history) streamConfig() jetstream.StreamConfig {
 		Replicas:          max(h.cfg.Replicas, 1),
 		Discard:           jetstream.DiscardOld,
 		AllowDirect:       true,
-		Duplicates:        time.Minute,
+		// No Nats-Msg-Id is sent (a publish is never retried), so the dedupe window only
+		// costs: keep it at the server's minimum.
+		Duplicates: time.Second,
 		RePublish: &jetstream.RePublish{
 			Source:      SubjectPrefix + "*",
 			Destination: LivePrefix + "{{wildcard(1)}}",
@@ -225,7 +227,6 @@ func (h *history) publish(ctx context.Context, msg chat.Message) error {
 	defer cancel()
 	m := nats.NewMsg(SubjectPrefix + msg.Room)
 	m.Data = encode(msg)
-	m.Header.Set(jetstream.MsgIDHeader, msg.ID)
 	_, err := h.js.PublishMsg(ctx, m, jetstream.WithRetryAttempts(0))
 	switch {
 	case err == nil:

@@ -19,11 +19,12 @@ import (
 	"strings"
 	"syscall"
 
+	"roomcast/pkg/envconfig"
 	"roomcast/pkg/loadgen"
 )
 
 func main() {
-	err := run(context.Background(), os.Args[1:], environ(), os.Stdout, os.Stderr)
+	err := run(context.Background(), os.Args[1:], envconfig.Environ(), os.Stdout, os.Stderr)
 	os.Exit(exitCode(err, os.Stderr))
 }
 
@@ -54,16 +55,6 @@ func exitCode(err error, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "roomcast-loadgen:", err)
 		return 1
 	}
-}
-
-func environ() map[string]string {
-	m := make(map[string]string)
-	for _, kv := range os.Environ() {
-		if k, v, ok := strings.Cut(kv, "="); ok {
-			m[k] = v
-		}
-	}
-	return m
 }
 
 func run(ctx context.Context, args []string, _ map[string]string, stdout, stderr io.Writer) error {

@@ -17,11 +17,12 @@ import (
 	"syscall"
 	"time"
 
+	"roomcast/pkg/envconfig"
 	"roomcast/pkg/smoke"
 )
 
 func main() {
-	err := run(context.Background(), os.Args[1:], environ(), os.Stdout, os.Stderr)
+	err := run(context.Background(), os.Args[1:], envconfig.Environ(), os.Stdout, os.Stderr)
 	os.Exit(exitCode(err, os.Stderr))
 }
 
@@ -45,16 +46,6 @@ func exitCode(err error, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "roomcast-smoke:", err)
 		return 1
 	}
-}
-
-func environ() map[string]string {
-	m := make(map[string]string)
-	for _, kv := range os.Environ() {
-		if k, v, ok := strings.Cut(kv, "="); ok {
-			m[k] = v
-		}
-	}
-	return m
 }
 
 // run parses the flags and runs the checks. The environment is not read: everything

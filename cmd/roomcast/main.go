@@ -22,7 +22,7 @@ import (
 var version = "dev"
 
 func main() {
-	err := run(context.Background(), os.Args[1:], environ(), os.Stdout, os.Stderr)
+	err := run(context.Background(), os.Args[1:], envconfig.Environ(), os.Stdout, os.Stderr)
 	os.Exit(exitCode(err, os.Stderr))
 }
 
@@ -48,19 +48,6 @@ func exitCode(err error, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "roomcast:", err)
 		return 1
 	}
-}
-
-func environ() map[string]string {
-	m := make(map[string]string)
-	for _, kv := range os.Environ() {
-		for i := 0; i < len(kv); i++ {
-			if kv[i] == '=' {
-				m[kv[:i]] = kv[i+1:]
-				break
-			}
-		}
-	}
-	return m
 }
 
 func run(ctx context.Context, args []string, env map[string]string, stdout, stderr io.Writer) error {

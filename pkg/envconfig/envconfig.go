@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"reflect"
 	"strconv"
 	"strings"
@@ -125,3 +126,6 @@ func eachField(cfg any, fn func(reflect.StructField, reflect.Value)) {
 		fn(f, v.Field(i))
 	}
 }
+
+// Environ returns the process environment as the map Parse and run functions take.
+func Environ() map[string]string { return env.ToMap(os.Environ()) }

@@ -203,6 +203,20 @@ func (f *fixture) metric(t *testing.T, name string, labels ...string) float64 {
 	return testenv.Metric(t, f.reg, name, labels...)
 }
 
+// waitMetric waits up to 10 s for the metric to reach at least want and returns its value
+// then, so that a test can still see a value over want.
+func (f *fixture) waitMetric(t *testing.T, name string, want float64) float64 {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		v := f.metric(t, name)
+		if v >= want || time.Now().After(deadline) {
+			return v
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func TestMessageIsEncodedOnceAndReachesEveryMemberOnce(t *testing.T) {
 	f := newFixture(t, nil)
 	var sockets []*fakeSocket
@@ -223,7 +237,8 @@ func TestMessageIsEncodedOnceAndReachesEveryMemberOnce(t *testing.T) {
 	if got := other.got(); len(got) != 0 {
 		t.Errorf("member of another room got %q", got)
 	}
-	if v := f.metric(t, "roomcast_messages_delivered_total"); v != 5 {
+	// The writer counts its batch after WriteFrames returns, so wait for it (bounded).
+	if v := f.waitMetric(t, "roomcast_messages_delivered_total", 5); v != 5 {
 		t.Errorf("roomcast_messages_delivered_total = %v, want 5", v)
 	}
 }

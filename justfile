@@ -28,7 +28,7 @@ build-bin:
     version=$(git describe --tags --always --dirty 2>/dev/null || echo dev)
     CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$version" -o {{bin}}/ ./cmd/...
 
-# Benchmarks: Go micro-benchmarks, then every loadgen scenario against one replica (embedded NATS) and fanout-large against two replicas on one nats-server. DURATION sets each scenario's length.
+# Benchmarks: Go micro-benchmarks, then every loadgen scenario against one replica (embedded NATS), a reconnect storm with and without an accept rate, and fanout-large against two replicas on one nats-server. DURATION sets each scenario's length.
 bench DURATION="20s": build-bin
     #!/usr/bin/env bash
     set -euo pipefail
@@ -71,6 +71,15 @@ bench DURATION="20s": build-bin
     {{bin}}/roomcast-loadgen -no-thresholds -scenario idle -conns 10000 -duration 60s -url ws://127.0.0.1:18185 -server-pid "$server"
     kill "$server"; wait "$server" || true
 
+    echo "== a reconnect storm: 5,000 clients drop at once and reconnect, with ROOMCAST_ACCEPT_RATE=1000 and without"
+    ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+    for rate in 1000 0; do
+      serve 127.0.0.1:18186 ROOMCAST_ACCEPT_RATE=$rate
+      echo "-- reconnect-storm, accept rate $rate/s (0: none)"
+      {{bin}}/roomcast-loadgen -no-thresholds -scenario reconnect-storm -conns 5000 -url ws://127.0.0.1:18186 -server-pid "$server"
+      kill "$server"; wait "$server" || true
+    done
+
     echo "== two replicas on one nats-server with JetStream"
     store=$(mktemp -d)
     {{bin}}/nats-server -a 127.0.0.1 -p 14222 -js -sd "$store" & pids+=($!); nats=$!
@@ -104,6 +113,10 @@ status:
 # Set the replica count of the active color.
 scale N:
     stack/swarm scale {{N}}
+
+# Print a token for the app on Swarm, signed with JWT_SECRET_FILE (default .secrets/jwt-secret, made by the first deploy): `just token alice 'lobby,team-*' 8h`.
+token SUB ROOMS TTL="1h":
+    @ROOMCAST_JWT_SECRET_FILE="${JWT_SECRET_FILE:-.secrets/jwt-secret}" go run ./cmd/roomcast token -sub {{quote(SUB)}} -rooms {{quote(ROOMS)}} -ttl {{quote(TTL)}}
 
 # Run a k6 script of k6/ (fanout.js, smoke.js, soak.js, release.js) in the grafana/k6 image (K6_IMAGE) on the Swarm overlay network, against nginx (K6_URL, default ws://edge_nginx); ARGS go to `k6 run`, e.g. `just k6 release.js -e ROOMS=50` while `just promote TAG` runs.
 k6 SCRIPT *ARGS:

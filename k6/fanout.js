@@ -2,6 +2,9 @@
 // DURATION; every message goes to every member of its room. Thresholds: delivery latency
 // p95 under MAX_P95 and p99 under MAX_P99, at most MAX_LOST lost deliveries.
 //
+// TOKEN, when set, goes with every connection attempt as Authorization: Bearer <TOKEN>
+// (a server with ROOMCAST_JWT_SECRET or ROOMCAST_JWT_PUBLIC_KEY).
+//
 //   k6 run -e URL=ws://127.0.0.1:8080 k6/fanout.js
 //   k6 run -e ROOMS=100 -e MEMBERS=20 k6/fanout.js     # roomcast-loadgen -scenario fanout-large
 //
@@ -9,7 +12,7 @@
 
 import exec from 'k6/execution';
 
-import { duration, int, num, readParams, urls } from './lib/env.js';
+import { duration, int, num, readParams, str, urls } from './lib/env.js';
 import { runToken } from './lib/envelope.js';
 import { roomMetrics, roomsScenario, summaryTrendStats, thresholds } from './lib/metrics.js';
 import { runRoom } from './lib/room.js';
@@ -24,6 +27,7 @@ export const PARAMS = readParams({
   MAX_P95: duration('100ms'),
   MAX_P99: duration('250ms'),
   MAX_LOST: int(0),
+  TOKEN: str(''),
 });
 
 const metrics = roomMetrics(false);
@@ -46,6 +50,7 @@ export default function (data) {
     size: PARAMS.MEMBERS,
     firstConn: room * PARAMS.MEMBERS,
     urls: PARAMS.URL,
+    token: PARAMS.TOKEN,
     sendEveryMs: 1000 / PARAMS.RATE,
     durationMs: PARAMS.DURATION,
     graceMs: PARAMS.GRACE,

@@ -29,6 +29,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"roomcast/pkg/auth"
 	"roomcast/pkg/httpapi"
 	"roomcast/pkg/loadgen"
 	"roomcast/pkg/loadgen/historytest"
@@ -502,7 +503,7 @@ func (r *testReplica) drain(t *testing.T) {
 
 // startReplica starts an in-process roomcast replica of color with history; with
 // natsURL empty it embeds the NATS server (with a port, for further replicas).
-func startReplica(t *testing.T, color, natsURL string) *testReplica {
+func startReplica(t *testing.T, color, natsURL string, mods ...func(*replica.Config)) *testReplica {
 	t.Helper()
 	cfg := replica.Config{
 		Addr: "127.0.0.1:0", NATSURL: natsURL,
@@ -515,6 +516,9 @@ func startReplica(t *testing.T, color, natsURL string) *testReplica {
 	}
 	if natsURL == "" {
 		cfg.EmbeddedNATSAddr = "127.0.0.1:0"
+	}
+	for _, mod := range mods {
+		mod(&cfg)
 	}
 	rep, err := replica.New(cfg, testLogger())
 	if err != nil {
@@ -596,6 +600,48 @@ func TestScriptsRunAgainstAReplica(t *testing.T) {
 			t.Errorf("%d VUs, %v reconnects: want rooms of 3, 3 and 1, none closed", r.VUs, r.sum(loadgen.MetricReconnects))
 		}
 	})
+}
+
+func TestScriptsSendTheToken(t *testing.T) {
+	n := newNode(t)
+	n.withWebSocket(t)
+	secret := []byte("k6 test secret of at least 32 bytes")
+	v, err := auth.New(auth.Config{Secret: secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := startReplica(t, "blue", "", func(c *replica.Config) { c.Auth = v })
+	token, err := auth.Mint(secret, auth.Claims{Subject: "k6", Expires: time.Now().Add(time.Hour), Rooms: []string{"k6-*"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"URL": rep.url(), "DURATION": "1s", "GRACE": "10s", "ROOMS": "2", "MEMBERS": "3", "RATE": "5"}
+
+	t.Run("with TOKEN", func(t *testing.T) {
+		env := maps.Clone(env)
+		env["TOKEN"] = token
+		var r runResult
+		n.emu(t, "run", "fanout.js", env, &r)
+		checkRun(t, r, loadgen.FanoutSmall)
+		checkAllDelivered(t, r)
+		if r.sum(loadgen.MetricConnectFailures) != 0 || r.sum(loadgen.MetricExpected) != 3*r.sum(loadgen.MetricSent) {
+			t.Errorf("metrics %+v: want every member connected", r.Metrics)
+		}
+	})
+	t.Run("without", func(t *testing.T) {
+		var r runResult
+		n.emu(t, "run", "fanout.js", env, &r)
+		if got := r.sum(loadgen.MetricConnectFailures); got != 6 || r.sum(loadgen.MetricSent) != 0 {
+			t.Errorf("connect failures %v, sent %v: want all 6 refused and nothing sent", got, r.sum(loadgen.MetricSent))
+		}
+	})
+	// The run without TOKEN was refused 6 times for a missing token; the one with it never.
+	want := map[auth.Reason]float64{auth.ReasonMissing: 6}
+	for _, reason := range auth.Reasons {
+		if got, _ := testenv.LookupMetric(t, rep.Registry(), "roomcast_auth_failures_total", "reason", string(reason)); got != want[reason] {
+			t.Errorf("auth failures{reason=%s} = %v, want %v", reason, got, want[reason])
+		}
+	}
 }
 
 func TestReleaseScriptResumesAcrossADrain(t *testing.T) {

@@ -10,6 +10,9 @@
 // roomcast_reconnect_time is from the close to the next 101. Thresholds: at most
 // MAX_LOST lost and MAX_DUPLICATED duplicated deliveries.
 //
+// TOKEN, when set, goes with every connection attempt as Authorization: Bearer <TOKEN>
+// (a server with ROOMCAST_JWT_SECRET or ROOMCAST_JWT_PUBLIC_KEY).
+//
 //   k6 run -e URL=ws://127.0.0.1:80 k6/release.js &   just promote v2
 //   just k6 release.js                                  # in the grafana/k6 image
 //
@@ -17,7 +20,7 @@
 
 import exec from 'k6/execution';
 
-import { duration, int, num, readParams, urls } from './lib/env.js';
+import { duration, int, num, readParams, str, urls } from './lib/env.js';
 import { runToken } from './lib/envelope.js';
 import { roomMetrics, roomsScenario, summaryTrendStats, thresholds } from './lib/metrics.js';
 import { runRoom } from './lib/room.js';
@@ -33,6 +36,7 @@ export const PARAMS = readParams({
   RECONNECT_MAX: duration('5s'),
   MAX_LOST: int(0),
   MAX_DUPLICATED: int(0),
+  TOKEN: str(''),
 });
 
 const metrics = roomMetrics(true);
@@ -55,6 +59,7 @@ export default function (data) {
     size: PARAMS.MEMBERS,
     firstConn: room * PARAMS.MEMBERS,
     urls: PARAMS.URL,
+    token: PARAMS.TOKEN,
     sendEveryMs: 1000 / PARAMS.RATE,
     durationMs: PARAMS.DURATION,
     graceMs: PARAMS.GRACE,

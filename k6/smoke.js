@@ -3,6 +3,9 @@
 // members × 1 msg/s get every message once, with p99 under MAX_P99. k6 exits non-zero
 // (99) when a threshold is crossed.
 //
+// TOKEN, when set, goes with every connection attempt as Authorization: Bearer <TOKEN>
+// (a server with ROOMCAST_JWT_SECRET or ROOMCAST_JWT_PUBLIC_KEY).
+//
 //   k6 run -e URL=ws://127.0.0.1:8080 k6/smoke.js
 //
 // Twin: roomcast-loadgen -scenario smoke.
@@ -12,7 +15,7 @@ import exec from 'k6/execution';
 import http from 'k6/http';
 
 import { httpURL } from './lib/client.js';
-import { duration, int, num, readParams, urls } from './lib/env.js';
+import { duration, int, num, readParams, str, urls } from './lib/env.js';
 import { runToken } from './lib/envelope.js';
 import { roomMetrics, roomsScenario, summaryTrendStats, thresholds } from './lib/metrics.js';
 import { runRoom } from './lib/room.js';
@@ -27,6 +30,7 @@ export const PARAMS = readParams({
   MAX_P99: duration('1s'),
   MAX_LOST: int(0),
   MAX_DUPLICATED: int(0),
+  TOKEN: str(''),
 });
 
 const metrics = roomMetrics(false);
@@ -59,6 +63,7 @@ export default async function (data) {
     size: PARAMS.MEMBERS,
     firstConn: room * PARAMS.MEMBERS,
     urls: PARAMS.URL,
+    token: PARAMS.TOKEN,
     sendEveryMs: 1000 / PARAMS.RATE,
     durationMs: PARAMS.DURATION,
     graceMs: PARAMS.GRACE,

@@ -5,13 +5,16 @@
 // ?since=<seq>&epoch=<epoch>, so the population holds. Thresholds: at most
 // MAX_UNEXPECTED_CLOSES closes and MAX_LOST lost deliveries.
 //
+// TOKEN, when set, goes with every connection attempt as Authorization: Bearer <TOKEN>
+// (a server with ROOMCAST_JWT_SECRET or ROOMCAST_JWT_PUBLIC_KEY).
+//
 //   k6 run -e URL=ws://127.0.0.1:8080 -e CONNS=5000 -e DURATION=2h k6/soak.js
 //
 // Twin: roomcast-loadgen -scenario soak.
 
 import exec from 'k6/execution';
 
-import { duration, int, readParams, urls } from './lib/env.js';
+import { duration, int, readParams, str, urls } from './lib/env.js';
 import { runToken } from './lib/envelope.js';
 import { roomMetrics, roomsScenario, summaryTrendStats, thresholds } from './lib/metrics.js';
 import { runRoom } from './lib/room.js';
@@ -27,6 +30,7 @@ export const PARAMS = readParams({
   RECONNECT_MAX: duration('5s'),
   MAX_LOST: int(0),
   MAX_UNEXPECTED_CLOSES: int(0),
+  TOKEN: str(''),
 });
 
 const rooms = Math.ceil(PARAMS.CONNS / PARAMS.MEMBERS);
@@ -51,6 +55,7 @@ export default function (data) {
     size: Math.min(PARAMS.MEMBERS, PARAMS.CONNS - firstConn),
     firstConn,
     urls: PARAMS.URL,
+    token: PARAMS.TOKEN,
     sendEveryMs: PARAMS.SEND_EVERY,
     durationMs: PARAMS.DURATION,
     graceMs: PARAMS.GRACE,

@@ -59,29 +59,16 @@ func TestAutoscalerOnARealSwarm(t *testing.T) {
 	prometheusBin := testenv.Program(t, "prometheus") // Debian's, for the test's own Prometheus
 	testenv.Program(t, "ldd")
 	began := time.Now()
-	env := swarmEnv{port: freePort(t)}
 	promPort := freePort(t)
-	env.vars = []string{
-		fmt.Sprintf("HTTP_PORT=%d", env.port),
-		"HTTP_PUBLISH_MODE=host",
-		"EDGE_ENDPOINT_MODE=dnsrr",
-		fmt.Sprintf("GRAFANA_PORT=%d", freePort(t)),
-		"GRAFANA_PUBLISH_MODE=host",
-		"GRAFANA_ENDPOINT_MODE=dnsrr",
-		"DOCKER_SOCKET=" + dockerSocket(),
-		"REPLICAS=2",
+	env := newSwarmEnv(t,
 		"TAG=as1",
-		"HEALTH_TIMEOUT=90",
-		"FLIP_TIMEOUT=30",
-		"SMOKE_TIMEOUT=30s",
 		"AUTOSCALER_TARGET=20",
 		"AUTOSCALER_MIN_REPLICAS=2",
 		"AUTOSCALER_MAX_REPLICAS=10",
 		"AUTOSCALER_INTERVAL=2s",
 		"AUTOSCALER_SCALE_DOWN_WINDOW=20s",
-		"AUTOSCALER_PROMETHEUS_URL=http://" + testPrometheus + ":9090",
-	}
-	t.Cleanup(func() { teardown(t, env) })
+		"AUTOSCALER_PROMETHEUS_URL=http://"+testPrometheus+":9090",
+	)
 	env.vars = append(env.vars, standinVars(t, env)...)
 	mustSh(t, env, 5*time.Minute, "just", "build", "as1")
 	buildTestPrometheus(t, env, prometheusBin)
@@ -534,6 +521,7 @@ func holdConnections(t *testing.T, env swarmEnv, n int) *heldConnections {
 	t.Helper()
 	h := &heldConnections{stop: make(chan struct{}), color: make([]string, n)}
 	ready := make(chan error, n)
+	opts := env.dialOptions(t)
 	for i := range n {
 		h.wg.Add(1)
 		go func() {
@@ -546,7 +534,7 @@ func holdConnections(t *testing.T, env swarmEnv, n int) *heldConnections {
 				default:
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				c, resp, err := wsclient.Dial(ctx, env.wsURL(fmt.Sprintf("autoscale%d", i%10)), wsclient.Options{})
+				c, resp, err := wsclient.Dial(ctx, env.wsURL(fmt.Sprintf("autoscale%d", i%10)), opts)
 				cancel()
 				if err != nil {
 					if first && attempt >= 20 {

@@ -20,8 +20,8 @@ func stackConfig(t *testing.T, file string, env ...string) (string, error) {
 	return string(out), err
 }
 
-func TestAppStackNeedsColorTagAndReplicas(t *testing.T) {
-	full := []string{"COLOR=green", "TAG=v7", "REPLICAS=3"}
+func TestAppStackNeedsColorTagReplicasAndTheJWTSecret(t *testing.T) {
+	full := []string{"COLOR=green", "TAG=v7", "REPLICAS=3", "JWT_SECRET_ID=0123abcd"}
 	out, err := stackConfig(t, "app.yml", full...)
 	if err != nil {
 		t.Fatalf("app.yml with COLOR, TAG and REPLICAS: %v\n%s", err, out)
@@ -30,16 +30,21 @@ func TestAppStackNeedsColorTagAndReplicas(t *testing.T) {
 		"image: roomcast/roomcast:v7", "ROOMCAST_COLOR: green", "replicas: 3", "endpoint_mode: dnsrr",
 		"order: start-first", "failure_action: rollback", "- /usr/local/bin/roomcast", "- healthcheck",
 		"stop_grace_period: 35s", "external: true", "name: roomcast",
+		// Auth on, the key a Swarm secret (never a literal in the stack file).
+		"ROOMCAST_JWT_SECRET_FILE: /run/secrets/roomcast_jwt", "name: roomcast_jwt_0123abcd", "target: roomcast_jwt",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("rendered app.yml lacks %q:\n%s", want, out)
 		}
 	}
-	out, _ = stackConfig(t, "app.yml", "COLOR=green", "TAG=v7", "REPLICAS=3", "ROOMCAST_IMAGE=registry.example/rc")
+	if strings.Contains(out, "ROOMCAST_JWT_SECRET:") {
+		t.Errorf("app.yml sets the key itself, not through a secret file:\n%s", out)
+	}
+	out, _ = stackConfig(t, "app.yml", append(full, "ROOMCAST_IMAGE=registry.example/rc")...)
 	if !strings.Contains(out, "image: registry.example/rc:v7") {
 		t.Errorf("ROOMCAST_IMAGE not used:\n%s", out)
 	}
-	for i, missing := range []string{"COLOR", "TAG", "REPLICAS"} {
+	for i, missing := range []string{"COLOR", "TAG", "REPLICAS", "JWT_SECRET_ID"} {
 		env := append(append([]string{}, full[:i]...), full[i+1:]...)
 		if out, err := stackConfig(t, "app.yml", env...); err == nil || !strings.Contains(out, missing) {
 			t.Errorf("app.yml without %s: err=%v, output should name it:\n%s", missing, err, out)

@@ -3,6 +3,10 @@ package stack_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"net"
@@ -16,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"roomcast/pkg/auth"
 	"roomcast/pkg/loadgen"
 	"roomcast/pkg/testenv"
 	"roomcast/pkg/wsclient"
@@ -26,6 +31,64 @@ import (
 type swarmEnv struct {
 	port int
 	vars []string
+	// key is the app's HS256 key (JWT_SECRET_FILE of the recipes): auth is on in the
+	// stacks, so every client through nginx carries a token signed with it.
+	key []byte
+}
+
+// newSwarmEnv is the environment of a test that deploys the stacks: nginx and Grafana
+// on free host-mode ports, short bounded waits, a JWT key of its own, and teardown of all
+// it deployed once the test ends. vars come last, so they can override these.
+func newSwarmEnv(t *testing.T, vars ...string) swarmEnv {
+	t.Helper()
+	env := swarmEnv{port: freePort(t)}
+	env.vars = append([]string{
+		fmt.Sprintf("HTTP_PORT=%d", env.port),
+		"HTTP_PUBLISH_MODE=host",
+		"EDGE_ENDPOINT_MODE=dnsrr",
+		fmt.Sprintf("GRAFANA_PORT=%d", freePort(t)),
+		"GRAFANA_PUBLISH_MODE=host",
+		"GRAFANA_ENDPOINT_MODE=dnsrr",
+		"DOCKER_SOCKET=" + dockerSocket(),
+		"REPLICAS=2",
+		"HEALTH_TIMEOUT=90",
+		"FLIP_TIMEOUT=30",
+		"SMOKE_TIMEOUT=30s",
+	}, vars...)
+	withJWTKey(t, &env)
+	t.Cleanup(func() { teardown(t, env) })
+	return env
+}
+
+// withJWTKey gives env a fresh key in a file of its own, so the recipes never make the
+// repository's default .secrets/jwt-secret; teardown removes the Swarm secret made of it.
+func withJWTKey(t *testing.T, env *swarmEnv) {
+	t.Helper()
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		t.Fatal(err)
+	}
+	env.key = []byte(base64.StdEncoding.EncodeToString(b[:]))
+	file := filepath.Join(t.TempDir(), "jwt-secret")
+	if err := os.WriteFile(file, append(env.key, '\n'), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env.vars = append(env.vars, "JWT_SECRET_FILE="+file)
+}
+
+// token is a token for every room, signed with env's key.
+func (e swarmEnv) token(t *testing.T) string {
+	t.Helper()
+	tok, err := auth.Mint(e.key, auth.Claims{Subject: "stack-test", Expires: time.Now().Add(time.Hour), Rooms: []string{"*"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// dialOptions are the options of a client through nginx: with a token.
+func (e swarmEnv) dialOptions(t *testing.T) wsclient.Options {
+	return wsclient.Options{Header: http.Header{"Authorization": {"Bearer " + e.token(t)}}}
 }
 
 func (e swarmEnv) edgeURL(path string) string {
@@ -116,6 +179,10 @@ func teardown(t *testing.T, env swarmEnv) {
 	if vols := strings.Fields(string(out)); len(vols) > 0 {
 		_, _ = sh(t, env, time.Minute, "docker", append([]string{"volume", "rm", "-f"}, vols...)...)
 	}
+	if len(env.key) > 0 { // the recipes name the secret after the key file's content
+		sum := sha256.Sum256(append(append([]byte{}, env.key...), '\n'))
+		_, _ = sh(t, env, time.Minute, "docker", "secret", "rm", "roomcast_jwt_"+hex.EncodeToString(sum[:])[:12])
+	}
 }
 
 // standinVars builds local stand-ins for every third-party image of the edge stack (no
@@ -184,22 +251,7 @@ func label(t *testing.T, key string) string {
 
 func TestBlueGreenReleaseOnARealSwarm(t *testing.T) {
 	requireSwarm(t)
-	env := swarmEnv{port: freePort(t)}
-	env.vars = []string{
-		fmt.Sprintf("HTTP_PORT=%d", env.port),
-		"HTTP_PUBLISH_MODE=host",
-		"EDGE_ENDPOINT_MODE=dnsrr",
-		fmt.Sprintf("GRAFANA_PORT=%d", freePort(t)),
-		"GRAFANA_PUBLISH_MODE=host",
-		"GRAFANA_ENDPOINT_MODE=dnsrr",
-		"DOCKER_SOCKET=" + dockerSocket(),
-		"REPLICAS=2",
-		"TAG=t1",
-		"HEALTH_TIMEOUT=45",
-		"FLIP_TIMEOUT=30",
-		"SMOKE_TIMEOUT=30s",
-	}
-	t.Cleanup(func() { teardown(t, env) })
+	env := newSwarmEnv(t, "TAG=t1", "HEALTH_TIMEOUT=45")
 
 	env.vars = append(env.vars, standinVars(t, env)...)
 	mustSh(t, env, 5*time.Minute, "just", "build", "t1")
@@ -220,6 +272,7 @@ func TestBlueGreenReleaseOnARealSwarm(t *testing.T) {
 		}
 		expectEdgeColor(t, env, "blue")
 		chatThroughNginx(t, env)
+		refusedWithoutAValidToken(t, env)
 	})
 	if t.Failed() {
 		return
@@ -227,7 +280,7 @@ func TestBlueGreenReleaseOnARealSwarm(t *testing.T) {
 
 	t.Run("promote under load", func(t *testing.T) {
 		load := startLoad(t, env, 200)
-		probe := startProbe(env)
+		probe := startProbe(t, env)
 		out, err := sh(t, env, 5*time.Minute, "just", "promote", "t2")
 		probeReport := probe.stop()
 		if err != nil {
@@ -349,7 +402,7 @@ func chatThroughNginx(t *testing.T, env swarmEnv) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	a, resp, err := wsclient.Dial(ctx, env.wsURL("hello"), wsclient.Options{})
+	a, resp, err := wsclient.Dial(ctx, env.wsURL("hello"), env.dialOptions(t))
 	if err != nil {
 		t.Fatalf("WebSocket through nginx: %v", err)
 	}
@@ -357,7 +410,7 @@ func chatThroughNginx(t *testing.T, env swarmEnv) {
 	if c := resp.Header.Get("X-Roomcast-Color"); c != "blue" {
 		t.Errorf("101 through nginx says color %q", c)
 	}
-	b, _, err := wsclient.Dial(ctx, env.wsURL("hello"), wsclient.Options{})
+	b, _, err := wsclient.Dial(ctx, env.wsURL("hello"), env.dialOptions(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -369,6 +422,32 @@ func chatThroughNginx(t *testing.T, env swarmEnv) {
 		f, err := c.Next(ctx)
 		if err != nil || f.Message != "through nginx" {
 			t.Fatalf("got %s, %v", f.Raw, err)
+		}
+	}
+}
+
+// refusedWithoutAValidToken shows auth is on in the stacks: an upgrade through nginx
+// without a token, or with one signed by another key, is answered 401 before the upgrade.
+func refusedWithoutAValidToken(t *testing.T, env swarmEnv) {
+	t.Helper()
+	forged, err := auth.Mint([]byte("not the key of this deployment"), auth.Claims{Subject: "x", Expires: time.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, opts := range map[string]wsclient.Options{
+		"no token":           {},
+		"a token of another": {Header: http.Header{"Authorization": {"Bearer " + forged}}},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		c, resp, err := wsclient.Dial(ctx, env.wsURL("hello"), opts)
+		cancel()
+		if err == nil {
+			c.Close()
+			t.Errorf("%s: the upgrade through nginx succeeded; auth is off in the stack", name)
+			continue
+		}
+		if resp == nil || resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("%s: %v (response %v), want 401", name, err, resp)
 		}
 	}
 }
@@ -388,6 +467,7 @@ func startLoad(t *testing.T, env swarmEnv, n int) *load {
 	cfg := loadgen.DefaultConfig(loadgen.Release)
 	cfg.URLs = []string{fmt.Sprintf("ws://127.0.0.1:%d", env.port)}
 	cfg.Rooms, cfg.Members = 20, n/20
+	cfg.Token = env.token(t)
 	cfg.Duration = 10 * time.Minute // stopped by stopAfterAllOn long before
 	cfg.Log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -413,6 +493,11 @@ type loadReport struct {
 	onBlue, closed1012, endOnGreen int
 	otherCloses                    map[uint16]int
 	sent, lost, duplicated         int64
+	expected                       int64 // deliveries due: each message to each member
+	members                        int64 // of a room
+	// refused messages were answered with an unavailable error frame (the replica had
+	// lost its NATS connection): the sender knows, and none of its deliveries happen.
+	refused int64
 	// unconfirmed messages reached no member: sent into a closing connection.
 	unconfirmed   int64
 	reconnects    int64
@@ -446,10 +531,11 @@ func (l *load) stopAfterAllOn(t *testing.T, color string, within time.Duration) 
 	r := loadReport{
 		otherCloses: map[uint16]int{}, reconnects: rep.Reconnect.Reconnects, resumed: rep.Reconnect.Resumed,
 		reconnectTime: rep.Reconnect.ReconnectTime, unconfirmed: rep.Reconnect.Unconfirmed,
-		summary: text.String(),
+		summary: text.String(), refused: rep.ErrorFrames["unavailable"], members: int64(rep.Members),
 	}
 	for _, s := range rep.Steps {
 		r.sent, r.lost, r.duplicated = r.sent+s.Sent, r.lost+s.Lost, r.duplicated+s.Duplicated
+		r.expected += s.Expected
 	}
 	for _, c := range rep.Reconnect.Clients {
 		if len(c.Connections) == 0 {
@@ -493,8 +579,9 @@ func (r probeReport) String() string {
 	return fmt.Sprintf("%d requests and upgrades, %d failed, answered by %v", r.total, r.failures, r.colors)
 }
 
-func startProbe(env swarmEnv) *probe {
+func startProbe(t *testing.T, env swarmEnv) *probe {
 	p := &probe{env: env}
+	opts := env.dialOptions(t)
 	done := make(chan struct{})
 	var mu sync.Mutex
 	r := probeReport{colors: map[string]int{}}
@@ -534,7 +621,7 @@ func startProbe(env swarmEnv) *probe {
 			case <-time.After(100 * time.Millisecond):
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			c, resp, err := wsclient.Dial(ctx, env.wsURL("probe"), wsclient.Options{})
+			c, resp, err := wsclient.Dial(ctx, env.wsURL("probe"), opts)
 			cancel()
 			color := ""
 			if err == nil {

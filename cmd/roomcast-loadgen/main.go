@@ -121,6 +121,7 @@ func parseFlags(args []string, stdout io.Writer) (loadgen.Config, options, error
 	)
 	fs.BoolVar(&opts.json, "json", false, "")
 	fs.BoolVar(&opts.noThresholds, "no-thresholds", false, "")
+	tokenFile := fs.String("token-file", "", "")
 	settings := loadgen.Settings()
 	for _, st := range settings {
 		// The scenario's defaults are known only once every flag is read: check the
@@ -150,6 +151,16 @@ func parseFlags(args []string, stdout io.Writer) (loadgen.Config, options, error
 			_ = st.Set(&cfg, v) // checked above
 		}
 	}
+	if *tokenFile != "" {
+		if _, ok := given["token"]; ok {
+			return loadgen.Config{}, options{}, usageError{errors.New("-token and -token-file are both set: give one")}
+		}
+		token, err := readToken(*tokenFile)
+		if err != nil {
+			return loadgen.Config{}, options{}, usageError{err}
+		}
+		cfg.Token = token
+	}
 	for _, pid := range cfg.ServerPIDs {
 		if _, err := os.Stat("/proc/" + strconv.Itoa(pid) + "/stat"); err != nil {
 			return loadgen.Config{}, options{}, usageError{fmt.Errorf("invalid -server-pid %d: no such process (or /proc is not readable)", pid)}
@@ -158,11 +169,49 @@ func parseFlags(args []string, stdout io.Writer) (loadgen.Config, options, error
 	if err := cfg.Validate(); err != nil {
 		var ce *loadgen.ConfigError
 		if errors.As(err, &ce) {
-			return loadgen.Config{}, options{}, usageError{fmt.Errorf("invalid -%s %s: %s", ce.Setting, ce.Value, ce.Want)}
+			setting := ce.Setting
+			if setting == "token" && *tokenFile != "" {
+				setting = "token-file"
+			}
+			return loadgen.Config{}, options{}, usageError{fmt.Errorf("invalid -%s %s: %s", setting, ce.Value, ce.Want)}
 		}
 		return loadgen.Config{}, options{}, usageError{err}
 	}
 	return cfg, opts, nil
+}
+
+// maxTokenBytes bounds what -token-file reads: a JWT is a few hundred bytes.
+const maxTokenBytes = 64 << 10
+
+// readToken reads -token-file once: the token is its content, surrounding whitespace
+// (a final newline) trimmed. Errors name the file, never its content.
+func readToken(path string) (string, error) {
+	bad := func(why any) error { return fmt.Errorf("invalid -token-file %q: %v", path, why) }
+	f, err := os.Open(path)
+	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			return "", bad(pe.Err)
+		}
+		return "", bad(err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxTokenBytes+1))
+	switch {
+	case err != nil:
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			return "", bad(pe.Err)
+		}
+		return "", bad(err)
+	case len(data) > maxTokenBytes:
+		return "", bad("larger than 64 KiB, which is no token")
+	}
+	token := strings.TrimSpace(string(data))
+	if token == "" {
+		return "", bad("the file is empty")
+	}
+	return token, nil
 }
 
 // options are the flags of the command itself, not of the run.
@@ -230,6 +279,18 @@ Scenarios (-scenario):
                 sent; reports server RSS per connection (needs -server-pid; use a freshly
                 started server: memory kept from earlier load hides part of the cost)
                 (no k6 twin)
+  reconnect-storm
+                10 rooms x 10 members x 1 msg/s, measured, plus -conns (5,000) silent storm
+                clients in rooms of -members. After -settle, every storm client drops its
+                connection at once (TCP reset, no close frame: a dying proxy or replica)
+                and reconnects at once; a 503/429 with Retry-After is retried after it
+                (plus jitter), any other failure after the -reconnect-base/-reconnect-max
+                backoff; each attempt takes at most -connect-timeout. Reports the storm
+                clients' drop-to-101 times, the time until all are back, the refused
+                attempts by status, and the members' latency and losses during the storm;
+                thresholds: p99 <= -max-p99 (100ms), lost <= -max-lost, every storm client
+                back. -duration (2m) bounds connecting, settle and storm together; the
+                connecting at the start also honours Retry-After (no k6 twin)
 
 Flags (defaults depend on the scenario; the k6 scripts' variable in brackets):
   -scenario NAME
@@ -246,7 +307,9 @@ Flags (defaults depend on the scenario; the k6 scripts' variable in brackets):
 		}
 		b.WriteString(head + "\n" + wrap(text, "        ", 88))
 	}
-	b.WriteString(`  -json
+	b.WriteString(`  -token-file FILE
+        read the -token from FILE (once, surrounding whitespace trimmed); not with -token
+  -json
         print the summary as JSON too, after the text
   -no-thresholds
         report crossed thresholds but exit 0 all the same
@@ -259,6 +322,9 @@ Examples:
   ROOMCAST_ADDR=127.0.0.1:8080 ROOMCAST_RATE_LIMIT=100000 ROOMCAST_RATE_BURST=100000 roomcast &
   roomcast-loadgen -scenario fanout-large -duration 20s -server-pid $!
   roomcast-loadgen -scenario release -url ws://127.0.0.1:80   # meanwhile: just promote TAG
+  ROOMCAST_ACCEPT_RATE=1000 roomcast &     # and ulimit -n 65536 for both
+  roomcast-loadgen -scenario reconnect-storm -conns 5000 -server-pid $!
+  roomcast-loadgen -scenario fanout-small -token-file ./token.jwt   # a server with ROOMCAST_JWT_SECRET
 `)
 	_, _ = io.WriteString(w, b.String())
 }

@@ -10,12 +10,15 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"roomcast/pkg/auth"
 	"roomcast/pkg/httpapi"
 	"roomcast/pkg/loadgen"
 	"roomcast/pkg/loadgen/historytest"
@@ -62,6 +65,8 @@ func TestBadFlagsExitWithStatus2(t *testing.T) {
 		{"negative max-lost", []string{"-max-lost", "-1"}, "-max-lost"},
 		{"max-lost not a number", []string{"-max-lost", "some"}, "-max-lost"},
 		{"zero max-p99", []string{"-scenario", "smoke", "-max-p99", "0s"}, "-max-p99"},
+		{"zero storm conns", []string{"-scenario", "reconnect-storm", "-conns", "0"}, "-conns"},
+		{"settle over duration", []string{"-scenario", "reconnect-storm", "-settle", "1m", "-duration", "30s"}, "-settle"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -94,6 +99,7 @@ func TestHelp(t *testing.T) {
 	for _, want := range []string{
 		"Usage: roomcast-loadgen", "-scenario", "fanout-large", "-server-pid", "-ramp-step", "-json",
 		"smoke", "soak", "release", "k6/release.js", "-no-thresholds", "99", "[ROOMS]", "[RECONNECT_BASE]",
+		"reconnect-storm", "-settle", "-token TOKEN  [TOKEN]", "-token-file FILE", "Retry-After",
 		"(default 10; fanout-large 100; smoke 2; release 20)",
 	} {
 		if !strings.Contains(stdout.String(), want) {
@@ -111,15 +117,19 @@ func TestConnectFailureExitsWith1(t *testing.T) {
 	}
 }
 
-func startReplica(t *testing.T) string {
+func startReplica(t *testing.T, mods ...func(*replica.Config)) string {
 	t.Helper()
-	rep, err := replica.New(replica.Config{
+	cfg := replica.Config{
 		Addr:            "127.0.0.1:0",
 		Identity:        httpapi.Identity{Color: "test", Instance: "a", Version: "v-test"},
 		MaxMessageBytes: 4096, SendQueueFrames: 256, SendQueueBytes: 1 << 20,
 		RateLimit: 100000, RateBurst: 100000,
 		DrainTimeout: 100 * time.Millisecond, PingInterval: 25 * time.Second,
-	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	}
+	for _, mod := range mods {
+		mod(&cfg)
+	}
+	rep, err := replica.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,5 +265,117 @@ func TestReleaseRunsUntilSignalled(t *testing.T) {
 	}
 	if rep.Interrupted || rep.Reconnect == nil || rep.Metrics[loadgen.MetricSent].Value == 0 || rep.Steps[0].Lost != 0 {
 		t.Fatalf("report %+v: want a complete release run, nothing lost", rep)
+	}
+}
+
+// usageLine runs args, which must fail with a usage error, and returns its one line.
+func usageLine(t *testing.T, args ...string) string {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), args, nil, &stdout, &stderr)
+	var msg bytes.Buffer
+	if code := exitCode(err, &msg); code != 2 {
+		t.Fatalf("%v: exit code %d (%v), want 2", args, code, err)
+	}
+	if strings.Count(msg.String(), "\n") != 1 || stdout.Len() > 0 {
+		t.Fatalf("%v: message %q, stdout %q; want one line and no output", args, msg.String(), stdout.String())
+	}
+	return msg.String()
+}
+
+func TestBadTokenFlagsExitWithStatus2(t *testing.T) {
+	dir := t.TempDir()
+	file := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := file("good.jwt", "eyJhbGciOiJIUzI1NiJ9.e30.c2ln\n")
+	unreadable := file("unreadable.jwt", "eyJ.secret.part")
+	if err := os.Chmod(unreadable, 0); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"both -token and -token-file", []string{"-token", "abc", "-token-file", good}, "-token and -token-file are both set"},
+		{"no such file", []string{"-token-file", filepath.Join(dir, "missing.jwt")}, "no such file or directory"},
+		{"a directory", []string{"-token-file", dir}, "-token-file"},
+		{"empty file", []string{"-token-file", file("empty.jwt", " \n\t\n")}, "the file is empty"},
+		{"spaces inside, from the file", []string{"-token-file", file("spaces.jwt", "secret part one\nsecret part two\n")}, "invalid -token-file (not shown)"},
+		{"spaces inside, from the flag", []string{"-token", "secret part one"}, "invalid -token (not shown)"},
+	}
+	if os.Geteuid() != 0 { // root reads a file whatever its mode
+		tests = append(tests, struct {
+			name string
+			args []string
+			want string
+		}{"unreadable file", []string{"-token-file", unreadable}, "permission denied"})
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			line := usageLine(t, tt.args...)
+			if !strings.Contains(line, tt.want) {
+				t.Fatalf("message %q lacks %q", line, tt.want)
+			}
+			if strings.Contains(line, "secret") {
+				t.Fatalf("message %q shows the token", line)
+			}
+		})
+	}
+	cfg, _, err := parseFlags([]string{"-token-file", good}, io.Discard)
+	if err != nil || cfg.Token != "eyJhbGciOiJIUzI1NiJ9.e30.c2ln" {
+		t.Fatalf("-token-file %s: %v, token %q; want the file's content, trimmed", good, err, cfg.Token)
+	}
+}
+
+func TestTokenFileOpensAServerThatRequiresATokenOnEveryConnect(t *testing.T) {
+	secret := []byte("roomcast-loadgen test secret of 32+ bytes")
+	v, err := auth.New(auth.Config{Secret: secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := auth.Mint(secret, auth.Claims{Subject: "loadgen", Expires: time.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "token.jwt")
+	if err := os.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	url := startReplica(t, func(c *replica.Config) { c.Auth = v; c.Limits.AcceptRate, c.Limits.AcceptBurst = 100, 20 })
+	// A reconnect storm: the connects and every reconnect need the token.
+	args := []string{"-scenario", "reconnect-storm", "-url", url, "-rooms", "2", "-members", "3", "-rate", "4",
+		"-conns", "40", "-settle", "500ms", "-duration", "1m", "-grace", "20s", "-reconnect-base", "20ms", "-json"}
+	var stdout, stderr bytes.Buffer
+	if err := run(context.Background(), append(args, "-token-file", path), nil, &stdout, &stderr); err != nil {
+		t.Fatalf("run: %v (exit %d)\n%s\n%s", err, exitCode(err, io.Discard), stdout.String(), stderr.String())
+	}
+	text, js, _ := strings.Cut(stdout.String(), "\n{")
+	for _, want := range []string{"== reconnect-storm", "storm window", "back          40 of 40", "refused 503=", "thresholds"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("summary lacks %q:\n%s", want, text)
+		}
+	}
+	if strings.Contains(stdout.String()+stderr.String(), tok) {
+		t.Error("the token is in the output")
+	}
+	var rep loadgen.Report
+	if err := json.Unmarshal([]byte("{"+js), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Storm == nil || rep.Storm.Back != 40 || rep.Steps[1].Lost != 0 {
+		t.Fatalf("report %+v: want every storm client back and nothing lost", rep.Storm)
+	}
+
+	// Without the token: exit 1 at once, the refusal named.
+	var msg bytes.Buffer
+	err = run(context.Background(), args, nil, io.Discard, io.Discard)
+	if code := exitCode(err, &msg); code != 1 || !strings.Contains(msg.String(), "HTTP 401") || !strings.Contains(msg.String(), "-token-file") {
+		t.Fatalf("without a token: exit %d, %q; want 1 and the 401 with its advice", code, msg.String())
 	}
 }

@@ -6,6 +6,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -22,7 +23,7 @@ import (
 )
 
 func main() {
-	err := run(context.Background(), os.Args[1:], envconfig.Environ(), os.Stdout, os.Stderr)
+	err := run(context.Background(), os.Args[1:], envconfig.Environ(), os.Stdin, os.Stdout, os.Stderr)
 	os.Exit(exitCode(err, os.Stderr))
 }
 
@@ -50,7 +51,7 @@ func exitCode(err error, stderr io.Writer) int {
 
 // run parses the flags and runs the checks. The environment is not read: everything
 // is typed by the person (or recipe) running the test.
-func run(ctx context.Context, args []string, _ map[string]string, stdout, stderr io.Writer) error {
+func run(ctx context.Context, args []string, _ map[string]string, stdin io.Reader, stdout, stderr io.Writer) error {
 	cfg := smoke.Config{Timeout: smoke.DefaultTimeout}
 	fs := flag.NewFlagSet("roomcast-smoke", flag.ContinueOnError)
 	// Errors are reported once, by exitCode, and usage only on -h.
@@ -69,6 +70,7 @@ func run(ctx context.Context, args []string, _ map[string]string, stdout, stderr
 		cfg.Timeout = d
 		return nil
 	})
+	secretFile := fs.String("jwt-secret-file", "", "")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			usage(stdout)
@@ -85,14 +87,55 @@ func run(ctx context.Context, args []string, _ map[string]string, stdout, stderr
 		return usageError{errors.New("missing -color: want the color every replica must report, such as green")}
 	}
 
+	if *secretFile != "" {
+		key, err := readSecret(*secretFile, stdin)
+		if err != nil {
+			return usageError{fmt.Errorf("-jwt-secret-file: %w", err)}
+		}
+		cfg.JWTSecret = key
+	}
+
 	// Ctrl-C ends the checks early; Run still closes what it opened.
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	return smoke.Run(ctx, cfg, stdout)
 }
 
+// maxSecretBytes bounds what is read as a key: a mistaken path to a big file (or a
+// stdin that never ends) must not be read whole.
+const maxSecretBytes = 64 << 10
+
+// readSecret reads an HS256 key from path, or from stdin for "-" (so that `just promote`
+// hands the key to a one-off container without a bind mount or an environment literal).
+// Surrounding white space is not part of the key, as for the server's
+// ROOMCAST_JWT_SECRET_FILE.
+func readSecret(path string, stdin io.Reader) ([]byte, error) {
+	var r io.Reader = stdin
+	if path != "-" {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		r = f
+	}
+	b, err := io.ReadAll(io.LimitReader(r, maxSecretBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading the key: %w", err)
+	}
+	key := bytes.TrimSpace(b)
+	switch {
+	case len(b) > maxSecretBytes:
+		return nil, fmt.Errorf("the key is over %d bytes", maxSecretBytes)
+	case len(key) < 16:
+		return nil, errors.New("want a key of at least 16 bytes, as the servers require")
+	}
+	return key, nil
+}
+
 func usage(w io.Writer) {
 	fmt.Fprintf(w, `Usage: roomcast-smoke -target HOST:PORT[,HOST:PORT...] -color COLOR [-timeout 60s]
+                      [-jwt-secret-file FILE|-]
 
 roomcast-smoke tests a deployed roomcast color before traffic is sent to it ("just
 promote" runs it). It talks to every replica directly, never through nginx, and checks,
@@ -124,6 +167,11 @@ Flags:
         quarter (at most %s), kept for the checks that follow. Each DNS lookup, HTTP
         request and WebSocket handshake is bounded by %s, the wait for the messages by
         %s.
+
+  -jwt-secret-file FILE
+        the HS256 key of a deployment with auth on (ROOMCAST_JWT_SECRET_FILE of the
+        replicas), or - to read it from standard input. The joins then carry a token
+        minted with it for the smoke room only, expiring a minute after -timeout.
 
 No environment variable is read; HTTP_PROXY and friends are ignored.
 

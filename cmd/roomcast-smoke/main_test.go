@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"go.uber.org/goleak"
 
+	"roomcast/pkg/auth"
 	"roomcast/pkg/httpapi"
 	"roomcast/pkg/replica"
 )
@@ -58,7 +60,14 @@ func startNATS(t *testing.T, port int) string {
 // address.
 func startReplica(t *testing.T, name, natsURL, color string) string {
 	t.Helper()
+	return startReplicaWithAuth(t, name, natsURL, color, nil)
+}
+
+// startReplicaWithAuth is startReplica with every upgrade needing a token of v.
+func startReplicaWithAuth(t *testing.T, name, natsURL, color string, v *auth.Verifier) string {
+	t.Helper()
 	cfg := replica.Config{
+		Auth:              v,
 		Addr:              "127.0.0.1:0",
 		NATSURL:           natsURL,
 		Identity:          httpapi.Identity{Color: color, Instance: name, Version: "v-test"},
@@ -108,10 +117,15 @@ type outcome struct {
 // start runs the command with args in the background; the channel gets its exit code
 // and output.
 func start(args ...string) <-chan outcome {
+	return startWithInput("", args...)
+}
+
+// startWithInput is start with stdin holding input.
+func startWithInput(input string, args ...string) <-chan outcome {
 	done := make(chan outcome, 1)
 	go func() {
 		var stdout, stderr bytes.Buffer
-		err := run(context.Background(), args, map[string]string{}, &stdout, &stderr)
+		err := run(context.Background(), args, map[string]string{}, strings.NewReader(input), &stdout, &stderr)
 		code := exitCode(err, &stderr)
 		done <- outcome{code: code, stdout: stdout.String(), stderr: stderr.String()}
 	}()
@@ -207,6 +221,45 @@ func TestAllChecksPassOnReplicasSharingNATS(t *testing.T) {
 	if l := lastLine(o.stdout); !strings.HasPrefix(l, "PASS all ") || !strings.Contains(l, " checks on 3 replicas of green") {
 		t.Errorf("last line %q, want the PASS summary", lastLine(o.stdout))
 	}
+}
+
+func TestWithAuthOnTheJoinsCarryATokenMintedWithTheKey(t *testing.T) {
+	const key = "the deployment's HS256 key"
+	v, err := auth.New(auth.Config{Secret: []byte(key)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nats := startNATS(t, 0)
+	targets := startReplicaWithAuth(t, "a", nats, "green", v) + "," + startReplicaWithAuth(t, "b", nats, "green", v)
+	keyFile := filepath.Join(t.TempDir(), "jwt-secret")
+	if err := os.WriteFile(keyFile, []byte(key+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("no key: the joins are refused", func(t *testing.T) {
+		o := runSmoke(t, "-target", targets, "-color", "green", "-timeout", "20s")
+		if o.code != 1 || len(lines(o.stdout, "FAIL join ")) != 2 || !strings.Contains(o.stdout, "401") {
+			t.Fatalf("exit %d, want 1 with both joins failing on 401:\n%s", o.code, o.stdout)
+		}
+	})
+	t.Run("key from a file", func(t *testing.T) {
+		if o := runSmoke(t, "-target", targets, "-color", "green", "-jwt-secret-file", keyFile); o.code != 0 {
+			t.Fatalf("exit %d:\n%s%s", o.code, o.stdout, o.stderr)
+		}
+	})
+	t.Run("key from stdin", func(t *testing.T) {
+		args := []string{"-target", targets, "-color", "green", "-jwt-secret-file", "-"}
+		if o := wait(t, startWithInput(key+"\n", args...), args...); o.code != 0 {
+			t.Fatalf("exit %d:\n%s%s", o.code, o.stdout, o.stderr)
+		}
+	})
+	t.Run("another key", func(t *testing.T) {
+		args := []string{"-target", targets, "-color", "green", "-jwt-secret-file", "-", "-timeout", "20s"}
+		o := wait(t, startWithInput("not the deployment's key", args...), args...)
+		if o.code != 1 || len(lines(o.stdout, "FAIL join ")) != 2 {
+			t.Fatalf("exit %d, want 1 with both joins failing:\n%s", o.code, o.stdout)
+		}
+	})
 }
 
 func TestAReplicaStillStartingIsWaitedFor(t *testing.T) {
@@ -377,6 +430,8 @@ func TestBadArgumentsExitTwo(t *testing.T) {
 		{"-timeout negative", []string{"-target", "a:1", "-color", "green", "-timeout", "-5s"}, `"-5s"`},
 		{"unknown flag", []string{"-target", "a:1", "-color", "green", "-retries", "3"}, "-retries"},
 		{"positional argument", []string{"-target", "a:1", "-color", "green", "extra"}, `"extra"`},
+		{"-jwt-secret-file missing", []string{"-target", "a:1", "-color", "green", "-jwt-secret-file", "/nonexistent/key"}, "-jwt-secret-file"},
+		{"-jwt-secret-file short key", []string{"-target", "a:1", "-color", "green", "-jwt-secret-file", "-"}, "at least 16 bytes"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"roomcast/pkg/envconfig"
 	"roomcast/pkg/replica"
@@ -53,6 +54,9 @@ func exitCode(err error, stderr io.Writer) int {
 func run(ctx context.Context, args []string, env map[string]string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "healthcheck" {
 		return healthcheck(ctx, args[1:], env, stderr)
+	}
+	if len(args) > 0 && args[0] == "token" {
+		return token(args[1:], env, stdout, time.Now())
 	}
 	fs := flag.NewFlagSet("roomcast", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -120,6 +124,7 @@ func newLogger(cfg config, w io.Writer) *slog.Logger {
 func usage(w io.Writer) {
 	fmt.Fprint(w, `Usage: roomcast [-h]
        roomcast healthcheck
+       roomcast token -sub SUBJECT -rooms ROOM[,PREFIX*...] [-ttl 1h] [-read-only]
 
 roomcast is one replica of the roomcast chat server. It serves WebSocket rooms at
 /ws/chat/{room}/, /healthz, /readyz, /metrics and a chat page at /. With NATS_URL
@@ -127,7 +132,8 @@ empty it starts an embedded NATS server, so one process is a complete system.
 SIGTERM or SIGINT drains it gracefully; a second signal exits at once.
 
 "roomcast healthcheck" probes /healthz on 127.0.0.1 at the port of ROOMCAST_ADDR and
-exits 0 if it answers 200, else 1.
+exits 0 if it answers 200, else 1. "roomcast token" prints a token signed with the
+HS256 key of ROOMCAST_JWT_SECRET_FILE or ROOMCAST_JWT_SECRET (see roomcast token -h).
 
 Configuration (environment variables):
 `)

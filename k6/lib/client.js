@@ -1,5 +1,6 @@
 // Small pieces of a roomcast client, shared with roomcast-loadgen's (pkg/loadgen):
-// the room and resume URLs, the reconnect backoff and reading a close code.
+// the room and resume URLs, the connection's parameters (the token), the reconnect
+// backoff and reading a close code.
 
 // roomURL is the WebSocket URL of room on a base URL (ws://host:port).
 export function roomURL(base, room) {
@@ -14,6 +15,18 @@ export function resumeURL(url, seq, epoch) {
     u += `&epoch=${encodeURIComponent(epoch)}`;
   }
   return u;
+}
+
+// connectParams are the k6/websockets parameters of a connection to base: one name tag
+// for every room and resume query (k6's series stay few) and, when there is a token
+// (TOKEN, the server's ROOMCAST_JWT_SECRET), Authorization: Bearer <token>, sent on
+// every connect and reconnect like roomcast-loadgen's -token.
+export function connectParams(base, token) {
+  const params = { tags: { name: `${base}/ws/chat/{room}/` } };
+  if (token) {
+    params.headers = { Authorization: `Bearer ${token}` };
+  }
+  return params;
 }
 
 // httpURL is the http(s) URL of path on the replica (or proxy) at a ws(s) base URL.

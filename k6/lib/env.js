@@ -20,6 +20,11 @@ export function duration(def, positive = true) {
   return { kind: 'duration', def, positive };
 }
 
+// str is any text (a token); its value is the text, surrounding whitespace trimmed.
+export function str(def = '') {
+  return { kind: 'str', def };
+}
+
 // urls is a comma-separated list of ws:// or wss:// base URLs; its value is an array.
 export function urls(def) {
   return { kind: 'urls', def };
@@ -65,6 +70,8 @@ function parseValue(name, text, p) {
       }
       return ms;
     }
+    case 'str':
+      return text;
     case 'urls': {
       const list = text.split(',').map((s) => s.trim()).filter((s) => s !== '');
       for (const u of list) {

@@ -11,7 +11,7 @@
 import { WebSocket } from 'k6/websockets';
 import { setTimeout, clearTimeout, setInterval, clearInterval } from 'k6/timers';
 
-import { backoff, closeCode, eventTime, resumeURL, roomURL } from './client.js';
+import { backoff, closeCode, connectParams, eventTime, resumeURL, roomURL } from './client.js';
 import { formatText, messageFrame, parseText } from './envelope.js';
 import { Ledger } from './ledger.js';
 
@@ -22,6 +22,7 @@ import { Ledger } from './ledger.js';
 //   firstConn      the number of its first member among all the test's clients
 //   urls           base URLs; member c connects to urls[c % urls.length], and each
 //                  failed attempt tries the next one
+//   token          sent as Authorization: Bearer on every connection attempt, when set
 //   sendEveryMs    how often each member sends (0: never)
 //   durationMs     how long members send (or hold, when they do not)
 //   graceMs        how long deliveries may still arrive once sending stops
@@ -89,8 +90,7 @@ export function runRoom(o) {
     if (m.seq !== null) {
       url = resumeURL(url, m.seq, m.epoch);
     }
-    // One name tag for every room and resume query keeps k6's series few.
-    const ws = new WebSocket(url, null, { tags: { name: `${base}/ws/chat/{room}/` } });
+    const ws = new WebSocket(url, null, connectParams(base, o.token));
     let opened = false;
     let lastError = '';
     m.ws = ws;

@@ -5,8 +5,8 @@
 
 import assert from 'node:assert/strict';
 
-import { backoff, closeCode, httpURL, resumeURL, roomURL } from '../lib/client.js';
-import { parseDuration, readParams, duration, int, num, urls } from '../lib/env.js';
+import { backoff, closeCode, connectParams, httpURL, resumeURL, roomURL } from '../lib/client.js';
+import { parseDuration, readParams, duration, int, num, str, urls } from '../lib/env.js';
 import { formatText, messageFrame, parseText, runToken } from '../lib/envelope.js';
 import { Ledger } from '../lib/ledger.js';
 
@@ -31,9 +31,12 @@ for (const text of ['', '10', 's', '1x', '-1s', '1s ', 'ms']) {
 }
 
 // Parameters: defaults, values from __ENV, and errors naming the variable.
-globalThis.__ENV = { ROOMS: '7', URL: 'ws://a:1, wss://b/x', RATE: '', DURATION: '90s' };
-const p = readParams({ ROOMS: int(10, 1), URL: urls('ws://127.0.0.1:8080'), RATE: num(1), DURATION: duration('30s'), GRACE: duration('0s', false) });
-assert.deepEqual({ ...p }, { ROOMS: 7, URL: ['ws://a:1', 'wss://b/x'], RATE: 1, DURATION: 90000, GRACE: 0 });
+globalThis.__ENV = { ROOMS: '7', URL: 'ws://a:1, wss://b/x', RATE: '', DURATION: '90s', TOKEN: ' eyJ.x.y\n' };
+const p = readParams({
+  ROOMS: int(10, 1), URL: urls('ws://127.0.0.1:8080'), RATE: num(1), DURATION: duration('30s'), GRACE: duration('0s', false),
+  TOKEN: str(''), OTHER: str(''),
+});
+assert.deepEqual({ ...p }, { ROOMS: 7, URL: ['ws://a:1', 'wss://b/x'], RATE: 1, DURATION: 90000, GRACE: 0, TOKEN: 'eyJ.x.y', OTHER: '' });
 assert.ok(Object.isFrozen(p));
 for (const [name, value, spec, want] of [
   ['ROOMS', 'ten', int(10, 1), /invalid ROOMS="ten": want a whole number of at least 1/],
@@ -71,6 +74,8 @@ assert.equal(resumeURL('ws://h/ws/chat/r/', 41, ''), 'ws://h/ws/chat/r/?since=41
 assert.equal(resumeURL('ws://h/ws/chat/r/', 41, 'k3v9'), 'ws://h/ws/chat/r/?since=41&epoch=k3v9');
 assert.equal(httpURL('ws://h:8080', '/readyz'), 'http://h:8080/readyz');
 assert.equal(httpURL('wss://h/', '/readyz'), 'https://h/readyz');
+assert.deepEqual(connectParams('ws://h:1', ''), { tags: { name: 'ws://h:1/ws/chat/{room}/' } });
+assert.deepEqual(connectParams('ws://h:1', 'eyJ.x.y'), { tags: { name: 'ws://h:1/ws/chat/{room}/' }, headers: { Authorization: 'Bearer eyJ.x.y' } });
 for (let n = 0; n < 80; n++) {
   const ceil = Math.min(5000, 100 * 2 ** n);
   assert.equal(backoff(n, 100, 5000, () => 0), 0);

@@ -2,13 +2,22 @@ package loadgen
 
 import (
 	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
+	"net/url"
+	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/lxzan/gws"
@@ -28,7 +37,10 @@ type member struct {
 	room     int
 	roomSize int
 	roomName string
-	inbox    *Inbox // nil when the member receives nothing we count (idle)
+	inbox    *Inbox // nil when the member receives nothing we count (idle, storm clients)
+	// storm marks a reconnect storm's silent clients, which reconnect whenever their
+	// connection ends (see stormReconnect).
+	storm bool
 
 	link atomic.Pointer[link] // the open connection; nil before the first and between two
 	sent atomic.Uint64        // messages sent so far, which is also the next seq
@@ -67,39 +79,33 @@ type link struct {
 	firstSeq uint64
 	echoed   uint64
 	hist     int // index in member.history, -1 when not kept
+	// state says who ended the connection: linkOpen until then, linkDropped when the
+	// storm dropped it (droppedAt says when), linkEnded otherwise. Whoever moves it
+	// from linkOpen first decides.
+	state     atomic.Int32
+	droppedAt atomic.Int64 // UnixNano
 }
+
+const (
+	linkOpen int32 = iota
+	linkDropped
+	linkEnded
+)
 
 // dial makes connection attempt number attempt (0: the first after a close, or the very
 // first) to URLs[(urlIndex + attempt) % len(URLs)], with the resume query when the
 // member has seen a seq, and starts its read loop. It reports whether the attempt asked
-// to resume.
+// to resume. An upgrade the server refuses is an *upgradeRefused.
 func (m *member) dial(attempt int) (resumed bool, err error) {
 	r := m.r
-	timeout := r.cfg.ConnectTimeout
 	idx := (m.urlIndex + attempt) % len(r.cfg.URLs)
 	addr := roomURL(r.cfg.URLs[idx], m.roomName)
 	if m.hasSeq {
 		addr, resumed = resumeURL(addr, m.seq, m.epoch), true
 	}
 	l := &link{m: m, hist: -1}
-	dialer := &net.Dialer{Timeout: timeout}
-	conn, resp, err := gws.NewClient(l, &gws.ClientOption{
-		Addr:             addr,
-		HandshakeTimeout: timeout,
-		// Frames are about 150 bytes; a small buffer keeps 10,000 idle clients cheap.
-		ReadBufferSize:     2048,
-		ReadMaxPayloadSize: 1 << 20,
-		NewDialer:          func() (gws.Dialer, error) { return dialer, nil },
-		NewSession:         func() gws.SessionStorage { return noSession{} },
-		Logger:             gwsLogger{r},
-	})
+	conn, resp, err := r.open(l, addr)
 	if err != nil {
-		if resp != nil {
-			if resp.Body != nil {
-				_ = resp.Body.Close()
-			}
-			return resumed, fmt.Errorf("connecting client %d to %s: HTTP %d: %w", m.id, addr, resp.StatusCode, err)
-		}
 		return resumed, fmt.Errorf("connecting client %d to %s: %w", m.id, addr, err)
 	}
 	m.urlIndex = idx
@@ -125,6 +131,166 @@ func (m *member) dial(attempt int) (resumed bool, err error) {
 	m.link.Store(l)
 	go conn.ReadLoop()
 	return resumed, nil
+}
+
+// open dials addr and upgrades, both within one ConnectTimeout, sending the token when
+// there is one; l handles the connection's events.
+func (r *runner) open(l *link, addr string) (*gws.Conn, *http.Response, error) {
+	u, err := url.Parse(addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	deadline := time.Now().Add(r.cfg.ConnectTimeout)
+	d := net.Dialer{Deadline: deadline}
+	raw, err := d.Dial("tcp", hostPort(u))
+	if err != nil {
+		return nil, nil, err
+	}
+	nc := raw
+	if u.Scheme == "wss" {
+		nc = tls.Client(raw, &tls.Config{ServerName: u.Hostname()})
+	}
+	left := time.Until(deadline)
+	if left <= 0 {
+		_ = nc.Close()
+		return nil, nil, fmt.Errorf("upgrading: %w", os.ErrDeadlineExceeded)
+	}
+	conn, resp, err := gws.NewClientFromConn(l, &gws.ClientOption{
+		Addr:             addr,
+		HandshakeTimeout: left,
+		RequestHeader:    r.header, // read only: gws copies it into each request
+		// Frames are about 150 bytes; a small buffer keeps 10,000 idle clients cheap.
+		ReadBufferSize:     2048,
+		ReadMaxPayloadSize: 1 << 20,
+		NewSession:         func() gws.SessionStorage { return noSession{} },
+		Logger:             gwsLogger{r},
+	}, nc)
+	if err != nil && resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
+		return nil, nil, r.refused(resp)
+	}
+	return conn, resp, err
+}
+
+// hostPort is the host:port to dial for a ws:// or wss:// URL.
+func hostPort(u *url.URL) string {
+	port := u.Port()
+	if port == "" {
+		port = "80"
+		if u.Scheme == "wss" {
+			port = "443"
+		}
+	}
+	return net.JoinHostPort(u.Hostname(), port)
+}
+
+// upgradeRefused is an upgrade the server answered with an HTTP status instead of 101.
+type upgradeRefused struct {
+	status int
+	// retryAfter is the answer's Retry-After, when hasRetryAfter.
+	retryAfter    time.Duration
+	hasRetryAfter bool
+	reason        string // the JSON body's error (and detail), when it has one
+	hint          string // what to do about it
+}
+
+func (e *upgradeRefused) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "HTTP %d", e.status)
+	if e.reason != "" {
+		b.WriteString(": " + e.reason)
+	}
+	if e.hasRetryAfter {
+		fmt.Fprintf(&b, " (Retry-After %v)", e.retryAfter)
+	}
+	if e.hint != "" {
+		b.WriteString("; " + e.hint)
+	}
+	return b.String()
+}
+
+// retryable reports whether the refusal asks to come back later: a 503 or 429 with a
+// Retry-After (the server's accept rate).
+func (e *upgradeRefused) retryable() bool {
+	return e.hasRetryAfter && (e.status == http.StatusServiceUnavailable || e.status == http.StatusTooManyRequests)
+}
+
+// refused reads a refusal of the upgrade. gws has closed the connection by then: only
+// what arrived with the headers is read (the server's short JSON body).
+func (r *runner) refused(resp *http.Response) *upgradeRefused {
+	e := &upgradeRefused{status: resp.StatusCode}
+	e.retryAfter, e.hasRetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+	if resp.Body != nil {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		_ = resp.Body.Close()
+		var body struct {
+			Error  string `json:"error"`
+			Detail string `json:"detail"`
+		}
+		if json.Unmarshal(data, &body) == nil && body.Error != "" {
+			e.reason = body.Error
+			if body.Detail != "" {
+				e.reason += " (" + body.Detail + ")"
+			}
+		}
+	}
+	switch {
+	case e.status == http.StatusUnauthorized && r.cfg.Token == "":
+		e.hint = "the server requires a token: give -token or -token-file"
+	case e.status == http.StatusUnauthorized:
+		e.hint = "the server refused the token"
+	}
+	return e
+}
+
+// parseRetryAfter reads a Retry-After value: seconds, or an HTTP date (RFC 9110).
+func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0, false
+	}
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if n < 0 {
+			return 0, false
+		}
+		return time.Duration(min(n, int64(maxDuration/time.Second))) * time.Second, true
+	}
+	t, err := http.ParseTime(v)
+	if err != nil {
+		return 0, false
+	}
+	return min(max(t.Sub(now), 0), maxDuration), true
+}
+
+// failureKind classifies an attempt that got no HTTP answer.
+func failureKind(err error) string {
+	var ne net.Error
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "refused"
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "reset"
+	case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	}
+	return "other"
+}
+
+// drop ends the connection as a dying proxy or replica would: the TCP connection is
+// reset, no close frame is sent. It reports whether the connection was still open.
+func (l *link) drop() bool {
+	l.droppedAt.Store(time.Now().UnixNano())
+	if !l.state.CompareAndSwap(linkOpen, linkDropped) {
+		return false
+	}
+	nc := l.conn.NetConn()
+	if t, ok := nc.(*tls.Conn); ok {
+		nc = t.NetConn() // no close_notify either
+	}
+	if tc, ok := nc.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0) // RST, not FIN
+	}
+	_ = nc.Close()
+	return true
 }
 
 // send sends message seq = m.sent on the open connection, stamped now, using buf as
@@ -168,7 +334,6 @@ func (m *member) noteResume(seq uint64, epoch []byte) {
 // started by the OnClose of the connection that ended at closedAt.
 func (m *member) reconnect(closedAt time.Time) {
 	r := m.r
-	defer r.redials.Done()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for attempt := 0; ; attempt++ {
@@ -216,8 +381,15 @@ func (l *link) OnClose(_ *gws.Conn, err error) {
 	m.link.CompareAndSwap(l, nil)
 	r.live.Add(-1)
 	now := time.Now()
+	dropped := !l.state.CompareAndSwap(linkOpen, linkEnded)
 	if r.closing.Load() {
 		m.closed(l, now, 0)
+		return
+	}
+	if dropped {
+		// The storm's drop, not the server's doing: the client reconnects at once.
+		droppedAt := time.Unix(0, l.droppedAt.Load())
+		r.redial(func() { m.stormReconnect(droppedAt, true) })
 		return
 	}
 	code := uint16(1006)
@@ -232,6 +404,10 @@ func (l *link) OnClose(_ *gws.Conn, err error) {
 		r.unexpectedCloses.Add(1)
 		r.warn("connection closed by the server", "client", m.id, "room", m.room, "code", code, "err", err)
 	}
+	if m.storm {
+		r.redial(func() { m.stormReconnect(now, false) })
+		return
+	}
 	if !r.reconnecting {
 		return
 	}
@@ -240,7 +416,7 @@ func (l *link) OnClose(_ *gws.Conn, err error) {
 	if sent := m.sent.Load(); l.echoed < sent {
 		m.unconfirmed = append(m.unconfirmed, seqRange{l.echoed, sent})
 	}
-	r.redial(m, now)
+	r.redial(func() { m.reconnect(now) })
 }
 
 func (m *member) closed(l *link, at time.Time, code uint16) {

@@ -39,11 +39,19 @@ const (
 	// report counts lost and duplicated messages and the reconnect times. It runs until
 	// Duration has passed or it is stopped (see Start).
 	Release Scenario = "release"
+	// ReconnectStorm is Rooms × Members members sending Rate msg/s each, whose
+	// deliveries are measured, plus Conns silent storm clients in rooms of Members. After
+	// Settle, every storm client drops its connection at once (an abrupt TCP close, no
+	// close handshake: a dying proxy or replica) and reconnects at once; a refusal
+	// (503, 429) is retried after its Retry-After, with jitter, else with Backoff. The
+	// report has the reconnect times, the refused attempts by status, and the members'
+	// latency and losses during the storm.
+	ReconnectStorm Scenario = "reconnect-storm"
 )
 
 // Scenarios lists every scenario.
 func Scenarios() []Scenario {
-	return []Scenario{FanoutSmall, FanoutLarge, Ramp, Idle, Smoke, Soak, Release}
+	return []Scenario{FanoutSmall, FanoutLarge, Ramp, Idle, Smoke, Soak, Release, ReconnectStorm}
 }
 
 // reconnects reports whether s's clients reconnect (and resume) when the server closes
@@ -76,29 +84,42 @@ type Config struct {
 	// the members of a room are spread over the replicas.
 	URLs []string
 
-	// Rooms × Members clients send (fanout, ramp, smoke, release). For Idle and Soak,
-	// Conns clients fill rooms of Members, and Rooms is ignored.
+	// Rooms × Members clients send (fanout, ramp, smoke, release, reconnect-storm). For
+	// Idle and Soak, Conns clients fill rooms of Members, and Rooms is ignored.
 	Rooms   int
 	Members int
 	// Rate is messages per second per member; for Ramp, the first step's rate.
 	Rate float64
 	// Duration is how long members send (fanout, smoke, release), how long connections
-	// are held (idle, soak), or the most a whole ramp may take.
+	// are held (idle, soak), or the most a whole ramp or reconnect storm may take (from
+	// the first connect to the end of the storm, the wait for deliveries excluded).
 	Duration time.Duration
-	// Conns is the number of connections of Idle and Soak.
+	// Conns is the number of connections of Idle and Soak, and of storm clients of
+	// ReconnectStorm.
 	Conns int
 	// SendEvery is how often each Soak connection sends a message; 0 sends none.
 	SendEvery time.Duration
+	// Settle is how long ReconnectStorm's members send before the storm clients drop
+	// their connections; the storm window (from the drop until every storm client is
+	// back) is measured over at least as long.
+	Settle time.Duration
 
-	// ReconnectBase and ReconnectMax shape the reconnects of Soak and Release:
-	// exponential backoff with full jitter, attempt n (from 0) waiting a random time
-	// in [0, min(ReconnectMax, ReconnectBase × 2^n)).
+	// Token, when set, is sent as Authorization: Bearer <token> on every connection
+	// attempt, reconnects included (the server's ROOMCAST_JWT_SECRET or
+	// ROOMCAST_JWT_PUBLIC_KEY). It is never printed.
+	Token string
+
+	// ReconnectBase and ReconnectMax shape the reconnects of Soak and Release, and
+	// those of ReconnectStorm refused without a Retry-After: exponential backoff with
+	// full jitter, attempt n (from 0) waiting a random time in
+	// [0, min(ReconnectMax, ReconnectBase × 2^n)).
 	ReconnectBase time.Duration
 	ReconnectMax  time.Duration
 
 	// Thresholds, as the k6 scripts' (see Thresholds): delivery latency p95 and p99
-	// under MaxP95 and MaxP99, at most MaxLost lost and MaxDuplicated duplicated
-	// deliveries, at most MaxUnexpectedCloses closes the scenario does not expect.
+	// under MaxP95 and MaxP99 (reconnect-storm: p99 at most MaxP99, during the storm),
+	// at most MaxLost lost and MaxDuplicated duplicated deliveries, at most
+	// MaxUnexpectedCloses closes the scenario does not expect.
 	MaxP95              time.Duration
 	MaxP99              time.Duration
 	MaxLost             int64
@@ -119,13 +140,14 @@ type Config struct {
 	// Grace is how long, once sending stops, deliveries may still arrive before the
 	// missing ones count as lost.
 	Grace time.Duration
-	// ConnectTimeout bounds each connection's dial and upgrade; ConnectParallel is how
-	// many are in progress at once.
+	// ConnectTimeout bounds each connection attempt, dial and upgrade together;
+	// ConnectParallel is how many are in progress at once while the clients connect at
+	// the start (a reconnect storm's reconnects are not held back).
 	ConnectTimeout  time.Duration
 	ConnectParallel int
 
 	// Progress, if not nil, gets a line every ProgressEvery (default 1s) and a line per
-	// ramp step.
+	// ramp step or storm event; one write at a time.
 	Progress      io.Writer
 	ProgressEvery time.Duration
 	// Log gets warnings (connections closed by the server, unreadable processes); nil
@@ -152,6 +174,7 @@ func DefaultConfig(s Scenario) Config {
 		ConnectParallel: 64,
 		ProgressEvery:   time.Second,
 		SendEvery:       time.Minute,
+		Settle:          5 * time.Second,
 		ReconnectBase:   100 * time.Millisecond,
 		ReconnectMax:    5 * time.Second,
 		MaxP95:          100 * time.Millisecond,
@@ -174,6 +197,10 @@ func DefaultConfig(s Scenario) Config {
 		c.Rooms, c.Members, c.Rate = 20, 10, 2
 		c.Duration = 5 * time.Minute
 		c.Grace = 10 * time.Second
+	case ReconnectStorm:
+		c.Conns = 5000
+		c.Duration = 2 * time.Minute
+		c.MaxP99 = 100 * time.Millisecond
 	}
 	return c
 }
@@ -236,12 +263,27 @@ func (c Config) Validate() error {
 			return bad(v.setting, v.n, "want 0 or more")
 		}
 	}
-	if c.Scenario.reconnects() {
+	if strings.ContainsFunc(c.Token, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+		// The value is a secret: it is not shown.
+		return bad("token", "(not shown)", "want a token without spaces or control characters")
+	}
+	if c.Scenario.reconnects() || c.Scenario == ReconnectStorm {
 		switch {
 		case c.ReconnectBase <= 0 || c.ReconnectBase > time.Minute:
 			return bad("reconnect-base", c.ReconnectBase, "want more than 0s and at most 1m")
 		case c.ReconnectMax < c.ReconnectBase || c.ReconnectMax > time.Hour:
 			return bad("reconnect-max", c.ReconnectMax, "want at least -reconnect-base (%v) and at most 1h", c.ReconnectBase)
+		}
+	}
+	if c.Scenario == ReconnectStorm {
+		if c.Conns < 1 || c.Conns > maxConns {
+			return bad("conns", c.Conns, "want 1 to %d", maxConns)
+		}
+		if c.Settle <= 0 || c.Settle >= c.Duration {
+			return bad("settle", c.Settle, "want more than 0s and less than -duration (%v)", c.Duration)
+		}
+		if c.Rooms >= 1 && c.Rooms <= maxConns/c.Members && c.Rooms*c.Members > maxConns-c.Conns {
+			return bad("rooms", c.Rooms, "want rooms × members + conns at most %d", maxConns)
 		}
 	}
 	if c.Scenario.connsShaped() {

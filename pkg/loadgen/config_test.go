@@ -39,6 +39,12 @@ func TestValidate(t *testing.T) {
 		{"ramp factor 1", loadgen.Ramp, func(c *loadgen.Config) { c.RampFactor = 1 }, "ramp-factor"},
 		{"max rate under start", loadgen.Ramp, func(c *loadgen.Config) { c.Rate, c.RampMaxRate = 10, 5 }, "ramp-max-rate"},
 		{"negative grace", loadgen.FanoutSmall, func(c *loadgen.Config) { c.Grace = -1 }, "grace"},
+		{"zero storm clients", loadgen.ReconnectStorm, func(c *loadgen.Config) { c.Conns = 0 }, "conns"},
+		{"zero settle", loadgen.ReconnectStorm, func(c *loadgen.Config) { c.Settle = 0 }, "settle"},
+		{"settle as long as the run", loadgen.ReconnectStorm, func(c *loadgen.Config) { c.Settle = c.Duration }, "settle"},
+		{"storm of too many clients", loadgen.ReconnectStorm, func(c *loadgen.Config) { c.Conns = 1 << 20 }, "rooms"},
+		{"storm without reconnect backoff", loadgen.ReconnectStorm, func(c *loadgen.Config) { c.ReconnectBase = 0 }, "reconnect-base"},
+		{"token with a newline", loadgen.FanoutSmall, func(c *loadgen.Config) { c.Token = "a\nb" }, "token"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

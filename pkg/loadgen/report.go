@@ -39,12 +39,16 @@ type Report struct {
 	Misrouted   int64 `json:"misrouted"`
 	OtherFrames int64 `json:"other_frames"`
 	SendErrors  int64 `json:"send_errors"`
-	// Steps are the sending steps: one for fanout, one per rate for ramp, none for idle.
+	// Steps are the sending steps: one for fanout, one per rate for ramp, none for idle,
+	// settle and storm for reconnect-storm.
 	Steps []Step      `json:"steps,omitempty"`
 	Ramp  *RampResult `json:"ramp,omitempty"`
 	Idle  *IdleResult `json:"idle,omitempty"`
 	// Reconnect is what the clients of soak and release went through.
 	Reconnect *ReconnectResult `json:"reconnect,omitempty"`
+	// Storm is what a reconnect storm's clients went through; its Steps are the
+	// members' settle and storm windows.
+	Storm *StormResult `json:"storm,omitempty"`
 	// Checks are smoke's checks, by name (see CheckNames).
 	Checks map[string]CheckResult `json:"checks,omitempty"`
 	// Metrics are the scenario's k6 metrics under their k6 names (see Metrics), and
@@ -92,6 +96,9 @@ type ReconnectResult struct {
 // Step is one sending period and what came of it, once the grace period has passed.
 type Step struct {
 	Index int `json:"index"`
+	// Phase names a reconnect storm's step: settle (before the drop) or storm (the
+	// storm window).
+	Phase string `json:"phase,omitempty"`
 	// Rate is messages per second per member.
 	Rate float64 `json:"rate_per_member"`
 	// SendSeconds is how long members sent; Seconds adds the wait for deliveries, and is
@@ -186,12 +193,17 @@ func (rep *Report) WriteText(w io.Writer) error {
 	if rep.Scenario.connsShaped() {
 		shape = fmt.Sprintf("%d connections in rooms of %d", rep.Connections, rep.Members)
 	}
+	if st := rep.Storm; st != nil {
+		shape += fmt.Sprintf(" measured + %d storm clients in %d rooms of %d", st.Clients, st.Rooms, rep.Members)
+	}
 	p("== %s: %s, %s (run %s)", rep.Scenario, shape, strings.Join(rep.URLs, ","), rep.Run)
 	if rep.Interrupted {
 		p("INTERRUPTED: the numbers cover only the part that ran")
 	}
 	p("connections   %d (connected in %.1fs, %d open at the end)", rep.Connections, rep.ConnectSeconds, rep.ConnectionsAtEnd)
 	switch {
+	case rep.Storm != nil:
+		writeStorm(p, rep)
 	case rep.Idle != nil:
 		writeIdle(p, rep.Idle)
 	case rep.Ramp != nil:
@@ -262,6 +274,53 @@ func writeStep(p func(string, ...any), s Step) {
 	}
 	p("loadgen       %.1f µs CPU per delivery (%.0f%% of a core), RSS %s",
 		s.Loadgen.CPUMicrosPerDelivery, s.Loadgen.CPUPercent, fmtBytes(s.Loadgen.RSSBytes))
+}
+
+func writeStorm(p func(string, ...any), rep *Report) {
+	st := rep.Storm
+	if len(st.ConnectRefused) > 0 {
+		p("connecting    refused %s (each tried again after its Retry-After)", fmtCounts(st.ConnectRefused))
+	}
+	for _, s := range rep.Steps {
+		what := "settle        members before the storm"
+		if s.Phase == "storm" {
+			what = "storm window  members during the storm"
+		}
+		p("%s (%.1fs at %s msg/s each): sent %d, expected %d, delivered %d, lost %d (%s), duplicated %d",
+			what, s.SendSeconds, fmtRate(s.Rate), s.Sent, s.Expected, s.Delivered, s.Lost, pct(s.Lost, s.Expected), s.Duplicated)
+		p("  latency     %s", s.Latency)
+		if s.Skipped > 0 {
+			p("  skipped     %d sends (the load generator fell over %v behind)", s.Skipped, maxLag)
+		}
+		if s.Server != nil {
+			p("  server      %.2f s CPU over %.1fs (%.0f%% of a core), RSS %s%s",
+				s.Server.CPUSeconds, s.Seconds, s.Server.CPUPercent, fmtBytes(s.Server.RSSBytes), perProcess(s.Server.Processes))
+		}
+		p("  loadgen     %.0f%% of a core, RSS %s", s.Loadgen.CPUPercent, fmtBytes(s.Loadgen.RSSBytes))
+	}
+	if st.Dropped == 0 && st.StopReason != "" && len(rep.Steps) < 2 {
+		p("storm         did not happen: %s", st.StopReason)
+		return
+	}
+	p("storm         %d of %d storm clients dropped at once (TCP reset, no close frame) in %.0fms; window %.1fs: %s",
+		st.Dropped, st.Clients, 1000*st.DropSeconds, st.WindowSeconds, st.StopReason)
+	all := "not all back"
+	if st.NotBack == 0 {
+		all = fmt.Sprintf("all back %.2fs after the drop", st.AllBackSeconds)
+	}
+	p("back          %d of %d (%s; not back %d, gave up %d)", st.Back, st.Clients, all, st.NotBack, st.GaveUp)
+	if st.ReconnectTime.Count > 0 {
+		p("reconnect     drop → 101: %s", st.ReconnectTime)
+	}
+	refused, failed := "none", "none"
+	if len(st.Refused) > 0 {
+		refused = fmtCounts(st.Refused)
+	}
+	if len(st.Failed) > 0 {
+		failed = fmtCounts(st.Failed)
+	}
+	p("attempts      %d reconnect attempts: refused %s (%d waited for their Retry-After); no answer %s",
+		st.Attempts, refused, st.RetryAfter, failed)
 }
 
 func writeReconnect(p func(string, ...any), rc *ReconnectResult) {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"strconv"
 	"sync"
@@ -46,6 +47,13 @@ func newRunner(cfg Config) *runner {
 		reconnecting: cfg.Scenario.reconnects(), stopRedials: make(chan struct{}),
 	}
 	r.runBytes = []byte(r.run)
+	r.deadline = r.start.Add(cfg.Duration)
+	if cfg.Token != "" {
+		r.header = http.Header{"Authorization": {"Bearer " + cfg.Token}}
+	}
+	if cfg.Scenario == ReconnectStorm {
+		r.storm = newStormState()
+	}
 	return r
 }
 
@@ -81,7 +89,19 @@ type runner struct {
 	runBytes []byte
 	procs    procSet
 	start    time.Time
-	members  []*member
+	// deadline is start + Duration: the end of a reconnect storm at the latest.
+	deadline time.Time
+	// header goes with every upgrade request (the token); read only.
+	header http.Header
+	// members are every client; senders those that send: all of them but a reconnect
+	// storm's storm clients, which come after the senders.
+	members []*member
+	senders []*member
+	// storm is the reconnect storm's state; nil in the other scenarios.
+	storm *stormState
+	// progressMu makes the writes to Config.Progress one at a time: a progress line and
+	// a line of the run's own may come together.
+	progressMu sync.Mutex
 	// reconnecting: clients reconnect when the server closes them, resuming from the
 	// room's last seq, and keep their connection history.
 	reconnecting bool
@@ -121,6 +141,7 @@ type runner struct {
 
 // phase is one sending step: its counts and latencies.
 type phase struct {
+	name      string // reconnect-storm's settle or storm; set before sending
 	rate      float64
 	startNano int64 // messages sent from then on belong to this phase
 	sent      atomic.Int64
@@ -183,15 +204,14 @@ func (r *runner) expectedClose(code uint16) bool {
 	return r.cfg.Scenario == Release && code == 1012
 }
 
-// redial starts m's reconnect, unless the run is stopping.
-func (r *runner) redial(m *member, closedAt time.Time) {
+// redial runs a member's reconnect in its own goroutine, unless the run is stopping.
+func (r *runner) redial(reconnect func()) {
 	r.redialMu.Lock()
 	defer r.redialMu.Unlock()
 	if r.redialsStopped {
 		return
 	}
-	r.redials.Add(1)
-	go m.reconnect(closedAt)
+	r.redials.Go(reconnect)
 }
 
 // stopRedialing stops the reconnects and waits for those in progress; no dial starts
@@ -229,8 +249,13 @@ func (r *runner) warn(msg string, args ...any) {
 func (r *runner) setup() (*Report, error) {
 	cfg := r.cfg
 	n, rooms := cfg.Rooms*cfg.Members, cfg.Rooms
-	if cfg.Scenario.connsShaped() {
+	senders := n
+	switch {
+	case cfg.Scenario.connsShaped():
 		n, rooms = cfg.Conns, (cfg.Conns+cfg.Members-1)/cfg.Members
+		senders = n
+	case cfg.Scenario == ReconnectStorm:
+		n += cfg.Conns // the storm clients, in rooms of their own after the members'
 	}
 	if err := checkFileLimit(n); err != nil {
 		return nil, err
@@ -240,13 +265,22 @@ func (r *runner) setup() (*Report, error) {
 	}
 	r.members = make([]*member, n)
 	for i := range r.members {
-		m := &member{r: r, id: i, room: i / cfg.Members, urlIndex: i % len(cfg.URLs)}
-		m.roomSize = min(cfg.Members, n-m.room*cfg.Members)
+		m := &member{r: r, id: i, room: i / cfg.Members, urlIndex: i % len(cfg.URLs), storm: i >= senders}
+		// Rooms are full but the last of the senders' and the last of the storm's.
+		end := senders
+		if m.storm {
+			end = n
+		}
+		m.roomSize = min(cfg.Members, end-m.room*cfg.Members)
 		m.roomName = "lg-" + r.run + "-" + strconv.Itoa(m.room)
-		if cfg.Scenario.sends() {
+		if cfg.Scenario.sends() && !m.storm {
 			m.inbox = NewInbox(cfg.Members)
 		}
 		r.members[i] = m
+	}
+	r.senders = r.members[:senders]
+	if !cfg.Scenario.sends() {
+		r.senders = nil
 	}
 	return &Report{
 		Scenario: cfg.Scenario, Run: r.run, URLs: cfg.URLs, Rooms: rooms, Members: cfg.Members,
@@ -256,7 +290,11 @@ func (r *runner) setup() (*Report, error) {
 // connect connects every client and records how long it took.
 func (r *runner) connect(ctx context.Context, rep *Report) error {
 	t := time.Now()
-	if err := r.connectAll(ctx); err != nil {
+	connectAll := r.connectAll
+	if r.storm != nil {
+		connectAll = r.joinAll
+	}
+	if err := connectAll(ctx); err != nil {
 		return errors.Join(err, r.closeAll())
 	}
 	rep.Connections = len(r.members)
@@ -294,6 +332,8 @@ func (r *runner) execute(ctx context.Context) (*Report, error) {
 		r.runRamp(ctx, rep)
 	case Idle:
 		rep.Idle = r.hold(ctx, before)
+	case ReconnectStorm:
+		r.runStorm(ctx, rep)
 	}
 	rep.Interrupted = ctx.Err() != nil
 	return r.finish(rep)
@@ -331,7 +371,11 @@ func (r *runner) finish(rep *Report) (*Report, error) {
 	if r.reconnecting {
 		rep.Reconnect = r.reconnectResult(rep)
 	}
-	rep.evaluate(r.cfg, r.reconnectTime.snapshot())
+	reconnectTime := r.reconnectTime.snapshot()
+	if r.storm != nil {
+		reconnectTime = r.storm.reconnectTime.snapshot()
+	}
+	rep.evaluate(r.cfg, reconnectTime)
 	return rep, err
 }
 
@@ -350,6 +394,8 @@ func checkFileLimit(n int) error {
 
 func (r *runner) printf(format string, args ...any) {
 	if r.cfg.Progress != nil {
+		r.progressMu.Lock()
+		defer r.progressMu.Unlock()
 		fmt.Fprintf(r.cfg.Progress, format+"\n", args...)
 	}
 }
@@ -442,7 +488,10 @@ func (r *runner) progress(line func() string) (stop func()) {
 			case <-quit:
 				return
 			case <-t.C:
-				fmt.Fprintln(r.cfg.Progress, line())
+				text := line()
+				r.progressMu.Lock()
+				fmt.Fprintln(r.cfg.Progress, text)
+				r.progressMu.Unlock()
 			}
 		}
 	}()
@@ -476,25 +525,29 @@ type stepRun struct {
 
 func (r *runner) beginStep(index int, rate float64) *stepRun {
 	st := &stepRun{index: index, p: &phase{rate: rate}}
+	label := ""
+	switch r.cfg.Scenario {
+	case Ramp:
+		label = fmt.Sprintf("  step %d @ %s/s", index+1, fmtRate(rate))
+	case ReconnectStorm:
+		st.p.name = stormPhases[min(index, len(stormPhases)-1)]
+		label = "  " + st.p.name
+	}
 	st.srv0, st.srvErr = r.procs.sample()
 	st.self0 = selfCPU()
 	st.t0 = time.Now()
 	st.p.startNano = st.t0.UnixNano()
 	r.addPhase(st.p)
-	label := ""
-	if r.cfg.Scenario == Ramp {
-		label = fmt.Sprintf("  step %d @ %s/s", index+1, fmtRate(rate))
-	}
 	st.stopProgress = r.progress(r.stepLine(st.p, label))
 	return st
 }
 
 // sendAll runs the sender goroutines of p from start to end (or until ctx ends), every
-// member sending every period.
+// sender sending every period.
 func (r *runner) sendAll(ctx context.Context, p *phase, period time.Duration, start, end time.Time) {
-	workers := min(maxWorkers, len(r.members))
+	workers := min(maxWorkers, len(r.senders))
 	lists := make([][]*member, workers)
-	for _, m := range r.members {
+	for _, m := range r.senders {
 		lists[m.id%workers] = append(lists[m.id%workers], m)
 	}
 	var wg sync.WaitGroup
@@ -513,6 +566,7 @@ func (r *runner) endStep(st *stepRun, start, sendEnd time.Time) Step {
 	c, h := st.p.snapshot()
 	s := Step{
 		Index:       st.index + 1,
+		Phase:       st.p.name,
 		Rate:        st.p.rate,
 		SendSeconds: sendEnd.Sub(start).Seconds(),
 		Seconds:     window.Seconds(),
@@ -563,7 +617,7 @@ func (r *runner) sendLoop(ctx context.Context, p *phase, list []*member, period 
 	n := len(list)
 	offsets := make([]time.Duration, n)
 	for j, m := range list {
-		offsets[j] = time.Duration(int64(period) * int64(m.id) / int64(len(r.members)))
+		offsets[j] = time.Duration(int64(period) * int64(m.id) / int64(len(r.senders)))
 	}
 	rounds := int64(end.Sub(start)/period) + 1
 	timer := time.NewTimer(time.Hour)
@@ -595,9 +649,9 @@ func (r *runner) sendLoop(ctx context.Context, p *phase, list []*member, period 
 	}
 }
 
-// drain waits until every expected delivery of p has arrived, or Grace has passed
+// drain waits until every expected delivery of ps has arrived, or Grace has passed
 // (a second at most once ctx has ended).
-func (r *runner) drain(ctx context.Context, p *phase) {
+func (r *runner) drain(ctx context.Context, ps ...*phase) {
 	deadline := time.Now().Add(r.cfg.Grace)
 	t := time.NewTicker(drainPoll)
 	defer t.Stop()
@@ -606,8 +660,13 @@ func (r *runner) drain(ctx context.Context, p *phase) {
 		if ctx.Err() != nil && deadline.Sub(now) > interGrace {
 			deadline = now.Add(interGrace)
 		}
-		c, _ := p.snapshot()
-		if c.Delivered >= c.Expected || !now.Before(deadline) {
+		due := false
+		for _, p := range ps {
+			if c, _ := p.snapshot(); c.Delivered < c.Expected {
+				due = true
+			}
+		}
+		if !due || !now.Before(deadline) {
 			return
 		}
 		<-t.C
@@ -647,6 +706,9 @@ func (r *runner) stepLine(p *phase, label string) func() string {
 			r.elapsed(), label, r.live.Load(), c.Sent, c.Delivered, max(settled-c.Delivered, 0), p99)
 		if r.reconnecting {
 			line += fmt.Sprintf("  reconnects %d (failed attempts %d)", r.reconnects.Load(), r.connectFailures.Load())
+		}
+		if r.storm != nil {
+			line += r.storm.progress()
 		}
 		return line
 	}

@@ -30,11 +30,11 @@ type Setting struct {
 // Settings lists every setting in the order of the usage text.
 func Settings() []Setting {
 	fanout := []Scenario{FanoutSmall, FanoutLarge}
-	sending := []Scenario{FanoutSmall, FanoutLarge, Ramp, Smoke, Release}
+	sending := []Scenario{FanoutSmall, FanoutLarge, Ramp, Smoke, Release, ReconnectStorm}
 	return []Setting{
 		{Flag: "url", Env: "URL", Arg: "URLS", Usage: "comma-separated base URLs (ws://host:port); connections are spread round-robin over them, so a room's members land on different replicas, and a reconnect after a failed attempt tries the next one",
 			field: func(c *Config) any { return &c.URLs }},
-		{Flag: "duration", Env: "DURATION", Arg: "D", Usage: "sending time (fanout, smoke, release), hold time (idle, soak), or the most the whole ramp may take",
+		{Flag: "duration", Env: "DURATION", Arg: "D", Usage: "sending time (fanout, smoke, release), hold time (idle, soak), or the most the whole ramp, or the whole reconnect storm (connecting, settle and storm), may take",
 			field: func(c *Config) any { return &c.Duration }},
 		{Flag: "rooms", Env: "ROOMS", Arg: "N", Usage: "rooms", scenarios: sending,
 			field: func(c *Config) any { return &c.Rooms }},
@@ -42,27 +42,29 @@ func Settings() []Setting {
 			field: func(c *Config) any { return &c.Members }},
 		{Flag: "rate", Env: "RATE", Arg: "R", Usage: "messages/s per member (ramp: the first step's)", scenarios: sending,
 			field: func(c *Config) any { return &c.Rate }},
-		{Flag: "conns", Env: "CONNS", Arg: "N", Usage: "connections (idle, soak), in rooms of -members", scenarios: []Scenario{Idle, Soak},
+		{Flag: "conns", Env: "CONNS", Arg: "N", Usage: "connections (idle, soak) or storm clients (reconnect-storm), in rooms of -members", scenarios: []Scenario{Idle, Soak, ReconnectStorm},
 			field: func(c *Config) any { return &c.Conns }},
 		{Flag: "send-every", Env: "SEND_EVERY", Arg: "D", Usage: "how often each soak connection sends a message (0s: never)", scenarios: []Scenario{Soak},
 			field: func(c *Config) any { return &c.SendEvery }},
 		{Flag: "grace", Env: "GRACE", Arg: "D", Usage: "wait for deliveries after sending stops; what has not arrived by then is lost",
-			scenarios: []Scenario{FanoutSmall, FanoutLarge, Ramp, Smoke, Soak, Release},
+			scenarios: []Scenario{FanoutSmall, FanoutLarge, Ramp, Smoke, Soak, Release, ReconnectStorm},
 			field:     func(c *Config) any { return &c.Grace }},
-		{Flag: "reconnect-base", Env: "RECONNECT_BASE", Arg: "D", Usage: "reconnect backoff: attempt n waits a random time in [0, min(max, base × 2^n))", scenarios: []Scenario{Soak, Release},
+		{Flag: "reconnect-base", Env: "RECONNECT_BASE", Arg: "D", Usage: "reconnect backoff: attempt n waits a random time in [0, min(max, base × 2^n)) (reconnect-storm: after a failure without Retry-After)", scenarios: []Scenario{Soak, Release, ReconnectStorm},
 			field: func(c *Config) any { return &c.ReconnectBase }},
-		{Flag: "reconnect-max", Env: "RECONNECT_MAX", Arg: "D", Usage: "longest reconnect backoff", scenarios: []Scenario{Soak, Release},
+		{Flag: "reconnect-max", Env: "RECONNECT_MAX", Arg: "D", Usage: "longest reconnect backoff", scenarios: []Scenario{Soak, Release, ReconnectStorm},
 			field: func(c *Config) any { return &c.ReconnectMax }},
 		{Flag: "max-p95", Env: "MAX_P95", Arg: "D", Usage: "threshold: delivery latency p95 under this", scenarios: fanout,
 			field: func(c *Config) any { return &c.MaxP95 }},
-		{Flag: "max-p99", Env: "MAX_P99", Arg: "D", Usage: "threshold: delivery latency p99 under this", scenarios: append(slices.Clone(fanout), Smoke),
+		{Flag: "max-p99", Env: "MAX_P99", Arg: "D", Usage: "threshold: delivery latency p99 under this (reconnect-storm: at most this, during the storm)", scenarios: append(slices.Clone(fanout), Smoke, ReconnectStorm),
 			field: func(c *Config) any { return &c.MaxP99 }},
-		{Flag: "max-lost", Env: "MAX_LOST", Arg: "N", Usage: "threshold: at most this many lost deliveries", scenarios: []Scenario{FanoutSmall, FanoutLarge, Smoke, Soak, Release},
+		{Flag: "max-lost", Env: "MAX_LOST", Arg: "N", Usage: "threshold: at most this many lost deliveries", scenarios: []Scenario{FanoutSmall, FanoutLarge, Smoke, Soak, Release, ReconnectStorm},
 			field: func(c *Config) any { return &c.MaxLost }},
 		{Flag: "max-duplicated", Env: "MAX_DUPLICATED", Arg: "N", Usage: "threshold: at most this many duplicated deliveries", scenarios: []Scenario{Smoke, Release},
 			field: func(c *Config) any { return &c.MaxDuplicated }},
 		{Flag: "max-unexpected-closes", Env: "MAX_UNEXPECTED_CLOSES", Arg: "N", Usage: "threshold: at most this many closes by the server", scenarios: []Scenario{Soak},
 			field: func(c *Config) any { return &c.MaxUnexpectedCloses }},
+		{Flag: "settle", Arg: "D", Usage: "reconnect-storm: how long the members send before the storm clients drop their connections; the storm window is measured over at least as long", scenarios: []Scenario{ReconnectStorm},
+			field: func(c *Config) any { return &c.Settle }},
 		{Flag: "ramp-step", Arg: "D", Usage: "duration of a ramp step", scenarios: []Scenario{Ramp},
 			field: func(c *Config) any { return &c.RampStep }},
 		{Flag: "ramp-factor", Arg: "F", Usage: "rate multiplier between ramp steps", scenarios: []Scenario{Ramp},
@@ -73,6 +75,8 @@ func Settings() []Setting {
 			field: func(c *Config) any { return &c.RampMaxP99 }},
 		{Flag: "server-pid", Arg: "PIDS", Usage: "comma-separated PIDs (replicas, nats-server) whose CPU time and RSS are read from /proc",
 			field: func(c *Config) any { return &c.ServerPIDs }},
+		{Flag: "token", Env: "TOKEN", Arg: "TOKEN", Usage: "JWT sent as Authorization: Bearer on every connect and reconnect, for a server with ROOMCAST_JWT_SECRET or ROOMCAST_JWT_PUBLIC_KEY (-token-file keeps it out of the process list); never printed",
+			field: func(c *Config) any { return &c.Token }},
 		{Flag: "connect-timeout", Arg: "D", Usage: "dial and upgrade timeout per connection attempt",
 			field: func(c *Config) any { return &c.ConnectTimeout }},
 		{Flag: "connect-parallel", Arg: "N", Usage: "connections being set up at once at the start",
@@ -112,6 +116,8 @@ func (st Setting) Set(c *Config, v string) error {
 			return errors.New("want a number")
 		}
 		*p = f
+	case *string:
+		*p = v
 	case *[]string:
 		*p = splitList(v)
 	case *[]int:
@@ -141,6 +147,8 @@ func (st Setting) String(c Config) string {
 		return strconv.FormatInt(*p, 10)
 	case *float64:
 		return strconv.FormatFloat(*p, 'g', -1, 64)
+	case *string:
+		return *p
 	case *[]string:
 		return strings.Join(*p, ",")
 	case *[]int:
@@ -199,8 +207,9 @@ type K6Twin struct {
 	Env map[string]string
 }
 
-// K6Twins lists the scenarios with a k6 script. Ramp and Idle have none: they measure
-// the server's limits and memory, which k6 users measure their own way.
+// K6Twins lists the scenarios with a k6 script. Ramp, Idle and ReconnectStorm have none:
+// they measure the server's limits, memory and admission, which k6 users measure their
+// own way.
 func K6Twins() []K6Twin {
 	return []K6Twin{
 		{Scenario: FanoutSmall, Script: "fanout.js"},
@@ -249,10 +258,15 @@ const (
 	MetricConnectFailures  = "roomcast_connect_failures"
 	MetricHistoryTruncated = "roomcast_history_truncated"
 	MetricChecks           = "checks"
+	// MetricStormNotBack is reconnect-storm's alone (it has no k6 twin): the storm
+	// clients that had not reconnected when the storm window ended.
+	MetricStormNotBack = "roomcast_storm_not_back"
 )
 
 // Metrics lists the metrics scenario s reports: what its k6 twin creates (plus k6's
-// checks for smoke). Ramp and idle report none.
+// checks for smoke). Ramp and idle report none. Reconnect-storm, which has no twin,
+// reports the members' deliveries during the storm window under the same names, and its
+// storm clients' reconnects.
 func Metrics(s Scenario) []MetricName {
 	base := []MetricName{
 		{Name: MetricSent, Kind: KindCounter},
@@ -276,6 +290,12 @@ func Metrics(s Scenario) []MetricName {
 			MetricName{Name: MetricReconnects, Kind: KindCounter},
 			MetricName{Name: MetricReconnectTime, Kind: KindTrend},
 			MetricName{Name: MetricHistoryTruncated, Kind: KindCounter},
+		)
+	case ReconnectStorm:
+		return append(base,
+			MetricName{Name: MetricReconnects, Kind: KindCounter},
+			MetricName{Name: MetricReconnectTime, Kind: KindTrend},
+			MetricName{Name: MetricStormNotBack, Kind: KindCounter},
 		)
 	}
 	return nil
@@ -304,6 +324,10 @@ func Thresholds(cfg Config) []Threshold {
 		return []Threshold{{MetricUnexpectedCloses, "count<=" + strconv.FormatInt(cfg.MaxUnexpectedCloses, 10)}, lost}
 	case Release:
 		return []Threshold{lost, dup}
+	case ReconnectStorm:
+		// The target: the members' p99 stays within MaxP99 and nothing is lost while
+		// every storm client comes back.
+		return []Threshold{{MetricLatency, "p(99)<=" + msString(cfg.MaxP99)}, lost, {MetricStormNotBack, "count==0"}}
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"regexp"
+	"slices"
 	"strconv"
 )
 
@@ -48,7 +49,12 @@ func (rep *Report) evaluate(cfg Config, reconnectTime Histogram) {
 		lost int64
 		lat  Histogram
 	)
-	for _, s := range rep.Steps {
+	steps := rep.Steps
+	if cfg.Scenario == ReconnectStorm {
+		// The storm window alone: the settle step is the baseline.
+		steps = slices.DeleteFunc(slices.Clone(steps), func(s Step) bool { return s.Phase != "storm" })
+	}
+	for _, s := range steps {
 		c.Sent += s.Sent
 		c.Expected += s.Expected
 		c.Delivered += s.Delivered
@@ -78,6 +84,11 @@ func (rep *Report) evaluate(cfg Config, reconnectTime Histogram) {
 		counters[MetricUnconfirmed] = rc.Unconfirmed
 		counters[MetricReconnects] = rc.Reconnects
 		counters[MetricConnectFailures] = rc.ConnectFailures
+	}
+	if st := rep.Storm; st != nil {
+		counters[MetricReconnects] = st.Back
+		counters[MetricConnectFailures] = st.failures()
+		counters[MetricStormNotBack] = st.NotBack
 	}
 	rep.Metrics = make(map[string]Metric, len(names))
 	for _, n := range names {

@@ -6,11 +6,13 @@ import (
 	"encoding/hex"
 	"fmt"
 	"maps"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"roomcast/pkg/auth"
 	"roomcast/pkg/wsclient"
 )
 
@@ -30,15 +32,31 @@ func roomName() (string, error) {
 	return "smoke-" + hex.EncodeToString(b[:]), nil
 }
 
+// token returns the bearer token of the joins: none without a key.
+func (r *runner) token(room string) (string, error) {
+	if len(r.cfg.JWTSecret) == 0 {
+		return "", nil
+	}
+	return auth.Mint(r.cfg.JWTSecret, auth.Claims{
+		Subject: "roomcast-smoke",
+		Expires: r.start.Add(r.cfg.Timeout + time.Minute),
+		Rooms:   []string{room},
+	})
+}
+
 // join opens a WebSocket into room on addr and checks the color of the 101.
-func (r *runner) join(ctx context.Context, addr, room string) (*member, result) {
+func (r *runner) join(ctx context.Context, addr, room, token string) (*member, result) {
 	if err := ctx.Err(); err != nil {
 		return nil, fail("join", addr, "%s", describe(ctx, err))
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.RequestTimeout)
 	defer cancel()
 	url := "ws://" + addr + "/ws/chat/" + room + "/"
-	c, resp, err := wsclient.Dial(ctx, url, wsclient.Options{HandshakeTimeout: r.cfg.RequestTimeout})
+	opts := wsclient.Options{HandshakeTimeout: r.cfg.RequestTimeout}
+	if token != "" {
+		opts.Header = http.Header{"Authorization": {"Bearer " + token}}
+	}
+	c, resp, err := wsclient.Dial(ctx, url, opts)
 	if err != nil {
 		return nil, fail("join", addr, "%v", err)
 	}

@@ -66,6 +66,10 @@ type Config struct {
 	RetryInterval time.Duration
 	// Resolver looks the target hosts up (default net.DefaultResolver).
 	Resolver *net.Resolver
+	// JWTSecret, when set, is the HS256 key of a deployment with auth on: the join
+	// checks then carry a token signed with it that admits only this run's room and
+	// expires a minute after the run's timeout.
+	JWTSecret []byte
 }
 
 func (c Config) withDefaults() Config {
@@ -256,9 +260,15 @@ func (r *runner) check(ctx context.Context) {
 		r.skip("message", "no room")
 		return
 	}
+	token, err := r.token(room)
+	if err != nil {
+		r.report(fail("join", "", "minting a token for room %s: %v", room, err))
+		r.skip("message", "no token")
+		return
+	}
 	clients := make([]*member, len(replicas))
 	joined := r.reportAll(forEach(replicas, func(addr string) result {
-		m, res := r.join(ctx, addr, room)
+		m, res := r.join(ctx, addr, room, token)
 		if m != nil {
 			clients[indexOf(replicas, addr)] = m
 		}

@@ -1,6 +1,6 @@
 // Stub of k6/websockets on node's WebSocket (undici), with k6's event shapes: open and
 // message events carry a timestamp (milliseconds), error events an error string, close
-// events the code. Like k6, close() while still connecting is refused here: in k6 it
+// events the code; params.headers go with the upgrade request. Like k6, close() while still connecting is refused here: in k6 it
 // blocks the event loop.
 
 function now() {
@@ -22,7 +22,9 @@ export class WebSocket {
     this.onerror = null;
     this.onclose = null;
     this.listeners = { open: [], message: [], error: [], close: [] };
-    const ws = new globalThis.WebSocket(url);
+    // node's WebSocket (undici) takes headers in its init object, as k6 takes params.headers.
+    const headers = params && params.headers;
+    const ws = headers ? new globalThis.WebSocket(url, { headers }) : new globalThis.WebSocket(url);
     this.ws = ws;
     ws.onopen = () => {
       this.readyState = 1;

@@ -41,6 +41,7 @@ type config struct {
 	HistorySize      int           `env:"ROOMCAST_HISTORY_SIZE" envDefault:"100" help:"messages kept per room for clients that resume with ?since=; 0 turns history off"`
 	HistoryTTL       time.Duration `env:"ROOMCAST_HISTORY_TTL" envDefault:"1h" help:"how long history keeps a message"`
 	HistoryReplicas  int           `env:"ROOMCAST_HISTORY_REPLICAS" envDefault:"1" help:"replication of the history stream in a NATS cluster (3 survives the loss of a node)"`
+	CatchUpTimeout   time.Duration `env:"ROOMCAST_CATCHUP_TIMEOUT" envDefault:"15s" help:"how long a room retries reading what it missed from history (after a NATS reconnect or a gap) while its live messages wait, before it sends history_truncated and goes on"`
 	DrainDelay       time.Duration `env:"ROOMCAST_DRAIN_DELAY" envDefault:"5s" help:"after SIGTERM, time not ready before closing connections"`
 	DrainTimeout     time.Duration `env:"ROOMCAST_DRAIN_TIMEOUT" envDefault:"20s" help:"window over which connections are closed with 1012"`
 	PingInterval     time.Duration `env:"ROOMCAST_PING_INTERVAL" envDefault:"25s" help:"keepalive ping period; silent clients are closed after twice that"`
@@ -83,6 +84,8 @@ func loadConfig(environ map[string]string) (config, error) {
 		return cfg, bad("ROOMCAST_HISTORY_SIZE", fmt.Sprintf("want an integer from 0 (off) to %d", maxHistorySize))
 	case cfg.HistoryReplicas < 1 || cfg.HistoryReplicas > 5:
 		return cfg, bad("ROOMCAST_HISTORY_REPLICAS", "want an integer from 1 to 5")
+	case cfg.CatchUpTimeout < time.Second || cfg.CatchUpTimeout > 10*time.Minute:
+		return cfg, bad("ROOMCAST_CATCHUP_TIMEOUT", "want a duration from 1s to 10m, such as 15s")
 	case cfg.HistoryTTL < time.Second:
 		return cfg, bad("ROOMCAST_HISTORY_TTL", "want a duration of at least 1s, such as 10m or 1h")
 	case cfg.DrainDelay < 0:
@@ -215,6 +218,7 @@ func (c config) replica(version string) (replica.Config, error) {
 		HistorySize:      c.HistorySize,
 		HistoryTTL:       c.HistoryTTL,
 		HistoryReplicas:  c.HistoryReplicas,
+		CatchUpTimeout:   c.CatchUpTimeout,
 		DrainDelay:       c.DrainDelay,
 		DrainTimeout:     c.DrainTimeout,
 		PingInterval:     c.PingInterval,

@@ -34,6 +34,9 @@ func TestInvalidEnvironmentExitsTwoWithOneLineNamingTheVariable(t *testing.T) {
 		{"ROOMCAST_HISTORY_SIZE", "100000"},
 		{"ROOMCAST_HISTORY_TTL", "forever"},
 		{"ROOMCAST_HISTORY_TTL", "10ms"},
+		{"ROOMCAST_CATCHUP_TIMEOUT", "100ms"},
+		{"ROOMCAST_CATCHUP_TIMEOUT", "1h"},
+		{"ROOMCAST_CATCHUP_TIMEOUT", "soon"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+"="+tt.value, func(t *testing.T) {

@@ -272,16 +272,20 @@ func testNATSClusterNodeLoss(t *testing.T, bins binaries) {
 	}
 	rep := stopTraffic(t, traffic)
 	x := tallyOf(rep)
-	fmt.Printf("=== a 3-node NATS cluster losing a node under load: %s\n", x)
-	// While JetStream elects a new leader for the stream, a message acknowledged by the
-	// old one can miss some replicas (the catch-up cannot read history until the election
-	// is over): a handful of deliveries, reported above. Rooms must keep working.
-	var expected int64
-	for _, s := range rep.Steps {
-		expected += s.Expected
-	}
-	if beyond := x.lost - (x.refused+x.unconfirmed)*int64(rep.Members); beyond > expected/100 || x.duplicated != 0 {
-		t.Errorf("more than 1%% of the deliveries lost, or duplicates: %s", x)
+	unstored := publishErrors(t, set)
+	fmt.Printf("=== a 3-node NATS cluster losing a node under load: %s; %d publishes not acknowledged by JetStream\n", x, unstored)
+	// A message JetStream acknowledged reaches every member once, even when the old
+	// stream leader died before republishing it: the replicas that missed it see the gap
+	// (or reconnected) and catch up from history, retrying while the new leader is
+	// elected. Only messages that were never stored may be lost: refused and unconfirmed
+	// ones, and those sent live only while the stream had no leader (core NATS, at most
+	// once: a replica still reconnecting from the lost node misses them). The publishes
+	// JetStream did not acknowledge, refused or sent live only, are
+	// roomcast_history_errors_total{op="publish"}. Measured over 33 runs: at most 5
+	// deliveries lost, all within this allowance; each stored message a replica missed
+	// was caught up.
+	if beyond := x.lost - (x.refused+x.unconfirmed+unstored)*int64(rep.Members); beyond > 0 || x.duplicated != 0 {
+		t.Errorf("deliveries of stored messages lost, or duplicates: %s; %d publishes not acknowledged", x, unstored)
 	}
 	if rep.UnexpectedCloses != 0 {
 		t.Errorf("%d connections closed when a NATS node went", rep.UnexpectedCloses)
@@ -294,6 +298,30 @@ func testNATSClusterNodeLoss(t *testing.T, bins binaries) {
 	everyoneGetsEveryoneOnce(t, members, "after")
 }
 
+// publishErrors sums roomcast_history_errors_total{op="publish"} over the replicas: the
+// publishes JetStream did not acknowledge (refused, or sent live only without a seq).
+func publishErrors(t *testing.T, set *replicaSet) int64 {
+	t.Helper()
+	const series = `roomcast_history_errors_total{op="publish"} `
+	var n int64
+	for _, r := range set.procs {
+		found := false
+		for _, line := range strings.Split(string(get(t, "http://"+r.addr+"/metrics").body), "\n") {
+			if v, ok := strings.CutPrefix(line, series); ok {
+				f, err := strconv.ParseFloat(v, 64)
+				if err != nil {
+					t.Fatalf("replica %s: %s%s: %v", r.addr, series, v, err)
+				}
+				n, found = n+int64(f), true
+			}
+		}
+		if !found {
+			t.Fatalf("replica %s exposes no %s", r.addr, series)
+		}
+	}
+	return n
+}
+
 // waitHistory waits until every replica reports its history stream.
 func waitHistory(t *testing.T, set *replicaSet) {
 	t.Helper()
@@ -301,7 +329,8 @@ func waitHistory(t *testing.T, set *replicaSet) {
 	for _, r := range set.procs {
 		for {
 			m := get(t, "http://"+r.addr+"/metrics")
-			if strings.Contains(string(m.body), "roomcast_history_available 1") {
+			// The sample line, not the HELP line (whose text begins with "1 while").
+			if strings.Contains(string(m.body), "\nroomcast_history_available 1\n") {
 				break
 			}
 			if time.Now().After(deadline) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -48,6 +49,10 @@ type Config struct {
 	Encode func(chat.Message) []byte
 	// History, when set, lets CatchUp fill the gap of a broker outage.
 	History chat.History
+	// CatchUpTimeout bounds how long a room keeps retrying to read its gap from History
+	// (default DefaultCatchUpTimeout) while its live messages wait; then it gives up: its members get
+	// TruncatedFrame and the messages that waited.
+	CatchUpTimeout time.Duration
 	// TruncatedFrame is sent to a room's members when a catch-up may have missed some.
 	TruncatedFrame []byte
 	// Sleep waits between two batches of closes while draining; tests replace it.
@@ -68,6 +73,12 @@ type Hub struct {
 	members  map[*Member]struct{}
 	draining bool
 	empty    chan struct{} // closed when draining and the last member has left
+	closed   bool          // no catch-up starts any more (Close)
+
+	ctx      context.Context // ended by Close: catch-ups in progress give up
+	cancel   context.CancelFunc
+	catchUps sync.WaitGroup // catch-up goroutines; Add under mu while !closed
+	replays  chan struct{}  // a slot per History.Replay in flight
 }
 
 type room struct {
@@ -85,9 +96,23 @@ type room struct {
 	last  uint64
 	epoch string
 
-	// While catchingUp, live messages wait in backlog (guarded by mu).
-	catchingUp bool
-	backlog    []chat.Message
+	// While a catch-up is in progress, live messages wait in its backlog (guarded by mu).
+	catchUp *catchUp
+}
+
+// catchUp is one room's fill from history in progress. It ends when the room is
+// caught up, or is given up (CatchUpTimeout, a full backlog, Close, the caller's
+// context), or is dropped because the room's last member left.
+type catchUp struct {
+	trigger string
+	ctx     context.Context // ends when the catch-up must stop retrying
+	cancel  context.CancelFunc
+	done    chan struct{} // closed when its goroutine has returned
+
+	// Guarded by room.mu.
+	backlog  []chat.Message
+	attempts int
+	judged   bool // the backlog has a new numbered message, which showed whether history is needed
 }
 
 // advance records seq/epoch as delivered; it reports false for a message already
@@ -122,6 +147,10 @@ func New(cfg Config, broker chat.Broker, log *slog.Logger, reg prometheus.Regist
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.CatchUpTimeout <= 0 {
+		cfg.CatchUpTimeout = DefaultCatchUpTimeout
+	}
+	ctx, cancel := context.WithCancel(context.Background())
 	return &Hub{
 		cfg:     cfg,
 		broker:  broker,
@@ -129,7 +158,21 @@ func New(cfg Config, broker chat.Broker, log *slog.Logger, reg prometheus.Regist
 		m:       newMetrics(reg),
 		rooms:   make(map[string]*room),
 		members: make(map[*Member]struct{}),
+		ctx:     ctx,
+		cancel:  cancel,
+		replays: make(chan struct{}, maxReplays),
 	}
+}
+
+// Close stops the catch-ups in progress (each gives up: its room gets TruncatedFrame and
+// what waited) and waits for their goroutines; no catch-up starts afterwards. Call it
+// once the members are gone, after CloseAll. It is idempotent.
+func (h *Hub) Close() {
+	h.mu.Lock()
+	h.closed = true
+	h.mu.Unlock()
+	h.cancel()
+	h.catchUps.Wait()
 }
 
 // Join adds a member to room, subscribing the room on the broker first if it is the
@@ -207,6 +250,11 @@ func (h *Hub) Leave(m *Member) {
 	if len(r.members) == 0 && r.sub != nil {
 		sub, r.sub = r.sub, nil
 		r.gen++ // messages still in flight on the old subscription are dropped
+		if cu := r.catchUp; cu != nil {
+			// Nobody is left to catch up for: stop retrying, drop what waited.
+			r.catchUp = nil
+			cu.cancel()
+		}
 	}
 	r.mu.Unlock()
 	if sub != nil {
@@ -244,53 +292,53 @@ func (h *Hub) deliver(r *room, gen uint64, msg chat.Message) {
 		r.mu.RUnlock()
 		return
 	}
-	if r.catchingUp {
-		r.mu.RUnlock()
-		r.mu.Lock()
-		if r.catchingUp { // still: keep it for after the catch-up, in order
-			if len(r.backlog) < maxBacklog {
-				r.backlog = append(r.backlog, msg)
-			}
-			r.mu.Unlock()
-			return
-		}
+	if r.catchUp == nil && !h.gap(r, msg) {
 		h.fanOutLocked(r, msg)
-		r.mu.Unlock()
-		return
-	}
-	if h.gap(r, msg) {
-		// A message of this room was stored but never came live (its stream leader died
-		// before republishing it): fetch it from history before going on.
-		r.mu.RUnlock()
-		r.mu.Lock()
-		if h.beginCatchUpLocked(r) {
-			go func() {
-				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-				defer cancel()
-				h.catchUpRoom(ctx, r, "gap")
-			}()
-		}
-		if r.catchingUp && len(r.backlog) < maxBacklog {
-			r.backlog = append(r.backlog, msg)
-		} else if !r.catchingUp {
-			h.fanOutLocked(r, msg)
-		}
-		r.mu.Unlock()
-		return
-	}
-	if !r.advance(msg.Seq, msg.Epoch) {
 		r.mu.RUnlock()
 		return
-	}
-	frame := h.cfg.Encode(msg)
-	var accepted int64
-	if !msg.Accepted.IsZero() {
-		accepted = msg.Accepted.UnixNano()
-	}
-	for _, m := range r.members {
-		m.deliverLive(frame, msg.Seq, accepted)
 	}
 	r.mu.RUnlock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.gen != gen {
+		return
+	}
+	if r.catchUp == nil && h.gap(r, msg) {
+		// A message of this room was stored but never came live (its stream leader died
+		// before republishing it): fetch it from history before going on.
+		h.beginCatchUpLocked(h.ctx, r, "gap")
+	}
+	if r.catchUp == nil {
+		h.fanOutLocked(r, msg)
+		return
+	}
+	h.holdLocked(r, msg)
+}
+
+// holdLocked keeps msg, in order, for after r's catch-up; r.mu is held. When the backlog
+// is full the catch-up is given up rather than a message dropped.
+func (h *Hub) holdLocked(r *room, msg chat.Message) {
+	cu := r.catchUp
+	if len(cu.backlog) >= maxBacklog {
+		h.finishLocked(r, cu, chat.Replayed{}, fmt.Errorf("%d live messages waiting: %w", len(cu.backlog), errBacklogFull))
+		h.fanOutLocked(r, msg)
+		return
+	}
+	cu.backlog = append(cu.backlog, msg)
+	if cu.judged || msg.Seq == 0 {
+		return
+	}
+	last, epoch := r.position()
+	if msg.Epoch == epoch && msg.Seq <= last {
+		return // delivered already: it says nothing about what is missing
+	}
+	cu.judged = true
+	if msg.Epoch == epoch && msg.PrevSeq <= last {
+		// The first new numbered message follows the room's position: nothing was stored
+		// meanwhile (typically a reconnect that missed nothing), so history is not needed.
+		h.log.Debug("catch-up not needed: the live stream continues", "room", r.name, "trigger", cu.trigger, "attempts", cu.attempts)
+		h.finishLocked(r, cu, chat.Replayed{}, nil)
+	}
 }
 
 // gap reports whether msg says the room had a message after the last one delivered here
@@ -303,13 +351,43 @@ func (h *Hub) gap(r *room, msg chat.Message) bool {
 	return last > 0 && epoch == msg.Epoch && msg.PrevSeq > last
 }
 
-// maxBacklog bounds the live messages a room keeps while it catches up.
-const maxBacklog = 10000
+// DefaultCatchUpTimeout is Config.CatchUpTimeout's default: longer than a JetStream
+// cluster usually takes to elect a new stream leader after losing a node, short enough
+// that a room does not stay silent for long when history is really gone (JetStream down,
+// core NATS up: live messages then have no seq, and no replay can succeed).
+const DefaultCatchUpTimeout = 15 * time.Second
+
+const (
+	// maxBacklog bounds the live messages a room keeps while it catches up.
+	maxBacklog = 10000
+	// maxReplays bounds the History.Replay calls in flight, so that a reconnect with
+	// many rooms does not flood a store that is just coming back.
+	maxReplays = 8
+	// catchUpAttemptTimeout bounds one Replay (a request may go to a node that died).
+	catchUpAttemptTimeout = 5 * time.Second
+	// A failed attempt is retried after a backoff that doubles from the first to the
+	// largest, each with jitter so that replicas and rooms do not retry in step.
+	catchUpFirstBackoff = 200 * time.Millisecond
+	catchUpMaxBackoff   = 3 * time.Second
+)
+
+// errBacklogFull: a room's catch-up took so long that maxBacklog live messages waited.
+var errBacklogFull = errors.New("catch-up backlog full")
+
+// errHistoryBehind: a replay ended before a message that a live message of the room
+// names as its predecessor (a store replica that is behind answered); it is retried.
+var errHistoryBehind = errors.New("history is behind the live messages")
 
 // CatchUp delivers, room by room, the stored messages that arrived while the broker was
 // unreachable: after a reconnect, live delivery resumes with the next message, and what
 // was published meanwhile would be lost for this replica's members. Live messages of a
 // room wait while its catch-up runs, and those it already delivered are skipped.
+//
+// The rooms catch up concurrently, each retrying until it has read its gap (or its first
+// new live message shows there is none) or gives up (after Config.CatchUpTimeout, when
+// its backlog is full, at Close, or when ctx ends);
+// CatchUp returns when each room it started has caught up or given up. A room already
+// catching up (after a gap) is left to that catch-up.
 func (h *Hub) CatchUp(ctx context.Context) {
 	if h.cfg.History == nil {
 		return
@@ -320,58 +398,154 @@ func (h *Hub) CatchUp(ctx context.Context) {
 		rooms = append(rooms, r)
 	}
 	h.mu.Unlock()
+	var started []*catchUp
 	for _, r := range rooms {
 		r.mu.Lock()
-		started := h.beginCatchUpLocked(r)
-		r.mu.Unlock()
-		if started {
-			h.catchUpRoom(ctx, r, "reconnect")
+		if cu := h.beginCatchUpLocked(ctx, r, "reconnect"); cu != nil {
+			started = append(started, cu)
 		}
+		r.mu.Unlock()
+	}
+	for _, cu := range started {
+		<-cu.done
 	}
 }
 
-// beginCatchUpLocked marks r as catching up, unless it is already or has no position
-// yet; r.mu is held. Live messages of the room then wait in r.backlog, so the
-// subscription's goroutine never blocks on the store.
-func (h *Hub) beginCatchUpLocked(r *room) bool {
-	if r.catchingUp {
-		return false
+// beginCatchUpLocked starts a catch-up of r in its own goroutine, unless r is already
+// catching up, has no position yet, has no members, or the hub is closed; r.mu is held.
+// Live messages of the room then wait in the catch-up's backlog, so the subscription's
+// goroutine never blocks on the store. The catch-up stops retrying when ctx or the hub
+// ends, or after CatchUpTimeout.
+func (h *Hub) beginCatchUpLocked(ctx context.Context, r *room, trigger string) *catchUp {
+	if r.catchUp != nil || r.sub == nil {
+		return nil
 	}
 	if last, _ := r.position(); last == 0 {
-		return false
+		return nil
 	}
-	r.catchingUp = true
-	return true
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, h.cfg.CatchUpTimeout)
+	stop := context.AfterFunc(h.ctx, cancel)
+	cu := &catchUp{trigger: trigger, ctx: cctx, done: make(chan struct{}),
+		cancel: func() { stop(); cancel() }}
+	r.catchUp = cu
+	h.catchUps.Add(1)
+	go h.catchUpRoom(r, cu)
+	return cu
 }
 
-// catchUpRoom replays what r missed since its position, then delivers what waited.
-func (h *Hub) catchUpRoom(ctx context.Context, r *room, trigger string) {
-	last, epoch := r.position()
-	h.m.catchUps.WithLabelValues(trigger).Inc()
-	var res chat.Replayed
-	var err error
-	for attempt := 1; attempt <= 3; attempt++ {
-		actx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		res, err = h.cfg.History.Replay(actx, r.name, last, epoch)
-		cancel()
-		h.log.Debug("catch-up attempt", "room", r.name, "attempt", attempt, "err", err)
-		if err == nil || ctx.Err() != nil {
-			break
+// catchUpRoom reads from history what r missed since its position, retrying with
+// backoff, then delivers it and what waited.
+func (h *Hub) catchUpRoom(r *room, cu *catchUp) {
+	defer h.catchUps.Done()
+	defer close(cu.done)
+	defer cu.cancel()
+	h.m.catchUps.WithLabelValues(cu.trigger).Inc()
+	backoff := catchUpFirstBackoff
+	for attempt := 1; ; attempt++ {
+		if attempt > 1 {
+			h.m.catchUpRetries.WithLabelValues(cu.trigger).Inc()
 		}
-		select { // the store may still be starting after the outage
-		case <-ctx.Done():
-		case <-time.After(time.Duration(attempt) * 500 * time.Millisecond):
+		res, err := h.replay(cu.ctx, r)
+		r.mu.Lock()
+		if r.catchUp != cu { // ended meanwhile: the room emptied or its backlog filled up
+			r.mu.Unlock()
+			return
+		}
+		cu.attempts = attempt
+		if err == nil {
+			err = behind(r, res, cu.backlog)
+		}
+		if err == nil || cu.ctx.Err() != nil {
+			h.finishLocked(r, cu, res, err)
+			r.mu.Unlock()
+			return
+		}
+		r.mu.Unlock()
+
+		// Full jitter would sometimes retry at once; keep at least half the backoff.
+		wait := backoff/2 + rand.N(backoff/2)
+		backoff = min(2*backoff, catchUpMaxBackoff)
+		h.log.Debug("catch-up attempt failed", "room", r.name, "trigger", cu.trigger,
+			"attempts", attempt, "retry_in", wait.String(), "err", err)
+		if sleep(cu.ctx, wait) != nil {
+			r.mu.Lock()
+			if r.catchUp == cu {
+				h.finishLocked(r, cu, res, err)
+			}
+			r.mu.Unlock()
+			return
 		}
 	}
+}
 
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	backlog := r.backlog
-	r.catchingUp, r.backlog = false, nil
+// replay is one attempt at reading what r missed, when a Replay slot is free.
+func (h *Hub) replay(ctx context.Context, r *room) (chat.Replayed, error) {
+	select {
+	case h.replays <- struct{}{}:
+		defer func() { <-h.replays }()
+	case <-ctx.Done():
+		return chat.Replayed{}, fmt.Errorf("waiting to replay room %q: %w", r.name, ctx.Err())
+	}
+	if err := ctx.Err(); err != nil {
+		return chat.Replayed{}, fmt.Errorf("waiting to replay room %q: %w", r.name, err)
+	}
+	last, epoch := r.position()
+	ctx, cancel := context.WithTimeout(ctx, catchUpAttemptTimeout)
+	defer cancel()
+	return h.cfg.History.Replay(ctx, r.name, last, epoch)
+}
+
+// behind returns errHistoryBehind when res stops short of what the live messages in
+// backlog show was stored: one of them follows a message that neither r has delivered
+// nor res holds. A store replica that has not applied the newest messages yet answers
+// like that; a later replay has them.
+func behind(r *room, res chat.Replayed, backlog []chat.Message) error {
+	last, epoch := r.position()
+	for _, m := range res.Messages {
+		switch {
+		case m.Seq == 0:
+		case m.Epoch != epoch:
+			last, epoch = m.Seq, m.Epoch
+		case m.Seq > last:
+			last = m.Seq
+		}
+	}
+	for _, m := range backlog {
+		switch {
+		case m.Seq == 0:
+		case m.Epoch != epoch:
+			return nil // a new stream: nothing to compare with
+		case m.Seq <= last:
+		case m.PrevSeq > last:
+			return fmt.Errorf("replaying room %q: up to seq %d, but live seq %d follows %d: %w",
+				r.name, last, m.Seq, m.PrevSeq, errHistoryBehind)
+		default:
+			last = m.Seq
+		}
+	}
+	return nil
+}
+
+// finishLocked ends cu, r's catch-up, and delivers in order: TruncatedFrame if history
+// could not be read (err) or was cut, the replayed messages, then the backlog. r.mu
+// is held.
+func (h *Hub) finishLocked(r *room, cu *catchUp, res chat.Replayed, err error) {
+	r.catchUp = nil
+	cu.cancel()
+	backlog := cu.backlog
+	cu.backlog = nil
 	switch {
+	case err != nil && h.ctx.Err() != nil:
+		h.log.Debug("catch-up stopped: the hub is closing", "room", r.name, "trigger", cu.trigger, "attempts", cu.attempts, "err", err)
+		h.sendTruncated(r)
 	case err != nil:
 		h.CountError(chat.KindHistory)
-		h.log.Warn("catching up a room failed", "room", r.name, "trigger", trigger, "err", err)
+		h.log.Warn("catching up a room failed", "room", r.name, "trigger", cu.trigger, "attempts", cu.attempts, "err", err)
 		h.sendTruncated(r)
 	case res.Truncated:
 		h.sendTruncated(r)
@@ -382,8 +556,8 @@ func (h *Hub) catchUpRoom(ctx context.Context, r *room, trigger string) {
 	for _, msg := range backlog {
 		h.fanOutLocked(r, msg)
 	}
-	if n := len(res.Messages); n > 0 {
-		h.log.Info("room caught up", "room", r.name, "trigger", trigger, "messages", n)
+	if n := len(res.Messages); n > 0 && err == nil {
+		h.log.Info("room caught up", "room", r.name, "trigger", cu.trigger, "messages", n, "attempts", cu.attempts)
 	}
 }
 
@@ -396,7 +570,8 @@ func (h *Hub) sendTruncated(r *room) {
 	}
 }
 
-// fanOutLocked delivers msg to r's members unless it was delivered already; r.mu is held.
+// fanOutLocked delivers msg to r's members unless it was delivered already; r.mu is held
+// (for reading at least).
 func (h *Hub) fanOutLocked(r *room, msg chat.Message) {
 	if !r.advance(msg.Seq, msg.Epoch) {
 		return

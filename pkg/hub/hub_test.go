@@ -176,6 +176,7 @@ func newFixture(t *testing.T, mod func(*hub.Config)) *fixture {
 		mod(&cfg)
 	}
 	f.hub = hub.New(cfg, f.broker, slog.New(slog.NewTextHandler(io.Discard, nil)), f.reg)
+	t.Cleanup(f.hub.Close) // registered first, so it runs after the members have left
 	return f
 }
 

@@ -15,6 +15,7 @@ type metrics struct {
 	errors            *prometheus.CounterVec
 	deliveryLatency   prometheus.Histogram
 	catchUps          *prometheus.CounterVec
+	catchUpRetries    *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -45,8 +46,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		Name: "roomcast_room_catchups_total",
 		Help: "Rooms filled from history, by trigger (reconnect: after a NATS outage; gap: a stored message that never came live).",
 	}, []string{"trigger"})
-	m.catchUps.WithLabelValues("reconnect")
-	m.catchUps.WithLabelValues("gap")
+	m.catchUpRetries = f.NewCounterVec(prometheus.CounterOpts{
+		Name: "roomcast_room_catchup_retries_total",
+		Help: "Catch-up attempts made again, after a backoff, because the previous one could not read the room's gap from history, by trigger.",
+	}, []string{"trigger"})
+	for _, trigger := range []string{"reconnect", "gap"} {
+		m.catchUps.WithLabelValues(trigger)
+		m.catchUpRetries.WithLabelValues(trigger)
+	}
 	for _, kind := range chat.ErrorKinds {
 		m.errors.WithLabelValues(string(kind))
 	}

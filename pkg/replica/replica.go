@@ -52,6 +52,9 @@ type Config struct {
 	HistoryTTL  time.Duration
 	// HistoryReplicas is the history stream's replication in a NATS cluster.
 	HistoryReplicas int
+	// CatchUpTimeout bounds a room's retries to read what it missed from history
+	// (hub.Config.CatchUpTimeout; 0 is hub.DefaultCatchUpTimeout).
+	CatchUpTimeout time.Duration
 
 	DrainDelay   time.Duration
 	DrainTimeout time.Duration
@@ -132,11 +135,12 @@ func (r *Replica) build() error {
 		// After a NATS outage the hub fills each room's gap from history.
 		History:        r.broker.History(),
 		TruncatedFrame: wsgateway.TruncatedFrame,
+		CatchUpTimeout: cfg.CatchUpTimeout,
 	}, r.broker, log.With("component", "hub"), r.reg)
 	r.broker.OnReconnect(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		r.hub.CatchUp(ctx)
+		// Each room retries until it has its gap, for up to the hub's CatchUpTimeout; Close
+		// stops them.
+		r.hub.CatchUp(context.Background())
 	})
 	gateway := wsgateway.New(wsgateway.Config{
 		MaxMessageBytes: cfg.MaxMessageBytes,
@@ -240,6 +244,7 @@ func (r *Replica) close() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		_ = r.hub.CloseAll(ctx, hub.CloseServiceRestart, "server restarting", 0)
 		cancel()
+		r.hub.Close() // catch-ups still retrying stop before the broker goes
 	}
 	if r.http != nil {
 		ctx, cancel := context.WithCancel(context.Background())

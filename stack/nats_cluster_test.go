@@ -1,0 +1,317 @@
+package stack_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"roomcast/pkg/testenv"
+)
+
+func TestNATSClusterStackOptionMergesIntoTheEdgeStack(t *testing.T) {
+	out, err := stackConfig(t, "edge.yml", "ACTIVE_COLOR=blue")
+	if err != nil {
+		t.Fatalf("edge.yml: %v\n%s", err, out)
+	}
+	if section := serviceSection(t, out, "nats"); !strings.Contains(section, "replicas: 1") || strings.Contains(section, "cluster.conf") {
+		t.Errorf("without the option, NATS is one node:\n%s", section)
+	}
+
+	cmd := exec.Command("docker", "stack", "config", "-c", "edge.yml", "-c", "nats-cluster.yml")
+	cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + t.TempDir(), "ACTIVE_COLOR=blue", "NATS_CONFIG_ID=abc"}
+	merged, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("edge.yml + nats-cluster.yml: %v\n%s", err, merged)
+	}
+	nats := serviceSection(t, string(merged), "nats")
+	for _, want := range []string{
+		"replicas: 3", "endpoint_mode: dnsrr", "- /etc/nats/cluster.conf", "target: /etc/nats/cluster.conf",
+		"NATS_SERVER_NAME: edge-nats-{{.Task.Slot}}", "source: nats-cluster-data", "roomcast.nats-cluster: \"true\"",
+		"parallelism: 1",
+	} {
+		if !strings.Contains(nats, want) {
+			t.Errorf("merged nats service lacks %q:\n%s", want, nats)
+		}
+	}
+	for _, want := range []string{"name: edge_nats-data-{{.Task.Slot}}", "name: edge_nats_cluster_conf-abc"} {
+		if !strings.Contains(string(merged), want) {
+			t.Errorf("merged edge stack lacks %q", want)
+		}
+	}
+	b, err := os.ReadFile(repoFile(t, "stack/nats-cluster.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := string(b)
+	for _, want := range []string{"server_name: $NATS_SERVER_NAME", "store_dir: /data", "routes: [nats://tasks.edge_nats:6222]"} {
+		if !strings.Contains(conf, want) {
+			t.Errorf("stack/nats-cluster.conf lacks %q", want)
+		}
+	}
+}
+
+// serviceSection is the block of one service in `docker stack config` output.
+func serviceSection(t *testing.T, rendered, service string) string {
+	t.Helper()
+	m := regexp.MustCompile(`(?ms)^  ` + service + `:\n(.*?)(?:^  \S|^\S)`).FindStringSubmatch(rendered)
+	if m == nil {
+		t.Fatalf("no service %s in:\n%s", service, rendered)
+	}
+	return m[1]
+}
+
+// TestNATSClusterOnARealSwarm deploys the stacks with NATS as a 3-node JetStream cluster
+// (NATS_CLUSTER=true: stack/nats-cluster.yml, history stream with 3 replicas), then kills
+// one NATS task under chat traffic through nginx: rooms keep working, the task comes back
+// with its own store, and a later deploy without the variable keeps the cluster.
+func TestNATSClusterOnARealSwarm(t *testing.T) {
+	requireSwarm(t)
+	env := newSwarmEnv(t, "TAG=nc1", "NATS_CLUSTER=true")
+	t.Cleanup(func() { // before teardown: what the services said, when it failed
+		if t.Failed() {
+			for _, svc := range []string{"blue_app", "edge_nats"} {
+				_, _ = sh(t, env, 30*time.Second, "docker", "service", "logs", "--no-task-ids", "--tail", "80", svc)
+			}
+		}
+	})
+	env.vars = append(env.vars, standinVars(t, env)...)
+	mustSh(t, env, 5*time.Minute, "just", "build", "nc1")
+
+	out := mustSh(t, env, 5*time.Minute, "just", "deploy")
+	if !strings.Contains(out, "cluster of 3 nodes") {
+		t.Errorf("deploy does not say NATS is a cluster:\n%s", out)
+	}
+	expectEdgeColor(t, env, "blue")
+	waitServiceReplicas(t, "edge_nats", 3, 90*time.Second)
+	// The app made its history stream with 3 replicas, which JetStream only allows
+	// once three nodes form one cluster; until then the replicas report no history.
+	pollFor(t, 90*time.Second, "history available on the active color", func() error {
+		body, err := httpGet(env.edgeURL("/metrics"))
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(body, "\nroomcast_history_available 1\n") {
+			return fmt.Errorf("roomcast_history_available is not 1")
+		}
+		return nil
+	})
+	if env := serviceEnv(t, "blue_app"); !strings.Contains(env, "ROOMCAST_HISTORY_REPLICAS=3") {
+		t.Errorf("blue_app's history stream is not replicated 3 times: %s", env)
+	}
+	chatThroughNginx(t, env)
+
+	load := startLoad(t, env, 100)
+	time.Sleep(5 * time.Second)
+	// The node that hurts most: the history stream's leader if app replicas are connected
+	// to it, else the one most of them are connected to.
+	nodes := natsNodes(t, env)
+	victim := nodes[0]
+	for _, n := range nodes {
+		if n.score() > victim.score() {
+			victim = n
+		}
+	}
+	mustSh(t, env, 30*time.Second, "docker", "kill", victim.container)
+	t.Logf("killed NATS node %s (container %s, %d client connections, stream leader %v); nodes: %+v",
+		victim.name, victim.container, victim.conns, victim.leadsStream, nodes)
+	time.Sleep(15 * time.Second)
+	report := load.stopAfterAllOn(t, "blue", 30*time.Second)
+	t.Logf("load while a NATS node was killed: %s\n%s", report, report.summary)
+	// As with processes (cmd/roomcast's fault test): rooms keep working; while
+	// JetStream elects a new stream leader a message acknowledged by the old one can
+	// miss some replicas, which the catch-up repairs once the election is over.
+	// Only messages that were never stored may be lost: those refused (the sender got
+	// unavailable while its replica reconnected) and those sent live only, without a seq,
+	// while the stream had no leader (core NATS, at most once: a replica still
+	// reconnecting misses them and no history has them). Every stored message reaches
+	// every member, the catch-up filling what a replica missed.
+	unstored := appMetricSum(t, env, "blue_app", `roomcast_history_errors_total{op="publish"}`)
+	fmt.Printf("=== Swarm: a 3-node NATS cluster losing node %s (stream leader %v, %d app connections) under load: %d messages sent, %d refused (unavailable), %d not stored (JetStream without a leader), %d of %d deliveries lost (%d messages unconfirmed), %d duplicated, other closes %v\n",
+		victim.name, victim.leadsStream, victim.conns, report.sent, report.refused, unstored, report.lost, report.expected, report.unconfirmed, report.duplicated, report.otherCloses)
+	if beyond := report.lost - (report.refused+unstored)*report.members; report.expected == 0 || beyond > 0 || report.duplicated != 0 {
+		t.Errorf("deliveries of stored messages lost (%d beyond the %d refused and %d unstored messages), or duplicates: %s",
+			beyond, report.refused, unstored, report)
+	}
+	if len(report.otherCloses) != 0 {
+		t.Errorf("connections closed when a NATS node went: %v", report.otherCloses)
+	}
+
+	// Swarm restarts the task in the same slot, with the same store.
+	waitServiceReplicas(t, "edge_nats", 3, 90*time.Second)
+	vols := mustSh(t, env, 30*time.Second, "docker", "volume", "ls", "-q", "--filter", "name=edge_nats-data-")
+	if n := len(strings.Fields(vols)); n != 3 {
+		t.Errorf("want a store per slot (3 volumes edge_nats-data-<slot>), got %q", vols)
+	}
+	chatThroughNginx(t, env)
+
+	// A deploy without NATS_CLUSTER keeps the cluster: it reads the live option.
+	e := env
+	e.vars = nil
+	for _, v := range env.vars {
+		if !strings.HasPrefix(v, "NATS_CLUSTER=") {
+			e.vars = append(e.vars, v)
+		}
+	}
+	if out := mustSh(t, e, 5*time.Minute, "just", "deploy"); !strings.Contains(out, "cluster of 3 nodes") {
+		t.Errorf("a later deploy without NATS_CLUSTER dropped the cluster:\n%s", out)
+	}
+	waitServiceReplicas(t, "edge_nats", 3, 90*time.Second)
+}
+
+// waitServiceReplicas waits (bounded) until service runs want tasks.
+func waitServiceReplicas(t *testing.T, service string, want int, within time.Duration) {
+	t.Helper()
+	pollFor(t, within, fmt.Sprintf("%s at %d/%d", service, want, want), func() error {
+		out, err := exec.Command("docker", "service", "ls", "--filter", "name="+service, "--format", "{{.Name}} {{.Replicas}}").Output()
+		if err != nil {
+			return err
+		}
+		for _, l := range strings.Split(string(out), "\n") {
+			if f := strings.Fields(l); len(f) == 2 && f[0] == service {
+				if f[1] == fmt.Sprintf("%d/%d", want, want) {
+					return nil
+				}
+				return fmt.Errorf("%s %s", service, f[1])
+			}
+		}
+		return fmt.Errorf("no service %s", service)
+	})
+}
+
+// serviceEnv is the environment of service's task template, one VAR=value per line.
+func serviceEnv(t *testing.T, service string) string {
+	t.Helper()
+	out, err := exec.Command("docker", "service", "inspect", service, "--format",
+		`{{ range .Spec.TaskTemplate.ContainerSpec.Env }}{{ println . }}{{ end }}`).Output()
+	if err != nil {
+		t.Fatalf("docker service inspect %s: %v", service, err)
+	}
+	return string(out)
+}
+
+// httpGet returns the body of a 200 answer to GET url.
+func httpGet(url string) (string, error) {
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return "", fmt.Errorf("GET %s: %w", url, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("GET %s: status %d", url, resp.StatusCode)
+	}
+	return string(body), nil
+}
+
+// natsNode is one task of edge_nats as its monitoring endpoint reports it.
+type natsNode struct {
+	container   string
+	name        string
+	conns       int
+	leadsStream bool // of ROOMCAST_ROOMS, the history stream
+}
+
+func (n natsNode) score() int {
+	s := n.conns
+	if n.leadsStream && n.conns > 0 {
+		s += 100
+	}
+	return s
+}
+
+// natsNodes asks each NATS container on this node for /varz and /jsz, from inside the
+// container's own network namespace (its monitoring port is not published).
+func natsNodes(t *testing.T, env swarmEnv) []natsNode {
+	t.Helper()
+	ids := strings.Fields(mustSh(t, env, 30*time.Second, "docker", "ps", "-q", "--filter", "label=com.docker.swarm.service.name=edge_nats"))
+	if len(ids) != 3 {
+		t.Fatalf("want 3 nats containers on this node, got %q", ids)
+	}
+	var nodes []natsNode
+	for _, id := range ids {
+		monitor := func(path string, v any) {
+			out := inContainer(t, env, id, "http://127.0.0.1:8222"+path)
+			if err := json.Unmarshal(out, v); err != nil {
+				t.Fatalf("GET %s: %v: %s", path, err, out)
+			}
+		}
+		var varz struct {
+			ServerName  string `json:"server_name"`
+			Connections int    `json:"connections"`
+		}
+		monitor("/varz", &varz)
+		var jsz struct {
+			AccountDetails []struct {
+				Streams []struct {
+					Name    string `json:"name"`
+					Cluster struct {
+						Leader string `json:"leader"`
+					} `json:"cluster"`
+				} `json:"stream_detail"`
+			} `json:"account_details"`
+		}
+		monitor("/jsz?streams=true", &jsz)
+		n := natsNode{container: id, name: varz.ServerName, conns: varz.Connections}
+		for _, a := range jsz.AccountDetails {
+			for _, st := range a.Streams {
+				if st.Name == "ROOMCAST_ROOMS" && st.Cluster.Leader == varz.ServerName {
+					n.leadsStream = true
+				}
+			}
+		}
+		nodes = append(nodes, n)
+	}
+	return nodes
+}
+
+// inContainer GETs url with curl in the network namespace of container, for ports that
+// are not published (NATS monitoring, a replica's own /metrics).
+func inContainer(t *testing.T, env swarmEnv, container, url string) []byte {
+	t.Helper()
+	nsenter := testenv.Program(t, "nsenter")
+	pid := strings.TrimSpace(mustSh(t, env, 30*time.Second, "docker", "inspect", "-f", "{{.State.Pid}}", container))
+	out, err := exec.Command(nsenter, "-t", pid, "-n", "curl", "-fsS", "-m", "5", url).Output()
+	if err != nil {
+		t.Fatalf("GET %s in the network namespace of container %s: %v", url, container, err)
+	}
+	return out
+}
+
+// appMetricSum sums one series over the running tasks of service on this node, each
+// read from the replica's own /metrics.
+func appMetricSum(t *testing.T, env swarmEnv, service, series string) int64 {
+	t.Helper()
+	ids := strings.Fields(mustSh(t, env, 30*time.Second, "docker", "ps", "-q", "--filter", "label=com.docker.swarm.service.name="+service))
+	if len(ids) == 0 {
+		t.Fatalf("no running task of %s", service)
+	}
+	var sum int64
+	for _, id := range ids {
+		found := false
+		for _, line := range strings.Split(string(inContainer(t, env, id, "http://127.0.0.1:8080/metrics")), "\n") {
+			if v, ok := strings.CutPrefix(line, series+" "); ok {
+				f, err := strconv.ParseFloat(v, 64)
+				if err != nil {
+					t.Fatalf("%s of %s: %q: %v", series, id, v, err)
+				}
+				sum, found = sum+int64(f), true
+			}
+		}
+		if !found {
+			t.Fatalf("container %s of %s exposes no %s", id, service, series)
+		}
+	}
+	return sum
+}

@@ -242,7 +242,7 @@ func TestScrapeTargetsAreServicesOfTheStacks(t *testing.T) {
 			for _, name := range d.Names {
 				switch {
 				case name == "tasks.blue_app" || name == "tasks.green_app":
-					out, err := stackConfig(t, "app.yml", "COLOR=blue", "TAG=t", "REPLICAS=1")
+					out, err := stackConfig(t, "app.yml", "COLOR=blue", "TAG=t", "REPLICAS=1", "JWT_SECRET_ID=t")
 					if err != nil || !strings.Contains(out, "  app:") || d.Port != 8080 {
 						t.Errorf("job %s: %s:%d is not app.yml's service app on 8080: %v", sc.JobName, name, d.Port, err)
 					}

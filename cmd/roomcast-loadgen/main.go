@@ -19,6 +19,7 @@ import (
 	"strings"
 	"syscall"
 
+	"roomcast/pkg/auth"
 	"roomcast/pkg/envconfig"
 	"roomcast/pkg/loadgen"
 )
@@ -180,38 +181,17 @@ func parseFlags(args []string, stdout io.Writer) (loadgen.Config, options, error
 	return cfg, opts, nil
 }
 
-// maxTokenBytes bounds what -token-file reads: a JWT is a few hundred bytes.
-const maxTokenBytes = 64 << 10
-
 // readToken reads -token-file once: the token is its content, surrounding whitespace
 // (a final newline) trimmed. Errors name the file, never its content.
 func readToken(path string) (string, error) {
-	bad := func(why any) error { return fmt.Errorf("invalid -token-file %q: %v", path, why) }
-	f, err := os.Open(path)
-	if err != nil {
-		var pe *os.PathError
-		if errors.As(err, &pe) {
-			return "", bad(pe.Err)
-		}
-		return "", bad(err)
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxTokenBytes+1))
+	data, err := auth.ReadFile(path, nil)
 	switch {
 	case err != nil:
-		var pe *os.PathError
-		if errors.As(err, &pe) {
-			return "", bad(pe.Err)
-		}
-		return "", bad(err)
-	case len(data) > maxTokenBytes:
-		return "", bad("larger than 64 KiB, which is no token")
+		return "", fmt.Errorf("invalid -token-file %q: %v", path, err)
+	case len(data) == 0:
+		return "", fmt.Errorf("invalid -token-file %q: the file is empty", path)
 	}
-	token := strings.TrimSpace(string(data))
-	if token == "" {
-		return "", bad("the file is empty")
-	}
-	return token, nil
+	return string(data), nil
 }
 
 // options are the flags of the command itself, not of the run.

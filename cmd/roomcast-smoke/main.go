@@ -6,7 +6,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -18,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"roomcast/pkg/auth"
 	"roomcast/pkg/envconfig"
 	"roomcast/pkg/smoke"
 )
@@ -101,33 +101,14 @@ func run(ctx context.Context, args []string, _ map[string]string, stdin io.Reade
 	return smoke.Run(ctx, cfg, stdout)
 }
 
-// maxSecretBytes bounds what is read as a key: a mistaken path to a big file (or a
-// stdin that never ends) must not be read whole.
-const maxSecretBytes = 64 << 10
-
 // readSecret reads an HS256 key from path, or from stdin for "-" (so that `just promote`
 // hands the key to a one-off container without a bind mount or an environment literal).
-// Surrounding white space is not part of the key, as for the server's
-// ROOMCAST_JWT_SECRET_FILE.
 func readSecret(path string, stdin io.Reader) ([]byte, error) {
-	var r io.Reader = stdin
-	if path != "-" {
-		f, err := os.Open(path)
-		if err != nil {
-			return nil, err
-		}
-		defer f.Close()
-		r = f
-	}
-	b, err := io.ReadAll(io.LimitReader(r, maxSecretBytes+1))
+	key, err := auth.ReadFile(path, stdin)
 	if err != nil {
-		return nil, fmt.Errorf("reading the key: %w", err)
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	key := bytes.TrimSpace(b)
-	switch {
-	case len(b) > maxSecretBytes:
-		return nil, fmt.Errorf("the key is over %d bytes", maxSecretBytes)
-	case len(key) < 16:
+	if len(key) < 16 {
 		return nil, errors.New("want a key of at least 16 bytes, as the servers require")
 	}
 	return key, nil

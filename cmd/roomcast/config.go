@@ -121,11 +121,11 @@ func loadConfig(environ map[string]string) (config, error) {
 		}
 	}
 	if cfg.JWTSecretFile != "" {
-		b, err := os.ReadFile(cfg.JWTSecretFile)
-		if err != nil || len(strings.TrimSpace(string(b))) == 0 {
+		b, err := auth.ReadFile(cfg.JWTSecretFile, nil)
+		if err != nil || len(b) == 0 {
 			return cfg, bad("ROOMCAST_JWT_SECRET_FILE", "want a readable, non-empty file")
 		}
-		cfg.JWTSecret = strings.TrimSpace(string(b))
+		cfg.JWTSecret = string(b)
 	}
 	if cfg.JWTPublicKeyFile != "" {
 		b, err := os.ReadFile(cfg.JWTPublicKeyFile)

@@ -7,6 +7,10 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -157,4 +161,44 @@ func FuzzVerify(f *testing.F) {
 			t.Fatalf("accepted %q without a subject", token)
 		}
 	})
+}
+
+func TestReadFileTrimsAndBounds(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	tests := []struct {
+		name, path string
+		stdin      io.Reader
+		want       string
+		wantErr    string
+	}{
+		{"final newline trimmed", write("key", "  the key \n"), nil, "the key", ""},
+		{"stdin for -", "-", strings.NewReader("from stdin\n"), "from stdin", ""},
+		{"- is a file without stdin", filepath.Join(dir, "-"), nil, "", "no such file or directory"},
+		{"empty is not an error", write("empty", "\n\t \n"), nil, "", ""},
+		{"missing file", filepath.Join(dir, "missing"), nil, "", "no such file or directory"},
+		{"a directory", dir, nil, "", "is a directory"},
+		{"too big", write("big", strings.Repeat("k", auth.MaxFileBytes+1)), nil, "", "larger than 64 KiB"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := auth.ReadFile(tt.path, tt.stdin)
+			switch {
+			case tt.wantErr != "":
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || strings.Contains(err.Error(), dir) {
+					t.Fatalf("err %v, want one with %q and without the path", err, tt.wantErr)
+				}
+			case err != nil:
+				t.Fatal(err)
+			case string(got) != tt.want:
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
 }

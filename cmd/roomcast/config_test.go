@@ -28,6 +28,8 @@ func TestInvalidEnvironmentExitsTwoWithOneLineNamingTheVariable(t *testing.T) {
 		{"ROOMCAST_DRAIN_TIMEOUT", "20"},
 		{"ROOMCAST_PING_INTERVAL", "1ms"},
 		{"ROOMCAST_LOG_FORMAT", "xml"},
+		{"ROOMCAST_JWT_SECRET_FILE", "/nonexistent/jwt-secret"},
+		{"ROOMCAST_JWT_SECRET_FILE", "/dev/null"}, // empty
 		{"ROOMCAST_LOG_LEVEL", "loud"},
 		{"ROOMCAST_HISTORY_SIZE", "-1"},
 		{"ROOMCAST_HISTORY_SIZE", "lots"},

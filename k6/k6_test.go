@@ -1,6 +1,6 @@
 // Package k6_test checks the k6 scripts of this directory where k6 is not installed,
 // with node: every script and library file parses as an ES module and imports only k6
-// modules and lib/; every script has a roomcast-loadgen twin (pkg/loadgen.K6Twins) that
+// modules and lib/; every script has a roomcast-loadgen twin (pkg/load/loadgen.K6Twins) that
 // takes the same parameters with the same defaults and reports the same metrics and
 // thresholds; and, in testdata/k6emu.mjs (node with stubs of the k6 modules), the
 // scripts' rooms run against real replicas and against a stand-in with history, and
@@ -30,10 +30,10 @@ import (
 	"go.uber.org/goleak"
 
 	"roomcast/pkg/auth"
-	"roomcast/pkg/httpapi"
-	"roomcast/pkg/loadgen"
-	"roomcast/pkg/loadgen/historytest"
-	"roomcast/pkg/replica"
+	"roomcast/pkg/load/loadgen"
+	"roomcast/pkg/load/loadgen/historytest"
+	"roomcast/pkg/server/httpapi"
+	"roomcast/pkg/server/replica"
 	"roomcast/pkg/testenv"
 )
 

@@ -7,7 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"roomcast/pkg/edge"
+	"roomcast/pkg/fleet/edge"
 )
 
 // dashboardUID is the dashboard's fixed uid: links to it (and Grafana's provisioning,
@@ -136,7 +136,7 @@ func TestDashboardShowsWhatOperatorsNeed(t *testing.T) {
 
 // TestEveryMetricNamedIsExported checks every metric the dashboard and the rules read
 // (through recorded series) against the /metrics of what exports it: a running replica,
-// roomcast-edge's metrics (pkg/edge, built as roomcast-edge builds it). Those of
+// roomcast-edge's metrics (pkg/fleet/edge, built as roomcast-edge builds it). Those of
 // nginx-prometheus-exporter and the autoscaler are checked by
 // TestDashboardAndRuleExpressionsOnARealPrometheus, which runs them (the autoscaler as a
 // stand-in exporting the contract's names).

@@ -23,11 +23,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"roomcast/pkg/edge"
-	"roomcast/pkg/edge/edgetest"
-	"roomcast/pkg/httpapi"
-	"roomcast/pkg/replica"
-	"roomcast/pkg/swarm"
+	"roomcast/pkg/fleet/edge"
+	"roomcast/pkg/fleet/edge/edgetest"
+	"roomcast/pkg/fleet/swarm"
+	"roomcast/pkg/server/httpapi"
+	"roomcast/pkg/server/replica"
 )
 
 func discardLogger() *slog.Logger {
@@ -130,7 +130,7 @@ func sampleNames(t *testing.T, addr string) map[string]bool {
 	return names
 }
 
-// --- the edge: pkg/edge with fakes of Docker, so that its metrics are real ----------------
+// --- the edge: pkg/fleet/edge with fakes of Docker, so that its metrics are real ----------------
 
 // labelOnly is the nginx service as the edge reads it from Docker: the label
 // roomcast.active, and an event stream with no event.

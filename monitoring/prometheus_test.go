@@ -18,7 +18,7 @@ import (
 	"github.com/prometheus/common/model"
 	"go.yaml.in/yaml/v3"
 
-	"roomcast/pkg/loadgen"
+	"roomcast/pkg/load/loadgen"
 	"roomcast/pkg/testenv"
 )
 

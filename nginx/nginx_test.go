@@ -22,8 +22,8 @@ import (
 	"testing"
 	"time"
 
-	"roomcast/pkg/edge"
-	"roomcast/pkg/edge/edgetest"
+	"roomcast/pkg/fleet/edge"
+	"roomcast/pkg/fleet/edge/edgetest"
 	"roomcast/pkg/testenv"
 )
 

@@ -17,9 +17,9 @@ import (
 	"testing"
 	"time"
 
-	"roomcast/pkg/edge"
-	"roomcast/pkg/edge/edgetest"
-	"roomcast/pkg/swarm/swarmtest"
+	"roomcast/pkg/fleet/edge"
+	"roomcast/pkg/fleet/edge/edgetest"
+	"roomcast/pkg/fleet/swarm/swarmtest"
 	"roomcast/pkg/testenv"
 )
 

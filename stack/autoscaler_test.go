@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"roomcast/pkg/autoscale/promquery"
-	"roomcast/pkg/swarm"
+	"roomcast/pkg/fleet/autoscale/promquery"
+	"roomcast/pkg/fleet/swarm"
 	"roomcast/pkg/testenv"
 	"roomcast/pkg/wsclient"
 )

@@ -21,7 +21,7 @@ import (
 	"time"
 
 	"roomcast/pkg/auth"
-	"roomcast/pkg/loadgen"
+	"roomcast/pkg/load/loadgen"
 	"roomcast/pkg/testenv"
 	"roomcast/pkg/wsclient"
 )
@@ -454,7 +454,7 @@ func refusedWithoutAValidToken(t *testing.T, env swarmEnv) {
 
 // --- load: roomcast-loadgen's release scenario through nginx ------------------------------
 
-// load is the release scenario of pkg/loadgen (the client of k6/release.js): rooms of 10
+// load is the release scenario of pkg/load/loadgen (the client of k6/release.js): rooms of 10
 // clients chatting at 2 msg/s each; a client closed by the drain reconnects with backoff
 // and full jitter and resumes with ?since=<seq>&epoch=<epoch>.
 type load struct {

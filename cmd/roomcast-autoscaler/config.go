@@ -9,8 +9,8 @@ import (
 	"strings"
 	"time"
 
-	"roomcast/pkg/autoscale"
 	"roomcast/pkg/envconfig"
+	"roomcast/pkg/fleet/autoscale"
 )
 
 // config is roomcast-autoscaler's environment. A set but empty variable means its

@@ -24,10 +24,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"roomcast/pkg/autoscale"
-	"roomcast/pkg/autoscale/promquery"
 	"roomcast/pkg/envconfig"
-	"roomcast/pkg/swarm"
+	"roomcast/pkg/fleet/autoscale"
+	"roomcast/pkg/fleet/autoscale/promquery"
+	"roomcast/pkg/fleet/swarm"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".

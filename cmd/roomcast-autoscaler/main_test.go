@@ -19,8 +19,8 @@ import (
 
 	"go.uber.org/goleak"
 
-	"roomcast/pkg/autoscale/promtest"
-	"roomcast/pkg/swarm/swarmtest"
+	"roomcast/pkg/fleet/autoscale/promtest"
+	"roomcast/pkg/fleet/swarm/swarmtest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -10,8 +10,8 @@ import (
 	"strings"
 	"time"
 
-	"roomcast/pkg/edge"
 	"roomcast/pkg/envconfig"
+	"roomcast/pkg/fleet/edge"
 )
 
 // config is roomcast-edge's environment. A set but empty variable means its default.

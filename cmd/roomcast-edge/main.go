@@ -22,9 +22,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"roomcast/pkg/edge"
 	"roomcast/pkg/envconfig"
-	"roomcast/pkg/swarm"
+	"roomcast/pkg/fleet/edge"
+	"roomcast/pkg/fleet/swarm"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".

@@ -23,9 +23,9 @@ import (
 
 	"go.uber.org/goleak"
 
-	"roomcast/pkg/edge"
-	"roomcast/pkg/edge/edgetest"
-	"roomcast/pkg/swarm/swarmtest"
+	"roomcast/pkg/fleet/edge"
+	"roomcast/pkg/fleet/edge/edgetest"
+	"roomcast/pkg/fleet/swarm/swarmtest"
 	"roomcast/pkg/testenv"
 )
 

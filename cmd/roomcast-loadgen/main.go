@@ -2,7 +2,7 @@
 // delivery counts, loss, duplicates, latency percentiles, reconnects and the servers' CPU
 // time and memory. Its scenarios mirror the k6 scripts in k6/ (k6 itself is for users
 // who have it): same parameters, metric names and thresholds. The logic is in
-// pkg/loadgen.
+// pkg/load/loadgen.
 package main
 
 import (
@@ -21,7 +21,7 @@ import (
 
 	"roomcast/pkg/auth"
 	"roomcast/pkg/envconfig"
-	"roomcast/pkg/loadgen"
+	"roomcast/pkg/load/loadgen"
 )
 
 func main() {

@@ -19,10 +19,10 @@ import (
 	"go.uber.org/goleak"
 
 	"roomcast/pkg/auth"
-	"roomcast/pkg/httpapi"
-	"roomcast/pkg/loadgen"
-	"roomcast/pkg/loadgen/historytest"
-	"roomcast/pkg/replica"
+	"roomcast/pkg/load/loadgen"
+	"roomcast/pkg/load/loadgen/historytest"
+	"roomcast/pkg/server/httpapi"
+	"roomcast/pkg/server/replica"
 )
 
 func TestMain(m *testing.M) {
@@ -148,7 +148,7 @@ func startReplica(t *testing.T, mods ...func(*replica.Config)) string {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	// Drain, not Close: see pkg/loadgen's run_test.go.
+	// Drain, not Close: see pkg/load/loadgen's run_test.go.
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

@@ -19,7 +19,7 @@ import (
 
 	"roomcast/pkg/auth"
 	"roomcast/pkg/envconfig"
-	"roomcast/pkg/smoke"
+	"roomcast/pkg/fleet/smoke"
 )
 
 func main() {

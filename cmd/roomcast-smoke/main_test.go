@@ -21,8 +21,8 @@ import (
 	"go.uber.org/goleak"
 
 	"roomcast/pkg/auth"
-	"roomcast/pkg/httpapi"
-	"roomcast/pkg/replica"
+	"roomcast/pkg/server/httpapi"
+	"roomcast/pkg/server/replica"
 )
 
 // The tests drive run() exactly as the command line does, against in-process replicas.

@@ -11,9 +11,9 @@ import (
 
 	"roomcast/pkg/auth"
 	"roomcast/pkg/envconfig"
-	"roomcast/pkg/httpapi"
-	"roomcast/pkg/replica"
-	"roomcast/pkg/wsgateway"
+	"roomcast/pkg/server/httpapi"
+	"roomcast/pkg/server/replica"
+	"roomcast/pkg/server/wsgateway"
 )
 
 // config is the server's environment. A set but empty variable means its default.

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"roomcast/pkg/loadgen"
+	"roomcast/pkg/load/loadgen"
 	"roomcast/pkg/wsclient"
 )
 

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"roomcast/pkg/envconfig"
-	"roomcast/pkg/replica"
+	"roomcast/pkg/server/replica"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".

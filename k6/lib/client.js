@@ -1,4 +1,4 @@
-// Small pieces of a roomcast client, shared with roomcast-loadgen's (pkg/loadgen):
+// Small pieces of a roomcast client, shared with roomcast-loadgen's (pkg/load/loadgen):
 // the room and resume URLs, the connection's parameters (the token), the reconnect
 // backoff and reading a close code.
 

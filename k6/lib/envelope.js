@@ -1,4 +1,4 @@
-// The message envelope, shared with roomcast-loadgen (pkg/loadgen/stamp.go): a message's
+// The message envelope, shared with roomcast-loadgen (pkg/load/loadgen/stamp.go): a message's
 // text is "lg|<run>-<conn>-<seq>|<unix nanoseconds>". The run token tells this test's
 // messages from anyone else's, conn (the sending client's number) and seq (its count of
 // messages sent) make the message unique, and the send time gives the latency on

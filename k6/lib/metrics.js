@@ -1,5 +1,5 @@
 // The custom metrics and thresholds of the scripts, named as roomcast-loadgen reports
-// them (pkg/loadgen/settings.go: Metrics, Thresholds). Deliveries are counted per
+// them (pkg/load/loadgen/settings.go: Metrics, Thresholds). Deliveries are counted per
 // (message, member): a message sent into a room of 10 members is expected 10 times.
 
 import { Counter, Trend } from 'k6/metrics';

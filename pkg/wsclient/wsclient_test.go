@@ -10,8 +10,8 @@ import (
 
 	"go.uber.org/goleak"
 
-	"roomcast/pkg/httpapi"
-	"roomcast/pkg/replica"
+	"roomcast/pkg/server/httpapi"
+	"roomcast/pkg/server/replica"
 	"roomcast/pkg/wsclient"
 )
 

@@ -1,0 +1,172 @@
+package natsbroker_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
+
+	"roomcast/pkg/chat"
+	"roomcast/pkg/server/natsbroker"
+	"roomcast/pkg/testenv"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func startServer(t *testing.T, port int) *server.Server {
+	t.Helper()
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, NoSigs: true, NoLog: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("not ready")
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	return ns
+}
+
+func connect(t *testing.T, url string) (*natsbroker.Broker, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	b, err := natsbroker.Connect(natsbroker.Config{URL: url, Name: "test", ReconnectWait: 50 * time.Millisecond},
+		slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	return b, reg
+}
+
+func TestPublishReachesSubscribersOfTheRoomOnly(t *testing.T) {
+	ns := startServer(t, 0)
+	b, _ := connect(t, ns.ClientURL())
+	got := make(chan chat.Message, 10)
+	ctx := context.Background()
+	sub, err := b.Subscribe(ctx, "lobby", func(m chat.Message) { got <- m })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Subscribe(ctx, "other", func(m chat.Message) { t.Errorf("other room got %+v", m) }); err != nil {
+		t.Fatal(err)
+	}
+	sent := chat.Message{ID: "id1", Room: "lobby", Text: "hi", Accepted: time.Now().UTC().Truncate(time.Microsecond)}
+	if err := b.Publish(ctx, sent); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-got:
+		if m.ID != sent.ID || m.Text != sent.Text || !m.Accepted.Equal(sent.Accepted) || m.Room != "lobby" {
+			t.Fatalf("got %+v, want %+v", m, sent)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no message")
+	}
+	if err := sub.Unsubscribe(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Publish(ctx, sent); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-got:
+		t.Fatalf("delivered after Unsubscribe: %+v", m)
+	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+func TestEnvelopesFromANewerReleaseAreReadAndGarbageIsCounted(t *testing.T) {
+	ns := startServer(t, 0)
+	b, reg := connect(t, ns.ClientURL())
+	got := make(chan chat.Message, 10)
+	if _, err := b.Subscribe(context.Background(), "mixed", func(m chat.Message) { got <- m }); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	// A future format version with fields this release does not know.
+	_ = raw.Publish(natsbroker.SubjectPrefix+"mixed", []byte(`{"v":2,"id":"x","room":"mixed","msg":"from v2","ts":1,"reactions":["+1"],"thread":{"id":7}}`))
+	_ = raw.Publish(natsbroker.SubjectPrefix+"mixed", []byte(`not an envelope`))
+	_ = raw.Publish(natsbroker.SubjectPrefix+"mixed", []byte(`{"msg":"no version"}`))
+	_ = raw.Flush()
+	select {
+	case m := <-got:
+		if m.Text != "from v2" {
+			t.Fatalf("got %+v", m)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the newer envelope was not delivered")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for testenv.Metric(t, reg, "roomcast_broker_decode_errors_total") != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("decode errors = %v, want 2", testenv.Metric(t, reg, "roomcast_broker_decode_errors_total"))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	select {
+	case m := <-got:
+		t.Fatalf("garbage delivered: %+v", m)
+	default:
+	}
+}
+
+func TestWithoutAServerEverythingSaysUnavailableAndRecoversLater(t *testing.T) {
+	// A port nobody listens on yet: the broker must start anyway.
+	probe := startServer(t, 0)
+	addr := probe.Addr().(*net.TCPAddr)
+	probe.Shutdown()
+	probe.WaitForShutdown()
+	b, reg := connect(t, "nats://"+addr.String())
+	if err := b.Ready(); !errors.Is(err, chat.ErrUnavailable) {
+		t.Fatalf("Ready without a server: %v", err)
+	}
+	if err := b.Publish(context.Background(), chat.Message{Room: "r", Text: "x"}); !errors.Is(err, chat.ErrUnavailable) {
+		t.Fatalf("Publish without a server: %v", err)
+	}
+	if _, err := b.Subscribe(context.Background(), "r", func(chat.Message) {}); !errors.Is(err, chat.ErrUnavailable) {
+		t.Fatalf("Subscribe without a server: %v", err)
+	}
+	if v := testenv.Metric(t, reg, "roomcast_broker_connected"); v != 0 {
+		t.Fatalf("connected gauge %v", v)
+	}
+	startServer(t, addr.Port)
+	deadline := time.Now().Add(10 * time.Second)
+	for b.Ready() != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("never connected after the server started")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if v := testenv.Metric(t, reg, "roomcast_broker_connected"); v != 1 {
+		t.Fatalf("connected gauge %v after connecting", v)
+	}
+}
+
+func TestDrainClosesTheConnection(t *testing.T) {
+	ns := startServer(t, 0)
+	b, _ := connect(t, ns.ClientURL())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := b.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Ready(); err == nil {
+		t.Fatal("ready after Drain")
+	}
+}

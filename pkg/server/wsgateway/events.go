@@ -1,0 +1,149 @@
+package wsgateway
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/lxzan/gws"
+
+	"roomcast/pkg/chat"
+	"roomcast/pkg/server/ratelimit"
+)
+
+// events is gws's event handler for every connection of the gateway.
+type events struct{ g *Gateway }
+
+func (e events) OnOpen(*gws.Conn) {}
+
+func (e events) OnPing(socket *gws.Conn, payload []byte) {
+	c := connOf(socket)
+	c.touch(e.g.cfg.IdleTimeout)
+	c.member.Send(pongFrame(payload))
+}
+
+func (e events) OnPong(socket *gws.Conn, _ []byte) { connOf(socket).touch(e.g.cfg.IdleTimeout) }
+
+func (e events) OnMessage(socket *gws.Conn, message *gws.Message) {
+	defer message.Close()
+	g := e.g
+	c := connOf(socket)
+	c.touch(g.cfg.IdleTimeout)
+	g.received.Inc()
+	if message.Opcode != gws.OpcodeText {
+		g.hub.CountError(chat.KindUnsupportedData)
+		c.Close(closeUnsupportedData, "binary frames are not supported")
+		return
+	}
+	now := time.Now()
+	if c.limiter == nil {
+		c.limiter = ratelimit.New(g.cfg.RateLimit)
+	}
+	switch c.limiter.Check(now) {
+	case ratelimit.Allow:
+	case ratelimit.Drop:
+		g.hub.CountError(chat.KindRateLimited)
+		return
+	case ratelimit.DropAndWarn:
+		g.hub.CountError(chat.KindRateLimited)
+		c.member.Send(g.errRateLimited)
+		return
+	case ratelimit.Close:
+		g.hub.CountError(chat.KindRateLimited)
+		c.member.Close(closePolicyViolation, "rate limit exceeded for too long")
+		return
+	}
+	frame, err := chat.DecodeClientFrame(message.Bytes(), g.cfg.MaxMessageBytes)
+	if err != nil {
+		var ie *chat.InputError
+		if !errors.As(err, &ie) {
+			ie = &chat.InputError{Code: chat.CodeBadRequest, Kind: chat.KindBadRequest, Reason: err.Error()}
+		}
+		g.hub.CountError(ie.Kind)
+		c.member.Send(errorFrame(ie.Code, ie.Reason))
+		return
+	}
+	if frame.Type == chat.FrameRefresh {
+		g.refresh(c, frame.Token)
+		return
+	}
+	if c.readOnly.Load() {
+		g.hub.CountError(chat.KindForbidden)
+		c.member.Send(g.errReadOnly)
+		return
+	}
+	msg := chat.Message{ID: g.ids.next(), Room: c.member.Room(), Text: frame.Message, Accepted: now.UTC()}
+	if err := g.broker.Publish(context.Background(), msg); err != nil {
+		g.hub.CountError(chat.KindBroker)
+		c.member.Send(g.errUnavailable)
+		g.log.Debug("publish failed", "room", msg.Room, "err", err)
+	}
+}
+
+func (e events) OnClose(socket *gws.Conn, err error) {
+	c := connOf(socket)
+	if c.expiry != nil {
+		c.expiry.Stop()
+	}
+	if c.releaseIP != nil {
+		c.releaseIP()
+	}
+	if !c.closedByUs.Load() {
+		if kind, ok := classifyClose(err); ok {
+			e.g.hub.CountError(kind)
+		}
+	}
+	e.g.hub.Leave(c.member)
+}
+
+// classifyClose names the client's fault behind a connection gws closed, if any.
+func classifyClose(err error) (chat.ErrorKind, bool) {
+	if errors.Is(err, gws.ErrTextEncoding) {
+		return chat.KindInvalidUTF8, true
+	}
+	var code interface{ Uint16() uint16 }
+	if errors.As(err, &code) {
+		switch code.Uint16() {
+		case 1009:
+			return chat.KindFrameTooLarge, true
+		case 1002:
+			return chat.KindProtocol, true
+		case 1007:
+			return chat.KindInvalidUTF8, true
+		}
+	}
+	return "", false
+}
+
+// idSource makes message IDs unique across replicas without coordination: a random
+// per-process prefix and a counter.
+type idSource struct {
+	prefix string
+	n      atomic.Uint64
+}
+
+func newIDSource() *idSource {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return &idSource{prefix: hex.EncodeToString(b[:]) + "-"}
+}
+
+func (s *idSource) next() string { return s.prefix + strconv.FormatUint(s.n.Add(1), 36) }
+
+type noSession struct{}
+
+func (noSession) Len() int                     { return 0 }
+func (noSession) Load(string) (any, bool)      { return nil, false }
+func (noSession) Delete(string)                {}
+func (noSession) Store(string, any)            {}
+func (noSession) Range(func(string, any) bool) {}
+
+type gwsLogger struct{ log *slog.Logger }
+
+func (l gwsLogger) Error(v ...any) { l.log.Error("gws", "detail", fmt.Sprint(v...)) }

@@ -1,0 +1,76 @@
+package wsgateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"roomcast/pkg/chat"
+	"roomcast/pkg/server/hub"
+)
+
+// resumeRequest is what a reconnecting client asks for: everything after since, in the
+// history store named by epoch (if it gave one).
+type resumeRequest struct {
+	since uint64
+	epoch string
+}
+
+func parseResume(r *http.Request) (*resumeRequest, error) {
+	q := r.URL.Query()
+	sinceText, hasSince := q["since"]
+	if !hasSince {
+		if q.Has("epoch") {
+			return nil, errors.New("epoch is only meaningful with since")
+		}
+		return nil, nil
+	}
+	since, err := strconv.ParseUint(sinceText[0], 10, 64)
+	if err != nil || len(sinceText) > 1 {
+		return nil, fmt.Errorf("since must be one non-negative integer (a seq), got %q", strings.Join(sinceText, ","))
+	}
+	epoch := q.Get("epoch")
+	if len(epoch) > 64 || strings.ContainsFunc(epoch, func(c rune) bool {
+		return !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '-' || c == '_')
+	}) {
+		return nil, fmt.Errorf("epoch must be up to 64 characters of [A-Za-z0-9_-], got %q", epoch)
+	}
+	return &resumeRequest{since: since, epoch: epoch}, nil
+}
+
+// replay sends a resuming member the stored messages it missed, then releases the live
+// messages held meanwhile, skipping those it already got: no gap, no duplicate.
+func (g *Gateway) replay(member *hub.Member, req resumeRequest) {
+	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.ReplayTimeout)
+	defer cancel()
+	res, err := g.cfg.History.Replay(ctx, member.Room(), req.since, req.epoch)
+	if err != nil {
+		g.hub.CountError(chat.KindHistory)
+		g.log.Warn("replay failed; the client continues live", "room", member.Room(), "err", err)
+		member.Send(errorFrame(chat.CodeHistoryUnavailable, "history could not be replayed; continuing live: "+err.Error()))
+		g.release(ctx, member, req.since)
+		return
+	}
+	if res.Truncated {
+		member.Send(errorFrame(chat.CodeHistoryTruncated,
+			"messages after seq "+strconv.FormatUint(req.since, 10)+" may have been dropped from history; replaying everything kept"))
+	}
+	for _, msg := range res.Messages {
+		if err := member.SendMessage(ctx, EncodeMessage(msg), msg.Accepted); err != nil {
+			g.log.Debug("replay stopped", "room", member.Room(), "err", err)
+			break
+		}
+	}
+	g.release(ctx, member, res.Last)
+}
+
+func (g *Gateway) release(ctx context.Context, member *hub.Member, after uint64) {
+	if err := member.Release(ctx, after); err != nil && !errors.Is(err, hub.ErrClosed) {
+		// The client did not read its backlog in time: it is as slow as it gets.
+		g.hub.CountError(chat.KindSlowConsumer)
+		member.Close(hub.CloseTryAgainLater, "slow consumer: backlog after resume not read")
+	}
+}

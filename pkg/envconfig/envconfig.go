@@ -4,7 +4,9 @@
 // generated from the struct tags; the configuration is logged with secrets masked.
 //
 // Struct fields use the tags env, envDefault, help (one line shown by Usage) and
-// secret:"true" (masked by LogValue).
+// secret:"true" (masked by LogValue). A struct field without an env tag is a section:
+// its fields are variables too (with the section's envPrefix, if it has one), so a
+// binary's configuration can nest the sections its components own.
 package envconfig
 
 import (
@@ -50,12 +52,52 @@ func Parse[T any](environ map[string]string) (T, error) {
 	}
 	var pe env.ParseError
 	if errors.As(agg.Errors[0], &pe) {
-		if f, ok := reflect.TypeFor[T]().FieldByName(pe.Name); ok {
-			name := envName(f)
-			return cfg, &Error{Var: name, Value: environ[name], Allowed: allowedFor(f.Type)}
+		if name, ok := badVariable(reflect.TypeFor[T](), pe, environ); ok {
+			return cfg, &Error{Var: name, Value: environ[name], Allowed: allowedFor(pe.Type)}
 		}
 	}
 	return cfg, fmt.Errorf("parsing environment: %w", agg.Errors[0])
+}
+
+// badVariable finds the variable behind a parse error, which names only the Go field:
+// of the fields of that name and type (sections may repeat a name), the first that is
+// set and does not parse, else the first that is set.
+func badVariable(t reflect.Type, pe env.ParseError, environ map[string]string) (string, bool) {
+	var set []string
+	eachFieldType(t, "", func(f reflect.StructField, name string) {
+		if f.Name == pe.Name && f.Type == pe.Type {
+			if _, ok := environ[name]; ok {
+				set = append(set, name)
+			}
+		}
+	})
+	for _, name := range set {
+		if !parses(environ[name], pe.Type) {
+			return name, true
+		}
+	}
+	if len(set) > 0 {
+		return set[0], true
+	}
+	return "", false
+}
+
+// parses reports whether s is a valid value of a scalar type t (other types: true).
+func parses(s string, t reflect.Type) bool {
+	var err error
+	switch {
+	case t == reflect.TypeFor[time.Duration]():
+		_, err = time.ParseDuration(s)
+	case t.Kind() == reflect.Bool:
+		_, err = strconv.ParseBool(s)
+	case t.Kind() >= reflect.Int && t.Kind() <= reflect.Int64:
+		_, err = strconv.ParseInt(s, 10, t.Bits())
+	case t.Kind() >= reflect.Uint && t.Kind() <= reflect.Uint64:
+		_, err = strconv.ParseUint(s, 10, t.Bits())
+	case t.Kind() == reflect.Float32 || t.Kind() == reflect.Float64:
+		_, err = strconv.ParseFloat(s, t.Bits())
+	}
+	return err == nil
 }
 
 func envName(f reflect.StructField) string {
@@ -87,7 +129,7 @@ func allowedFor(t reflect.Type) string {
 func Usage(w io.Writer, cfg any) {
 	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "  VARIABLE\tDEFAULT\tMEANING")
-	eachField(cfg, func(f reflect.StructField, _ reflect.Value) {
+	eachField(cfg, func(f reflect.StructField, name string, _ reflect.Value) {
 		def, ok := f.Tag.Lookup("envDefault")
 		switch {
 		case !ok || def == "":
@@ -96,7 +138,7 @@ func Usage(w io.Writer, cfg any) {
 		if d := f.Tag.Get("defaultHelp"); d != "" {
 			def = d
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\n", envName(f), def, f.Tag.Get("help"))
+		fmt.Fprintf(tw, "  %s\t%s\t%s\n", name, def, f.Tag.Get("help"))
 	})
 	_ = tw.Flush()
 }
@@ -105,26 +147,52 @@ func Usage(w io.Writer, cfg any) {
 // tagged secret:"true" masked.
 func LogValue(cfg any) slog.Value {
 	var attrs []slog.Attr
-	eachField(cfg, func(f reflect.StructField, v reflect.Value) {
+	eachField(cfg, func(f reflect.StructField, name string, v reflect.Value) {
 		val := fmt.Sprint(v.Interface())
 		if f.Tag.Get("secret") == "true" && !v.IsZero() {
 			val = "********"
 		}
-		attrs = append(attrs, slog.String(envName(f), val))
+		attrs = append(attrs, slog.String(name, val))
 	})
 	return slog.GroupValue(attrs...)
 }
 
-func eachField(cfg any, fn func(reflect.StructField, reflect.Value)) {
-	v := reflect.Indirect(reflect.ValueOf(cfg))
+// eachField calls fn for every variable of cfg, sections included, in field order,
+// with the variable's full name.
+func eachField(cfg any, fn func(f reflect.StructField, name string, v reflect.Value)) {
+	eachValue(reflect.Indirect(reflect.ValueOf(cfg)), "", fn)
+}
+
+func eachValue(v reflect.Value, prefix string, fn func(reflect.StructField, string, reflect.Value)) {
 	t := v.Type()
 	for i := range t.NumField() {
 		f := t.Field(i)
-		if envName(f) == "" || !f.IsExported() {
-			continue
+		switch {
+		case !f.IsExported():
+		case isSection(f):
+			eachValue(v.Field(i), prefix+f.Tag.Get("envPrefix"), fn)
+		case envName(f) != "":
+			fn(f, prefix+envName(f), v.Field(i))
 		}
-		fn(f, v.Field(i))
 	}
+}
+
+func eachFieldType(t reflect.Type, prefix string, fn func(reflect.StructField, string)) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		switch {
+		case !f.IsExported():
+		case isSection(f):
+			eachFieldType(f.Type, prefix+f.Tag.Get("envPrefix"), fn)
+		case envName(f) != "":
+			fn(f, prefix+envName(f))
+		}
+	}
+}
+
+// isSection: a struct field with no variable of its own whose fields are variables.
+func isSection(f reflect.StructField) bool {
+	return envName(f) == "" && f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeFor[time.Time]()
 }
 
 // Environ returns the process environment as the map Parse and run functions take.

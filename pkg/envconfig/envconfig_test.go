@@ -79,3 +79,50 @@ func TestUsageAndLogValue(t *testing.T) {
 		}
 	}
 }
+
+type Section struct {
+	Port int    `env:"PORT" envDefault:"81" help:"the section's port"`
+	Key  string `env:"KEY" secret:"true"`
+}
+
+type nested struct {
+	Port  int     `env:"N_PORT" envDefault:"80"`
+	Inner Section `envPrefix:"N_INNER_"`
+	Section
+}
+
+func TestSectionsAreVariablesToo(t *testing.T) {
+	cfg, err := envconfig.Parse[nested](map[string]string{"N_INNER_PORT": "90", "N_INNER_KEY": "k1", "KEY": "k2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Port != 80 || cfg.Inner.Port != 90 || cfg.Inner.Key != "k1" || cfg.Section.Port != 81 || cfg.Key != "k2" {
+		t.Fatalf("got %+v", cfg)
+	}
+	for _, tt := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"N_INNER_PORT": "x"}, "N_INNER_PORT"},
+		{map[string]string{"PORT": "x"}, "PORT"},
+		{map[string]string{"N_PORT": "1", "N_INNER_PORT": "x"}, "N_INNER_PORT"},
+	} {
+		_, err := envconfig.Parse[nested](tt.env)
+		var e *envconfig.Error
+		if !errors.As(err, &e) || e.Var != tt.want {
+			t.Errorf("env %v: got %v, want an error naming %s", tt.env, err, tt.want)
+		}
+	}
+	var b strings.Builder
+	envconfig.Usage(&b, nested{})
+	for _, want := range []string{"N_PORT", "N_INNER_PORT", "the section's port", "N_INNER_KEY"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("usage lacks %q:\n%s", want, b.String())
+		}
+	}
+	for _, a := range envconfig.LogValue(cfg).Group() {
+		if strings.HasSuffix(a.Key, "KEY") && a.Value.String() != "********" {
+			t.Errorf("%s logged as %q", a.Key, a.Value.String())
+		}
+	}
+}

@@ -1,0 +1,92 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// MetricsServer serves a registry's /metrics (and whatever else is added to Mux) on its
+// own listener. Listen binds at once so that a busy port is an error at start-up.
+type MetricsServer struct {
+	// Mux is the server's handler; /metrics is already on it.
+	Mux *http.ServeMux
+	ln  net.Listener
+	srv *http.Server
+}
+
+// ListenMetrics binds addr and serves reg at GET /metrics once Serve is called.
+func ListenMetrics(addr string, reg *prometheus.Registry, log *slog.Logger) (*MetricsServer, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics listener on %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	return &MetricsServer{
+		Mux: mux,
+		ln:  ln,
+		srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)},
+	}, nil
+}
+
+// Addr is the bound address.
+func (m *MetricsServer) Addr() net.Addr { return m.ln.Addr() }
+
+// Serve serves until Close; it returns nil after Close.
+func (m *MetricsServer) Serve() error {
+	if err := m.srv.Serve(m.ln); !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serving metrics: %w", err)
+	}
+	return nil
+}
+
+// Close stops the server and its connections at once (a scrape in flight is cut).
+func (m *MetricsServer) Close() { _ = m.srv.Close() }
+
+// Signals is a run.Group actor for the two-signal shutdown: the first SIGTERM or SIGINT
+// (or any of sigs, when given) calls stop, a second calls abort. The signals are caught
+// from the moment Signals returns, before anything is bound. The actor returns when
+// ctx ends (with ctx's error) or when it is interrupted (nil); it never returns because
+// of a signal, so that what stop began can finish.
+func Signals(ctx context.Context, log *slog.Logger, stop, abort func(), sigs ...os.Signal) (execute func() error, interrupt func(error)) {
+	if len(sigs) == 0 {
+		sigs = []os.Signal{syscall.SIGTERM, syscall.SIGINT}
+	}
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, sigs...)
+	done := make(chan struct{})
+	var once sync.Once
+	execute = func() error {
+		defer signal.Stop(ch)
+		for n := 0; ; n++ {
+			select {
+			case sig := <-ch:
+				if n == 0 {
+					log.Info("signal received, stopping", "signal", sig.String())
+					stop()
+				} else {
+					log.Info("second signal, stopping at once", "signal", sig.String())
+					abort()
+				}
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-done:
+				return nil
+			}
+		}
+	}
+	interrupt = func(error) { once.Do(func() { close(done) }) }
+	return execute, interrupt
+}

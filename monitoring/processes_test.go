@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"roomcast/pkg/fleet/bluegreen"
 	"strings"
 	"sync"
 	"syscall"
@@ -137,7 +138,7 @@ func sampleNames(t *testing.T, addr string) map[string]bool {
 type labelOnly struct{ active string }
 
 func (s labelOnly) ServiceLabels(context.Context, string) (map[string]string, error) {
-	return map[string]string{edge.LabelActive: s.active}, nil
+	return map[string]string{bluegreen.LabelActive: s.active}, nil
 }
 
 func (labelOnly) WatchService(ctx context.Context, _ string) (<-chan swarm.ServiceEvent, <-chan error) {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"roomcast/pkg/fleet/bluegreen"
 	"sort"
 	"strings"
 	"syscall"
@@ -267,7 +268,7 @@ func testEdgeImage(t *testing.T, chroot, base string) {
 
 	fake := swarmtest.NewServer(t)
 	one := uint64(1)
-	fake.SetService("edge_nginx", map[string]string{edge.LabelActive: "blue"}, &one)
+	fake.SetService("edge_nginx", map[string]string{bluegreen.LabelActive: "blue"}, &one)
 	dns := edgetest.NewDNS(t)
 	blue := backend(t, "127.0.0.2:0", "blue", http.StatusOK)
 	port := blue.port()
@@ -355,7 +356,7 @@ func testEdgeImage(t *testing.T, chroot, base string) {
 			t.Errorf("default path %s not used: %v", want, err)
 		}
 	}
-	fake.SetLabel("edge_nginx", edge.LabelActive, "green")
+	fake.SetLabel("edge_nginx", bluegreen.LabelActive, "green")
 	serving("green")
 	if resp, body := get(t, fmt.Sprintf("http://127.0.0.1:%d/", listen)); strings.TrimSpace(body) != "green" || resp.Header.Get("X-Roomcast-Color") != "green" {
 		t.Fatalf("GET / after the flip: %q %v", body, resp.Header)

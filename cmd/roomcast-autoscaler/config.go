@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/url"
 	"regexp"
+	"roomcast/pkg/fleet/bluegreen"
 	"strings"
 	"time"
 
@@ -52,8 +53,8 @@ func loadConfig(environ map[string]string) (config, error) {
 		return cfg, bad("DOCKER_HOST", "want unix:///path/to/docker.sock or tcp://host:port")
 	case !nameRe.MatchString(cfg.EdgeService):
 		return cfg, bad("AUTOSCALER_EDGE_SERVICE", "want a service name of letters, digits, _ . -")
-	case !strings.Contains(cfg.AppService, autoscale.ColorPlaceholder) ||
-		!nameRe.MatchString(strings.ReplaceAll(cfg.AppService, autoscale.ColorPlaceholder, "blue")):
+	case !strings.Contains(cfg.AppService, bluegreen.ColorPlaceholder) ||
+		!nameRe.MatchString(strings.ReplaceAll(cfg.AppService, bluegreen.ColorPlaceholder, "blue")):
 		return cfg, bad("AUTOSCALER_APP_SERVICE", "want a service name containing {color}, e.g. {color}_app")
 	case strings.TrimSpace(cfg.Query) == "":
 		return cfg, bad("AUTOSCALER_QUERY", "want a PromQL expression")

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"regexp"
+	"roomcast/pkg/fleet/bluegreen"
 	"strconv"
 	"strings"
 	"time"
@@ -58,10 +59,10 @@ func loadConfig(environ map[string]string) (config, error) {
 		return cfg, bad("DOCKER_HOST", "want unix:///path/to/docker.sock or tcp://host:port")
 	case !nameRe.MatchString(cfg.Service):
 		return cfg, bad("ROOMCAST_EDGE_SERVICE", "want a service name of letters, digits, _ . -")
-	case !edge.ValidColor(cfg.DefaultColor):
+	case !bluegreen.ValidColor(cfg.DefaultColor):
 		return cfg, bad("ROOMCAST_EDGE_DEFAULT_COLOR", "want blue or green")
-	case !strings.Contains(cfg.AppService, edge.ColorPlaceholder) ||
-		!nameRe.MatchString(strings.ReplaceAll(cfg.AppService, edge.ColorPlaceholder, "blue")):
+	case !strings.Contains(cfg.AppService, bluegreen.ColorPlaceholder) ||
+		!nameRe.MatchString(strings.ReplaceAll(cfg.AppService, bluegreen.ColorPlaceholder, "blue")):
 		return cfg, bad("ROOMCAST_EDGE_APP_SERVICE", "want a service name containing {color}, e.g. {color}_app")
 	case !validPort(cfg.AppPort):
 		return cfg, bad("ROOMCAST_EDGE_APP_PORT", "want a port from 1 to 65535")

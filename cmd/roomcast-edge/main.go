@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"roomcast/pkg/fleet/bluegreen"
 	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -183,7 +184,7 @@ func status(ctx context.Context, args []string, env map[string]string, stdout, s
 	if fs.NArg() > 0 {
 		return usageError{fmt.Errorf("status takes no arguments, got %q", fs.Arg(0))}
 	}
-	if *want != "" && !edge.ValidColor(*want) {
+	if *want != "" && !bluegreen.ValidColor(*want) {
 		return usageError{fmt.Errorf("-color %q: want blue or green", *want)}
 	}
 	cfg, err := loadConfig(env)

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"roomcast/pkg/fleet/bluegreen"
 	"strconv"
 	"strings"
 	"sync"
@@ -184,7 +185,7 @@ func newWorld(t *testing.T, label string) *world {
 	}
 	labels := map[string]string{}
 	if label != "" {
-		labels[edge.LabelActive] = label
+		labels[bluegreen.LabelActive] = label
 	}
 	one := uint64(1)
 	w.fake.SetService("edge_nginx", labels, &one)
@@ -495,7 +496,7 @@ func TestFlipFromBlueToGreenFailsNoRequest(t *testing.T) {
 	l := startLoad(e)
 	time.Sleep(300 * time.Millisecond) // some requests on blue first
 	flipped := time.Now()
-	w.fake.SetLabel("edge_nginx", edge.LabelActive, "green")
+	w.fake.SetLabel("edge_nginx", bluegreen.LabelActive, "green")
 	eventually(t, 5*time.Second, "a request answered by green", func() error {
 		if l.firstOf("green").IsZero() {
 			return errors.New("none yet")
@@ -575,7 +576,7 @@ func TestFlipByPollWhenTheEventStreamFails(t *testing.T) {
 	w.fake.RefuseStreams(true)
 	e := w.start(t, nil) // poll every 200ms
 	e.waitServing("blue", 10*time.Second)
-	w.fake.SetLabelQuietly("edge_nginx", edge.LabelActive, "green")
+	w.fake.SetLabelQuietly("edge_nginx", bluegreen.LabelActive, "green")
 	e.waitServing("green", 5*time.Second)
 	if n := e.errorsOf(edge.KindEventStream); n < 1 {
 		t.Fatalf("event stream failures counted %v", n)
@@ -612,14 +613,14 @@ func TestRefusedChangesKeepTheOldColor(t *testing.T) {
 	}{
 		{
 			name:   "green does not resolve",
-			refuse: func(w *world) { w.fake.SetLabel("edge_nginx", edge.LabelActive, "green") },
+			refuse: func(w *world) { w.fake.SetLabel("edge_nginx", bluegreen.LabelActive, "green") },
 			mend:   func(w *world) { w.deployGreen() },
 			kind:   edge.KindUnresolved,
 		},
 		{
 			name:   "label is not a color",
-			refuse: func(w *world) { w.deployGreen(); w.fake.SetLabel("edge_nginx", edge.LabelActive, "purple") },
-			mend:   func(w *world) { w.fake.SetLabel("edge_nginx", edge.LabelActive, "green") },
+			refuse: func(w *world) { w.deployGreen(); w.fake.SetLabel("edge_nginx", bluegreen.LabelActive, "purple") },
+			mend:   func(w *world) { w.fake.SetLabel("edge_nginx", bluegreen.LabelActive, "green") },
 			kind:   edge.KindBadLabel,
 		},
 		{
@@ -627,7 +628,7 @@ func TestRefusedChangesKeepTheOldColor(t *testing.T) {
 			refuse: func(w *world) { w.deployGreen(); w.fake.RemoveService("edge_nginx") },
 			mend: func(w *world) {
 				one := uint64(1)
-				w.fake.SetService("edge_nginx", map[string]string{edge.LabelActive: "green"}, &one)
+				w.fake.SetService("edge_nginx", map[string]string{bluegreen.LabelActive: "green"}, &one)
 			},
 			kind: edge.KindServiceNotFound,
 		},
@@ -636,7 +637,7 @@ func TestRefusedChangesKeepTheOldColor(t *testing.T) {
 			refuse: func(w *world) {
 				w.deployGreen()
 				w.fake.Fail(`^/services/`, http.StatusInternalServerError, -1)
-				w.fake.SetLabel("edge_nginx", edge.LabelActive, "green")
+				w.fake.SetLabel("edge_nginx", bluegreen.LabelActive, "green")
 			},
 			mend: func(w *world) { w.fake.Fail(`^/services/`, 0, 0) },
 			kind: edge.KindDockerAPI,
@@ -646,7 +647,7 @@ func TestRefusedChangesKeepTheOldColor(t *testing.T) {
 			env: func(t *testing.T) map[string]string {
 				return map[string]string{"ROOMCAST_EDGE_TEMPLATE": brokenForGreen(t)}
 			},
-			refuse: func(w *world) { w.deployGreen(); w.fake.SetLabel("edge_nginx", edge.LabelActive, "green") },
+			refuse: func(w *world) { w.deployGreen(); w.fake.SetLabel("edge_nginx", bluegreen.LabelActive, "green") },
 			kind:   edge.KindConfigTest,
 		},
 	}
@@ -705,7 +706,7 @@ func TestARestartedEdgeReadsTheLabel(t *testing.T) {
 	}
 
 	// While it was down the label moved on; the default color is blue.
-	w.fake.SetLabel("edge_nginx", edge.LabelActive, "green")
+	w.fake.SetLabel("edge_nginx", bluegreen.LabelActive, "green")
 	blueHits := w.blue.hits.Load()
 	second := w.start(t, map[string]string{"ROOMCAST_EDGE_DEFAULT_COLOR": "blue"})
 	second.waitServing("green", 10*time.Second)
@@ -724,7 +725,7 @@ func TestWithoutTheLabelAtStartTheDefaultColorIsUsed(t *testing.T) {
 	e := w.start(t, map[string]string{"ROOMCAST_EDGE_DEFAULT_COLOR": "green"})
 	e.waitServing("green", 10*time.Second)
 	// Once running, a label is followed as usual.
-	w.fake.SetLabel("edge_nginx", edge.LabelActive, "blue")
+	w.fake.SetLabel("edge_nginx", bluegreen.LabelActive, "blue")
 	e.waitServing("blue", 5*time.Second)
 }
 

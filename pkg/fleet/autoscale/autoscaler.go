@@ -13,23 +13,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
+	"roomcast/pkg/fleet/bluegreen"
 	"roomcast/pkg/fleet/swarm"
 )
-
-// Labels of the nginx service that the autoscaler reads.
-const (
-	// LabelActive names the active color.
-	LabelActive = "roomcast.active"
-	// LabelPromoting is "true" while `just promote` releases to the idle color.
-	LabelPromoting = "roomcast.promoting"
-)
-
-// ColorPlaceholder is replaced by the active color in Config.AppService, Config.Query
-// and Config.AgeQuery.
-const ColorPlaceholder = "{color}"
-
-// Colors are the values LabelActive may take.
-var Colors = []string{"blue", "green"}
 
 // Error kinds of roomcast_autoscaler_errors_total. Each one keeps the current count.
 const (
@@ -86,15 +72,15 @@ type Querier interface {
 
 // Config is what the autoscaler does.
 type Config struct {
-	// EdgeService is the nginx service carrying LabelActive and LabelPromoting.
+	// EdgeService is the nginx service carrying bluegreen.LabelActive and bluegreen.LabelPromoting.
 	EdgeService string
-	// AppService is the app service of a color, with ColorPlaceholder.
+	// AppService is the app service of a color, with bluegreen.ColorPlaceholder.
 	AppService string
 	// Query is the PromQL of the color's load (the sum over its replicas), with
-	// ColorPlaceholder.
+	// bluegreen.ColorPlaceholder.
 	Query string
 	// AgeQuery, when set, is PromQL giving the age in seconds of the color's newest
-	// raw sample, with ColorPlaceholder; above MaxDataAge the data is stale.
+	// raw sample, with bluegreen.ColorPlaceholder; above MaxDataAge the data is stale.
 	AgeQuery string
 	// MaxDataAge is the oldest data acted on: the age query's answer, and how far the
 	// load sample's own time may lag the evaluation time.
@@ -147,8 +133,8 @@ func New(cfg Config, deps Deps) (*Autoscaler, error) {
 	switch {
 	case cfg.EdgeService == "":
 		return nil, errors.New("autoscale: no nginx service name")
-	case !strings.Contains(cfg.AppService, ColorPlaceholder):
-		return nil, fmt.Errorf("autoscale: app service pattern %q lacks %s", cfg.AppService, ColorPlaceholder)
+	case !strings.Contains(cfg.AppService, bluegreen.ColorPlaceholder):
+		return nil, fmt.Errorf("autoscale: app service pattern %q lacks %s", cfg.AppService, bluegreen.ColorPlaceholder)
 	case cfg.Query == "":
 		return nil, errors.New("autoscale: no load query")
 	case cfg.Interval <= 0 || cfg.Timeout <= 0:
@@ -346,7 +332,7 @@ func (a *Autoscaler) tick(ctx context.Context) Outcome {
 func (a *Autoscaler) pause(o Outcome) Outcome {
 	a.pausedGauge.Set(1)
 	if !a.resume {
-		a.log.Info("release under way: paused", "label", LabelPromoting+"=true", "service", a.cfg.EdgeService)
+		a.log.Info("release under way: paused", "label", bluegreen.LabelPromoting+"=true", "service", a.cfg.EdgeService)
 	}
 	a.resume = true
 	o.Reason = ReasonPaused
@@ -385,7 +371,7 @@ func (a *Autoscaler) fail(ctx context.Context, o Outcome, kind string, err error
 }
 
 func (a *Autoscaler) appService(color string) string {
-	return strings.ReplaceAll(a.cfg.AppService, ColorPlaceholder, color)
+	return strings.ReplaceAll(a.cfg.AppService, bluegreen.ColorPlaceholder, color)
 }
 
 func (a *Autoscaler) readLabels(ctx context.Context) (color string, paused bool, kind string, err error) {
@@ -398,24 +384,15 @@ func (a *Autoscaler) readLabels(ctx context.Context) (color string, paused bool,
 	case err != nil:
 		return "", false, KindDockerAPI, err
 	}
-	color, ok := labels[LabelActive]
-	paused = labels[LabelPromoting] == "true"
+	color, ok := labels[bluegreen.LabelActive]
+	paused = labels[bluegreen.LabelPromoting] == "true"
 	switch {
 	case !ok:
-		return "", paused, KindLabelMissing, fmt.Errorf("service %s has no label %s", a.cfg.EdgeService, LabelActive)
-	case !validColor(color):
-		return "", paused, KindBadLabel, fmt.Errorf("label %s=%q of service %s is not one of %v", LabelActive, color, a.cfg.EdgeService, Colors)
+		return "", paused, KindLabelMissing, fmt.Errorf("service %s has no label %s", a.cfg.EdgeService, bluegreen.LabelActive)
+	case !bluegreen.ValidColor(color):
+		return "", paused, KindBadLabel, fmt.Errorf("label %s=%q of service %s is not one of %v", bluegreen.LabelActive, color, a.cfg.EdgeService, bluegreen.Colors)
 	}
 	return color, paused, "", nil
-}
-
-func validColor(c string) bool {
-	for _, v := range Colors {
-		if c == v {
-			return true
-		}
-	}
-	return false
 }
 
 func (a *Autoscaler) replicas(ctx context.Context, service string) (int, string, error) {
@@ -437,7 +414,7 @@ func (a *Autoscaler) replicas(ctx context.Context, service string) (int, string,
 
 // load queries the color's load at now and checks that it is fresh.
 func (a *Autoscaler) load(ctx context.Context, color string, now time.Time) (float64, string, error) {
-	q := strings.ReplaceAll(a.cfg.Query, ColorPlaceholder, color)
+	q := strings.ReplaceAll(a.cfg.Query, bluegreen.ColorPlaceholder, color)
 	s, kind, err := a.query(ctx, q, now)
 	if err != nil {
 		return 0, kind, err
@@ -450,7 +427,7 @@ func (a *Autoscaler) load(ctx context.Context, color string, now time.Time) (flo
 			s.Time.UTC().Format(time.RFC3339), now.Sub(s.Time).Round(time.Millisecond))
 	}
 	if a.cfg.AgeQuery != "" {
-		aq := strings.ReplaceAll(a.cfg.AgeQuery, ColorPlaceholder, color)
+		aq := strings.ReplaceAll(a.cfg.AgeQuery, bluegreen.ColorPlaceholder, color)
 		age, kind, err := a.query(ctx, aq, now)
 		if err != nil {
 			return 0, kind, err

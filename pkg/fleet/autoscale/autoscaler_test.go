@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"roomcast/pkg/fleet/bluegreen"
 	"strings"
 	"sync"
 	"testing"
@@ -47,7 +48,7 @@ type services struct {
 }
 
 func newServices(active string) *services {
-	return &services{labels: map[string]string{autoscale.LabelActive: active}, replicas: map[string]int{"blue_app": 2, "green_app": 0}}
+	return &services{labels: map[string]string{bluegreen.LabelActive: active}, replicas: map[string]int{"blue_app": 2, "green_app": 0}}
 }
 
 func (s *services) ServiceLabels(_ context.Context, name string) (map[string]string, error) {
@@ -378,7 +379,7 @@ func TestRunScalesUpAtOnceAndDownOnlyAfterTheWindow(t *testing.T) {
 func TestPausedWhileAReleaseIsUnderWay(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHarness(t, options{})
-		h.svc.setLabel(autoscale.LabelPromoting, "true")
+		h.svc.setLabel(bluegreen.LabelPromoting, "true")
 		h.prom.setLoad("blue", 100)
 		start := time.Now()
 		h.run()
@@ -400,9 +401,9 @@ func TestPausedWhileAReleaseIsUnderWay(t *testing.T) {
 		}
 
 		// The release flips to green (at blue's 2 replicas) and ends: green is followed.
-		h.svc.set(func(s *services) { s.replicas["green_app"] = 2; s.labels[autoscale.LabelActive] = "green" })
+		h.svc.set(func(s *services) { s.replicas["green_app"] = 2; s.labels[bluegreen.LabelActive] = "green" })
 		h.prom.setLoad("green", 100)
-		h.svc.setLabel(autoscale.LabelPromoting, "")
+		h.svc.setLabel(bluegreen.LabelPromoting, "")
 		at(start, 13*time.Second)
 		if got := strings.Join(h.svc.scaleCalls(), " "); got != "green_app=5" {
 			t.Fatalf("scale calls after the release %q, want green_app=5", got)
@@ -416,13 +417,13 @@ func TestPausedWhileAReleaseIsUnderWay(t *testing.T) {
 func TestAfterAReleaseTheScaledSizeIsKeptForAWindow(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHarness(t, options{})
-		h.svc.set(func(s *services) { s.replicas["green_app"] = 5; s.labels[autoscale.LabelActive] = "green" })
-		h.svc.setLabel(autoscale.LabelPromoting, "true")
+		h.svc.set(func(s *services) { s.replicas["green_app"] = 5; s.labels[bluegreen.LabelActive] = "green" })
+		h.svc.setLabel(bluegreen.LabelPromoting, "true")
 		h.prom.setLoad("green", 0) // clients have not come back yet
 		start := time.Now()
 		h.run()
 		at(start, 5*time.Second)
-		h.svc.setLabel(autoscale.LabelPromoting, "") // the release ends between ticks
+		h.svc.setLabel(bluegreen.LabelPromoting, "") // the release ends between ticks
 		at(start, 25*time.Second)                    // resumed at 6s: its window holds 5 until 26s
 		if calls := h.svc.scaleCalls(); len(calls) != 0 {
 			t.Fatalf("scaled down within a window of the release: %v", calls)
@@ -440,7 +441,7 @@ func TestAReleaseThatBeginsDuringATickIsLeftAlone(t *testing.T) {
 		h.prom.setLoad("blue", 100)
 		// `just promote` sets the label while the load query is under way.
 		h.prom.set(func(q *querier) {
-			q.onQuery = func() { h.svc.setLabel(autoscale.LabelPromoting, "true") }
+			q.onQuery = func() { h.svc.setLabel(bluegreen.LabelPromoting, "true") }
 		})
 		o := h.scaler.Tick(context.Background())
 		if o.Reason != autoscale.ReasonPaused || o.Scaled || o.Decision == nil || o.Decision.Desired != 5 {
@@ -466,7 +467,7 @@ func TestAColorChangeFollowsTheNewColorWithANewWindow(t *testing.T) {
 			t.Fatalf("blue_app %d, want 5", n)
 		}
 		// Someone flips nginx by hand (no release label): green at 3, little load.
-		h.svc.set(func(s *services) { s.replicas["green_app"] = 3; s.labels[autoscale.LabelActive] = "green" })
+		h.svc.set(func(s *services) { s.replicas["green_app"] = 3; s.labels[bluegreen.LabelActive] = "green" })
 		h.prom.setLoad("green", 10)
 		at(start, 21*time.Second) // green followed from 2s: its window (seeded with 3) holds until 22s
 		if got := strings.Join(h.svc.scaleCalls(), " "); got != "blue_app=5" {
@@ -521,14 +522,14 @@ func TestErrorsKeepTheCountAndAreRetried(t *testing.T) {
 		{"nginx service missing",
 			func(h *harness) { h.svc.set(func(s *services) { s.labels = nil }) },
 			func(h *harness) {
-				h.svc.set(func(s *services) { s.labels = map[string]string{autoscale.LabelActive: "blue"} })
+				h.svc.set(func(s *services) { s.labels = map[string]string{bluegreen.LabelActive: "blue"} })
 			}, autoscale.KindServiceNotFound},
 		{"label missing",
-			func(h *harness) { h.svc.setLabel(autoscale.LabelActive, "") },
-			func(h *harness) { h.svc.setLabel(autoscale.LabelActive, "blue") }, autoscale.KindLabelMissing},
+			func(h *harness) { h.svc.setLabel(bluegreen.LabelActive, "") },
+			func(h *harness) { h.svc.setLabel(bluegreen.LabelActive, "blue") }, autoscale.KindLabelMissing},
 		{"label not a color",
-			func(h *harness) { h.svc.setLabel(autoscale.LabelActive, "purple") },
-			func(h *harness) { h.svc.setLabel(autoscale.LabelActive, "blue") }, autoscale.KindBadLabel},
+			func(h *harness) { h.svc.setLabel(bluegreen.LabelActive, "purple") },
+			func(h *harness) { h.svc.setLabel(bluegreen.LabelActive, "blue") }, autoscale.KindBadLabel},
 		{"app service missing",
 			func(h *harness) { h.svc.set(func(s *services) { delete(s.replicas, "blue_app") }) },
 			func(h *harness) { h.svc.set(func(s *services) { s.replicas["blue_app"] = 2 }) }, autoscale.KindServiceNotFound},

@@ -14,6 +14,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"regexp"
+	"roomcast/pkg/fleet/bluegreen"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -75,7 +76,7 @@ type world struct {
 func newWorld(t *testing.T) *world {
 	t.Helper()
 	w := &world{t: t, docker: swarmtest.NewServer(t), prom: promtest.NewServer(t), reg: prometheus.NewRegistry(), logs: &syncBuffer{}, now: t0}
-	w.docker.SetService("edge_nginx", map[string]string{autoscale.LabelActive: "blue"}, ptr(1))
+	w.docker.SetService("edge_nginx", map[string]string{bluegreen.LabelActive: "blue"}, ptr(1))
 	w.docker.SetService("blue_app", map[string]string{"com.docker.stack.namespace": "blue"}, ptr(2))
 	w.slow = newSlowDocker(t, w.docker)
 	w.setLoad(promtest.Value(100, t0))
@@ -183,13 +184,13 @@ func TestAgainstFakesErrorsKeepTheCount(t *testing.T) {
 		{"nginx service missing",
 			func(w *world) { w.docker.RemoveService("edge_nginx") },
 			func(w *world) {
-				w.docker.SetService("edge_nginx", map[string]string{autoscale.LabelActive: "blue"}, ptr(1))
+				w.docker.SetService("edge_nginx", map[string]string{bluegreen.LabelActive: "blue"}, ptr(1))
 			}, autoscale.KindServiceNotFound, 0},
 		{"label missing",
 			func(w *world) {
 				w.docker.SetService("edge_nginx", map[string]string{"roomcast.previous": "green"}, ptr(1))
 			},
-			func(w *world) { w.docker.SetLabel("edge_nginx", autoscale.LabelActive, "blue") }, autoscale.KindLabelMissing, 0},
+			func(w *world) { w.docker.SetLabel("edge_nginx", bluegreen.LabelActive, "blue") }, autoscale.KindLabelMissing, 0},
 		{"app service global",
 			func(w *world) { w.docker.SetService("blue_app", nil, nil) },
 			func(w *world) { w.docker.SetService("blue_app", nil, ptr(2)) }, autoscale.KindNotReplicated, 0},
@@ -256,7 +257,7 @@ func TestAgainstFakesErrorsKeepTheCount(t *testing.T) {
 
 func TestAgainstFakesPausedDuringARelease(t *testing.T) {
 	w := newWorld(t)
-	w.docker.SetLabel("edge_nginx", autoscale.LabelPromoting, "true")
+	w.docker.SetLabel("edge_nginx", bluegreen.LabelPromoting, "true")
 	for range 3 {
 		if o := w.tick(); o.Reason != autoscale.ReasonPaused || o.Scaled {
 			t.Fatalf("%+v", o)
@@ -269,7 +270,7 @@ func TestAgainstFakesPausedDuringARelease(t *testing.T) {
 		t.Fatalf("%d updates during a release", n)
 	}
 	// `just promote` clears the label with --label-rm.
-	w.docker.SetService("edge_nginx", map[string]string{autoscale.LabelActive: "blue"}, ptr(1))
+	w.docker.SetService("edge_nginx", map[string]string{bluegreen.LabelActive: "blue"}, ptr(1))
 	if o := w.tick(); !o.Scaled || w.replicas() != 5 {
 		t.Fatalf("after the release: %+v", o)
 	}

@@ -37,27 +37,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
+	"roomcast/pkg/fleet/bluegreen"
 	"roomcast/pkg/fleet/swarm"
 )
-
-// LabelActive is the nginx service label naming the active color.
-const LabelActive = "roomcast.active"
-
-// ColorPlaceholder is replaced by the color in Config.AppService.
-const ColorPlaceholder = "{color}"
-
-// Colors are the values LabelActive may take.
-var Colors = []string{"blue", "green"}
-
-// ValidColor reports whether c is one of Colors.
-func ValidColor(c string) bool {
-	for _, v := range Colors {
-		if c == v {
-			return true
-		}
-	}
-	return false
-}
 
 // Error kinds of roomcast_edge_errors_total.
 const (
@@ -110,11 +92,11 @@ type Status struct {
 // Config is what the edge does; Params holds the template values that do not change
 // with the color (Color, Backend and AppliedAt are filled in by the edge).
 type Config struct {
-	// Service is the nginx service whose LabelActive is followed.
+	// Service is the nginx service whose bluegreen.LabelActive is followed.
 	Service string
 	// DefaultColor is used when the label is absent at start (and only then).
 	DefaultColor string
-	// AppService is the app service name of a color, with ColorPlaceholder.
+	// AppService is the app service name of a color, with bluegreen.ColorPlaceholder.
 	AppService string
 	// PollInterval is how often the label is read besides events.
 	PollInterval time.Duration
@@ -175,10 +157,10 @@ func New(cfg Config, deps Deps) (*Edge, error) {
 	switch {
 	case cfg.Service == "":
 		return nil, errors.New("edge: no nginx service name")
-	case !ValidColor(cfg.DefaultColor):
-		return nil, fmt.Errorf("edge: default color %q is not one of %v", cfg.DefaultColor, Colors)
-	case !strings.Contains(cfg.AppService, ColorPlaceholder):
-		return nil, fmt.Errorf("edge: app service pattern %q lacks %s", cfg.AppService, ColorPlaceholder)
+	case !bluegreen.ValidColor(cfg.DefaultColor):
+		return nil, fmt.Errorf("edge: default color %q is not one of %v", cfg.DefaultColor, bluegreen.Colors)
+	case !strings.Contains(cfg.AppService, bluegreen.ColorPlaceholder):
+		return nil, fmt.Errorf("edge: app service pattern %q lacks %s", cfg.AppService, bluegreen.ColorPlaceholder)
 	case cfg.PollInterval <= 0 || cfg.StartTimeout <= 0:
 		return nil, errors.New("edge: poll interval and start timeout must be positive")
 	case cfg.ConfigPath == "":
@@ -233,14 +215,14 @@ func New(cfg Config, deps Deps) (*Edge, error) {
 	for _, k := range kinds {
 		e.errorsTotal.WithLabelValues(k)
 	}
-	for _, c := range Colors {
+	for _, c := range bluegreen.Colors {
 		e.active.WithLabelValues(c)
 	}
 	return e, nil
 }
 
 func backendName(pattern, color string) string {
-	return strings.ReplaceAll(pattern, ColorPlaceholder, color)
+	return strings.ReplaceAll(pattern, bluegreen.ColorPlaceholder, color)
 }
 
 // Applied returns what nginx serves: color, backend and time; the zero Params before
@@ -387,15 +369,15 @@ func (e *Edge) desired(ctx context.Context, atStart bool) (color, kind string, e
 	case err != nil:
 		return "", KindDockerAPI, err
 	}
-	v, ok := labels[LabelActive]
+	v, ok := labels[bluegreen.LabelActive]
 	switch {
 	case !ok && atStart:
-		e.log.Info("label absent, using the default color", "service", e.cfg.Service, "label", LabelActive, "color", e.cfg.DefaultColor)
+		e.log.Info("label absent, using the default color", "service", e.cfg.Service, "label", bluegreen.LabelActive, "color", e.cfg.DefaultColor)
 		return e.cfg.DefaultColor, "", nil
 	case !ok:
-		return "", KindLabelMissing, fmt.Errorf("service %s has no label %s", e.cfg.Service, LabelActive)
-	case !ValidColor(v):
-		return "", KindBadLabel, fmt.Errorf("label %s=%q is not one of %v", LabelActive, v, Colors)
+		return "", KindLabelMissing, fmt.Errorf("service %s has no label %s", e.cfg.Service, bluegreen.LabelActive)
+	case !bluegreen.ValidColor(v):
+		return "", KindBadLabel, fmt.Errorf("label %s=%q is not one of %v", bluegreen.LabelActive, v, bluegreen.Colors)
 	}
 	return v, "", nil
 }
@@ -501,7 +483,7 @@ func (e *Edge) setApplied(p Params) {
 	e.mu.Lock()
 	e.applied = p
 	e.mu.Unlock()
-	for _, c := range Colors {
+	for _, c := range bluegreen.Colors {
 		v := 0.0
 		if c == p.Color {
 			v = 1

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"roomcast/pkg/fleet/bluegreen"
 	"strings"
 	"sync"
 	"syscall"
@@ -105,9 +106,9 @@ func (f *fakeServices) WatchService(ctx context.Context, name string) (<-chan sw
 func (f *fakeServices) set(value string, event bool) {
 	f.mu.Lock()
 	if value == "" {
-		delete(f.labels, edge.LabelActive)
+		delete(f.labels, bluegreen.LabelActive)
 	} else {
-		f.labels[edge.LabelActive] = value
+		f.labels[bluegreen.LabelActive] = value
 	}
 	streams := append([]chan swarm.ServiceEvent(nil), f.streams...)
 	f.mu.Unlock()
@@ -330,7 +331,7 @@ type options struct {
 func newHarness(t *testing.T, o options) *harness {
 	t.Helper()
 	if o.labels == nil {
-		o.labels = map[string]string{edge.LabelActive: "blue"}
+		o.labels = map[string]string{bluegreen.LabelActive: "blue"}
 	}
 	if o.poll == 0 {
 		o.poll = time.Hour
@@ -439,8 +440,8 @@ func TestStartsOnTheLabelledColor(t *testing.T) {
 		labels map[string]string
 		want   string
 	}{
-		{"label green", map[string]string{edge.LabelActive: "green", "roomcast.previous": "blue"}, "green"},
-		{"label blue", map[string]string{edge.LabelActive: "blue"}, "blue"},
+		{"label green", map[string]string{bluegreen.LabelActive: "green", "roomcast.previous": "blue"}, "green"},
+		{"label blue", map[string]string{bluegreen.LabelActive: "blue"}, "blue"},
 		{"label absent: the default", map[string]string{}, "blue"},
 	}
 	for _, tt := range tests {
@@ -472,7 +473,7 @@ func TestStartsOnTheLabelledColor(t *testing.T) {
 func TestStartWaitsForTheLabelledColorNeverAnOlderOne(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		// A restarted task: the label says green, green does not resolve yet, blue does.
-		h := newHarness(t, options{labels: map[string]string{edge.LabelActive: "green"}, resolvable: []string{"blue_app"}, poll: 5 * time.Second})
+		h := newHarness(t, options{labels: map[string]string{bluegreen.LabelActive: "green"}, resolvable: []string{"blue_app"}, poll: 5 * time.Second})
 		h.run()
 		time.Sleep(20 * time.Second)
 		synctest.Wait()
@@ -508,7 +509,7 @@ func TestStartGivesUp(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				h := newHarness(t, options{labels: map[string]string{edge.LabelActive: "green"}, resolvable: []string{"blue_app"}, startTimeout: 30 * time.Second, poll: 5 * time.Second})
+				h := newHarness(t, options{labels: map[string]string{bluegreen.LabelActive: "green"}, resolvable: []string{"blue_app"}, startTimeout: 30 * time.Second, poll: 5 * time.Second})
 				tt.setup(h)
 				began := time.Now()
 				h.run()
@@ -532,7 +533,7 @@ func TestStartGivesUp(t *testing.T) {
 
 func TestStartRetriesDockerErrors(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, options{labels: map[string]string{edge.LabelActive: "green"}, resolvable: []string{"blue_app", "green_app"}, poll: 5 * time.Second})
+		h := newHarness(t, options{labels: map[string]string{bluegreen.LabelActive: "green"}, resolvable: []string{"blue_app", "green_app"}, poll: 5 * time.Second})
 		h.svc.setErr(errors.New("Cannot connect to the Docker daemon"), false)
 		h.run()
 		time.Sleep(3 * time.Second)

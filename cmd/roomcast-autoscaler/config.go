@@ -1,17 +1,17 @@
 package main
 
 import (
-	"log/slog"
 	"math"
 	"net"
 	"net/url"
 	"regexp"
-	"roomcast/pkg/fleet/bluegreen"
 	"strings"
 	"time"
 
+	"roomcast/pkg/cli"
 	"roomcast/pkg/envconfig"
 	"roomcast/pkg/fleet/autoscale"
+	"roomcast/pkg/fleet/bluegreen"
 )
 
 // config is roomcast-autoscaler's environment. A set but empty variable means its
@@ -33,8 +33,7 @@ type config struct {
 	Timeout         time.Duration `env:"AUTOSCALER_TIMEOUT" envDefault:"5s" help:"bound of each Docker call and Prometheus query"`
 	DryRun          bool          `env:"AUTOSCALER_DRY_RUN" envDefault:"false" help:"decide and log, never scale"`
 	Addr            string        `env:"AUTOSCALER_ADDR" envDefault:":8081" help:"listen address of its own /metrics and /healthz"`
-	LogFormat       string        `env:"ROOMCAST_LOG_FORMAT" envDefault:"json" help:"log output: json or text"`
-	LogLevel        string        `env:"ROOMCAST_LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error"`
+	Log             cli.Log
 }
 
 // nameRe is a Swarm service name.
@@ -74,15 +73,10 @@ func loadConfig(environ map[string]string) (config, error) {
 		return cfg, bad("AUTOSCALER_SCALE_DOWN_WINDOW", "want a duration of 0s or more")
 	case cfg.Timeout < 10*time.Millisecond:
 		return cfg, bad("AUTOSCALER_TIMEOUT", "want a duration of at least 10ms")
-	case !validListenAddr(cfg.Addr):
+	case !cli.ValidListenAddr(cfg.Addr):
 		return cfg, bad("AUTOSCALER_ADDR", "want host:port or :port")
-	case cfg.LogFormat != "json" && cfg.LogFormat != "text":
-		return cfg, bad("ROOMCAST_LOG_FORMAT", "want json or text")
 	}
-	if _, err := parseLevel(cfg.LogLevel); err != nil {
-		return cfg, bad("ROOMCAST_LOG_LEVEL", "want debug, info, warn or error")
-	}
-	return cfg, nil
+	return cfg, cfg.Log.Validate(environ)
 }
 
 func validHTTPURL(s string) bool {
@@ -103,17 +97,6 @@ func validDockerHost(s string) bool {
 		return err == nil && port != ""
 	}
 	return false
-}
-
-func validListenAddr(addr string) bool {
-	_, port, err := net.SplitHostPort(addr)
-	return err == nil && port != ""
-}
-
-func parseLevel(s string) (slog.Level, error) {
-	var l slog.Level
-	err := l.UnmarshalText([]byte(s))
-	return l, err
 }
 
 // autoscale is the loop's configuration.

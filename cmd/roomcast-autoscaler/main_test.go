@@ -13,14 +13,15 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"roomcast/pkg/cli"
 	"roomcast/pkg/fleet/autoscale/promtest"
 	"roomcast/pkg/fleet/swarm/swarmtest"
+	"roomcast/pkg/testenv"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -28,7 +29,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 func TestHelpDocumentsEveryVariableWithItsDefault(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	err := run(context.Background(), []string{"-h"}, nil, &stdout, &stderr)
-	if code := exitCode(err, &stderr); code != 0 {
+	if code := cli.ExitCode(name, err, &stderr); code != 0 {
 		t.Fatalf("-h exit code %d: %v", code, err)
 	}
 	out := stdout.String()
@@ -53,16 +54,24 @@ func TestHelpDocumentsEveryVariableWithItsDefault(t *testing.T) {
 			t.Errorf("-h output lacks %q", want)
 		}
 	}
-	// And every variable of the config struct, each on a line with its default.
-	ct := reflect.TypeFor[config]()
-	for i := range ct.NumField() {
-		f := ct.Field(i)
-		name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
-		def := f.Tag.Get("envDefault")
-		if !regexp.MustCompile(`(?m)^  ` + regexp.QuoteMeta(name) + ` +` + regexp.QuoteMeta(def) + ` `).MatchString(out) {
-			t.Errorf("-h has no line for %s with its default %q", name, def)
+	// And every variable of the config struct and its sections, each on a line with
+	// its default.
+	var check func(ct reflect.Type)
+	check = func(ct reflect.Type) {
+		for i := range ct.NumField() {
+			f := ct.Field(i)
+			variable, _, _ := strings.Cut(f.Tag.Get("env"), ",")
+			if variable == "" && f.Type.Kind() == reflect.Struct {
+				check(f.Type)
+				continue
+			}
+			def := f.Tag.Get("envDefault")
+			if !regexp.MustCompile(`(?m)^  ` + regexp.QuoteMeta(variable) + ` +` + regexp.QuoteMeta(def) + ` `).MatchString(out) {
+				t.Errorf("-h has no line for %s with its default %q", variable, def)
+			}
 		}
 	}
+	check(reflect.TypeFor[config]())
 }
 
 func TestDefaults(t *testing.T) {
@@ -129,7 +138,7 @@ func TestInvalidEnvironmentExitsTwoWithOneLineNamingTheVariable(t *testing.T) {
 			}
 			err := run(context.Background(), nil, env, io.Discard, io.Discard)
 			var out bytes.Buffer
-			if code := exitCode(err, &out); code != 2 {
+			if code := cli.ExitCode(name, err, &out); code != 2 {
 				t.Fatalf("exit code %d, want 2 (%v)", code, err)
 			}
 			line := out.String()
@@ -143,42 +152,24 @@ func TestInvalidEnvironmentExitsTwoWithOneLineNamingTheVariable(t *testing.T) {
 func TestUnknownFlagOrArgumentExitsTwo(t *testing.T) {
 	for _, args := range [][]string{{"-interval", "1s"}, {"scale"}, {"healthcheck", "extra"}} {
 		err := run(context.Background(), args, nil, io.Discard, io.Discard)
-		if code := exitCode(err, io.Discard); code != 2 {
+		if code := cli.ExitCode(name, err, io.Discard); code != 2 {
 			t.Errorf("args %q: exit code %d (%v), want 2", args, code, err)
 		}
 	}
-}
-
-// syncBuffer collects the log of run, written from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // process is one run() of the autoscaler in this process.
 type process struct {
 	t      *testing.T
 	addr   string
-	stderr *syncBuffer
+	stderr *testenv.SyncBuffer
 	cancel context.CancelFunc
 	done   chan error
 }
 
 func start(t *testing.T, env map[string]string) *process {
 	t.Helper()
-	p := &process{t: t, stderr: &syncBuffer{}, done: make(chan error, 1)}
+	p := &process{t: t, stderr: &testenv.SyncBuffer{}, done: make(chan error, 1)}
 	full := map[string]string{
 		"AUTOSCALER_ADDR":              "127.0.0.1:0",
 		"AUTOSCALER_INTERVAL":          "100ms",
@@ -383,7 +374,7 @@ func TestHealthcheckFailsWithoutAnAutoscaler(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 	err = run(context.Background(), []string{"healthcheck"}, map[string]string{"AUTOSCALER_ADDR": addr}, io.Discard, io.Discard)
-	if code := exitCode(err, io.Discard); code != 1 {
+	if code := cli.ExitCode(name, err, io.Discard); code != 1 {
 		t.Fatalf("healthcheck with nothing listening: exit %d (%v), want 1", code, err)
 	}
 }
@@ -396,7 +387,7 @@ func TestATakenPortIsAnErrorAtStart(t *testing.T) {
 	defer ln.Close()
 	docker := swarmtest.NewServer(t)
 	err = run(context.Background(), nil, map[string]string{"AUTOSCALER_ADDR": ln.Addr().String(), "DOCKER_HOST": docker.Host()}, io.Discard, io.Discard)
-	if code := exitCode(err, io.Discard); code != 1 || !strings.Contains(err.Error(), "listening") {
+	if code := cli.ExitCode(name, err, io.Discard); code != 1 || !strings.Contains(err.Error(), "listener") {
 		t.Fatalf("exit %d (%v), want 1 naming the listener", code, err)
 	}
 }

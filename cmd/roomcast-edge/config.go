@@ -1,17 +1,17 @@
 package main
 
 import (
-	"log/slog"
 	"net"
 	"net/url"
 	"path/filepath"
 	"regexp"
-	"roomcast/pkg/fleet/bluegreen"
 	"strconv"
 	"strings"
 	"time"
 
+	"roomcast/pkg/cli"
 	"roomcast/pkg/envconfig"
+	"roomcast/pkg/fleet/bluegreen"
 	"roomcast/pkg/fleet/edge"
 )
 
@@ -38,8 +38,7 @@ type config struct {
 	AccessLog         string        `env:"ROOMCAST_EDGE_ACCESS_LOG" envDefault:"/dev/stdout" help:"nginx access log (JSON lines): a path or off"`
 	ErrorLog          string        `env:"ROOMCAST_EDGE_ERROR_LOG" envDefault:"stderr" help:"nginx error log: stderr or a path"`
 	MetricsAddr       string        `env:"ROOMCAST_EDGE_METRICS_ADDR" envDefault:":9180" help:"address of roomcast-edge's own /metrics, or off"`
-	LogFormat         string        `env:"ROOMCAST_LOG_FORMAT" envDefault:"json" help:"roomcast-edge's log output: json or text"`
-	LogLevel          string        `env:"ROOMCAST_LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error"`
+	Log               cli.Log
 }
 
 // nameRe is a Swarm service name (and what nginx may resolve).
@@ -94,15 +93,10 @@ func loadConfig(environ map[string]string) (config, error) {
 		return cfg, bad("ROOMCAST_EDGE_ACCESS_LOG", "want an absolute path or off")
 	case cfg.ErrorLog != "stderr" && !pathRe.MatchString(cfg.ErrorLog):
 		return cfg, bad("ROOMCAST_EDGE_ERROR_LOG", "want stderr or an absolute path")
-	case cfg.MetricsAddr != "off" && !validListenAddr(cfg.MetricsAddr):
+	case cfg.MetricsAddr != "off" && !cli.ValidListenAddr(cfg.MetricsAddr):
 		return cfg, bad("ROOMCAST_EDGE_METRICS_ADDR", "want host:port, :port or off")
-	case cfg.LogFormat != "json" && cfg.LogFormat != "text":
-		return cfg, bad("ROOMCAST_LOG_FORMAT", "want json or text")
 	}
-	if _, err := parseLevel(cfg.LogLevel); err != nil {
-		return cfg, bad("ROOMCAST_LOG_LEVEL", "want debug, info, warn or error")
-	}
-	return cfg, nil
+	return cfg, cfg.Log.Validate(environ)
 }
 
 func validDockerHost(s string) bool {
@@ -134,15 +128,17 @@ func validResolver(s string) bool {
 	return err == nil && validPort(p)
 }
 
-func validListenAddr(addr string) bool {
-	_, port, err := net.SplitHostPort(addr)
-	return err == nil && port != ""
-}
-
-func parseLevel(s string) (slog.Level, error) {
-	var l slog.Level
-	err := l.UnmarshalText([]byte(s))
-	return l, err
+// edge is the edge's configuration.
+func (c config) edge() edge.Config {
+	return edge.Config{
+		Service:      c.Service,
+		DefaultColor: c.DefaultColor,
+		AppService:   c.AppService,
+		PollInterval: c.PollInterval,
+		StartTimeout: c.StartTimeout,
+		ConfigPath:   c.Config,
+		Params:       c.params(),
+	}
 }
 
 // params are the template values that do not change with the color.

@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"roomcast/pkg/fleet/bluegreen"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,6 +23,8 @@ import (
 
 	"go.uber.org/goleak"
 
+	"roomcast/pkg/cli"
+	"roomcast/pkg/fleet/bluegreen"
 	"roomcast/pkg/fleet/edge"
 	"roomcast/pkg/fleet/edge/edgetest"
 	"roomcast/pkg/fleet/swarm/swarmtest"
@@ -35,7 +36,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 func TestHelpDocumentsEveryVariableWithItsDefault(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	err := run(context.Background(), []string{"-h"}, nil, &stdout, &stderr)
-	if code := exitCode(err, &stderr); code != 0 {
+	if code := cli.ExitCode(name, err, &stderr); code != 0 {
 		t.Fatalf("-h exit code %d: %v", code, err)
 	}
 	for _, want := range []string{
@@ -95,7 +96,7 @@ func TestInvalidEnvironmentExitsTwoWithOneLineNamingTheVariable(t *testing.T) {
 			var stdout, stderr bytes.Buffer
 			err := run(context.Background(), nil, map[string]string{tt.name: tt.value}, &stdout, &stderr)
 			var out bytes.Buffer
-			if code := exitCode(err, &out); code != 2 {
+			if code := cli.ExitCode(name, err, &out); code != 2 {
 				t.Fatalf("exit code %d, want 2 (%v)", code, err)
 			}
 			line := out.String()
@@ -109,28 +110,10 @@ func TestInvalidEnvironmentExitsTwoWithOneLineNamingTheVariable(t *testing.T) {
 func TestUnknownFlagOrArgumentExitsTwo(t *testing.T) {
 	for _, args := range [][]string{{"-port", "1"}, {"serve"}, {"status", "extra"}, {"status", "-color", "red"}} {
 		err := run(context.Background(), args, nil, io.Discard, io.Discard)
-		if code := exitCode(err, io.Discard); code != 2 {
+		if code := cli.ExitCode(name, err, io.Discard); code != 2 {
 			t.Errorf("args %q: exit code %d (%v), want 2", args, code, err)
 		}
 	}
-}
-
-// syncBuffer collects output written from several goroutines (slog, os/exec).
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // app stands in for one color's replica: it answers with its color in
@@ -217,23 +200,13 @@ func newWorld(t *testing.T, label string) *world {
 
 func (w *world) deployGreen() { w.dns.Set("green_app", "127.0.0.3") }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // edgeRun is one roomcast-edge (run in this process) with a real nginx child.
 type edgeRun struct {
 	t       *testing.T
 	dir     string
 	listen  int
 	metrics int
-	stderr  *syncBuffer
+	stderr  *testenv.SyncBuffer
 	cancel  context.CancelFunc
 	done    chan error
 }
@@ -246,7 +219,7 @@ func (w *world) start(t *testing.T, extra map[string]string) *edgeRun {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &edgeRun{t: t, dir: t.TempDir(), listen: freePort(t), metrics: freePort(t), stderr: &syncBuffer{}, done: make(chan error, 1)}
+	e := &edgeRun{t: t, dir: t.TempDir(), listen: testenv.FreePort(t), metrics: testenv.FreePort(t), stderr: &testenv.SyncBuffer{}, done: make(chan error, 1)}
 	env := map[string]string{
 		"DOCKER_HOST":                           w.fake.Host(),
 		"ROOMCAST_EDGE_RESOLVER":                w.dns.Addr(),
@@ -554,7 +527,7 @@ func TestFlipFromBlueToGreenFailsNoRequest(t *testing.T) {
 	if err != nil || !strings.Contains(out.String(), `"color":"green"`) {
 		t.Fatalf("roomcast-edge status: %q %v", out.String(), err)
 	}
-	if err := run(context.Background(), []string{"status", "-color", "blue"}, map[string]string{"ROOMCAST_EDGE_LISTEN_PORT": strconv.Itoa(e.listen)}, io.Discard, io.Discard); exitCode(err, io.Discard) != 1 {
+	if err := run(context.Background(), []string{"status", "-color", "blue"}, map[string]string{"ROOMCAST_EDGE_LISTEN_PORT": strconv.Itoa(e.listen)}, io.Discard, io.Discard); cli.ExitCode(name, err, io.Discard) != 1 {
 		t.Fatalf("status -color blue on green: %v, want exit 1", err)
 	}
 
@@ -752,7 +725,7 @@ func TestAtStartItGivesUpAfterTheStartTimeout(t *testing.T) {
 	w := newWorld(t, "green") // never deployed
 	e := w.start(t, map[string]string{"ROOMCAST_EDGE_START_TIMEOUT": "1s"})
 	err := e.wait(10 * time.Second)
-	if code := exitCode(err, io.Discard); code == 0 || !strings.Contains(fmt.Sprint(err), "green_app") {
+	if code := cli.ExitCode(name, err, io.Discard); code == 0 || !strings.Contains(fmt.Sprint(err), "green_app") {
 		t.Fatalf("run: %v (exit %d), want a non-zero exit naming green_app", err, code)
 	}
 	if e.pid() != 0 {
@@ -770,7 +743,7 @@ func TestSIGQUITStopsNginxGracefully(t *testing.T) {
 		t.Fatal(err)
 	}
 	err := e.wait(15 * time.Second)
-	if code := exitCode(err, io.Discard); code != 0 {
+	if code := cli.ExitCode(name, err, io.Discard); code != 0 {
 		t.Fatalf("exit %d (%v), want nginx's 0", code, err)
 	}
 	if syscall.Kill(pid, 0) == nil {
@@ -790,7 +763,7 @@ func TestNginxDyingOnItsOwnEndsRoomcastEdge(t *testing.T) {
 		t.Fatal(err)
 	}
 	err := e.wait(10 * time.Second)
-	if code := exitCode(err, io.Discard); code == 0 || !strings.Contains(fmt.Sprint(err), "on its own") {
+	if code := cli.ExitCode(name, err, io.Discard); code == 0 || !strings.Contains(fmt.Sprint(err), "on its own") {
 		t.Fatalf("run: %v (exit %d), want non-zero", err, code)
 	}
 }

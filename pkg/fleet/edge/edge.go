@@ -248,6 +248,10 @@ type ExitError struct {
 func (e *ExitError) Error() string { return e.Err.Error() }
 func (e *ExitError) Unwrap() error { return e.Err }
 
+// ExitCode is Code: the status a command passes on (it makes an ExitError a
+// cli.ExitCoder).
+func (e *ExitError) ExitCode() int { return e.Code }
+
 // Run starts nginx for the active color and keeps it there until ctx is done, then
 // stops nginx gracefully (SIGQUIT; Abort makes it SIGTERM) and returns nil or an
 // *ExitError with nginx's status. It returns an *ExitError at once if nginx exits on

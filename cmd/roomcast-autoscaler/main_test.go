@@ -72,6 +72,10 @@ func TestHelpDocumentsEveryVariableWithItsDefault(t *testing.T) {
 		}
 	}
 	check(reflect.TypeFor[config]())
+	var printed bytes.Buffer
+	if err := run(context.Background(), []string{"-version"}, nil, &printed, io.Discard); cli.ExitCode(name, err, io.Discard) != 0 || !strings.HasPrefix(printed.String(), name+" ") {
+		t.Errorf("-version: %v, printed %q", err, printed.String())
+	}
 }
 
 func TestDefaults(t *testing.T) {

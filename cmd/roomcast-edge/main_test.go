@@ -60,6 +60,10 @@ func TestHelpDocumentsEveryVariableWithItsDefault(t *testing.T) {
 			t.Errorf("-h output lacks %q", want)
 		}
 	}
+	var printed bytes.Buffer
+	if err := run(context.Background(), []string{"-version"}, nil, &printed, io.Discard); cli.ExitCode(name, err, io.Discard) != 0 || !strings.HasPrefix(printed.String(), name+" ") {
+		t.Errorf("-version: %v, printed %q", err, printed.String())
+	}
 }
 
 func TestInvalidEnvironmentExitsTwoWithOneLineNamingTheVariable(t *testing.T) {

@@ -5,11 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
-	"roomcast/pkg/fleet/bluegreen"
 	"strings"
 	"sync"
 	"syscall"
@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 
+	"roomcast/pkg/fleet/bluegreen"
 	"roomcast/pkg/fleet/edge"
 	"roomcast/pkg/fleet/edge/edgetest"
 	"roomcast/pkg/fleet/swarm"
@@ -281,24 +282,7 @@ func (d *fakeDNS) lookup(ctx context.Context, host string) ([]string, error) {
 	return nil, fmt.Errorf("lookup %s: no such host", host)
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func newLogger(w *syncBuffer) *slog.Logger {
+func newLogger(w io.Writer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
@@ -312,7 +296,7 @@ type harness struct {
 	nginx *fakeNginx
 	dns   *fakeDNS
 	reg   *prometheus.Registry
-	logs  *syncBuffer
+	logs  *testenv.SyncBuffer
 	edge  *edge.Edge
 	dir   string
 
@@ -345,7 +329,7 @@ func newHarness(t *testing.T, o options) *harness {
 		svc:  newFakeServices(o.labels),
 		dns:  &fakeDNS{names: map[string]bool{}},
 		reg:  prometheus.NewRegistry(),
-		logs: &syncBuffer{},
+		logs: &testenv.SyncBuffer{},
 		dir:  dir,
 	}
 	for _, n := range o.resolvable {
@@ -841,7 +825,7 @@ func TestNewRefusesBadConfig(t *testing.T) {
 					WorkerShutdownTimeout: time.Second, ConnectTimeout: time.Second, PidPath: dir + "/p", ErrorLog: "stderr",
 					AccessLog: "off", TempDir: dir},
 			}, edge.Deps{Services: newFakeServices(nil), Nginx: &fakeNginx{done: make(chan struct{})}, Template: tmpl,
-				Logger: newLogger(&syncBuffer{})}
+				Logger: newLogger(&testenv.SyncBuffer{})}
 	}
 	if _, err := edge.New(good()); err != nil {
 		t.Fatalf("good config refused: %v", err)

@@ -2,9 +2,7 @@ package main
 
 import (
 	"math"
-	"net"
 	"net/url"
-	"regexp"
 	"strings"
 	"time"
 
@@ -36,9 +34,6 @@ type config struct {
 	Log             cli.Log
 }
 
-// nameRe is a Swarm service name.
-var nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
-
 func loadConfig(environ map[string]string) (config, error) {
 	cfg, err := envconfig.Parse[config](environ)
 	if err != nil {
@@ -48,12 +43,12 @@ func loadConfig(environ map[string]string) (config, error) {
 	switch {
 	case !validHTTPURL(cfg.PrometheusURL):
 		return cfg, bad("PROMETHEUS_URL", "want http://host:port or https://host:port, e.g. http://prometheus:9090")
-	case !validDockerHost(cfg.DockerHost):
+	case !cli.ValidDockerHost(cfg.DockerHost):
 		return cfg, bad("DOCKER_HOST", "want unix:///path/to/docker.sock or tcp://host:port")
-	case !nameRe.MatchString(cfg.EdgeService):
+	case !cli.ValidServiceName(cfg.EdgeService):
 		return cfg, bad("AUTOSCALER_EDGE_SERVICE", "want a service name of letters, digits, _ . -")
 	case !strings.Contains(cfg.AppService, bluegreen.ColorPlaceholder) ||
-		!nameRe.MatchString(strings.ReplaceAll(cfg.AppService, bluegreen.ColorPlaceholder, "blue")):
+		!cli.ValidServiceName(bluegreen.ForColor(cfg.AppService, bluegreen.Blue)):
 		return cfg, bad("AUTOSCALER_APP_SERVICE", "want a service name containing {color}, e.g. {color}_app")
 	case strings.TrimSpace(cfg.Query) == "":
 		return cfg, bad("AUTOSCALER_QUERY", "want a PromQL expression")
@@ -82,21 +77,6 @@ func loadConfig(environ map[string]string) (config, error) {
 func validHTTPURL(s string) bool {
 	u, err := url.Parse(s)
 	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" && u.RawQuery == "" && u.Fragment == ""
-}
-
-func validDockerHost(s string) bool {
-	u, err := url.Parse(s)
-	if err != nil {
-		return false
-	}
-	switch u.Scheme {
-	case "unix":
-		return u.Path != ""
-	case "tcp", "http", "https":
-		_, port, err := net.SplitHostPort(u.Host)
-		return err == nil && port != ""
-	}
-	return false
 }
 
 // autoscale is the loop's configuration.

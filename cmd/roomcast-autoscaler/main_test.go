@@ -19,9 +19,9 @@ import (
 	"go.uber.org/goleak"
 
 	"roomcast/pkg/cli"
+	"roomcast/pkg/cli/clitest"
 	"roomcast/pkg/fleet/autoscale/promtest"
 	"roomcast/pkg/fleet/swarm/swarmtest"
-	"roomcast/pkg/testenv"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -164,16 +164,12 @@ func TestUnknownFlagOrArgumentExitsTwo(t *testing.T) {
 
 // process is one run() of the autoscaler in this process.
 type process struct {
-	t      *testing.T
-	addr   string
-	stderr *testenv.SyncBuffer
-	cancel context.CancelFunc
-	done   chan error
+	*clitest.Process
+	addr string
 }
 
 func start(t *testing.T, env map[string]string) *process {
 	t.Helper()
-	p := &process{t: t, stderr: &testenv.SyncBuffer{}, done: make(chan error, 1)}
 	full := map[string]string{
 		"AUTOSCALER_ADDR":              "127.0.0.1:0",
 		"AUTOSCALER_INTERVAL":          "100ms",
@@ -184,26 +180,15 @@ func start(t *testing.T, env map[string]string) *process {
 	for k, v := range env {
 		full[k] = v
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	p.cancel = cancel
-	go func() { p.done <- run(ctx, nil, full, io.Discard, p.stderr) }()
+	p := &process{Process: clitest.Start(t, name, run, full)}
 	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-p.done:
-			if err != nil {
-				t.Errorf("run: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("run did not return within 10s of its context ending")
-		}
-		if t.Failed() {
-			t.Logf("roomcast-autoscaler log:\n%s", p.stderr)
+		if err := p.Stop(10 * time.Second); err != nil {
+			t.Errorf("run: %v", err)
 		}
 	})
 	re := regexp.MustCompile(`"msg":"listening","addr":"([^"]+)"`)
-	eventually(t, 5*time.Second, "listening", func() error {
-		if m := re.FindStringSubmatch(p.stderr.String()); m != nil {
+	clitest.Eventually(t, 5*time.Second, "listening", func() error {
+		if m := re.FindStringSubmatch(p.Stderr.String()); m != nil {
 			p.addr = m[1]
 			return nil
 		}
@@ -226,29 +211,7 @@ func (p *process) get(path string) (int, string) {
 
 // metric is the value of one series of /metrics, -1 if absent.
 func (p *process) metric(series string) float64 {
-	_, body := p.get("/metrics")
-	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`).FindStringSubmatch(body)
-	if m == nil {
-		return -1
-	}
-	v, _ := strconv.ParseFloat(m[1], 64)
-	return v
-}
-
-// eventually polls check every 20ms until it returns nil or d passes.
-func eventually(t *testing.T, d time.Duration, what string, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v: %v", what, d, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return clitest.Scrape("http://"+p.addr+"/metrics", series)
 }
 
 func ptr(n uint64) *uint64 { return &n }
@@ -264,7 +227,7 @@ func TestScalesTheActiveColorEndToEnd(t *testing.T) {
 	prom.Set(`time() - max(timestamp(roomcast_connections_active{color="green"}))`, promtest.Value(1, time.Now()))
 	p := start(t, map[string]string{"DOCKER_HOST": docker.Host(), "PROMETHEUS_URL": prom.URL()})
 
-	eventually(t, 5*time.Second, "green_app scaled to 5", func() error {
+	clitest.Eventually(t, 5*time.Second, "green_app scaled to 5", func() error {
 		if n, _ := docker.Replicas("green_app"); n != 5 {
 			return fmt.Errorf("green_app at %d", n)
 		}
@@ -273,7 +236,7 @@ func TestScalesTheActiveColorEndToEnd(t *testing.T) {
 	if n, _ := docker.Replicas("blue_app"); n != 0 {
 		t.Fatalf("the idle color was scaled to %d", n)
 	}
-	eventually(t, 5*time.Second, "metrics", func() error {
+	clitest.Eventually(t, 5*time.Second, "metrics", func() error {
 		if v := p.metric("roomcast_autoscaler_desired_replicas"); v != 5 {
 			return fmt.Errorf("desired_replicas %v", v)
 		}
@@ -291,21 +254,21 @@ func TestScalesTheActiveColorEndToEnd(t *testing.T) {
 	if err := run(context.Background(), []string{"healthcheck"}, map[string]string{"AUTOSCALER_ADDR": p.addr}, io.Discard, io.Discard); err != nil {
 		t.Fatalf("healthcheck of a running autoscaler: %v", err)
 	}
-	if !regexp.MustCompile(`"msg":"decision".*"load":100.*"current":2.*"desired":5`).MatchString(p.stderr.String()) {
-		t.Fatalf("no decision logged with its inputs:\n%s", p.stderr)
+	if !regexp.MustCompile(`"msg":"decision".*"load":100.*"current":2.*"desired":5`).MatchString(p.Stderr.String()) {
+		t.Fatalf("no decision logged with its inputs:\n%s", p.Stderr)
 	}
 
 	// The release begins: nothing more happens, even with more load.
 	docker.SetLabel("edge_nginx", "roomcast.promoting", "true")
 	prom.Set(`sum(roomcast_connections_active{color="green"})`, promtest.Value(400, time.Now()))
-	eventually(t, 5*time.Second, "paused", func() error {
+	clitest.Eventually(t, 5*time.Second, "paused", func() error {
 		if v := p.metric("roomcast_autoscaler_paused"); v != 1 {
 			return fmt.Errorf("paused %v", v)
 		}
 		return nil
 	})
 	paused := p.metric(`roomcast_autoscaler_decisions_total{reason="paused"}`)
-	eventually(t, 5*time.Second, "three more paused ticks", func() error {
+	clitest.Eventually(t, 5*time.Second, "three more paused ticks", func() error {
 		if v := p.metric(`roomcast_autoscaler_decisions_total{reason="paused"}`); v < paused+3 {
 			return fmt.Errorf("paused decisions %v", v)
 		}
@@ -315,15 +278,8 @@ func TestScalesTheActiveColorEndToEnd(t *testing.T) {
 		t.Fatalf("green_app scaled to %d during a release", n)
 	}
 
-	p.cancel()
-	select {
-	case err := <-p.done:
-		p.done <- err
-		if err != nil {
-			t.Fatalf("run after cancel: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("run did not stop")
+	if err := p.Stop(10 * time.Second); err != nil {
+		t.Fatalf("run after cancel: %v", err)
 	}
 }
 
@@ -338,7 +294,7 @@ func TestPrometheusUnreachableKeepsTheCountAndKeepsRunning(t *testing.T) {
 	deadAddr := ln.Addr().String()
 	ln.Close() // nothing listens there now: what the edge stack sees before Prometheus exists
 	p := start(t, map[string]string{"DOCKER_HOST": docker.Host(), "PROMETHEUS_URL": "http://" + deadAddr})
-	eventually(t, 5*time.Second, "errors counted", func() error {
+	clitest.Eventually(t, 5*time.Second, "errors counted", func() error {
 		if v := p.metric(`roomcast_autoscaler_errors_total{kind="prometheus_api"}`); v < 3 {
 			return fmt.Errorf("prometheus_api errors %v", v)
 		}
@@ -357,7 +313,7 @@ func TestPrometheusUnreachableKeepsTheCountAndKeepsRunning(t *testing.T) {
 		t.Fatalf("/healthz %d %s: errors are not a reason to restart", code, body)
 	}
 	var line map[string]any
-	for _, l := range strings.Split(p.stderr.String(), "\n") {
+	for _, l := range strings.Split(p.Stderr.String(), "\n") {
 		if strings.Contains(l, `"kind":"prometheus_api"`) {
 			if err := json.Unmarshal([]byte(l), &line); err != nil {
 				t.Fatal(err)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"net"
-	"net/url"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -41,8 +40,8 @@ type config struct {
 	Log               cli.Log
 }
 
-// nameRe is a Swarm service name (and what nginx may resolve).
-var nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+// userRe is a user name for nginx's user directive.
+var userRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
 
 // pathRe is a path nginx reads unquoted.
 var pathRe = regexp.MustCompile(`^/[A-Za-z0-9._/+@-]*$`)
@@ -54,14 +53,14 @@ func loadConfig(environ map[string]string) (config, error) {
 	}
 	bad := func(name, allowed string) error { return envconfig.Invalid(environ, name, allowed) }
 	switch {
-	case !validDockerHost(cfg.DockerHost):
+	case !cli.ValidDockerHost(cfg.DockerHost):
 		return cfg, bad("DOCKER_HOST", "want unix:///path/to/docker.sock or tcp://host:port")
-	case !nameRe.MatchString(cfg.Service):
+	case !cli.ValidServiceName(cfg.Service):
 		return cfg, bad("ROOMCAST_EDGE_SERVICE", "want a service name of letters, digits, _ . -")
 	case !bluegreen.ValidColor(cfg.DefaultColor):
 		return cfg, bad("ROOMCAST_EDGE_DEFAULT_COLOR", "want blue or green")
 	case !strings.Contains(cfg.AppService, bluegreen.ColorPlaceholder) ||
-		!nameRe.MatchString(strings.ReplaceAll(cfg.AppService, bluegreen.ColorPlaceholder, "blue")):
+		!cli.ValidServiceName(bluegreen.ForColor(cfg.AppService, bluegreen.Blue)):
 		return cfg, bad("ROOMCAST_EDGE_APP_SERVICE", "want a service name containing {color}, e.g. {color}_app")
 	case !validPort(cfg.AppPort):
 		return cfg, bad("ROOMCAST_EDGE_APP_PORT", "want a port from 1 to 65535")
@@ -87,7 +86,7 @@ func loadConfig(environ map[string]string) (config, error) {
 		return cfg, bad("ROOMCAST_EDGE_CONFIG", "want an absolute file path of letters, digits and . _ - / + @")
 	case cfg.Nginx == "":
 		return cfg, bad("ROOMCAST_EDGE_NGINX", "want the nginx binary's name or path")
-	case cfg.NginxUser != "" && !nameRe.MatchString(cfg.NginxUser):
+	case cfg.NginxUser != "" && !userRe.MatchString(cfg.NginxUser):
 		return cfg, bad("ROOMCAST_EDGE_NGINX_USER", "want a user name, or empty")
 	case cfg.AccessLog != "off" && !pathRe.MatchString(cfg.AccessLog):
 		return cfg, bad("ROOMCAST_EDGE_ACCESS_LOG", "want an absolute path or off")
@@ -97,21 +96,6 @@ func loadConfig(environ map[string]string) (config, error) {
 		return cfg, bad("ROOMCAST_EDGE_METRICS_ADDR", "want host:port, :port or off")
 	}
 	return cfg, cfg.Log.Validate(environ)
-}
-
-func validDockerHost(s string) bool {
-	u, err := url.Parse(s)
-	if err != nil {
-		return false
-	}
-	switch u.Scheme {
-	case "unix":
-		return u.Path != ""
-	case "tcp", "http", "https":
-		_, port, err := net.SplitHostPort(u.Host)
-		return err == nil && port != ""
-	}
-	return false
 }
 
 func validPort(p int) bool { return p >= 1 && p <= 65535 }

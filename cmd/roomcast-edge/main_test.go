@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,6 +23,7 @@ import (
 	"go.uber.org/goleak"
 
 	"roomcast/pkg/cli"
+	"roomcast/pkg/cli/clitest"
 	"roomcast/pkg/fleet/bluegreen"
 	"roomcast/pkg/fleet/edge"
 	"roomcast/pkg/fleet/edge/edgetest"
@@ -206,13 +206,11 @@ func (w *world) deployGreen() { w.dns.Set("green_app", "127.0.0.3") }
 
 // edgeRun is one roomcast-edge (run in this process) with a real nginx child.
 type edgeRun struct {
+	*clitest.Process
 	t       *testing.T
 	dir     string
 	listen  int
 	metrics int
-	stderr  *testenv.SyncBuffer
-	cancel  context.CancelFunc
-	done    chan error
 }
 
 // start runs roomcast-edge in w with test values (poll 200ms) changed by extra, and
@@ -223,7 +221,7 @@ func (w *world) start(t *testing.T, extra map[string]string) *edgeRun {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &edgeRun{t: t, dir: t.TempDir(), listen: testenv.FreePort(t), metrics: testenv.FreePort(t), stderr: &testenv.SyncBuffer{}, done: make(chan error, 1)}
+	e := &edgeRun{t: t, dir: t.TempDir(), listen: testenv.FreePort(t), metrics: testenv.FreePort(t)}
 	env := map[string]string{
 		"DOCKER_HOST":                           w.fake.Host(),
 		"ROOMCAST_EDGE_RESOLVER":                w.dns.Addr(),
@@ -244,25 +242,18 @@ func (w *world) start(t *testing.T, extra map[string]string) *edgeRun {
 	for k, v := range extra {
 		env[k] = v
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	e.cancel = cancel
-	go func() { e.done <- run(ctx, nil, env, io.Discard, e.stderr) }()
+	// Registered before Start, so that it runs once roomcast-edge has returned.
 	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-e.done:
-		case <-time.After(15 * time.Second):
-			t.Error("roomcast-edge did not stop within 15s")
-		}
 		if pid := e.pid(); pid > 0 && syscall.Kill(pid, 0) == nil {
 			t.Errorf("nginx (pid %d) still running after roomcast-edge returned; killing it", pid)
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 		if t.Failed() {
 			errLog, _ := os.ReadFile(filepath.Join(e.dir, "error.log"))
-			t.Logf("roomcast-edge output:\n%s\nnginx error.log:\n%s", e.stderr, errLog)
+			t.Logf("nginx error.log:\n%s", errLog)
 		}
 	})
+	e.Process = clitest.Start(t, name, run, env)
 	return e
 }
 
@@ -274,19 +265,6 @@ func (e *edgeRun) pid() int {
 	}
 	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
 	return pid
-}
-
-// wait returns run's error, failing the test if it does not return within d.
-func (e *edgeRun) wait(d time.Duration) error {
-	e.t.Helper()
-	select {
-	case err := <-e.done:
-		e.done <- err // for the cleanup
-		return err
-	case <-time.After(d):
-		e.t.Fatalf("roomcast-edge still running after %v", d)
-		return nil
-	}
 }
 
 var client = &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
@@ -323,44 +301,17 @@ func (e *edgeRun) color() (string, error) {
 
 // metric is the value of one series of roomcast-edge's /metrics, -1 if absent.
 func (e *edgeRun) metric(series string) float64 {
-	resp, err := client.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", e.metrics))
-	if err != nil {
-		return -1
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`).FindSubmatch(body)
-	if m == nil {
-		return -1
-	}
-	v, _ := strconv.ParseFloat(string(m[1]), 64)
-	return v
+	return clitest.Scrape(fmt.Sprintf("http://127.0.0.1:%d/metrics", e.metrics), series)
 }
 
 func (e *edgeRun) errorsOf(kind string) float64 {
 	return e.metric(`roomcast_edge_errors_total{kind="` + kind + `"}`)
 }
 
-// eventually retries check every 20ms until it returns nil or d passes.
-func eventually(t *testing.T, d time.Duration, what string, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v: %v", what, d, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func (e *edgeRun) waitServing(color string, d time.Duration) edge.Status {
 	e.t.Helper()
 	var st edge.Status
-	eventually(e.t, d, "nginx serving "+color, func() error {
+	clitest.Eventually(e.t, d, "nginx serving "+color, func() error {
 		var err error
 		if st, err = e.status(); err != nil {
 			return err
@@ -462,7 +413,7 @@ func TestFlipFromBlueToGreenFailsNoRequest(t *testing.T) {
 	// Poll every hour: only the Docker event can make this flip quick.
 	e := w.start(t, map[string]string{"ROOMCAST_EDGE_POLL_INTERVAL": "1h", "ROOMCAST_EDGE_WORKER_SHUTDOWN_TIMEOUT": "4s"})
 	before := e.waitServing("blue", 10*time.Second)
-	eventually(t, 5*time.Second, "event stream open", func() error {
+	clitest.Eventually(t, 5*time.Second, "event stream open", func() error {
 		if w.fake.Streams() == 0 {
 			return errors.New("no stream")
 		}
@@ -474,7 +425,7 @@ func TestFlipFromBlueToGreenFailsNoRequest(t *testing.T) {
 	time.Sleep(300 * time.Millisecond) // some requests on blue first
 	flipped := time.Now()
 	w.fake.SetLabel("edge_nginx", bluegreen.LabelActive, "green")
-	eventually(t, 5*time.Second, "a request answered by green", func() error {
+	clitest.Eventually(t, 5*time.Second, "a request answered by green", func() error {
 		if l.firstOf("green").IsZero() {
 			return errors.New("none yet")
 		}
@@ -516,7 +467,7 @@ func TestFlipFromBlueToGreenFailsNoRequest(t *testing.T) {
 	if n := e.metric(`roomcast_edge_active_color{color="green"}`); n != 1 {
 		t.Fatalf("active_color{green} %v", n)
 	}
-	if !strings.Contains(e.stderr.String(), `"msg":"nginx reloaded","from":"blue","to":"green"`) {
+	if !strings.Contains(e.Stderr.String(), `"msg":"nginx reloaded","from":"blue","to":"green"`) {
 		t.Fatal("no reload in the log")
 	}
 	// Engine API 1.41 (Docker 20.10), negotiated through /_ping; only the nginx
@@ -560,7 +511,7 @@ func TestFlipByPollWhenTheEventStreamFails(t *testing.T) {
 	}
 	// The stream is tried again (with backoff) and used once it works.
 	w.fake.RefuseStreams(false)
-	eventually(t, 10*time.Second, "event stream reopened", func() error {
+	clitest.Eventually(t, 10*time.Second, "event stream reopened", func() error {
 		if w.fake.Streams() == 0 {
 			return errors.New("no stream")
 		}
@@ -639,7 +590,7 @@ func TestRefusedChangesKeepTheOldColor(t *testing.T) {
 			before := e.waitServing("blue", 10*time.Second)
 			tt.refuse(w)
 			// Refused at least three times (event + polls), each counted.
-			eventually(t, 10*time.Second, tt.kind+" counted three times", func() error {
+			clitest.Eventually(t, 10*time.Second, tt.kind+" counted three times", func() error {
 				if n := e.errorsOf(tt.kind); n < 3 {
 					return fmt.Errorf("%s counted %v times", tt.kind, n)
 				}
@@ -658,7 +609,7 @@ func TestRefusedChangesKeepTheOldColor(t *testing.T) {
 			if n := e.metric("roomcast_edge_reloads_total"); n != 0 {
 				t.Fatalf("reloads_total %v", n)
 			}
-			if !strings.Contains(e.stderr.String(), `"kind":"`+tt.kind+`"`) {
+			if !strings.Contains(e.Stderr.String(), `"kind":"`+tt.kind+`"`) {
 				t.Fatalf("no log line with kind %s", tt.kind)
 			}
 			if tt.mend != nil {
@@ -674,8 +625,7 @@ func TestARestartedEdgeReadsTheLabel(t *testing.T) {
 	w.deployGreen()
 	first := w.start(t, nil)
 	first.waitServing("blue", 10*time.Second)
-	first.cancel()
-	if err := first.wait(15 * time.Second); err != nil {
+	if err := first.Stop(15 * time.Second); err != nil {
 		t.Fatalf("graceful stop: %v", err)
 	}
 	if pid := first.pid(); pid > 0 && syscall.Kill(pid, 0) == nil {
@@ -690,7 +640,7 @@ func TestARestartedEdgeReadsTheLabel(t *testing.T) {
 	if w.blue.hits.Load() != blueHits {
 		t.Fatal("the restarted edge sent requests to blue")
 	}
-	if logs := second.stderr.String(); !strings.Contains(logs, `"msg":"nginx started","color":"green"`) ||
+	if logs := second.Stderr.String(); !strings.Contains(logs, `"msg":"nginx started","color":"green"`) ||
 		strings.Contains(logs, `"msg":"nginx started","color":"blue"`) {
 		t.Fatalf("the restarted edge did not start on green:\n%s", logs)
 	}
@@ -709,7 +659,7 @@ func TestWithoutTheLabelAtStartTheDefaultColorIsUsed(t *testing.T) {
 func TestAtStartItWaitsForTheLabelledColor(t *testing.T) {
 	w := newWorld(t, "green") // green is not deployed yet; blue is
 	e := w.start(t, nil)
-	eventually(t, 10*time.Second, "waiting logged", func() error {
+	clitest.Eventually(t, 10*time.Second, "waiting logged", func() error {
 		if e.errorsOf(edge.KindUnresolved) < 2 {
 			return errors.New("not yet")
 		}
@@ -728,7 +678,7 @@ func TestAtStartItWaitsForTheLabelledColor(t *testing.T) {
 func TestAtStartItGivesUpAfterTheStartTimeout(t *testing.T) {
 	w := newWorld(t, "green") // never deployed
 	e := w.start(t, map[string]string{"ROOMCAST_EDGE_START_TIMEOUT": "1s"})
-	err := e.wait(10 * time.Second)
+	err := e.Wait(10 * time.Second)
 	if code := cli.ExitCode(name, err, io.Discard); code == 0 || !strings.Contains(fmt.Sprint(err), "green_app") {
 		t.Fatalf("run: %v (exit %d), want a non-zero exit naming green_app", err, code)
 	}
@@ -746,15 +696,15 @@ func TestSIGQUITStopsNginxGracefully(t *testing.T) {
 	if err := syscall.Kill(os.Getpid(), syscall.SIGQUIT); err != nil {
 		t.Fatal(err)
 	}
-	err := e.wait(15 * time.Second)
+	err := e.Wait(15 * time.Second)
 	if code := cli.ExitCode(name, err, io.Discard); code != 0 {
 		t.Fatalf("exit %d (%v), want nginx's 0", code, err)
 	}
 	if syscall.Kill(pid, 0) == nil {
 		t.Fatalf("nginx (pid %d) still running", pid)
 	}
-	if !strings.Contains(e.stderr.String(), `"signal":"quit","graceful":true`) {
-		t.Fatalf("no graceful stop in the log:\n%s", e.stderr)
+	if !strings.Contains(e.Stderr.String(), `"signal":"quit","graceful":true`) {
+		t.Fatalf("no graceful stop in the log:\n%s", e.Stderr)
 	}
 }
 
@@ -766,7 +716,7 @@ func TestNginxDyingOnItsOwnEndsRoomcastEdge(t *testing.T) {
 	if err := syscall.Kill(e.pid(), syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	err := e.wait(10 * time.Second)
+	err := e.Wait(10 * time.Second)
 	if code := cli.ExitCode(name, err, io.Discard); code == 0 || !strings.Contains(fmt.Sprint(err), "on its own") {
 		t.Fatalf("run: %v (exit %d), want non-zero", err, code)
 	}

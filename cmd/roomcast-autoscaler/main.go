@@ -158,7 +158,7 @@ func healthcheck(ctx context.Context, args []string, env map[string]string, stde
 }
 
 func usage(w io.Writer) {
-	fmt.Fprint(w, `Usage: roomcast-autoscaler [-h]
+	fmt.Fprint(w, `Usage: roomcast-autoscaler [-h] [-version]
        roomcast-autoscaler healthcheck
 
 roomcast-autoscaler scales the active color's Swarm service from Prometheus metrics.

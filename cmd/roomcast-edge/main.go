@@ -128,7 +128,7 @@ func status(ctx context.Context, args []string, env map[string]string, stdout, s
 }
 
 func usage(w io.Writer) {
-	fmt.Fprint(w, `Usage: roomcast-edge [-h]
+	fmt.Fprint(w, `Usage: roomcast-edge [-h] [-version]
        roomcast-edge status [-color blue|green]
 
 roomcast-edge is the entrypoint of the edge's nginx container. It reads the active

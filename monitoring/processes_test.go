@@ -2,33 +2,30 @@ package monitoring_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"roomcast/pkg/fleet/bluegreen"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"roomcast/pkg/fleet/bluegreen"
 	"roomcast/pkg/fleet/edge"
 	"roomcast/pkg/fleet/edge/edgetest"
 	"roomcast/pkg/fleet/swarm"
 	"roomcast/pkg/server/httpapi"
 	"roomcast/pkg/server/replica"
+	"roomcast/pkg/testenv"
 )
 
 func discardLogger() *slog.Logger {
@@ -36,21 +33,6 @@ func discardLogger() *slog.Logger {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
-
-// startNATS starts a nats-server on a free port of 127.0.0.1, stopped in t.Cleanup.
-func startNATS(t *testing.T) *server.Server {
-	t.Helper()
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true, NoLog: true})
-	if err != nil {
-		t.Fatalf("creating nats-server: %v", err)
-	}
-	ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	return ns
 }
 
 // startReplica starts a replica of color on a free port, on natsURL (empty: its own
@@ -191,7 +173,7 @@ func newEdge(t *testing.T, cfg edge.Config, nginx edge.Process, reg prometheus.R
 		Services:   labelOnly{active: "blue"},
 		Nginx:      nginx,
 		Template:   tmpl,
-		Logger:     discardLogger().With("component", "edge"),
+		Logger:     testenv.Logger(t).With("component", "edge"),
 		Registerer: reg,
 	})
 	if err != nil {
@@ -206,9 +188,9 @@ func runningEdge(t *testing.T, nginxBin string, backendPort int) (nginxPort int,
 	t.Helper()
 	dns := edgetest.NewDNS(t)
 	dns.Set("blue_app", "127.0.0.1")
-	nginxPort = freePort(t)
+	nginxPort = testenv.FreePort(t)
 	cfg := edgeConfig(t.TempDir(), nginxPort, backendPort, dns.Addr())
-	var nginxOut syncBuffer
+	var nginxOut testenv.SyncBuffer
 	nginx := edge.NewNginx(nginxBin, cfg.ConfigPath, io.Discard, &nginxOut)
 	reg := prometheus.NewRegistry()
 	e := newEdge(t, cfg, nginx, reg)
@@ -251,7 +233,7 @@ func runningEdge(t *testing.T, nginxBin string, backendPort int) (nginxPort int,
 type program struct {
 	name string
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *testenv.SyncBuffer
 	done chan struct{}
 }
 
@@ -259,7 +241,7 @@ type program struct {
 // in t.Cleanup (SIGTERM, then SIGKILL after 10s).
 func start(t *testing.T, name, bin string, args ...string) *program {
 	t.Helper()
-	p := &program{name: name, out: &syncBuffer{}, done: make(chan struct{})}
+	p := &program{name: name, out: &testenv.SyncBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	p.cmd.WaitDelay = 5 * time.Second
@@ -281,7 +263,7 @@ func start(t *testing.T, name, bin string, args ...string) *program {
 			<-p.done
 		}
 		if t.Failed() {
-			t.Logf("output of %s:\n%s", name, p.out.tail(4000))
+			t.Logf("output of %s:\n%s", name, tail(p.out.String(), 4000))
 		}
 	})
 	return p
@@ -303,47 +285,18 @@ func (p *program) waitHTTP(t *testing.T, url string, within time.Duration) {
 		}
 		select {
 		case <-p.done:
-			t.Fatalf("%s exited: %v\n%s", p.name, p.cmd.ProcessState, p.out.tail(4000))
+			t.Fatalf("%s exited: %v\n%s", p.name, p.cmd.ProcessState, tail(p.out.String(), 4000))
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: %s not answering 200 after %s: %v\n%s", p.name, url, within, err, p.out.tail(4000))
+			t.Fatalf("%s: %s not answering 200 after %s: %v\n%s", p.name, url, within, err, tail(p.out.String(), 4000))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 }
 
-// freePort is a TCP port free on 127.0.0.1 a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// syncBuffer is a bytes.Buffer written by a process's output goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func (s *syncBuffer) tail(n int) string {
-	out := s.String()
+// tail is the end of out, at most n bytes of it.
+func tail(out string, n int) string {
 	if len(out) > n {
 		out = "..." + out[len(out)-n:]
 	}

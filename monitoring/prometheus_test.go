@@ -20,6 +20,7 @@ import (
 
 	"roomcast/pkg/load/loadgen"
 	"roomcast/pkg/testenv"
+	"roomcast/pkg/testenv/natstest"
 )
 
 // localConfig derives a config for local processes from prometheus.yml: every
@@ -127,18 +128,18 @@ func TestDashboardAndRuleExpressionsOnARealPrometheus(t *testing.T) {
 	exporterBin := testenv.Program(t, "nginx-prometheus-exporter")
 	began := time.Now()
 
-	ns := startNATS(t)
+	ns := natstest.Start(t)
 	blue := startReplica(t, "blue", ns.ClientURL())
 	green := startReplica(t, "green", ns.ClientURL())
 	nginxPort, edgeMetrics := runningEdge(t, nginxBin, blue.Addr().(*net.TCPAddr).Port)
 
-	exporterAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	exporterAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	exporter := start(t, "nginx-prometheus-exporter", exporterBin,
 		fmt.Sprintf("--nginx.scrape-uri=http://127.0.0.1:%d/.roomcast/nginx_status", nginxPort),
 		"--web.listen-address="+exporterAddr)
 	exporter.waitHTTP(t, "http://"+exporterAddr+"/metrics", 20*time.Second)
 
-	promAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	promAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	config := filepath.Join(t.TempDir(), "prometheus.yml")
 	if err := os.WriteFile(config, localConfig(t, map[string][]string{
 		"tasks.blue_app":            {blue.Addr().String()},

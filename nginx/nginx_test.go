@@ -6,7 +6,6 @@ package nginx_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -16,7 +15,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -201,22 +199,11 @@ func TestUnsafeValuesAreNotRendered(t *testing.T) {
 	}
 }
 
-// freePort is a TCP port free on 127.0.0.1 a moment ago.
-func freePort(tb testing.TB) int {
-	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // MustServe starts nginx on the config at path, stopped by PID in t.Cleanup, and
 // waits until it answers on port.
 func MustServe(tb testing.TB, bin, path string, port int) {
 	tb.Helper()
-	var out syncBuffer
+	var out testenv.SyncBuffer
 	n := edge.NewNginx(bin, path, io.Discard, &out)
 	if err := n.Start(); err != nil {
 		tb.Fatal(err)
@@ -249,24 +236,6 @@ func MustServe(tb testing.TB, bin, path string, port int) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// syncBuffer is a bytes.Buffer for nginx's output, written from os/exec's goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // backend is an httptest-like server on addr answering as color and recording the
@@ -331,7 +300,7 @@ func TestNginxServesEdgeStatusAndProxiesToTheColor(t *testing.T) {
 	green := backend(t, "127.0.0.1:0", "green", http.StatusOK)
 	dir := t.TempDir()
 	p := params(dir)
-	p.Backend, p.BackendPort, p.ListenPort = "127.0.0.1", green.port(), freePort(t)
+	p.Backend, p.BackendPort, p.ListenPort = "127.0.0.1", green.port(), testenv.FreePort(t)
 	p.WorkerShutdownTimeout = time.Second
 	ipv6 := false
 	if ln, err := net.Listen("tcp6", fmt.Sprintf("[::1]:%d", p.ListenPort)); err == nil {
@@ -445,7 +414,7 @@ func TestNginxTriesTheNextReplica(t *testing.T) {
 			dns.Set(name, "127.0.0.2", "127.0.0.3")
 			dir := t.TempDir()
 			p := params(dir)
-			p.Backend, p.BackendPort, p.ListenPort, p.Resolver = name, ok.port(), freePort(t), dns.Addr()
+			p.Backend, p.BackendPort, p.ListenPort, p.Resolver = name, ok.port(), testenv.FreePort(t), dns.Addr()
 			p.WorkerShutdownTimeout, p.ConnectTimeout = time.Second, 500*time.Millisecond
 			path, _ := MustRender(t, MustTemplate(t), dir, p)
 			MustServe(t, bin, path, p.ListenPort)

@@ -11,13 +11,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"roomcast/pkg/fleet/bluegreen"
 	"sort"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"roomcast/pkg/fleet/bluegreen"
 	"roomcast/pkg/fleet/edge"
 	"roomcast/pkg/fleet/edge/edgetest"
 	"roomcast/pkg/fleet/swarm/swarmtest"
@@ -130,10 +130,10 @@ func TestStandInRootfs(t *testing.T) {
 		}))
 		t.Cleanup(app.Close)
 		q := p
-		q.Backend, q.BackendPort, q.ListenPort = "127.0.0.1", app.Listener.Addr().(*net.TCPAddr).Port, freePort(t)
+		q.Backend, q.BackendPort, q.ListenPort = "127.0.0.1", app.Listener.Addr().(*net.TCPAddr).Port, testenv.FreePort(t)
 		q.WorkerShutdownTimeout = time.Second
 		conf := render(t, q)
-		var out syncBuffer
+		var out testenv.SyncBuffer
 		cmd := exec.Command(chroot, root, "/usr/sbin/nginx", "-e", "stderr", "-c", conf, "-g", "daemon off;")
 		cmd.Stdout, cmd.Stderr = &out, &out
 		cmd.WaitDelay = 5 * time.Second
@@ -275,7 +275,7 @@ func testEdgeImage(t *testing.T, chroot, base string) {
 	backend(t, fmt.Sprintf("127.0.0.3:%d", port), "green", http.StatusOK)
 	dns.Set("blue_app", "127.0.0.2")
 	dns.Set("green_app", "127.0.0.3")
-	listen := freePort(t)
+	listen := testenv.FreePort(t)
 
 	// The image's environment (base, then edge), then what a stack file would set.
 	env := append(readDockerfile(t, "base/Dockerfile").env, edgeFile.env...)
@@ -295,7 +295,7 @@ func testEdgeImage(t *testing.T, chroot, base string) {
 	if err := syscall.Mknod(filepath.Join(image, "dev/null"), syscall.S_IFCHR|0o666, 1<<8|3); err != nil {
 		testenv.Unavailable(t, "cannot create /dev/null in the chroot: %v", err)
 	}
-	var out syncBuffer
+	var out testenv.SyncBuffer
 	cmd := exec.Command(chroot, append([]string{image}, edgeFile.entrypoint...)...)
 	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = &out, &out

@@ -1,17 +1,15 @@
 package main
 
 import (
-	"log/slog"
 	"math"
-	"net"
 	"net/url"
-	"regexp"
-	"roomcast/pkg/fleet/bluegreen"
 	"strings"
 	"time"
 
+	"roomcast/pkg/cli"
 	"roomcast/pkg/envconfig"
 	"roomcast/pkg/fleet/autoscale"
+	"roomcast/pkg/fleet/bluegreen"
 )
 
 // config is roomcast-autoscaler's environment. A set but empty variable means its
@@ -33,12 +31,8 @@ type config struct {
 	Timeout         time.Duration `env:"AUTOSCALER_TIMEOUT" envDefault:"5s" help:"bound of each Docker call and Prometheus query"`
 	DryRun          bool          `env:"AUTOSCALER_DRY_RUN" envDefault:"false" help:"decide and log, never scale"`
 	Addr            string        `env:"AUTOSCALER_ADDR" envDefault:":8081" help:"listen address of its own /metrics and /healthz"`
-	LogFormat       string        `env:"ROOMCAST_LOG_FORMAT" envDefault:"json" help:"log output: json or text"`
-	LogLevel        string        `env:"ROOMCAST_LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error"`
+	Log             cli.Log
 }
-
-// nameRe is a Swarm service name.
-var nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
 
 func loadConfig(environ map[string]string) (config, error) {
 	cfg, err := envconfig.Parse[config](environ)
@@ -49,12 +43,12 @@ func loadConfig(environ map[string]string) (config, error) {
 	switch {
 	case !validHTTPURL(cfg.PrometheusURL):
 		return cfg, bad("PROMETHEUS_URL", "want http://host:port or https://host:port, e.g. http://prometheus:9090")
-	case !validDockerHost(cfg.DockerHost):
+	case !cli.ValidDockerHost(cfg.DockerHost):
 		return cfg, bad("DOCKER_HOST", "want unix:///path/to/docker.sock or tcp://host:port")
-	case !nameRe.MatchString(cfg.EdgeService):
+	case !cli.ValidServiceName(cfg.EdgeService):
 		return cfg, bad("AUTOSCALER_EDGE_SERVICE", "want a service name of letters, digits, _ . -")
 	case !strings.Contains(cfg.AppService, bluegreen.ColorPlaceholder) ||
-		!nameRe.MatchString(strings.ReplaceAll(cfg.AppService, bluegreen.ColorPlaceholder, "blue")):
+		!cli.ValidServiceName(bluegreen.ForColor(cfg.AppService, bluegreen.Blue)):
 		return cfg, bad("AUTOSCALER_APP_SERVICE", "want a service name containing {color}, e.g. {color}_app")
 	case strings.TrimSpace(cfg.Query) == "":
 		return cfg, bad("AUTOSCALER_QUERY", "want a PromQL expression")
@@ -74,46 +68,15 @@ func loadConfig(environ map[string]string) (config, error) {
 		return cfg, bad("AUTOSCALER_SCALE_DOWN_WINDOW", "want a duration of 0s or more")
 	case cfg.Timeout < 10*time.Millisecond:
 		return cfg, bad("AUTOSCALER_TIMEOUT", "want a duration of at least 10ms")
-	case !validListenAddr(cfg.Addr):
+	case !cli.ValidListenAddr(cfg.Addr):
 		return cfg, bad("AUTOSCALER_ADDR", "want host:port or :port")
-	case cfg.LogFormat != "json" && cfg.LogFormat != "text":
-		return cfg, bad("ROOMCAST_LOG_FORMAT", "want json or text")
 	}
-	if _, err := parseLevel(cfg.LogLevel); err != nil {
-		return cfg, bad("ROOMCAST_LOG_LEVEL", "want debug, info, warn or error")
-	}
-	return cfg, nil
+	return cfg, cfg.Log.Validate(environ)
 }
 
 func validHTTPURL(s string) bool {
 	u, err := url.Parse(s)
 	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" && u.RawQuery == "" && u.Fragment == ""
-}
-
-func validDockerHost(s string) bool {
-	u, err := url.Parse(s)
-	if err != nil {
-		return false
-	}
-	switch u.Scheme {
-	case "unix":
-		return u.Path != ""
-	case "tcp", "http", "https":
-		_, port, err := net.SplitHostPort(u.Host)
-		return err == nil && port != ""
-	}
-	return false
-}
-
-func validListenAddr(addr string) bool {
-	_, port, err := net.SplitHostPort(addr)
-	return err == nil && port != ""
-}
-
-func parseLevel(s string) (slog.Level, error) {
-	var l slog.Level
-	err := l.UnmarshalText([]byte(s))
-	return l, err
 }
 
 // autoscale is the loop's configuration.

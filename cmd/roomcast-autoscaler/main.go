@@ -7,81 +7,49 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
-	"sync"
-	"syscall"
 	"time"
 
+	oklog "github.com/oklog/run"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"roomcast/pkg/cli"
 	"roomcast/pkg/envconfig"
 	"roomcast/pkg/fleet/autoscale"
 	"roomcast/pkg/fleet/autoscale/promquery"
 	"roomcast/pkg/fleet/swarm"
 )
 
+// name is the command's name in its messages.
+const name = "roomcast-autoscaler"
+
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
 func main() {
 	err := run(context.Background(), os.Args[1:], envconfig.Environ(), os.Stdout, os.Stderr)
-	os.Exit(exitCode(err, os.Stderr))
-}
-
-// usageError is a mistake on the command line: exit status 2.
-type usageError struct{ err error }
-
-func (e usageError) Error() string { return e.err.Error() }
-func (e usageError) Unwrap() error { return e.err }
-
-// exitCode is 0 for success and -h, 2 for usage and configuration errors, else 1.
-func exitCode(err error, stderr io.Writer) int {
-	var ue usageError
-	var ee *envconfig.Error
-	switch {
-	case err == nil, errors.Is(err, flag.ErrHelp):
-		return 0
-	case errors.As(err, &ee), errors.As(err, &ue):
-		fmt.Fprintln(stderr, "roomcast-autoscaler:", err)
-		return 2
-	default:
-		fmt.Fprintln(stderr, "roomcast-autoscaler:", err)
-		return 1
-	}
+	os.Exit(cli.ExitCode(name, err, os.Stderr))
 }
 
 func run(ctx context.Context, args []string, env map[string]string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "healthcheck" {
 		return healthcheck(ctx, args[1:], env, stderr)
 	}
-	fs := flag.NewFlagSet("roomcast-autoscaler", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { usage(stdout) }
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{err}
-	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("unexpected argument %q (configuration comes from the environment; see -h)", fs.Arg(0))}
+	fs := cli.NewFlagSet(name, stdout, stderr, usage)
+	if err := cli.Parse(fs, args, version, stdout, true); err != nil {
+		return err
 	}
 	cfg, err := loadConfig(env)
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg, stderr)
-	log.Info("starting roomcast-autoscaler", "version", version, "config", envconfig.LogValue(cfg))
+	log := cfg.Log.New(stderr)
+	log.Info("starting "+name, "version", cli.Version(version), "config", envconfig.LogValue(cfg))
 
 	docker, err := swarm.New(cfg.DockerHost)
 	if err != nil {
@@ -107,77 +75,64 @@ func run(ctx context.Context, args []string, env map[string]string, stdout, stde
 	}
 
 	// Bind before anything runs, so a taken port is an exit at start.
-	ln, err := net.Listen("tcp", cfg.Addr)
+	srv, err := cli.ListenMetrics(cfg.Addr, reg, log)
 	if err != nil {
-		return fmt.Errorf("listening on %s: %w", cfg.Addr, err)
+		return err
 	}
-	started := time.Now()
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+	srv.Mux.Handle("GET /healthz", healthz(scaler, time.Now(), cfg.staleAfter()))
+	log.Info("listening", "addr", srv.Addr().String())
+
+	// The lifecycle. The loop ends first: the first SIGTERM or SIGINT, or the caller's
+	// ctx, cancels it (a tick under way is cancelled, which never scales half-way: a
+	// scale is one API call); a second signal has nothing slower left to cut. Then the
+	// signal handler and the HTTP server stop; the clients close last (deferred above).
+	var g oklog.Group
+	loopCtx, stopLoop := context.WithCancel(ctx)
+	defer stopLoop()
+	g.Add(func() error { return scaler.Run(loopCtx) }, func(error) { stopLoop() })
+	// Only the loop watches ctx: its result is what run returns.
+	g.Add(cli.Signals(context.WithoutCancel(ctx), log, stopLoop, stopLoop))
+	g.Add(srv.Serve, func(error) { srv.Close() })
+	return g.Run()
+}
+
+// healthz answers 200 while ticks end, 503 "stuck" when none has ended for staleAfter
+// (counted from started before the first).
+func healthz(scaler *autoscale.Autoscaler, started time.Time, staleAfter time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		last := scaler.LastTick()
 		since := last
 		if since.IsZero() {
 			since = started
 		}
-		body := map[string]string{"status": "ok", "version": version}
+		body := map[string]string{"status": "ok", "version": cli.Version(version)}
 		if !last.IsZero() {
 			body["last_tick"] = last.UTC().Format(time.RFC3339Nano)
 		}
 		status := http.StatusOK
-		if time.Since(since) > cfg.staleAfter() {
+		if time.Since(since) > staleAfter {
 			status, body["status"] = http.StatusServiceUnavailable, "stuck"
 		}
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(status)
 		_ = json.NewEncoder(w).Encode(body)
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-	log.Info("listening", "addr", ln.Addr().String())
-
-	// Lifecycle, stopped in reverse of the start: the loop first (SIGTERM, SIGINT or
-	// the caller's ctx ends it; a tick under way is cancelled, which never scales
-	// half-way: a scale is one API call), then the HTTP server, then the clients
-	// (deferred above).
-	runCtx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("http server", "error", err.Error())
-		}
-	})
-	err = scaler.Run(runCtx)
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_ = srv.Shutdown(shutdownCtx)
-	wg.Wait()
-	return err
-}
-
-func newLogger(cfg config, w io.Writer) *slog.Logger {
-	level, _ := parseLevel(cfg.LogLevel)
-	opts := &slog.HandlerOptions{Level: level}
-	if cfg.LogFormat == "text" {
-		return slog.New(slog.NewTextHandler(w, opts))
-	}
-	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
 // healthcheck probes this host's autoscaler at the port of AUTOSCALER_ADDR, for a
 // HEALTHCHECK in an image without a shell: exit 0 when /healthz answers 200.
 func healthcheck(ctx context.Context, args []string, env map[string]string, stderr io.Writer) error {
 	if len(args) > 0 {
-		return usageError{fmt.Errorf("healthcheck takes no arguments, got %q", args[0])}
+		return cli.Usagef("healthcheck takes no arguments, got %q", args[0])
 	}
 	addr := env["AUTOSCALER_ADDR"]
 	if addr == "" {
 		addr = ":8081"
 	}
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil || port == "" {
+	if !cli.ValidListenAddr(addr) {
 		return envconfig.Invalid(env, "AUTOSCALER_ADDR", "want host:port or :port")
 	}
+	host, port, _ := net.SplitHostPort(addr)
 	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
 		host = "127.0.0.1"
 	}
@@ -203,7 +158,7 @@ func healthcheck(ctx context.Context, args []string, env map[string]string, stde
 }
 
 func usage(w io.Writer) {
-	fmt.Fprint(w, `Usage: roomcast-autoscaler [-h]
+	fmt.Fprint(w, `Usage: roomcast-autoscaler [-h] [-version]
        roomcast-autoscaler healthcheck
 
 roomcast-autoscaler scales the active color's Swarm service from Prometheus metrics.

@@ -13,12 +13,13 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"roomcast/pkg/cli"
+	"roomcast/pkg/cli/clitest"
 	"roomcast/pkg/fleet/autoscale/promtest"
 	"roomcast/pkg/fleet/swarm/swarmtest"
 )
@@ -28,7 +29,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 func TestHelpDocumentsEveryVariableWithItsDefault(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	err := run(context.Background(), []string{"-h"}, nil, &stdout, &stderr)
-	if code := exitCode(err, &stderr); code != 0 {
+	if code := cli.ExitCode(name, err, &stderr); code != 0 {
 		t.Fatalf("-h exit code %d: %v", code, err)
 	}
 	out := stdout.String()
@@ -53,15 +54,27 @@ func TestHelpDocumentsEveryVariableWithItsDefault(t *testing.T) {
 			t.Errorf("-h output lacks %q", want)
 		}
 	}
-	// And every variable of the config struct, each on a line with its default.
-	ct := reflect.TypeFor[config]()
-	for i := range ct.NumField() {
-		f := ct.Field(i)
-		name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
-		def := f.Tag.Get("envDefault")
-		if !regexp.MustCompile(`(?m)^  ` + regexp.QuoteMeta(name) + ` +` + regexp.QuoteMeta(def) + ` `).MatchString(out) {
-			t.Errorf("-h has no line for %s with its default %q", name, def)
+	// And every variable of the config struct and its sections, each on a line with
+	// its default.
+	var check func(ct reflect.Type)
+	check = func(ct reflect.Type) {
+		for i := range ct.NumField() {
+			f := ct.Field(i)
+			variable, _, _ := strings.Cut(f.Tag.Get("env"), ",")
+			if variable == "" && f.Type.Kind() == reflect.Struct {
+				check(f.Type)
+				continue
+			}
+			def := f.Tag.Get("envDefault")
+			if !regexp.MustCompile(`(?m)^  ` + regexp.QuoteMeta(variable) + ` +` + regexp.QuoteMeta(def) + ` `).MatchString(out) {
+				t.Errorf("-h has no line for %s with its default %q", variable, def)
+			}
 		}
+	}
+	check(reflect.TypeFor[config]())
+	var printed bytes.Buffer
+	if err := run(context.Background(), []string{"-version"}, nil, &printed, io.Discard); cli.ExitCode(name, err, io.Discard) != 0 || !strings.HasPrefix(printed.String(), name+" ") {
+		t.Errorf("-version: %v, printed %q", err, printed.String())
 	}
 }
 
@@ -129,7 +142,7 @@ func TestInvalidEnvironmentExitsTwoWithOneLineNamingTheVariable(t *testing.T) {
 			}
 			err := run(context.Background(), nil, env, io.Discard, io.Discard)
 			var out bytes.Buffer
-			if code := exitCode(err, &out); code != 2 {
+			if code := cli.ExitCode(name, err, &out); code != 2 {
 				t.Fatalf("exit code %d, want 2 (%v)", code, err)
 			}
 			line := out.String()
@@ -143,42 +156,20 @@ func TestInvalidEnvironmentExitsTwoWithOneLineNamingTheVariable(t *testing.T) {
 func TestUnknownFlagOrArgumentExitsTwo(t *testing.T) {
 	for _, args := range [][]string{{"-interval", "1s"}, {"scale"}, {"healthcheck", "extra"}} {
 		err := run(context.Background(), args, nil, io.Discard, io.Discard)
-		if code := exitCode(err, io.Discard); code != 2 {
+		if code := cli.ExitCode(name, err, io.Discard); code != 2 {
 			t.Errorf("args %q: exit code %d (%v), want 2", args, code, err)
 		}
 	}
 }
 
-// syncBuffer collects the log of run, written from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // process is one run() of the autoscaler in this process.
 type process struct {
-	t      *testing.T
-	addr   string
-	stderr *syncBuffer
-	cancel context.CancelFunc
-	done   chan error
+	*clitest.Process
+	addr string
 }
 
 func start(t *testing.T, env map[string]string) *process {
 	t.Helper()
-	p := &process{t: t, stderr: &syncBuffer{}, done: make(chan error, 1)}
 	full := map[string]string{
 		"AUTOSCALER_ADDR":              "127.0.0.1:0",
 		"AUTOSCALER_INTERVAL":          "100ms",
@@ -189,26 +180,15 @@ func start(t *testing.T, env map[string]string) *process {
 	for k, v := range env {
 		full[k] = v
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	p.cancel = cancel
-	go func() { p.done <- run(ctx, nil, full, io.Discard, p.stderr) }()
+	p := &process{Process: clitest.Start(t, name, run, full)}
 	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-p.done:
-			if err != nil {
-				t.Errorf("run: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("run did not return within 10s of its context ending")
-		}
-		if t.Failed() {
-			t.Logf("roomcast-autoscaler log:\n%s", p.stderr)
+		if err := p.Stop(10 * time.Second); err != nil {
+			t.Errorf("run: %v", err)
 		}
 	})
 	re := regexp.MustCompile(`"msg":"listening","addr":"([^"]+)"`)
-	eventually(t, 5*time.Second, "listening", func() error {
-		if m := re.FindStringSubmatch(p.stderr.String()); m != nil {
+	clitest.Eventually(t, 5*time.Second, "listening", func() error {
+		if m := re.FindStringSubmatch(p.Stderr.String()); m != nil {
 			p.addr = m[1]
 			return nil
 		}
@@ -231,29 +211,7 @@ func (p *process) get(path string) (int, string) {
 
 // metric is the value of one series of /metrics, -1 if absent.
 func (p *process) metric(series string) float64 {
-	_, body := p.get("/metrics")
-	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`).FindStringSubmatch(body)
-	if m == nil {
-		return -1
-	}
-	v, _ := strconv.ParseFloat(m[1], 64)
-	return v
-}
-
-// eventually polls check every 20ms until it returns nil or d passes.
-func eventually(t *testing.T, d time.Duration, what string, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v: %v", what, d, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return clitest.Scrape("http://"+p.addr+"/metrics", series)
 }
 
 func ptr(n uint64) *uint64 { return &n }
@@ -269,7 +227,7 @@ func TestScalesTheActiveColorEndToEnd(t *testing.T) {
 	prom.Set(`time() - max(timestamp(roomcast_connections_active{color="green"}))`, promtest.Value(1, time.Now()))
 	p := start(t, map[string]string{"DOCKER_HOST": docker.Host(), "PROMETHEUS_URL": prom.URL()})
 
-	eventually(t, 5*time.Second, "green_app scaled to 5", func() error {
+	clitest.Eventually(t, 5*time.Second, "green_app scaled to 5", func() error {
 		if n, _ := docker.Replicas("green_app"); n != 5 {
 			return fmt.Errorf("green_app at %d", n)
 		}
@@ -278,7 +236,7 @@ func TestScalesTheActiveColorEndToEnd(t *testing.T) {
 	if n, _ := docker.Replicas("blue_app"); n != 0 {
 		t.Fatalf("the idle color was scaled to %d", n)
 	}
-	eventually(t, 5*time.Second, "metrics", func() error {
+	clitest.Eventually(t, 5*time.Second, "metrics", func() error {
 		if v := p.metric("roomcast_autoscaler_desired_replicas"); v != 5 {
 			return fmt.Errorf("desired_replicas %v", v)
 		}
@@ -296,21 +254,21 @@ func TestScalesTheActiveColorEndToEnd(t *testing.T) {
 	if err := run(context.Background(), []string{"healthcheck"}, map[string]string{"AUTOSCALER_ADDR": p.addr}, io.Discard, io.Discard); err != nil {
 		t.Fatalf("healthcheck of a running autoscaler: %v", err)
 	}
-	if !regexp.MustCompile(`"msg":"decision".*"load":100.*"current":2.*"desired":5`).MatchString(p.stderr.String()) {
-		t.Fatalf("no decision logged with its inputs:\n%s", p.stderr)
+	if !regexp.MustCompile(`"msg":"decision".*"load":100.*"current":2.*"desired":5`).MatchString(p.Stderr.String()) {
+		t.Fatalf("no decision logged with its inputs:\n%s", p.Stderr)
 	}
 
 	// The release begins: nothing more happens, even with more load.
 	docker.SetLabel("edge_nginx", "roomcast.promoting", "true")
 	prom.Set(`sum(roomcast_connections_active{color="green"})`, promtest.Value(400, time.Now()))
-	eventually(t, 5*time.Second, "paused", func() error {
+	clitest.Eventually(t, 5*time.Second, "paused", func() error {
 		if v := p.metric("roomcast_autoscaler_paused"); v != 1 {
 			return fmt.Errorf("paused %v", v)
 		}
 		return nil
 	})
 	paused := p.metric(`roomcast_autoscaler_decisions_total{reason="paused"}`)
-	eventually(t, 5*time.Second, "three more paused ticks", func() error {
+	clitest.Eventually(t, 5*time.Second, "three more paused ticks", func() error {
 		if v := p.metric(`roomcast_autoscaler_decisions_total{reason="paused"}`); v < paused+3 {
 			return fmt.Errorf("paused decisions %v", v)
 		}
@@ -320,15 +278,8 @@ func TestScalesTheActiveColorEndToEnd(t *testing.T) {
 		t.Fatalf("green_app scaled to %d during a release", n)
 	}
 
-	p.cancel()
-	select {
-	case err := <-p.done:
-		p.done <- err
-		if err != nil {
-			t.Fatalf("run after cancel: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("run did not stop")
+	if err := p.Stop(10 * time.Second); err != nil {
+		t.Fatalf("run after cancel: %v", err)
 	}
 }
 
@@ -343,7 +294,7 @@ func TestPrometheusUnreachableKeepsTheCountAndKeepsRunning(t *testing.T) {
 	deadAddr := ln.Addr().String()
 	ln.Close() // nothing listens there now: what the edge stack sees before Prometheus exists
 	p := start(t, map[string]string{"DOCKER_HOST": docker.Host(), "PROMETHEUS_URL": "http://" + deadAddr})
-	eventually(t, 5*time.Second, "errors counted", func() error {
+	clitest.Eventually(t, 5*time.Second, "errors counted", func() error {
 		if v := p.metric(`roomcast_autoscaler_errors_total{kind="prometheus_api"}`); v < 3 {
 			return fmt.Errorf("prometheus_api errors %v", v)
 		}
@@ -362,7 +313,7 @@ func TestPrometheusUnreachableKeepsTheCountAndKeepsRunning(t *testing.T) {
 		t.Fatalf("/healthz %d %s: errors are not a reason to restart", code, body)
 	}
 	var line map[string]any
-	for _, l := range strings.Split(p.stderr.String(), "\n") {
+	for _, l := range strings.Split(p.Stderr.String(), "\n") {
 		if strings.Contains(l, `"kind":"prometheus_api"`) {
 			if err := json.Unmarshal([]byte(l), &line); err != nil {
 				t.Fatal(err)
@@ -383,7 +334,7 @@ func TestHealthcheckFailsWithoutAnAutoscaler(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 	err = run(context.Background(), []string{"healthcheck"}, map[string]string{"AUTOSCALER_ADDR": addr}, io.Discard, io.Discard)
-	if code := exitCode(err, io.Discard); code != 1 {
+	if code := cli.ExitCode(name, err, io.Discard); code != 1 {
 		t.Fatalf("healthcheck with nothing listening: exit %d (%v), want 1", code, err)
 	}
 }
@@ -396,7 +347,7 @@ func TestATakenPortIsAnErrorAtStart(t *testing.T) {
 	defer ln.Close()
 	docker := swarmtest.NewServer(t)
 	err = run(context.Background(), nil, map[string]string{"AUTOSCALER_ADDR": ln.Addr().String(), "DOCKER_HOST": docker.Host()}, io.Discard, io.Discard)
-	if code := exitCode(err, io.Discard); code != 1 || !strings.Contains(err.Error(), "listening") {
+	if code := cli.ExitCode(name, err, io.Discard); code != 1 || !strings.Contains(err.Error(), "listener") {
 		t.Fatalf("exit %d (%v), want 1 naming the listener", code, err)
 	}
 }

@@ -1,17 +1,16 @@
 package main
 
 import (
-	"log/slog"
 	"net"
-	"net/url"
 	"path/filepath"
 	"regexp"
-	"roomcast/pkg/fleet/bluegreen"
 	"strconv"
 	"strings"
 	"time"
 
+	"roomcast/pkg/cli"
 	"roomcast/pkg/envconfig"
+	"roomcast/pkg/fleet/bluegreen"
 	"roomcast/pkg/fleet/edge"
 )
 
@@ -38,12 +37,11 @@ type config struct {
 	AccessLog         string        `env:"ROOMCAST_EDGE_ACCESS_LOG" envDefault:"/dev/stdout" help:"nginx access log (JSON lines): a path or off"`
 	ErrorLog          string        `env:"ROOMCAST_EDGE_ERROR_LOG" envDefault:"stderr" help:"nginx error log: stderr or a path"`
 	MetricsAddr       string        `env:"ROOMCAST_EDGE_METRICS_ADDR" envDefault:":9180" help:"address of roomcast-edge's own /metrics, or off"`
-	LogFormat         string        `env:"ROOMCAST_LOG_FORMAT" envDefault:"json" help:"roomcast-edge's log output: json or text"`
-	LogLevel          string        `env:"ROOMCAST_LOG_LEVEL" envDefault:"info" help:"debug, info, warn or error"`
+	Log               cli.Log
 }
 
-// nameRe is a Swarm service name (and what nginx may resolve).
-var nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+// userRe is a user name for nginx's user directive.
+var userRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
 
 // pathRe is a path nginx reads unquoted.
 var pathRe = regexp.MustCompile(`^/[A-Za-z0-9._/+@-]*$`)
@@ -55,14 +53,14 @@ func loadConfig(environ map[string]string) (config, error) {
 	}
 	bad := func(name, allowed string) error { return envconfig.Invalid(environ, name, allowed) }
 	switch {
-	case !validDockerHost(cfg.DockerHost):
+	case !cli.ValidDockerHost(cfg.DockerHost):
 		return cfg, bad("DOCKER_HOST", "want unix:///path/to/docker.sock or tcp://host:port")
-	case !nameRe.MatchString(cfg.Service):
+	case !cli.ValidServiceName(cfg.Service):
 		return cfg, bad("ROOMCAST_EDGE_SERVICE", "want a service name of letters, digits, _ . -")
 	case !bluegreen.ValidColor(cfg.DefaultColor):
 		return cfg, bad("ROOMCAST_EDGE_DEFAULT_COLOR", "want blue or green")
 	case !strings.Contains(cfg.AppService, bluegreen.ColorPlaceholder) ||
-		!nameRe.MatchString(strings.ReplaceAll(cfg.AppService, bluegreen.ColorPlaceholder, "blue")):
+		!cli.ValidServiceName(bluegreen.ForColor(cfg.AppService, bluegreen.Blue)):
 		return cfg, bad("ROOMCAST_EDGE_APP_SERVICE", "want a service name containing {color}, e.g. {color}_app")
 	case !validPort(cfg.AppPort):
 		return cfg, bad("ROOMCAST_EDGE_APP_PORT", "want a port from 1 to 65535")
@@ -88,36 +86,16 @@ func loadConfig(environ map[string]string) (config, error) {
 		return cfg, bad("ROOMCAST_EDGE_CONFIG", "want an absolute file path of letters, digits and . _ - / + @")
 	case cfg.Nginx == "":
 		return cfg, bad("ROOMCAST_EDGE_NGINX", "want the nginx binary's name or path")
-	case cfg.NginxUser != "" && !nameRe.MatchString(cfg.NginxUser):
+	case cfg.NginxUser != "" && !userRe.MatchString(cfg.NginxUser):
 		return cfg, bad("ROOMCAST_EDGE_NGINX_USER", "want a user name, or empty")
 	case cfg.AccessLog != "off" && !pathRe.MatchString(cfg.AccessLog):
 		return cfg, bad("ROOMCAST_EDGE_ACCESS_LOG", "want an absolute path or off")
 	case cfg.ErrorLog != "stderr" && !pathRe.MatchString(cfg.ErrorLog):
 		return cfg, bad("ROOMCAST_EDGE_ERROR_LOG", "want stderr or an absolute path")
-	case cfg.MetricsAddr != "off" && !validListenAddr(cfg.MetricsAddr):
+	case cfg.MetricsAddr != "off" && !cli.ValidListenAddr(cfg.MetricsAddr):
 		return cfg, bad("ROOMCAST_EDGE_METRICS_ADDR", "want host:port, :port or off")
-	case cfg.LogFormat != "json" && cfg.LogFormat != "text":
-		return cfg, bad("ROOMCAST_LOG_FORMAT", "want json or text")
 	}
-	if _, err := parseLevel(cfg.LogLevel); err != nil {
-		return cfg, bad("ROOMCAST_LOG_LEVEL", "want debug, info, warn or error")
-	}
-	return cfg, nil
-}
-
-func validDockerHost(s string) bool {
-	u, err := url.Parse(s)
-	if err != nil {
-		return false
-	}
-	switch u.Scheme {
-	case "unix":
-		return u.Path != ""
-	case "tcp", "http", "https":
-		_, port, err := net.SplitHostPort(u.Host)
-		return err == nil && port != ""
-	}
-	return false
+	return cfg, cfg.Log.Validate(environ)
 }
 
 func validPort(p int) bool { return p >= 1 && p <= 65535 }
@@ -134,15 +112,17 @@ func validResolver(s string) bool {
 	return err == nil && validPort(p)
 }
 
-func validListenAddr(addr string) bool {
-	_, port, err := net.SplitHostPort(addr)
-	return err == nil && port != ""
-}
-
-func parseLevel(s string) (slog.Level, error) {
-	var l slog.Level
-	err := l.UnmarshalText([]byte(s))
-	return l, err
+// edge is the edge's configuration.
+func (c config) edge() edge.Config {
+	return edge.Config{
+		Service:      c.Service,
+		DefaultColor: c.DefaultColor,
+		AppService:   c.AppService,
+		PollInterval: c.PollInterval,
+		StartTimeout: c.StartTimeout,
+		ConfigPath:   c.Config,
+		Params:       c.params(),
+	}
 }
 
 // params are the template values that do not change with the color.

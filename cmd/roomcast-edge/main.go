@@ -7,84 +7,48 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
-	"net/http"
 	"os"
-	"os/signal"
-	"roomcast/pkg/fleet/bluegreen"
 	"syscall"
 
+	oklog "github.com/oklog/run"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"roomcast/pkg/cli"
 	"roomcast/pkg/envconfig"
+	"roomcast/pkg/fleet/bluegreen"
 	"roomcast/pkg/fleet/edge"
 	"roomcast/pkg/fleet/swarm"
 )
+
+// name is the command's name in its messages.
+const name = "roomcast-edge"
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
 func main() {
 	err := run(context.Background(), os.Args[1:], envconfig.Environ(), os.Stdout, os.Stderr)
-	os.Exit(exitCode(err, os.Stderr))
-}
-
-// usageError is a mistake on the command line: exit status 2.
-type usageError struct{ err error }
-
-func (e usageError) Error() string { return e.err.Error() }
-func (e usageError) Unwrap() error { return e.err }
-
-// exitCode is 0 for success and -h, 2 for usage and configuration errors, nginx's
-// status when nginx ended, else 1.
-func exitCode(err error, stderr io.Writer) int {
-	var ue usageError
-	var ee *envconfig.Error
-	var xe *edge.ExitError
-	switch {
-	case err == nil, errors.Is(err, flag.ErrHelp):
-		return 0
-	case errors.As(err, &ee), errors.As(err, &ue):
-		fmt.Fprintln(stderr, "roomcast-edge:", err)
-		return 2
-	case errors.As(err, &xe):
-		fmt.Fprintln(stderr, "roomcast-edge:", err)
-		return xe.Code
-	default:
-		fmt.Fprintln(stderr, "roomcast-edge:", err)
-		return 1
-	}
+	// nginx's exit status is passed on: *edge.ExitError is a cli.ExitCoder.
+	os.Exit(cli.ExitCode(name, err, os.Stderr))
 }
 
 func run(ctx context.Context, args []string, env map[string]string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "status" {
 		return status(ctx, args[1:], env, stdout, stderr)
 	}
-	fs := flag.NewFlagSet("roomcast-edge", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { usage(stdout) }
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{err}
-	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("unexpected argument %q (configuration comes from the environment; see -h)", fs.Arg(0))}
+	fs := cli.NewFlagSet(name, stdout, stderr, usage)
+	if err := cli.Parse(fs, args, version, stdout, true); err != nil {
+		return err
 	}
 	cfg, err := loadConfig(env)
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg, stderr)
-	log.Info("starting roomcast-edge", "version", version, "config", envconfig.LogValue(cfg))
+	log := cfg.Log.New(stderr)
+	log.Info("starting "+name, "version", cli.Version(version), "config", envconfig.LogValue(cfg))
 
 	tmpl, err := edge.ParseTemplate(cfg.Template)
 	if err != nil {
@@ -98,15 +62,7 @@ func run(ctx context.Context, args []string, env map[string]string, stdout, stde
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	e, err := edge.New(edge.Config{
-		Service:      cfg.Service,
-		DefaultColor: cfg.DefaultColor,
-		AppService:   cfg.AppService,
-		PollInterval: cfg.PollInterval,
-		StartTimeout: cfg.StartTimeout,
-		ConfigPath:   cfg.Config,
-		Params:       cfg.params(),
-	}, edge.Deps{
+	e, err := edge.New(cfg.edge(), edge.Deps{
 		Services:   docker,
 		Nginx:      edge.NewNginx(cfg.Nginx, cfg.Config, stdout, stderr),
 		Template:   tmpl,
@@ -117,75 +73,44 @@ func run(ctx context.Context, args []string, env map[string]string, stdout, stde
 		return err
 	}
 
-	// Lifecycle, stopped in reverse: metrics server, signal handler, edge (which stops
-	// its event watcher, then nginx).
+	// The lifecycle. The edge ends first: the first SIGTERM, SIGINT or SIGQUIT, or the
+	// caller's ctx, stops nginx gracefully (SIGQUIT to nginx: workers finish their
+	// connections, bounded by worker_shutdown_timeout), a second signal at once
+	// (SIGTERM), and Run returns once nginx has exited, with nginx's status (a failing
+	// metrics server stops nginx gracefully too). Then the
+	// signal handler and the metrics server stop; the Docker client closes last
+	// (deferred above).
+	var g oklog.Group
+	// Bound first, so that a taken port is an exit at start.
 	if cfg.MetricsAddr != "off" {
-		ln, err := net.Listen("tcp", cfg.MetricsAddr)
+		metrics, err := cli.ListenMetrics(cfg.MetricsAddr, reg, log)
 		if err != nil {
-			return fmt.Errorf("metrics listener: %w", err)
+			return err
 		}
-		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-		srv := &http.Server{Handler: mux, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-		go func() { _ = srv.Serve(ln) }()
-		defer srv.Close()
-		log.Info("metrics listening", "addr", ln.Addr().String())
+		log.Info("metrics listening", "addr", metrics.Addr().String())
+		g.Add(metrics.Serve, func(error) { metrics.Close() })
 	}
-
-	// The first SIGTERM, SIGINT or SIGQUIT stops nginx gracefully (SIGQUIT: workers
-	// finish their connections, bounded by worker_shutdown_timeout); a second one
-	// stops it at once (SIGTERM).
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT)
-	defer signal.Stop(sigs)
-	finished := make(chan struct{})
-	defer close(finished)
-	go func() {
-		select {
-		case sig := <-sigs:
-			log.Info("signal received, stopping nginx gracefully", "signal", sig.String())
-			cancel()
-		case <-runCtx.Done():
-			return // the caller's ctx ended: Run stops nginx gracefully
-		}
-		select {
-		case sig := <-sigs:
-			log.Info("second signal, stopping nginx at once", "signal", sig.String())
-			e.Abort()
-		case <-finished:
-		}
-	}()
-	return e.Run(runCtx)
-}
-
-func newLogger(cfg config, w io.Writer) *slog.Logger {
-	level, _ := parseLevel(cfg.LogLevel)
-	opts := &slog.HandlerOptions{Level: level}
-	if cfg.LogFormat == "text" {
-		return slog.New(slog.NewTextHandler(w, opts))
-	}
-	return slog.New(slog.NewJSONHandler(w, opts))
+	runCtx, stopEdge := context.WithCancel(ctx)
+	defer stopEdge()
+	g.Add(func() error { return e.Run(runCtx) }, func(error) { stopEdge() })
+	// Only the edge watches ctx: its result, nginx's status, is what run returns.
+	g.Add(cli.Signals(context.WithoutCancel(ctx), log, stopEdge, e.Abort, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT))
+	return g.Run()
 }
 
 // status prints what the local nginx reports at /.roomcast/edge; with -color it also
 // checks the color. For docker exec and healthchecks in an image without a shell.
 func status(ctx context.Context, args []string, env map[string]string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("roomcast-edge status", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := cli.NewFlagSet(name+" status", stdout, stderr, usage)
 	want := fs.String("color", "", "exit 1 unless nginx serves this color")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{err}
+	if err := cli.Parse(fs, args, version, stdout, false); err != nil {
+		return err
 	}
 	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("status takes no arguments, got %q", fs.Arg(0))}
+		return cli.Usagef("status takes no arguments, got %q", fs.Arg(0))
 	}
 	if *want != "" && !bluegreen.ValidColor(*want) {
-		return usageError{fmt.Errorf("-color %q: want blue or green", *want)}
+		return cli.Usagef("-color %q: want blue or green", *want)
 	}
 	cfg, err := loadConfig(env)
 	if err != nil {
@@ -203,7 +128,7 @@ func status(ctx context.Context, args []string, env map[string]string, stdout, s
 }
 
 func usage(w io.Writer) {
-	fmt.Fprint(w, `Usage: roomcast-edge [-h]
+	fmt.Fprint(w, `Usage: roomcast-edge [-h] [-version]
        roomcast-edge status [-color blue|green]
 
 roomcast-edge is the entrypoint of the edge's nginx container. It reads the active

@@ -12,8 +12,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
-	"roomcast/pkg/fleet/bluegreen"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,6 +22,9 @@ import (
 
 	"go.uber.org/goleak"
 
+	"roomcast/pkg/cli"
+	"roomcast/pkg/cli/clitest"
+	"roomcast/pkg/fleet/bluegreen"
 	"roomcast/pkg/fleet/edge"
 	"roomcast/pkg/fleet/edge/edgetest"
 	"roomcast/pkg/fleet/swarm/swarmtest"
@@ -35,7 +36,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 func TestHelpDocumentsEveryVariableWithItsDefault(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	err := run(context.Background(), []string{"-h"}, nil, &stdout, &stderr)
-	if code := exitCode(err, &stderr); code != 0 {
+	if code := cli.ExitCode(name, err, &stderr); code != 0 {
 		t.Fatalf("-h exit code %d: %v", code, err)
 	}
 	for _, want := range []string{
@@ -58,6 +59,10 @@ func TestHelpDocumentsEveryVariableWithItsDefault(t *testing.T) {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("-h output lacks %q", want)
 		}
+	}
+	var printed bytes.Buffer
+	if err := run(context.Background(), []string{"-version"}, nil, &printed, io.Discard); cli.ExitCode(name, err, io.Discard) != 0 || !strings.HasPrefix(printed.String(), name+" ") {
+		t.Errorf("-version: %v, printed %q", err, printed.String())
 	}
 }
 
@@ -95,7 +100,7 @@ func TestInvalidEnvironmentExitsTwoWithOneLineNamingTheVariable(t *testing.T) {
 			var stdout, stderr bytes.Buffer
 			err := run(context.Background(), nil, map[string]string{tt.name: tt.value}, &stdout, &stderr)
 			var out bytes.Buffer
-			if code := exitCode(err, &out); code != 2 {
+			if code := cli.ExitCode(name, err, &out); code != 2 {
 				t.Fatalf("exit code %d, want 2 (%v)", code, err)
 			}
 			line := out.String()
@@ -109,28 +114,10 @@ func TestInvalidEnvironmentExitsTwoWithOneLineNamingTheVariable(t *testing.T) {
 func TestUnknownFlagOrArgumentExitsTwo(t *testing.T) {
 	for _, args := range [][]string{{"-port", "1"}, {"serve"}, {"status", "extra"}, {"status", "-color", "red"}} {
 		err := run(context.Background(), args, nil, io.Discard, io.Discard)
-		if code := exitCode(err, io.Discard); code != 2 {
+		if code := cli.ExitCode(name, err, io.Discard); code != 2 {
 			t.Errorf("args %q: exit code %d (%v), want 2", args, code, err)
 		}
 	}
-}
-
-// syncBuffer collects output written from several goroutines (slog, os/exec).
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // app stands in for one color's replica: it answers with its color in
@@ -217,25 +204,13 @@ func newWorld(t *testing.T, label string) *world {
 
 func (w *world) deployGreen() { w.dns.Set("green_app", "127.0.0.3") }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // edgeRun is one roomcast-edge (run in this process) with a real nginx child.
 type edgeRun struct {
+	*clitest.Process
 	t       *testing.T
 	dir     string
 	listen  int
 	metrics int
-	stderr  *syncBuffer
-	cancel  context.CancelFunc
-	done    chan error
 }
 
 // start runs roomcast-edge in w with test values (poll 200ms) changed by extra, and
@@ -246,7 +221,7 @@ func (w *world) start(t *testing.T, extra map[string]string) *edgeRun {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &edgeRun{t: t, dir: t.TempDir(), listen: freePort(t), metrics: freePort(t), stderr: &syncBuffer{}, done: make(chan error, 1)}
+	e := &edgeRun{t: t, dir: t.TempDir(), listen: testenv.FreePort(t), metrics: testenv.FreePort(t)}
 	env := map[string]string{
 		"DOCKER_HOST":                           w.fake.Host(),
 		"ROOMCAST_EDGE_RESOLVER":                w.dns.Addr(),
@@ -267,25 +242,18 @@ func (w *world) start(t *testing.T, extra map[string]string) *edgeRun {
 	for k, v := range extra {
 		env[k] = v
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	e.cancel = cancel
-	go func() { e.done <- run(ctx, nil, env, io.Discard, e.stderr) }()
+	// Registered before Start, so that it runs once roomcast-edge has returned.
 	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-e.done:
-		case <-time.After(15 * time.Second):
-			t.Error("roomcast-edge did not stop within 15s")
-		}
 		if pid := e.pid(); pid > 0 && syscall.Kill(pid, 0) == nil {
 			t.Errorf("nginx (pid %d) still running after roomcast-edge returned; killing it", pid)
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 		if t.Failed() {
 			errLog, _ := os.ReadFile(filepath.Join(e.dir, "error.log"))
-			t.Logf("roomcast-edge output:\n%s\nnginx error.log:\n%s", e.stderr, errLog)
+			t.Logf("nginx error.log:\n%s", errLog)
 		}
 	})
+	e.Process = clitest.Start(t, name, run, env)
 	return e
 }
 
@@ -297,19 +265,6 @@ func (e *edgeRun) pid() int {
 	}
 	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
 	return pid
-}
-
-// wait returns run's error, failing the test if it does not return within d.
-func (e *edgeRun) wait(d time.Duration) error {
-	e.t.Helper()
-	select {
-	case err := <-e.done:
-		e.done <- err // for the cleanup
-		return err
-	case <-time.After(d):
-		e.t.Fatalf("roomcast-edge still running after %v", d)
-		return nil
-	}
 }
 
 var client = &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
@@ -346,44 +301,17 @@ func (e *edgeRun) color() (string, error) {
 
 // metric is the value of one series of roomcast-edge's /metrics, -1 if absent.
 func (e *edgeRun) metric(series string) float64 {
-	resp, err := client.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", e.metrics))
-	if err != nil {
-		return -1
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`).FindSubmatch(body)
-	if m == nil {
-		return -1
-	}
-	v, _ := strconv.ParseFloat(string(m[1]), 64)
-	return v
+	return clitest.Scrape(fmt.Sprintf("http://127.0.0.1:%d/metrics", e.metrics), series)
 }
 
 func (e *edgeRun) errorsOf(kind string) float64 {
 	return e.metric(`roomcast_edge_errors_total{kind="` + kind + `"}`)
 }
 
-// eventually retries check every 20ms until it returns nil or d passes.
-func eventually(t *testing.T, d time.Duration, what string, check func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v: %v", what, d, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func (e *edgeRun) waitServing(color string, d time.Duration) edge.Status {
 	e.t.Helper()
 	var st edge.Status
-	eventually(e.t, d, "nginx serving "+color, func() error {
+	clitest.Eventually(e.t, d, "nginx serving "+color, func() error {
 		var err error
 		if st, err = e.status(); err != nil {
 			return err
@@ -485,7 +413,7 @@ func TestFlipFromBlueToGreenFailsNoRequest(t *testing.T) {
 	// Poll every hour: only the Docker event can make this flip quick.
 	e := w.start(t, map[string]string{"ROOMCAST_EDGE_POLL_INTERVAL": "1h", "ROOMCAST_EDGE_WORKER_SHUTDOWN_TIMEOUT": "4s"})
 	before := e.waitServing("blue", 10*time.Second)
-	eventually(t, 5*time.Second, "event stream open", func() error {
+	clitest.Eventually(t, 5*time.Second, "event stream open", func() error {
 		if w.fake.Streams() == 0 {
 			return errors.New("no stream")
 		}
@@ -497,7 +425,7 @@ func TestFlipFromBlueToGreenFailsNoRequest(t *testing.T) {
 	time.Sleep(300 * time.Millisecond) // some requests on blue first
 	flipped := time.Now()
 	w.fake.SetLabel("edge_nginx", bluegreen.LabelActive, "green")
-	eventually(t, 5*time.Second, "a request answered by green", func() error {
+	clitest.Eventually(t, 5*time.Second, "a request answered by green", func() error {
 		if l.firstOf("green").IsZero() {
 			return errors.New("none yet")
 		}
@@ -539,7 +467,7 @@ func TestFlipFromBlueToGreenFailsNoRequest(t *testing.T) {
 	if n := e.metric(`roomcast_edge_active_color{color="green"}`); n != 1 {
 		t.Fatalf("active_color{green} %v", n)
 	}
-	if !strings.Contains(e.stderr.String(), `"msg":"nginx reloaded","from":"blue","to":"green"`) {
+	if !strings.Contains(e.Stderr.String(), `"msg":"nginx reloaded","from":"blue","to":"green"`) {
 		t.Fatal("no reload in the log")
 	}
 	// Engine API 1.41 (Docker 20.10), negotiated through /_ping; only the nginx
@@ -554,7 +482,7 @@ func TestFlipFromBlueToGreenFailsNoRequest(t *testing.T) {
 	if err != nil || !strings.Contains(out.String(), `"color":"green"`) {
 		t.Fatalf("roomcast-edge status: %q %v", out.String(), err)
 	}
-	if err := run(context.Background(), []string{"status", "-color", "blue"}, map[string]string{"ROOMCAST_EDGE_LISTEN_PORT": strconv.Itoa(e.listen)}, io.Discard, io.Discard); exitCode(err, io.Discard) != 1 {
+	if err := run(context.Background(), []string{"status", "-color", "blue"}, map[string]string{"ROOMCAST_EDGE_LISTEN_PORT": strconv.Itoa(e.listen)}, io.Discard, io.Discard); cli.ExitCode(name, err, io.Discard) != 1 {
 		t.Fatalf("status -color blue on green: %v, want exit 1", err)
 	}
 
@@ -583,7 +511,7 @@ func TestFlipByPollWhenTheEventStreamFails(t *testing.T) {
 	}
 	// The stream is tried again (with backoff) and used once it works.
 	w.fake.RefuseStreams(false)
-	eventually(t, 10*time.Second, "event stream reopened", func() error {
+	clitest.Eventually(t, 10*time.Second, "event stream reopened", func() error {
 		if w.fake.Streams() == 0 {
 			return errors.New("no stream")
 		}
@@ -662,7 +590,7 @@ func TestRefusedChangesKeepTheOldColor(t *testing.T) {
 			before := e.waitServing("blue", 10*time.Second)
 			tt.refuse(w)
 			// Refused at least three times (event + polls), each counted.
-			eventually(t, 10*time.Second, tt.kind+" counted three times", func() error {
+			clitest.Eventually(t, 10*time.Second, tt.kind+" counted three times", func() error {
 				if n := e.errorsOf(tt.kind); n < 3 {
 					return fmt.Errorf("%s counted %v times", tt.kind, n)
 				}
@@ -681,7 +609,7 @@ func TestRefusedChangesKeepTheOldColor(t *testing.T) {
 			if n := e.metric("roomcast_edge_reloads_total"); n != 0 {
 				t.Fatalf("reloads_total %v", n)
 			}
-			if !strings.Contains(e.stderr.String(), `"kind":"`+tt.kind+`"`) {
+			if !strings.Contains(e.Stderr.String(), `"kind":"`+tt.kind+`"`) {
 				t.Fatalf("no log line with kind %s", tt.kind)
 			}
 			if tt.mend != nil {
@@ -697,8 +625,7 @@ func TestARestartedEdgeReadsTheLabel(t *testing.T) {
 	w.deployGreen()
 	first := w.start(t, nil)
 	first.waitServing("blue", 10*time.Second)
-	first.cancel()
-	if err := first.wait(15 * time.Second); err != nil {
+	if err := first.Stop(15 * time.Second); err != nil {
 		t.Fatalf("graceful stop: %v", err)
 	}
 	if pid := first.pid(); pid > 0 && syscall.Kill(pid, 0) == nil {
@@ -713,7 +640,7 @@ func TestARestartedEdgeReadsTheLabel(t *testing.T) {
 	if w.blue.hits.Load() != blueHits {
 		t.Fatal("the restarted edge sent requests to blue")
 	}
-	if logs := second.stderr.String(); !strings.Contains(logs, `"msg":"nginx started","color":"green"`) ||
+	if logs := second.Stderr.String(); !strings.Contains(logs, `"msg":"nginx started","color":"green"`) ||
 		strings.Contains(logs, `"msg":"nginx started","color":"blue"`) {
 		t.Fatalf("the restarted edge did not start on green:\n%s", logs)
 	}
@@ -732,7 +659,7 @@ func TestWithoutTheLabelAtStartTheDefaultColorIsUsed(t *testing.T) {
 func TestAtStartItWaitsForTheLabelledColor(t *testing.T) {
 	w := newWorld(t, "green") // green is not deployed yet; blue is
 	e := w.start(t, nil)
-	eventually(t, 10*time.Second, "waiting logged", func() error {
+	clitest.Eventually(t, 10*time.Second, "waiting logged", func() error {
 		if e.errorsOf(edge.KindUnresolved) < 2 {
 			return errors.New("not yet")
 		}
@@ -751,8 +678,8 @@ func TestAtStartItWaitsForTheLabelledColor(t *testing.T) {
 func TestAtStartItGivesUpAfterTheStartTimeout(t *testing.T) {
 	w := newWorld(t, "green") // never deployed
 	e := w.start(t, map[string]string{"ROOMCAST_EDGE_START_TIMEOUT": "1s"})
-	err := e.wait(10 * time.Second)
-	if code := exitCode(err, io.Discard); code == 0 || !strings.Contains(fmt.Sprint(err), "green_app") {
+	err := e.Wait(10 * time.Second)
+	if code := cli.ExitCode(name, err, io.Discard); code == 0 || !strings.Contains(fmt.Sprint(err), "green_app") {
 		t.Fatalf("run: %v (exit %d), want a non-zero exit naming green_app", err, code)
 	}
 	if e.pid() != 0 {
@@ -769,15 +696,15 @@ func TestSIGQUITStopsNginxGracefully(t *testing.T) {
 	if err := syscall.Kill(os.Getpid(), syscall.SIGQUIT); err != nil {
 		t.Fatal(err)
 	}
-	err := e.wait(15 * time.Second)
-	if code := exitCode(err, io.Discard); code != 0 {
+	err := e.Wait(15 * time.Second)
+	if code := cli.ExitCode(name, err, io.Discard); code != 0 {
 		t.Fatalf("exit %d (%v), want nginx's 0", code, err)
 	}
 	if syscall.Kill(pid, 0) == nil {
 		t.Fatalf("nginx (pid %d) still running", pid)
 	}
-	if !strings.Contains(e.stderr.String(), `"signal":"quit","graceful":true`) {
-		t.Fatalf("no graceful stop in the log:\n%s", e.stderr)
+	if !strings.Contains(e.Stderr.String(), `"signal":"quit","graceful":true`) {
+		t.Fatalf("no graceful stop in the log:\n%s", e.Stderr)
 	}
 }
 
@@ -789,8 +716,8 @@ func TestNginxDyingOnItsOwnEndsRoomcastEdge(t *testing.T) {
 	if err := syscall.Kill(e.pid(), syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	err := e.wait(10 * time.Second)
-	if code := exitCode(err, io.Discard); code == 0 || !strings.Contains(fmt.Sprint(err), "on its own") {
+	err := e.Wait(10 * time.Second)
+	if code := cli.ExitCode(name, err, io.Discard); code == 0 || !strings.Contains(fmt.Sprint(err), "on its own") {
 		t.Fatalf("run: %v (exit %d), want non-zero", err, code)
 	}
 }

@@ -20,43 +20,33 @@ import (
 	"syscall"
 
 	"roomcast/pkg/auth"
+	"roomcast/pkg/cli"
 	"roomcast/pkg/envconfig"
 	"roomcast/pkg/load/loadgen"
 )
 
+// name is the command's name in its messages.
+const name = "roomcast-loadgen"
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
 func main() {
 	err := run(context.Background(), os.Args[1:], envconfig.Environ(), os.Stdout, os.Stderr)
-	os.Exit(exitCode(err, os.Stderr))
+	os.Exit(cli.ExitCode(name, err, os.Stderr))
 }
-
-// usageError is a mistake on the command line: exit status 2.
-type usageError struct{ err error }
-
-func (e usageError) Error() string { return e.err.Error() }
-func (e usageError) Unwrap() error { return e.err }
 
 // errInterrupted means a signal cut the run short; the partial summary was printed.
 var errInterrupted = errors.New("interrupted")
 
 // errThresholds means the run completed but crossed a threshold: exit status 99, k6's.
-var errThresholds = errors.New("some thresholds were crossed (see the summary)")
+var errThresholds error = thresholdsError{}
 
-func exitCode(err error, stderr io.Writer) int {
-	var ue usageError
-	switch {
-	case err == nil, errors.Is(err, flag.ErrHelp):
-		return 0
-	case errors.As(err, &ue):
-		fmt.Fprintln(stderr, "roomcast-loadgen:", err, "(see -h)")
-		return 2
-	case errors.Is(err, errThresholds):
-		fmt.Fprintln(stderr, "roomcast-loadgen:", err)
-		return 99
-	default:
-		fmt.Fprintln(stderr, "roomcast-loadgen:", err)
-		return 1
-	}
-}
+// thresholdsError is errThresholds' type: a cli.ExitCoder with k6's status.
+type thresholdsError struct{}
+
+func (thresholdsError) Error() string { return "some thresholds were crossed (see the summary)" }
+func (thresholdsError) ExitCode() int { return 99 }
 
 func run(ctx context.Context, args []string, _ map[string]string, stdout, stderr io.Writer) error {
 	cfg, opts, err := parseFlags(args, stdout)
@@ -110,10 +100,8 @@ func run(ctx context.Context, args []string, _ map[string]string, stdout, stderr
 // flags given, and the flags of this binary alone. -h prints the usage to stdout and
 // returns flag.ErrHelp.
 func parseFlags(args []string, stdout io.Writer) (loadgen.Config, options, error) {
-	fs := flag.NewFlagSet("roomcast-loadgen", flag.ContinueOnError)
-	// Errors are returned as one line; -h prints the usage itself.
-	fs.SetOutput(io.Discard)
-	fs.Usage = func() {}
+	// Errors are reported once, by cli.ExitCode, and the usage only on -h (below).
+	fs := cli.NewFlagSet(name, stdout, io.Discard, func(io.Writer) {})
 	var (
 		opts     options
 		scenario = fs.String("scenario", string(loadgen.FanoutSmall), "")
@@ -135,15 +123,14 @@ func parseFlags(args []string, stdout io.Writer) (loadgen.Config, options, error
 			return nil
 		})
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args, version, stdout, false); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			usage(stdout)
-			return loadgen.Config{}, options{}, err
 		}
-		return loadgen.Config{}, options{}, usageError{err}
+		return loadgen.Config{}, options{}, err
 	}
 	if fs.NArg() > 0 {
-		return loadgen.Config{}, options{}, usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+		return loadgen.Config{}, options{}, cli.Usagef("unexpected argument %q", fs.Arg(0))
 	}
 
 	cfg := loadgen.DefaultConfig(loadgen.Scenario(*scenario))
@@ -154,17 +141,17 @@ func parseFlags(args []string, stdout io.Writer) (loadgen.Config, options, error
 	}
 	if *tokenFile != "" {
 		if _, ok := given["token"]; ok {
-			return loadgen.Config{}, options{}, usageError{errors.New("-token and -token-file are both set: give one")}
+			return loadgen.Config{}, options{}, cli.Usagef("-token and -token-file are both set: give one")
 		}
 		token, err := readToken(*tokenFile)
 		if err != nil {
-			return loadgen.Config{}, options{}, usageError{err}
+			return loadgen.Config{}, options{}, cli.UsageError{Err: err}
 		}
 		cfg.Token = token
 	}
 	for _, pid := range cfg.ServerPIDs {
 		if _, err := os.Stat("/proc/" + strconv.Itoa(pid) + "/stat"); err != nil {
-			return loadgen.Config{}, options{}, usageError{fmt.Errorf("invalid -server-pid %d: no such process (or /proc is not readable)", pid)}
+			return loadgen.Config{}, options{}, cli.Usagef("invalid -server-pid %d: no such process (or /proc is not readable)", pid)
 		}
 	}
 	if err := cfg.Validate(); err != nil {
@@ -174,9 +161,9 @@ func parseFlags(args []string, stdout io.Writer) (loadgen.Config, options, error
 			if setting == "token" && *tokenFile != "" {
 				setting = "token-file"
 			}
-			return loadgen.Config{}, options{}, usageError{fmt.Errorf("invalid -%s %s: %s", setting, ce.Value, ce.Want)}
+			return loadgen.Config{}, options{}, cli.Usagef("invalid -%s %s: %s", setting, ce.Value, ce.Want)
 		}
-		return loadgen.Config{}, options{}, usageError{err}
+		return loadgen.Config{}, options{}, cli.UsageError{Err: err}
 	}
 	return cfg, opts, nil
 }
@@ -291,6 +278,8 @@ Flags (defaults depend on the scenario; the k6 scripts' variable in brackets):
         read the -token from FILE (once, surrounding whitespace trimmed); not with -token
   -json
         print the summary as JSON too, after the text
+  -version
+        print the version and exit
   -no-thresholds
         report crossed thresholds but exit 0 all the same
   -h    this help

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"roomcast/pkg/auth"
+	"roomcast/pkg/cli"
 	"roomcast/pkg/load/loadgen"
 	"roomcast/pkg/load/loadgen/historytest"
 	"roomcast/pkg/server/httpapi"
@@ -76,7 +77,7 @@ func TestBadFlagsExitWithStatus2(t *testing.T) {
 				t.Fatal("run succeeded, want a usage error")
 			}
 			var msg bytes.Buffer
-			if code := exitCode(err, &msg); code != 2 {
+			if code := cli.ExitCode(name, err, &msg); code != 2 {
 				t.Fatalf("exit code %d for %v, want 2", code, err)
 			}
 			line := msg.String()
@@ -93,7 +94,7 @@ func TestBadFlagsExitWithStatus2(t *testing.T) {
 func TestHelp(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	err := run(context.Background(), []string{"-h"}, nil, &stdout, &stderr)
-	if !errors.Is(err, flag.ErrHelp) || exitCode(err, io.Discard) != 0 {
+	if !errors.Is(err, flag.ErrHelp) || cli.ExitCode(name, err, io.Discard) != 0 {
 		t.Fatalf("run -h = %v, want flag.ErrHelp and exit 0", err)
 	}
 	for _, want := range []string{
@@ -106,13 +107,17 @@ func TestHelp(t *testing.T) {
 			t.Errorf("usage lacks %q", want)
 		}
 	}
+	var printed bytes.Buffer
+	if err := run(context.Background(), []string{"-version"}, nil, &printed, io.Discard); cli.ExitCode(name, err, io.Discard) != 0 || !strings.HasPrefix(printed.String(), name+" ") {
+		t.Errorf("-version: %v, printed %q", err, printed.String())
+	}
 }
 
 func TestConnectFailureExitsWith1(t *testing.T) {
 	// Port 1 on localhost: nothing listens there.
 	err := run(context.Background(), []string{"-url", "ws://127.0.0.1:1", "-rooms", "1", "-members", "1", "-connect-timeout", "2s"},
 		nil, io.Discard, io.Discard)
-	if err == nil || exitCode(err, io.Discard) != 1 {
+	if err == nil || cli.ExitCode(name, err, io.Discard) != 1 {
 		t.Fatalf("run = %v, want an error with exit status 1", err)
 	}
 }
@@ -227,7 +232,7 @@ func TestCrossedThresholdExitsWith99(t *testing.T) {
 	var stdout bytes.Buffer
 	err := run(context.Background(), args, nil, &stdout, io.Discard)
 	var msg bytes.Buffer
-	if code := exitCode(err, &msg); code != 99 || !strings.Contains(msg.String(), "thresholds") {
+	if code := cli.ExitCode(name, err, &msg); code != 99 || !strings.Contains(msg.String(), "thresholds") {
 		t.Fatalf("exit %d (%v, %q), want 99 naming the thresholds", code, err, msg.String())
 	}
 	if !strings.Contains(stdout.String(), "✗ roomcast_delivery_latency p(95)<0.000001") {
@@ -251,7 +256,7 @@ func TestReleaseRunsUntilSignalled(t *testing.T) {
 	err := run(ctx, []string{"-scenario", "release", "-url", "ws" + strings.TrimPrefix(srv.URL, "http"),
 		"-rooms", "2", "-members", "3", "-duration", "1h", "-json"}, nil, &stdout, &stderr)
 	if err != nil {
-		t.Fatalf("run: %v (exit %d)\n%s", err, exitCode(err, io.Discard), stderr.String())
+		t.Fatalf("run: %v (exit %d)\n%s", err, cli.ExitCode(name, err, io.Discard), stderr.String())
 	}
 	text, js, _ := strings.Cut(stdout.String(), "\n{")
 	for _, want := range []string{"== release: 2 rooms × 3 members", "reconnects", "path          6× blue", "thresholds"} {
@@ -274,7 +279,7 @@ func usageLine(t *testing.T, args ...string) string {
 	var stdout, stderr bytes.Buffer
 	err := run(context.Background(), args, nil, &stdout, &stderr)
 	var msg bytes.Buffer
-	if code := exitCode(err, &msg); code != 2 {
+	if code := cli.ExitCode(name, err, &msg); code != 2 {
 		t.Fatalf("%v: exit code %d (%v), want 2", args, code, err)
 	}
 	if strings.Count(msg.String(), "\n") != 1 || stdout.Len() > 0 {
@@ -353,7 +358,7 @@ func TestTokenFileOpensAServerThatRequiresATokenOnEveryConnect(t *testing.T) {
 		"-conns", "40", "-settle", "500ms", "-duration", "1m", "-grace", "20s", "-reconnect-base", "20ms", "-json"}
 	var stdout, stderr bytes.Buffer
 	if err := run(context.Background(), append(args, "-token-file", path), nil, &stdout, &stderr); err != nil {
-		t.Fatalf("run: %v (exit %d)\n%s\n%s", err, exitCode(err, io.Discard), stdout.String(), stderr.String())
+		t.Fatalf("run: %v (exit %d)\n%s\n%s", err, cli.ExitCode(name, err, io.Discard), stdout.String(), stderr.String())
 	}
 	text, js, _ := strings.Cut(stdout.String(), "\n{")
 	for _, want := range []string{"== reconnect-storm", "storm window", "back          40 of 40", "refused 503=", "thresholds"} {
@@ -375,7 +380,7 @@ func TestTokenFileOpensAServerThatRequiresATokenOnEveryConnect(t *testing.T) {
 	// Without the token: exit 1 at once, the refusal named.
 	var msg bytes.Buffer
 	err = run(context.Background(), args, nil, io.Discard, io.Discard)
-	if code := exitCode(err, &msg); code != 1 || !strings.Contains(msg.String(), "HTTP 401") || !strings.Contains(msg.String(), "-token-file") {
+	if code := cli.ExitCode(name, err, &msg); code != 1 || !strings.Contains(msg.String(), "HTTP 401") || !strings.Contains(msg.String(), "-token-file") {
 		t.Fatalf("without a token: exit %d, %q; want 1 and the 401 with its advice", code, msg.String())
 	}
 }

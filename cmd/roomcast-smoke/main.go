@@ -18,44 +18,30 @@ import (
 	"time"
 
 	"roomcast/pkg/auth"
+	"roomcast/pkg/cli"
 	"roomcast/pkg/envconfig"
 	"roomcast/pkg/fleet/smoke"
 )
 
+// name is the command's name in its messages.
+const name = "roomcast-smoke"
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// main exits 0 when all checks passed (or -h, -version), 2 on bad arguments, 1 on
+// anything else, a failed check first of all.
 func main() {
 	err := run(context.Background(), os.Args[1:], envconfig.Environ(), os.Stdin, os.Stdout, os.Stderr)
-	os.Exit(exitCode(err, os.Stderr))
-}
-
-// usageError is a mistake on the command line: exit status 2.
-type usageError struct{ err error }
-
-func (e usageError) Error() string { return e.err.Error() }
-func (e usageError) Unwrap() error { return e.err }
-
-// exitCode maps run's error to the exit status: 0 all passed (or -h), 2 bad arguments,
-// 1 anything else, a failed check first of all.
-func exitCode(err error, stderr io.Writer) int {
-	var ue usageError
-	switch {
-	case err == nil, errors.Is(err, flag.ErrHelp):
-		return 0
-	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "roomcast-smoke: %v (see roomcast-smoke -h)\n", err)
-		return 2
-	default:
-		fmt.Fprintln(stderr, "roomcast-smoke:", err)
-		return 1
-	}
+	os.Exit(cli.ExitCode(name, err, os.Stderr))
 }
 
 // run parses the flags and runs the checks. The environment is not read: everything
 // is typed by the person (or recipe) running the test.
 func run(ctx context.Context, args []string, _ map[string]string, stdin io.Reader, stdout, stderr io.Writer) error {
 	cfg := smoke.Config{Timeout: smoke.DefaultTimeout}
-	fs := flag.NewFlagSet("roomcast-smoke", flag.ContinueOnError)
-	// Errors are reported once, by exitCode, and usage only on -h.
-	fs.SetOutput(io.Discard)
+	// Errors are reported once, by cli.ExitCode, and the usage only on -h (below).
+	fs := cli.NewFlagSet(name, stdout, io.Discard, func(io.Writer) {})
 	fs.Func("target", "", func(s string) error {
 		targets, err := smoke.ParseTargets(s)
 		cfg.Targets = append(cfg.Targets, targets...)
@@ -71,26 +57,25 @@ func run(ctx context.Context, args []string, _ map[string]string, stdin io.Reade
 		return nil
 	})
 	secretFile := fs.String("jwt-secret-file", "", "")
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args, version, stdout, false); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			usage(stdout)
-			return err
 		}
-		return usageError{err}
+		return err
 	}
 	switch {
 	case fs.NArg() > 0:
-		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+		return cli.Usagef("unexpected argument %q", fs.Arg(0))
 	case len(cfg.Targets) == 0:
-		return usageError{errors.New("missing -target: want host:port[,host:port...], such as tasks.green_app:8080")}
+		return cli.Usagef("missing -target: want host:port[,host:port...], such as tasks.green_app:8080")
 	case strings.TrimSpace(cfg.Color) == "":
-		return usageError{errors.New("missing -color: want the color every replica must report, such as green")}
+		return cli.Usagef("missing -color: want the color every replica must report, such as green")
 	}
 
 	if *secretFile != "" {
 		key, err := readSecret(*secretFile, stdin)
 		if err != nil {
-			return usageError{fmt.Errorf("-jwt-secret-file: %w", err)}
+			return cli.Usagef("-jwt-secret-file: %w", err)
 		}
 		cfg.JWTSecret = key
 	}
@@ -117,6 +102,7 @@ func readSecret(path string, stdin io.Reader) ([]byte, error) {
 func usage(w io.Writer) {
 	fmt.Fprintf(w, `Usage: roomcast-smoke -target HOST:PORT[,HOST:PORT...] -color COLOR [-timeout 60s]
                       [-jwt-secret-file FILE|-]
+       roomcast-smoke -version
 
 roomcast-smoke tests a deployed roomcast color before traffic is sent to it ("just
 promote" runs it). It talks to every replica directly, never through nginx, and checks,
@@ -153,6 +139,9 @@ Flags:
         the HS256 key of a deployment with auth on (ROOMCAST_JWT_SECRET_FILE of the
         replicas), or - to read it from standard input. The joins then carry a token
         minted with it for the smoke room only, expiring a minute after -timeout.
+
+  -version
+        print the version and exit.
 
 No environment variable is read; HTTP_PROXY and friends are ignored.
 

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -17,12 +16,14 @@ import (
 	"time"
 
 	"github.com/lxzan/gws"
-	"github.com/nats-io/nats-server/v2/server"
 	"go.uber.org/goleak"
 
 	"roomcast/pkg/auth"
+	"roomcast/pkg/cli"
 	"roomcast/pkg/server/httpapi"
 	"roomcast/pkg/server/replica"
+	"roomcast/pkg/testenv"
+	"roomcast/pkg/testenv/natstest"
 )
 
 // The tests drive run() exactly as the command line does, against in-process replicas.
@@ -36,24 +37,6 @@ func testLogger(t *testing.T) *slog.Logger {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
 	}
 	return slog.New(slog.DiscardHandler)
-}
-
-// startNATS starts a nats-server on 127.0.0.1, on port or a free one when port is 0.
-func startNATS(t *testing.T, port int) string {
-	t.Helper()
-	if port == 0 {
-		port = server.RANDOM_PORT
-	}
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, NoSigs: true, NoLog: true})
-	if err != nil {
-		t.Fatalf("creating nats-server: %v", err)
-	}
-	ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	return ns.ClientURL()
 }
 
 // startReplica starts a replica of color on a free port of 127.0.0.1 and returns its
@@ -95,20 +78,6 @@ func startReplicaWithAuth(t *testing.T, name, natsURL, color string, v *auth.Ver
 	return rep.Addr().String()
 }
 
-// freePort returns a port of 127.0.0.1 where nothing listens (it was free a moment ago).
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	if err := ln.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return port
-}
-
 type outcome struct {
 	code           int
 	stdout, stderr string
@@ -126,7 +95,7 @@ func startWithInput(input string, args ...string) <-chan outcome {
 	go func() {
 		var stdout, stderr bytes.Buffer
 		err := run(context.Background(), args, map[string]string{}, strings.NewReader(input), &stdout, &stderr)
-		code := exitCode(err, &stderr)
+		code := cli.ExitCode(name, err, &stderr)
 		done <- outcome{code: code, stdout: stdout.String(), stderr: stderr.String()}
 	}()
 	return done
@@ -182,7 +151,7 @@ func wantOneLine(t *testing.T, out, prefix string) string {
 }
 
 func TestAllChecksPassOnReplicasSharingNATS(t *testing.T) {
-	nats := startNATS(t, 0)
+	nats := natstest.Start(t).ClientURL()
 	a := startReplica(t, "a", nats, "green")
 	b := startReplica(t, "b", nats, "green")
 	c := startReplica(t, "c", nats, "green")
@@ -229,7 +198,7 @@ func TestWithAuthOnTheJoinsCarryATokenMintedWithTheKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nats := startNATS(t, 0)
+	nats := natstest.Start(t).ClientURL()
 	targets := startReplicaWithAuth(t, "a", nats, "green", v) + "," + startReplicaWithAuth(t, "b", nats, "green", v)
 	keyFile := filepath.Join(t.TempDir(), "jwt-secret")
 	if err := os.WriteFile(keyFile, []byte(key+"\n"), 0o600); err != nil {
@@ -265,7 +234,7 @@ func TestWithAuthOnTheJoinsCarryATokenMintedWithTheKey(t *testing.T) {
 func TestAReplicaStillStartingIsWaitedFor(t *testing.T) {
 	// The replica's NATS server is not up yet, so it answers /readyz 503 not_ready; it
 	// comes up while roomcast-smoke is polling.
-	natsPort := freePort(t)
+	natsPort := testenv.FreePort(t)
 	addr := startReplica(t, "late", "nats://127.0.0.1:"+strconv.Itoa(natsPort), "green")
 	resp, err := http.Get("http://" + addr + "/readyz")
 	if err != nil {
@@ -277,7 +246,7 @@ func TestAReplicaStillStartingIsWaitedFor(t *testing.T) {
 	}
 	args := []string{"-target", addr, "-color", "green"}
 	done := start(args...)
-	startNATS(t, natsPort)
+	natstest.Start(t, natstest.Port(natsPort))
 	o := wait(t, done, args...)
 	if o.code != 0 {
 		t.Fatalf("exit code %d, want 0; stdout:\n%s\nstderr:\n%s", o.code, o.stdout, o.stderr)
@@ -300,7 +269,7 @@ func TestFailedChecksExitOneAndNameTheCheck(t *testing.T) {
 		{
 			name: "wrong color",
 			setup: func(t *testing.T) ([]string, []string) {
-				nats := startNATS(t, 0)
+				nats := natstest.Start(t).ClientURL()
 				a, b := startReplica(t, "a", nats, "green"), startReplica(t, "b", nats, "green")
 				return []string{a, b}, []string{a, b}
 			},
@@ -310,7 +279,7 @@ func TestFailedChecksExitOneAndNameTheCheck(t *testing.T) {
 		{
 			name: "one replica of three on another NATS server",
 			setup: func(t *testing.T) ([]string, []string) {
-				shared, other := startNATS(t, 0), startNATS(t, 0)
+				shared, other := natstest.Start(t).ClientURL(), natstest.Start(t).ClientURL()
 				a, b := startReplica(t, "a", shared, "green"), startReplica(t, "b", shared, "green")
 				c := startReplica(t, "c", other, "green")
 				// a and b miss c's message, c misses theirs.
@@ -323,7 +292,7 @@ func TestFailedChecksExitOneAndNameTheCheck(t *testing.T) {
 		{
 			name: "nothing listens",
 			setup: func(t *testing.T) ([]string, []string) {
-				dead := "127.0.0.1:" + strconv.Itoa(freePort(t))
+				dead := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
 				return []string{dead}, []string{dead}
 			},
 			args:  []string{"-color", "green", "-timeout", "2s"},
@@ -332,8 +301,8 @@ func TestFailedChecksExitOneAndNameTheCheck(t *testing.T) {
 		{
 			name: "one replica of two down",
 			setup: func(t *testing.T) ([]string, []string) {
-				live := startReplica(t, "live", startNATS(t, 0), "green")
-				dead := "127.0.0.1:" + strconv.Itoa(freePort(t))
+				live := startReplica(t, "live", natstest.Start(t).ClientURL(), "green")
+				dead := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
 				return []string{live, dead}, []string{dead}
 			},
 			args:  []string{"-color", "green", "-timeout", "2s"},
@@ -460,6 +429,9 @@ func TestHelpExitsZeroAndDescribesTheFlags(t *testing.T) {
 				t.Errorf("%s: usage lacks %q:\n%s", arg, want, o.stdout)
 			}
 		}
+	}
+	if o := runSmoke(t, "-version"); o.code != 0 || !strings.HasPrefix(o.stdout, name+" ") {
+		t.Errorf("-version: exit %d, printed %q", o.code, o.stdout)
 	}
 }
 

@@ -1,14 +1,12 @@
 package autoscale_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math"
-	"roomcast/pkg/fleet/bluegreen"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	"roomcast/pkg/fleet/autoscale"
+	"roomcast/pkg/fleet/bluegreen"
 	"roomcast/pkg/fleet/swarm"
 	"roomcast/pkg/testenv"
 )
@@ -188,25 +187,14 @@ func (q *querier) count() int {
 	return len(q.queries)
 }
 
-// syncBuffer collects log lines written from the loop's goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
+// logBuffer collects the JSON log lines written from the loop's goroutine.
+type logBuffer struct{ testenv.SyncBuffer }
 
 // lines returns the JSON log lines whose msg is msg.
-func (b *syncBuffer) lines(t *testing.T, msg string) []map[string]any {
+func (b *logBuffer) lines(t *testing.T, msg string) []map[string]any {
 	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	var out []map[string]any
-	for _, line := range strings.Split(strings.TrimSpace(b.b.String()), "\n") {
+	for _, line := range strings.Split(strings.TrimSpace(b.String()), "\n") {
 		var m map[string]any
 		if err := json.Unmarshal([]byte(line), &m); err != nil {
 			t.Fatalf("log line %q: %v", line, err)
@@ -219,7 +207,7 @@ func (b *syncBuffer) lines(t *testing.T, msg string) []map[string]any {
 }
 
 // warnings returns the WARN lines of kind.
-func (b *syncBuffer) warnings(t *testing.T, kind string) []map[string]any {
+func (b *logBuffer) warnings(t *testing.T, kind string) []map[string]any {
 	t.Helper()
 	var out []map[string]any
 	for _, msg := range []string{"decision", "not scaled"} {
@@ -237,7 +225,7 @@ type harness struct {
 	svc    *services
 	prom   *querier
 	reg    *prometheus.Registry
-	logs   *syncBuffer
+	logs   *logBuffer
 	scaler *autoscale.Autoscaler
 	now    time.Time // the clock of Tick tests; Run tests use the bubble's
 }
@@ -254,7 +242,7 @@ type options struct {
 
 func newHarness(t *testing.T, o options) *harness {
 	t.Helper()
-	h := &harness{t: t, svc: newServices("blue"), prom: newQuerier(), reg: prometheus.NewRegistry(), logs: &syncBuffer{}, now: t0}
+	h := &harness{t: t, svc: newServices("blue"), prom: newQuerier(), reg: prometheus.NewRegistry(), logs: &logBuffer{}, now: t0}
 	if o.window == 0 {
 		o.window = 20 * time.Second
 	}

@@ -14,7 +14,6 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"regexp"
-	"roomcast/pkg/fleet/bluegreen"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -25,6 +24,7 @@ import (
 	"roomcast/pkg/fleet/autoscale"
 	"roomcast/pkg/fleet/autoscale/promquery"
 	"roomcast/pkg/fleet/autoscale/promtest"
+	"roomcast/pkg/fleet/bluegreen"
 	"roomcast/pkg/fleet/swarm"
 	"roomcast/pkg/fleet/swarm/swarmtest"
 	"roomcast/pkg/testenv"
@@ -66,7 +66,7 @@ type world struct {
 	slow   *slowDocker
 	prom   *promtest.Server
 	reg    *prometheus.Registry
-	logs   *syncBuffer
+	logs   *logBuffer
 	scaler *autoscale.Autoscaler
 	now    time.Time
 }
@@ -75,7 +75,7 @@ type world struct {
 // fake Prometheus answering 100 connections on blue, fresh.
 func newWorld(t *testing.T) *world {
 	t.Helper()
-	w := &world{t: t, docker: swarmtest.NewServer(t), prom: promtest.NewServer(t), reg: prometheus.NewRegistry(), logs: &syncBuffer{}, now: t0}
+	w := &world{t: t, docker: swarmtest.NewServer(t), prom: promtest.NewServer(t), reg: prometheus.NewRegistry(), logs: &logBuffer{}, now: t0}
 	w.docker.SetService("edge_nginx", map[string]string{bluegreen.LabelActive: "blue"}, ptr(1))
 	w.docker.SetService("blue_app", map[string]string{"com.docker.stack.namespace": "blue"}, ptr(2))
 	w.slow = newSlowDocker(t, w.docker)

@@ -5,11 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
-	"roomcast/pkg/fleet/bluegreen"
 	"strings"
 	"sync"
 	"syscall"
@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 
+	"roomcast/pkg/fleet/bluegreen"
 	"roomcast/pkg/fleet/edge"
 	"roomcast/pkg/fleet/edge/edgetest"
 	"roomcast/pkg/fleet/swarm"
@@ -281,24 +282,7 @@ func (d *fakeDNS) lookup(ctx context.Context, host string) ([]string, error) {
 	return nil, fmt.Errorf("lookup %s: no such host", host)
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func newLogger(w *syncBuffer) *slog.Logger {
+func newLogger(w io.Writer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
@@ -312,7 +296,7 @@ type harness struct {
 	nginx *fakeNginx
 	dns   *fakeDNS
 	reg   *prometheus.Registry
-	logs  *syncBuffer
+	logs  *testenv.SyncBuffer
 	edge  *edge.Edge
 	dir   string
 
@@ -345,7 +329,7 @@ func newHarness(t *testing.T, o options) *harness {
 		svc:  newFakeServices(o.labels),
 		dns:  &fakeDNS{names: map[string]bool{}},
 		reg:  prometheus.NewRegistry(),
-		logs: &syncBuffer{},
+		logs: &testenv.SyncBuffer{},
 		dir:  dir,
 	}
 	for _, n := range o.resolvable {
@@ -415,6 +399,23 @@ func (h *harness) stop(t *testing.T) error {
 	}
 }
 
+// runningHarness is newHarness with Run started and settled.
+func runningHarness(t *testing.T, o options) *harness {
+	t.Helper()
+	h := newHarness(t, o)
+	h.run()
+	synctest.Wait()
+	return h
+}
+
+// mustStop is stop, failing the test if Run returned an error.
+func (h *harness) mustStop(t *testing.T) {
+	t.Helper()
+	if err := h.stop(t); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func (h *harness) errorsOf(kind string) float64 {
 	return testenv.Metric(h.t, h.reg, "roomcast_edge_errors_total", "kind", kind)
 }
@@ -447,9 +448,7 @@ func TestStartsOnTheLabelledColor(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				h := newHarness(t, options{labels: tt.labels, resolvable: []string{"blue_app", "green_app"}})
-				h.run()
-				synctest.Wait()
+				h := runningHarness(t, options{labels: tt.labels, resolvable: []string{"blue_app", "green_app"}})
 				if got := h.serving().Color; got != tt.want {
 					t.Fatalf("nginx serves %q, want %q", got, tt.want)
 				}
@@ -489,9 +488,7 @@ func TestStartWaitsForTheLabelledColorNeverAnOlderOne(t *testing.T) {
 		if got := h.serving().Color; got != "green" {
 			t.Fatalf("nginx serves %q, want green", got)
 		}
-		if err := h.stop(t); err != nil {
-			t.Fatal(err)
-		}
+		h.mustStop(t)
 	})
 }
 
@@ -546,9 +543,7 @@ func TestStartRetriesDockerErrors(t *testing.T) {
 		if h.errorsOf(edge.KindDockerAPI) < 2 {
 			t.Fatalf("docker_api counted %v", h.errorsOf(edge.KindDockerAPI))
 		}
-		if err := h.stop(t); err != nil {
-			t.Fatal(err)
-		}
+		h.mustStop(t)
 	})
 }
 
@@ -582,17 +577,13 @@ func TestAnEventFlipsAtOnce(t *testing.T) {
 		if got := h.serving().Color; got != "blue" {
 			t.Fatalf("after flipping back nginx serves %q", got)
 		}
-		if err := h.stop(t); err != nil {
-			t.Fatal(err)
-		}
+		h.mustStop(t)
 	})
 }
 
 func TestThePollCatchesAMissedEvent(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, options{resolvable: []string{"blue_app", "green_app"}, poll: 5 * time.Second})
-		h.run()
-		synctest.Wait()
+		h := runningHarness(t, options{resolvable: []string{"blue_app", "green_app"}, poll: 5 * time.Second})
 		h.svc.set("green", false)
 		time.Sleep(4 * time.Second)
 		synctest.Wait()
@@ -604,9 +595,7 @@ func TestThePollCatchesAMissedEvent(t *testing.T) {
 		if got := h.serving().Color; got != "green" {
 			t.Fatalf("after a poll nginx serves %q, want green", got)
 		}
-		if err := h.stop(t); err != nil {
-			t.Fatal(err)
-		}
+		h.mustStop(t)
 	})
 }
 
@@ -650,9 +639,7 @@ func TestRefusedChangesKeepTheRunningColorAndAreRetried(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				h := newHarness(t, options{resolvable: []string{"blue_app"}, poll: 5 * time.Second, user: tt.user})
-				h.run()
-				synctest.Wait()
+				h := runningHarness(t, options{resolvable: []string{"blue_app"}, poll: 5 * time.Second, user: tt.user})
 				before := h.serving()
 				tt.refuse(h)
 				time.Sleep(16 * time.Second) // three polls
@@ -680,9 +667,7 @@ func TestRefusedChangesKeepTheRunningColorAndAreRetried(t *testing.T) {
 						t.Fatalf("once mended nginx serves %q, want green", got)
 					}
 				}
-				if err := h.stop(t); err != nil {
-					t.Fatal(err)
-				}
+				h.mustStop(t)
 			})
 		})
 	}
@@ -709,9 +694,7 @@ func TestAReloadNginxDidNotApplyIsRetried(t *testing.T) {
 		if got, _, reloads, _ := h.nginx.state(); reloads != 2 || h.serving().Color != "green" || h.edge.Applied().Color != "green" {
 			t.Fatalf("after the retry: %d reloads, nginx serves %q (started %v)", reloads, h.serving().Color, got)
 		}
-		if err := h.stop(t); err != nil {
-			t.Fatal(err)
-		}
+		h.mustStop(t)
 	})
 }
 
@@ -745,18 +728,14 @@ func TestTheEventStreamIsReopenedWithBackoff(t *testing.T) {
 		if got := h.serving().Color; got != "green" {
 			t.Fatalf("after the stream came back nginx serves %q, want green", got)
 		}
-		if err := h.stop(t); err != nil {
-			t.Fatal(err)
-		}
+		h.mustStop(t)
 	})
 }
 
 func TestStopAndExit(t *testing.T) {
 	t.Run("second stop is at once", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			h := newHarness(t, options{resolvable: []string{"blue_app"}})
-			h.run()
-			synctest.Wait()
+			h := runningHarness(t, options{resolvable: []string{"blue_app"}})
 			h.cancel()
 			synctest.Wait()
 			h.edge.Abort()
@@ -770,9 +749,7 @@ func TestStopAndExit(t *testing.T) {
 	})
 	t.Run("nginx fails while stopping", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			h := newHarness(t, options{resolvable: []string{"blue_app"}})
-			h.run()
-			synctest.Wait()
+			h := runningHarness(t, options{resolvable: []string{"blue_app"}})
 			h.cancel()
 			synctest.Wait()
 			h.nginx.exit(errors.New("exit status 1"))
@@ -784,9 +761,7 @@ func TestStopAndExit(t *testing.T) {
 	})
 	t.Run("nginx exits on its own", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			h := newHarness(t, options{resolvable: []string{"blue_app"}})
-			h.run()
-			synctest.Wait()
+			h := runningHarness(t, options{resolvable: []string{"blue_app"}})
 			h.nginx.exit(nil) // status 0, but nobody asked
 			var xe *edge.ExitError
 			if err := <-h.result; !errors.As(err, &xe) || xe.Code == 0 || !strings.Contains(err.Error(), "on its own") {
@@ -841,7 +816,7 @@ func TestNewRefusesBadConfig(t *testing.T) {
 					WorkerShutdownTimeout: time.Second, ConnectTimeout: time.Second, PidPath: dir + "/p", ErrorLog: "stderr",
 					AccessLog: "off", TempDir: dir},
 			}, edge.Deps{Services: newFakeServices(nil), Nginx: &fakeNginx{done: make(chan struct{})}, Template: tmpl,
-				Logger: newLogger(&syncBuffer{})}
+				Logger: newLogger(&testenv.SyncBuffer{})}
 	}
 	if _, err := edge.New(good()); err != nil {
 		t.Fatalf("good config refused: %v", err)

@@ -111,7 +111,7 @@ func TestReleaseResumesAcrossADrain(t *testing.T) {
 		})
 	}
 	cfg := releaseConfig([]string{"ws://" + blue.Addr().String(), "ws://" + green.Addr().String()})
-	var progress syncBuffer
+	var progress testenv.SyncBuffer
 	cfg.Progress = &progress
 	s := mustStart(t, cfg)
 	if got := s.Connected(); got["blue"] != 4 || got["green"] != 4 {

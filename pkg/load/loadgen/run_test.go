@@ -17,6 +17,7 @@ import (
 	"roomcast/pkg/load/loadgen"
 	"roomcast/pkg/server/httpapi"
 	"roomcast/pkg/server/replica"
+	"roomcast/pkg/testenv"
 )
 
 func testLogger() *slog.Logger {
@@ -110,24 +111,6 @@ func twoReplicas(t *testing.T) []string {
 	return []string{"ws://" + a.Addr().String(), "ws://" + b.Addr().String()}
 }
 
-// syncBuffer collects progress lines written from the run's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func mustRun(t *testing.T, cfg loadgen.Config) *loadgen.Report {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -187,7 +170,7 @@ func TestFanoutAcrossReplicas(t *testing.T) {
 	urls := twoReplicas(t)
 	cfg := tinyConfig(loadgen.FanoutSmall, urls)
 	cfg.ServerPIDs = []int{os.Getpid()} // the replicas run in this process
-	var progress syncBuffer
+	var progress testenv.SyncBuffer
 	cfg.Progress = &progress
 	rep := mustRun(t, cfg)
 

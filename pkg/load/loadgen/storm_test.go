@@ -38,7 +38,7 @@ func TestReconnectStormHonoursTheAcceptRate(t *testing.T) {
 	})
 	cfg := stormConfig([]string{"ws://" + r.Addr().String()})
 	cfg.Token = mintToken(t, testSecret)
-	var progress syncBuffer
+	var progress testenv.SyncBuffer
 	cfg.Progress = &progress
 	rep := mustRun(t, cfg)
 

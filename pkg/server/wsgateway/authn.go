@@ -7,6 +7,7 @@ import (
 
 	"roomcast/pkg/auth"
 	"roomcast/pkg/chat"
+	"roomcast/pkg/server/wsframe"
 )
 
 // SubprotocolV1 is the subprotocol a browser may offer next to its bearer.<token> entry;
@@ -63,9 +64,9 @@ type authError string
 func (e authError) Error() string { return string(e) }
 
 // closeTokenExpired is the close code for a connection whose token ran out.
-const closeTokenExpired = closePolicyViolation
+const closeTokenExpired = wsframe.ClosePolicyViolation
 
-// startExpiry arms the close at the token's expiry; a refresh moves the expiry, and the
+// startExpiry arms the close at the token's expiry; a token refresh moves the expiry, and the
 // timer re-arms itself for it.
 func (g *Gateway) startExpiry(c *wsConn, claims auth.Claims) {
 	c.readOnly.Store(claims.ReadOnly)
@@ -84,11 +85,12 @@ func (g *Gateway) startExpiry(c *wsConn, claims auth.Claims) {
 	c.expiry.Reset(time.Until(claims.Expires))
 }
 
-// refresh takes a new token for the connection: valid, for its room, expiring later.
-func (g *Gateway) refresh(c *wsConn, token string) {
+// refreshToken takes a new token for the connection (a refresh frame): valid, for its
+// room, expiring later.
+func (g *Gateway) refreshToken(c *wsConn, token string) {
 	if g.cfg.Auth == nil {
-		c.member.Send(errorFrame(chat.CodeBadRequest, "this server does not use tokens"))
-		g.hub.CountError(chat.KindBadRequest)
+		c.member.Send(wsframe.NoTokens)
+		g.errs.Count(chat.KindBadRequest)
 		return
 	}
 	claims, err := g.cfg.Auth.Verify(token)
@@ -99,8 +101,8 @@ func (g *Gateway) refresh(c *wsConn, token string) {
 		err = authError("the new token does not expire later than the current one")
 	}
 	if err != nil {
-		g.hub.CountError(chat.KindForbidden)
-		c.member.Send(errorFrame(chat.CodeForbidden, "refresh refused: "+err.Error()))
+		g.errs.Count(chat.KindForbidden)
+		c.member.Send(wsframe.RefreshRefused(err))
 		return
 	}
 	c.readOnly.Store(claims.ReadOnly)

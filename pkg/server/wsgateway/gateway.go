@@ -23,21 +23,15 @@ import (
 	"roomcast/pkg/chat"
 	"roomcast/pkg/server/hub"
 	"roomcast/pkg/server/ratelimit"
+	"roomcast/pkg/server/servermetrics"
+	"roomcast/pkg/server/wsframe"
 )
-
-// Close codes sent by the gateway.
-const (
-	closeUnsupportedData = 1003
-	closePolicyViolation = 1008
-)
-
-// PathPrefix is where rooms live: PathPrefix + "{room}" with an optional trailing slash.
-const PathPrefix = "/ws/chat/"
 
 // Config is the gateway's policy.
 type Config struct {
 	// MaxMessageBytes is the largest accepted message text. Frames may be up to
-	// 4 × MaxMessageBytes + 1 KiB, room for JSON escaping; bigger ones close with 1009.
+	// 4 × MaxMessageBytes + 1 KiB, room for JSON escaping; bigger ones close with
+	// wsframe.CloseMessageTooBig.
 	MaxMessageBytes int
 	// RateLimit is applied to every frame a client sends.
 	RateLimit ratelimit.Config
@@ -73,14 +67,14 @@ type Gateway struct {
 	received   prometheus.Counter
 	authFails  *prometheus.CounterVec
 	rejected   *prometheus.CounterVec
+	errs       *servermetrics.Errors
 
-	errRateLimited []byte
-	errUnavailable []byte
-	errReadOnly    []byte
+	errRateLimited []byte // the frame, which depends on the configured rate
 }
 
-// New returns a gateway that joins members to h and publishes on broker.
-func New(cfg Config, h *hub.Hub, broker chat.Broker, log *slog.Logger, reg prometheus.Registerer) *Gateway {
+// New returns a gateway that joins members to h, publishes on broker, counts errors in
+// errs (shared with the hub) and registers its other metrics with reg.
+func New(cfg Config, h *hub.Hub, broker chat.Broker, errs *servermetrics.Errors, log *slog.Logger, reg prometheus.Registerer) *Gateway {
 	if cfg.SubscribeTimeout <= 0 {
 		cfg.SubscribeTimeout = 5 * time.Second
 	}
@@ -104,10 +98,8 @@ func New(cfg Config, h *hub.Hub, broker chat.Broker, log *slog.Logger, reg prome
 		rejected: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "roomcast_admission_rejected_total", Help: "Upgrades refused by an admission limit or readiness, by reason.",
 		}, []string{"reason"}),
-		errRateLimited: errorFrame(chat.CodeRateLimited, "too many messages: "+
-			strconv.FormatFloat(cfg.RateLimit.PerSecond, 'g', -1, 64)+"/s allowed, burst "+strconv.Itoa(cfg.RateLimit.Burst)),
-		errUnavailable: errorFrame(chat.CodeUnavailable, "message not sent: the server has no broker connection, try again"),
-		errReadOnly:    errorFrame(chat.CodeForbidden, "message not sent: this token may read the room but not write to it"),
+		errs:           errs,
+		errRateLimited: wsframe.RateLimited(cfg.RateLimit.PerSecond, cfg.RateLimit.Burst),
 	}
 	for _, r := range auth.Reasons {
 		g.authFails.WithLabelValues(string(r))
@@ -134,59 +126,96 @@ func (g *Gateway) newUpgrader(subprotocols []string) *gws.Upgrader {
 		Logger:     gwsLogger{g.log},
 		Recovery: func(gws.Logger) {
 			if p := recover(); p != nil {
-				g.hub.CountError(chat.KindInternal)
+				g.errs.Count(chat.KindInternal)
 				g.log.Error("panic in WebSocket handler", "panic", p, "stack", string(debug.Stack()))
 			}
 		},
 	})
 }
 
-// RoomFromPath returns the room of a /ws/chat/{room}[/] path, validated.
-func RoomFromPath(path string) (string, error) {
-	rest, ok := strings.CutPrefix(path, PathPrefix)
+// ServeHTTP answers an upgrade in steps, each of which may refuse the request with a
+// JSON error (and count why): check the request, authenticate it, admit it, join its
+// room, upgrade the connection, then replay what a resuming client missed.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	req, ok := g.checkRequest(w, r)
 	if !ok {
-		return "", fmt.Errorf("%w: path must be %s{room}/", chat.ErrInvalidRoom, PathPrefix)
+		return
 	}
-	rest = strings.TrimSuffix(rest, "/")
-	if err := chat.ValidateRoom(rest); err != nil {
-		return "", err
+	if !g.authenticate(w, r, &req) {
+		return
 	}
-	return rest, nil
+	releaseIP, ok := g.admit(w, r, req.room)
+	if !ok {
+		return
+	}
+	member, ok := g.join(w, r, req)
+	if !ok {
+		releaseIP()
+		return
+	}
+	if err := g.upgrade(w, r, member, req, releaseIP); err != nil {
+		releaseIP()
+		g.hub.Leave(member)
+		g.log.Debug("upgrade failed", "room", req.room, "err", err)
+		return
+	}
+	if req.resume != nil {
+		go g.replay(member, *req.resume)
+	}
 }
 
-func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+// upgradeRequest is what ServeHTTP has learnt about an upgrade it goes on with.
+type upgradeRequest struct {
+	room    string
+	resume  *resumeRequest // nil unless the client resumes and history is on
+	claims  *auth.Claims   // nil when auth is off
+	offered []string       // the subprotocols the client offered
+}
+
+// checkRequest checks what needs no state: the method, the room's name, the Origin, the
+// resume parameters and the WebSocket headers.
+func (g *Gateway) checkRequest(w http.ResponseWriter, r *http.Request) (upgradeRequest, bool) {
 	if r.Method != http.MethodGet {
 		w.Header().Set("Allow", http.MethodGet)
 		writeJSONError(w, http.StatusMethodNotAllowed, "method not allowed", "use GET with a WebSocket upgrade")
-		return
+		return upgradeRequest{}, false
 	}
 	room, err := RoomFromPath(r.URL.Path)
 	if err != nil {
-		g.hub.CountError(chat.KindInvalidRoom)
+		g.errs.Count(chat.KindInvalidRoom)
 		writeJSONError(w, http.StatusBadRequest, "invalid room name",
 			"a room name is 1 to 64 characters of [A-Za-z0-9_-]: "+err.Error())
-		return
+		return upgradeRequest{}, false
 	}
 	if origin := r.Header.Get("Origin"); origin != "" && len(g.cfg.AllowedOrigins) > 0 &&
 		!slices.Contains(g.cfg.AllowedOrigins, origin) {
-		g.hub.CountError(chat.KindForbiddenOrigin)
+		g.errs.Count(chat.KindForbiddenOrigin)
 		writeJSONError(w, http.StatusForbidden, "origin not allowed", "Origin "+strconv.Quote(origin)+" is not in ROOMCAST_ALLOWED_ORIGINS")
-		return
+		return upgradeRequest{}, false
 	}
 	resume, err := parseResume(r)
 	if err != nil {
-		g.hub.CountError(chat.KindBadRequest)
+		g.errs.Count(chat.KindBadRequest)
 		writeJSONError(w, http.StatusBadRequest, "invalid resume parameters", err.Error())
-		return
+		return upgradeRequest{}, false
+	}
+	if g.cfg.History == nil {
+		resume = nil // accepted, and ignored: there is nothing to replay
 	}
 	if !isWebSocketUpgrade(r) {
 		w.Header().Set("Upgrade", "websocket")
 		w.Header().Set("Connection", "Upgrade")
 		writeJSONError(w, http.StatusUpgradeRequired, "websocket upgrade required",
 			"connect with a WebSocket client (Upgrade: websocket, Sec-WebSocket-Version: 13)")
-		return
+		return upgradeRequest{}, false
 	}
-	claims, offered, err := g.authorize(r, room)
+	return upgradeRequest{room: room, resume: resume}, true
+}
+
+// authenticate checks the token for req's room and fills in req's claims and offered
+// subprotocols.
+func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request, req *upgradeRequest) bool {
+	claims, offered, err := g.authorize(r, req.room)
 	if err != nil {
 		var ae *auth.Error
 		reason := auth.ReasonMalformed
@@ -200,52 +229,46 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="roomcast"`)
 			writeJSONError(w, http.StatusUnauthorized, "unauthorized", err.Error())
 		}
-		return
+		return false
 	}
+	req.claims, req.offered = claims, offered
+	return true
+}
+
+// join makes the client a member of its room: held, for a client that resumes, until its
+// replay is sent.
+func (g *Gateway) join(w http.ResponseWriter, r *http.Request, req upgradeRequest) (*hub.Member, bool) {
+	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.SubscribeTimeout)
+	defer cancel()
+	var member *hub.Member
+	var err error
+	if req.resume != nil {
+		member, err = g.hub.JoinHeld(ctx, req.room)
+	} else {
+		member, err = g.hub.Join(ctx, req.room)
+	}
+	switch {
+	case errors.Is(err, hub.ErrDraining):
+		g.rejected.WithLabelValues(rejectDraining).Inc()
+		writeJSONError(w, http.StatusServiceUnavailable, "draining", "this replica is shutting down; reconnect")
+		return nil, false
+	case err != nil:
+		g.log.Warn("join failed", "room", req.room, "err", err)
+		writeJSONError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+		return nil, false
+	}
+	return member, true
+}
+
+// admit applies readiness and the admission limits; on refusal it has answered the
+// request. The returned release gives the client's per-address slot back when the
+// connection ends.
+func (g *Gateway) admit(w http.ResponseWriter, r *http.Request, room string) (release func(), ok bool) {
 	if err := g.broker.Ready(); err != nil {
 		g.rejected.WithLabelValues(rejectNotReady).Inc()
 		writeJSONError(w, http.StatusServiceUnavailable, "not ready", err.Error())
-		return
+		return nil, false
 	}
-	releaseIP, ok := g.admit(w, r, room)
-	if !ok {
-		return
-	}
-	resuming := resume != nil && g.cfg.History != nil
-	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.SubscribeTimeout)
-	var member *hub.Member
-	if resuming {
-		member, err = g.hub.JoinHeld(ctx, room)
-	} else {
-		member, err = g.hub.Join(ctx, room)
-	}
-	cancel()
-	switch {
-	case errors.Is(err, hub.ErrDraining):
-		releaseIP()
-		g.rejected.WithLabelValues(rejectDraining).Inc()
-		writeJSONError(w, http.StatusServiceUnavailable, "draining", "this replica is shutting down; reconnect")
-		return
-	case err != nil:
-		releaseIP()
-		g.log.Warn("join failed", "room", room, "err", err)
-		writeJSONError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
-		return
-	}
-	if err := g.upgrade(w, r, member, claims, offered, releaseIP); err != nil {
-		releaseIP()
-		g.hub.Leave(member)
-		g.log.Debug("upgrade failed", "room", room, "err", err)
-		return
-	}
-	if resuming {
-		go g.replay(member, *resume)
-	}
-}
-
-// admit applies the admission limits; on refusal it has answered the request. The
-// returned release gives the client's per-address slot back when the connection ends.
-func (g *Gateway) admit(w http.ResponseWriter, r *http.Request, room string) (release func(), ok bool) {
 	l := g.cfg.Limits
 	if l.MaxConnections > 0 && g.hub.Len() >= l.MaxConnections {
 		g.rejected.WithLabelValues(rejectMaxConnections).Inc()
@@ -277,14 +300,15 @@ func (g *Gateway) admit(w http.ResponseWriter, r *http.Request, room string) (re
 	return release, true
 }
 
-func (g *Gateway) upgrade(w http.ResponseWriter, r *http.Request, member *hub.Member, claims *auth.Claims, offered []string, releaseIP func()) error {
+// upgrade hijacks the connection, answers the handshake and attaches member to it.
+func (g *Gateway) upgrade(w http.ResponseWriter, r *http.Request, member *hub.Member, req upgradeRequest, releaseIP func()) error {
 	upgrader := g.upgrader
 	switch {
-	case slices.Contains(offered, SubprotocolV1):
+	case slices.Contains(req.offered, SubprotocolV1):
 		upgrader = g.upgraderV1
-	case len(offered) > 0:
+	case len(req.offered) > 0:
 		// A browser that sent only bearer.<token> needs it selected back.
-		for _, p := range offered {
+		for _, p := range req.offered {
 			if strings.HasPrefix(p, bearerProtocolPrefix) {
 				upgrader = g.newUpgrader([]string{p})
 				break
@@ -315,8 +339,8 @@ func (g *Gateway) upgrade(w http.ResponseWriter, r *http.Request, member *hub.Me
 	}
 	c.ws = socket
 	c.touch(g.cfg.IdleTimeout)
-	if claims != nil {
-		g.startExpiry(c, *claims)
+	if req.claims != nil {
+		g.startExpiry(c, *req.claims)
 	}
 	member.Attach(c)
 	go socket.ReadLoop()

@@ -25,9 +25,10 @@ type heldFrame struct {
 // ErrClosed is returned by SendMessage once the member's connection is closing.
 var ErrClosed = errors.New("connection closed")
 
-// SendMessage queues a chat message frame for this member only (a message of its replay), counted
-// as a delivery. Unlike fan-out it waits, up to ctx, while the queue is three-quarters
-// full, so a long replay is paced by the client instead of making it a slow consumer.
+// SendMessage queues a chat message frame for this member only (a message of its
+// replay), counted as a delivery. Unlike fan-out it waits, up to ctx, while the queue is
+// three-quarters full, so a long replay is paced by the client instead of making it a
+// slow consumer.
 func (m *Member) SendMessage(ctx context.Context, frame []byte, accepted time.Time) error {
 	var at int64
 	if !accepted.IsZero() {

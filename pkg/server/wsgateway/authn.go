@@ -1,6 +1,7 @@
 package wsgateway
 
 import (
+	"errors"
 	"net/http"
 	"strings"
 	"time"
@@ -55,6 +56,29 @@ func (g *Gateway) authorize(r *http.Request, room string) (*auth.Claims, []strin
 		return nil, offered, &auth.Error{Reason: auth.ReasonRoom, Err: errRoomNotAllowed}
 	}
 	return &c, offered, nil
+}
+
+// authenticate checks the token for req's room and fills in req's claims and offered
+// subprotocols.
+func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request, req *upgradeRequest) bool {
+	claims, offered, err := g.authorize(r, req.room)
+	if err != nil {
+		var ae *auth.Error
+		reason := auth.ReasonMalformed
+		if errors.As(err, &ae) {
+			reason = ae.Reason
+		}
+		g.authFails.WithLabelValues(string(reason)).Inc()
+		if reason == auth.ReasonRoom {
+			writeJSONError(w, http.StatusForbidden, "forbidden", err.Error())
+		} else {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="roomcast"`)
+			writeJSONError(w, http.StatusUnauthorized, "unauthorized", err.Error())
+		}
+		return false
+	}
+	req.claims, req.offered = claims, offered
+	return true
 }
 
 var errRoomNotAllowed = authError("the token's rooms claim does not include this room")

@@ -90,8 +90,8 @@ func (e authError) Error() string { return string(e) }
 // closeTokenExpired is the close code for a connection whose token ran out.
 const closeTokenExpired = wsframe.ClosePolicyViolation
 
-// startExpiry arms the close at the token's expiry; a token refresh moves the expiry, and the
-// timer re-arms itself for it.
+// startExpiry arms the close at the token's expiry; a token refresh moves the expiry,
+// and the timer re-arms itself for it.
 func (g *Gateway) startExpiry(c *wsConn, claims auth.Claims) {
 	c.readOnly.Store(claims.ReadOnly)
 	c.expires.Store(claims.Expires.UnixNano())

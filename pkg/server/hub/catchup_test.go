@@ -76,7 +76,7 @@ func (f *fixture) publishNumbered(t *testing.T, seq, prev uint64) {
 
 func withHistory(h chat.History, timeout time.Duration) func(*hub.Config) {
 	return func(c *hub.Config) {
-		c.History, c.CatchUpTimeout, c.TruncatedFrame = h, timeout, []byte("truncated")
+		c.History, c.CatchUpTimeout = h, timeout
 	}
 }
 

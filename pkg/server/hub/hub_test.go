@@ -1,7 +1,10 @@
 package hub_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -9,7 +12,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,6 +21,8 @@ import (
 
 	"roomcast/pkg/chat"
 	"roomcast/pkg/server/hub"
+	"roomcast/pkg/server/servermetrics"
+	"roomcast/pkg/server/wsframe"
 	"roomcast/pkg/testenv"
 )
 
@@ -81,7 +85,8 @@ func (s *fakeSub) Unsubscribe() error {
 // not read) until Close, which ends a stuck write as a write deadline would.
 type fakeSocket struct {
 	mu        sync.Mutex
-	frames    []string
+	frames    []string // described
+	raw       [][]byte
 	writes    [][]string
 	closed    chan struct{}
 	closeCode uint16
@@ -107,8 +112,9 @@ func (s *fakeSocket) WriteFrames(frames [][]byte) error {
 	defer s.mu.Unlock()
 	var w []string
 	for _, f := range frames {
-		s.frames = append(s.frames, string(f))
-		w = append(w, string(f))
+		s.frames = append(s.frames, describe(f))
+		s.raw = append(s.raw, f)
+		w = append(w, describe(f))
 	}
 	s.writes = append(s.writes, w)
 	return nil
@@ -121,6 +127,43 @@ func (s *fakeSocket) Close(code uint16, _ string) {
 		s.mu.Unlock()
 		close(s.closed)
 	})
+}
+
+// describe names a frame the hub wrote, for comparisons: "room:text" for a chat message,
+// "ping" and "truncated" for those frames, and anything else (a frame a test queued
+// itself) as it is.
+func describe(frame []byte) string {
+	switch {
+	case bytes.Equal(frame, wsframe.Ping):
+		return "ping"
+	case bytes.Equal(frame, wsframe.Truncated):
+		return "truncated"
+	}
+	if payload, ok := textPayload(frame); ok {
+		var f chat.ServerFrame
+		if json.Unmarshal(payload, &f) == nil && f.Type == "message" {
+			return f.Room + ":" + f.Message
+		}
+	}
+	return string(frame)
+}
+
+// textPayload returns the payload of an unmasked, final text frame.
+func textPayload(frame []byte) ([]byte, bool) {
+	if len(frame) < 2 || frame[0] != 0x81 {
+		return nil, false
+	}
+	n, rest := int(frame[1]), frame[2:]
+	switch {
+	case n == 126 && len(rest) >= 2:
+		n, rest = int(binary.BigEndian.Uint16(rest)), rest[2:]
+	case n == 127 && len(rest) >= 8:
+		n, rest = int(binary.BigEndian.Uint64(rest)), rest[8:]
+	}
+	if len(rest) != n {
+		return nil, false
+	}
+	return rest, true
 }
 
 func (s *fakeSocket) got() []string {
@@ -154,11 +197,16 @@ func (s *fakeSocket) waitFrames(t *testing.T, n int) []string {
 	return nil
 }
 
+func (s *fakeSocket) rawFrames() [][]byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.raw)
+}
+
 type fixture struct {
-	hub     *hub.Hub
-	broker  *fakeBroker
-	reg     *prometheus.Registry
-	encodes atomic.Int64
+	hub    *hub.Hub
+	broker *fakeBroker
+	reg    *prometheus.Registry
 }
 
 func newFixture(t *testing.T, mod func(*hub.Config)) *fixture {
@@ -167,15 +215,11 @@ func newFixture(t *testing.T, mod func(*hub.Config)) *fixture {
 	cfg := hub.Config{
 		SendQueueFrames: 64,
 		SendQueueBytes:  1 << 20,
-		Encode: func(m chat.Message) []byte {
-			f.encodes.Add(1)
-			return []byte(m.Room + ":" + m.Text)
-		},
 	}
 	if mod != nil {
 		mod(&cfg)
 	}
-	f.hub = hub.New(cfg, f.broker, slog.New(slog.NewTextHandler(io.Discard, nil)), f.reg)
+	f.hub = hub.New(cfg, f.broker, servermetrics.NewErrors(f.reg), slog.New(slog.NewTextHandler(io.Discard, nil)), f.reg)
 	t.Cleanup(f.hub.Close) // registered first, so it runs after the members have left
 	return f
 }
@@ -188,7 +232,7 @@ func (f *fixture) join(t *testing.T, room string) (*hub.Member, *fakeSocket) {
 	}
 	s := newSocket()
 	m.Attach(s)
-	t.Cleanup(func() { s.Close(1000, ""); f.hub.Leave(m) })
+	t.Cleanup(func() { s.Close(wsframe.CloseNormal, ""); f.hub.Leave(m) })
 	return m, s
 }
 
@@ -232,8 +276,12 @@ func TestMessageIsEncodedOnceAndReachesEveryMemberOnce(t *testing.T) {
 			t.Errorf("member %d got %q", i, got)
 		}
 	}
-	if n := f.encodes.Load(); n != 1 {
-		t.Errorf("message encoded %d times for 5 members, want once", n)
+	// Encoded once: every member was given the very same bytes.
+	first := sockets[0].rawFrames()[0]
+	for i, s := range sockets[1:] {
+		if f := s.rawFrames()[0]; &f[0] != &first[0] {
+			t.Errorf("member %d got a frame of its own: the message was encoded more than once", i+1)
+		}
 	}
 	if got := other.got(); len(got) != 0 {
 		t.Errorf("member of another room got %q", got)
@@ -314,7 +362,7 @@ func TestSlowMemberIsClosedWith1013AndNobodyElseWaits(t *testing.T) {
 			s.waitFrames(t, i+1)
 		}
 	}
-	if code := slow.waitClosed(t); code != hub.CloseTryAgainLater {
+	if code := slow.waitClosed(t); code != wsframe.CloseTryAgainLater {
 		t.Fatalf("slow member closed with %d, want 1013", code)
 	}
 	for i, s := range fast {
@@ -340,7 +388,7 @@ func TestQueueIsAlsoBoundedInBytes(t *testing.T) {
 	for range 10 {
 		f.publish(t, "lobby", strings.Repeat("x", 40))
 	}
-	if code := slow.waitClosed(t); code != hub.CloseTryAgainLater {
+	if code := slow.waitClosed(t); code != wsframe.CloseTryAgainLater {
 		t.Fatalf("closed with %d, want 1013", code)
 	}
 }
@@ -355,7 +403,7 @@ func TestFramesQueuedDuringAWriteGoOutInOneBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.Attach(s)
-	t.Cleanup(func() { s.Close(1000, ""); f.hub.Leave(m) })
+	t.Cleanup(func() { s.Close(wsframe.CloseNormal, ""); f.hub.Leave(m) })
 	f.publish(t, "lobby", "first")
 	<-s.inWrite // the writer is now stuck on "first"
 	for i := range 5 {
@@ -384,10 +432,10 @@ func TestCloseWritesWhatIsQueuedFirst(t *testing.T) {
 	f.publish(t, "lobby", "a")
 	<-s.inWrite
 	f.publish(t, "lobby", "b")
-	m.Close(hub.CloseServiceRestart, "server restarting")
+	m.Close(wsframe.CloseServiceRestart, "server restarting")
 	f.publish(t, "lobby", "after close")
 	close(s.gate)
-	if code := s.waitClosed(t); code != hub.CloseServiceRestart {
+	if code := s.waitClosed(t); code != wsframe.CloseServiceRestart {
 		t.Fatalf("closed with %d, want 1012", code)
 	}
 	if got := s.got(); !slices.Equal(got, []string{"lobby:a", "lobby:b"}) {
@@ -488,11 +536,11 @@ func TestCloseAllClosesEveryoneWith1012SpreadOverTheWindow(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := f.hub.CloseAll(ctx, hub.CloseServiceRestart, "server restarting", 20*time.Second); err != nil {
+	if err := f.hub.CloseAll(ctx, wsframe.CloseServiceRestart, "server restarting", 20*time.Second); err != nil {
 		t.Fatalf("CloseAll: %v", err)
 	}
 	for i, s := range sockets {
-		if code := s.waitClosed(t); code != hub.CloseServiceRestart {
+		if code := s.waitClosed(t); code != wsframe.CloseServiceRestart {
 			t.Errorf("member %d closed with %d, want 1012", i, code)
 		}
 	}
@@ -521,7 +569,7 @@ func TestCloseAllStopsWhenItsContextEnds(t *testing.T) {
 	f.join(t, "lobby")
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := f.hub.CloseAll(ctx, hub.CloseServiceRestart, "", time.Hour); !errors.Is(err, context.Canceled) {
+	if err := f.hub.CloseAll(ctx, wsframe.CloseServiceRestart, "", time.Hour); !errors.Is(err, context.Canceled) {
 		t.Fatalf("CloseAll with a cancelled context: %v", err)
 	}
 }
@@ -541,13 +589,12 @@ func TestNoDeliveryAfterLeave(t *testing.T) {
 func TestPingsReachEveryAttachedMember(t *testing.T) {
 	f := newFixture(t, func(c *hub.Config) {
 		c.PingInterval = 10 * time.Millisecond
-		c.PingFrame = []byte("ping")
 	})
 	_, s1 := f.join(t, "a")
 	_, s2 := f.join(t, "b")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); f.hub.Run(ctx) }()
+	go func() { defer close(done); f.hub.Keepalive(ctx) }()
 	defer func() { cancel(); <-done }()
 	for _, s := range []*fakeSocket{s1, s2} {
 		if got := s.waitFrames(t, 2); got[0] != "ping" {
@@ -625,7 +672,7 @@ func TestAHeldMemberGetsItsReplayThenTheLiveMessagesItDidNotHave(t *testing.T) {
 	}
 	s := newSocket()
 	m.Attach(s)
-	t.Cleanup(func() { s.Close(1000, ""); f.hub.Leave(m) })
+	t.Cleanup(func() { s.Close(wsframe.CloseNormal, ""); f.hub.Leave(m) })
 	_, other := f.join(t, "lobby")
 	// Live messages 2..4 arrive while the history (1..3) is replayed; 0 has no seq.
 	for _, seq := range []uint64{2, 3, 0, 4} {
@@ -661,7 +708,7 @@ func TestSendMessageWaitsForRoomInsteadOfOverflowing(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.Attach(s)
-	t.Cleanup(func() { s.Close(1000, ""); f.hub.Leave(m) })
+	t.Cleanup(func() { s.Close(wsframe.CloseNormal, ""); f.hub.Leave(m) })
 	done := make(chan error, 1)
 	go func() {
 		for i := range 50 {

@@ -1,13 +1,10 @@
 package hub
 
 import (
-	"context"
-	"errors"
-	"fmt"
 	"sync"
-	"time"
 
 	"roomcast/pkg/chat"
+	"roomcast/pkg/server/wsframe"
 )
 
 // Member is one connection in one room.
@@ -31,16 +28,10 @@ type Member struct {
 	closeReason    string
 	left           bool
 
-	// While a resuming member's history is replayed, live messages wait in held.
+	// While a resuming member's replay runs, its live messages are held; see resume.go.
 	holding bool
 	held    []heldFrame
 	space   chan struct{} // closed by the writer when it has made room; see SendMessage
-}
-
-type heldFrame struct {
-	frame    []byte
-	seq      uint64
-	accepted int64
 }
 
 // Room returns the name of the member's room.
@@ -83,89 +74,6 @@ func (m *Member) Close(code uint16, reason string) {
 	m.kickLocked()
 }
 
-// ErrClosed is returned by SendMessage once the member's connection is closing.
-var ErrClosed = errors.New("connection closed")
-
-// SendMessage queues a chat message frame for this member only (a replayed one), counted
-// as a delivery. Unlike fan-out it waits, up to ctx, while the queue is three-quarters
-// full, so a long replay is paced by the client instead of making it a slow consumer.
-func (m *Member) SendMessage(ctx context.Context, frame []byte, accepted time.Time) error {
-	var at int64
-	if !accepted.IsZero() {
-		at = accepted.UnixNano()
-	}
-	return m.sendPaced(ctx, frame, at)
-}
-
-func (m *Member) sendPaced(ctx context.Context, frame []byte, accepted int64) error {
-	for {
-		m.mu.Lock()
-		if m.closing {
-			m.mu.Unlock()
-			return ErrClosed
-		}
-		cfg := m.hub.cfg
-		if len(m.pending) < cfg.SendQueueFrames-cfg.SendQueueFrames/4 &&
-			m.pendingBytes+len(frame) <= cfg.SendQueueBytes-cfg.SendQueueBytes/4 {
-			m.mu.Unlock()
-			m.enqueue(frame, true, accepted)
-			return nil
-		}
-		if m.space == nil {
-			m.space = make(chan struct{})
-		}
-		space := m.space
-		m.mu.Unlock()
-		select {
-		case <-space:
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for room in the send queue: %w", ctx.Err())
-		}
-	}
-}
-
-// Release ends the hold of a resuming member: live messages that arrived meanwhile are
-// queued in order, paced like SendMessage, except those with a seq at or below after
-// (already replayed). Messages keep being held until the backlog is gone, so the order
-// is kept.
-func (m *Member) Release(ctx context.Context, after uint64) error {
-	for {
-		m.mu.Lock()
-		if len(m.held) == 0 {
-			m.holding = false
-			m.mu.Unlock()
-			return nil
-		}
-		backlog := m.held
-		m.held = nil
-		m.mu.Unlock()
-		for _, f := range backlog {
-			if f.seq != 0 && f.seq <= after {
-				continue
-			}
-			if err := m.sendPaced(ctx, f.frame, f.accepted); err != nil {
-				return err
-			}
-		}
-	}
-}
-
-// deliverLive queues a fan-out frame, or holds it while the member's history replays.
-func (m *Member) deliverLive(frame []byte, seq uint64, accepted int64) {
-	m.mu.Lock()
-	if m.holding && !m.closing {
-		if len(m.held) >= m.hub.cfg.HoldFrames {
-			m.abortLocked(CloseTryAgainLater, "slow consumer: too many messages while resuming")
-			return
-		}
-		m.held = append(m.held, heldFrame{frame: frame, seq: seq, accepted: accepted})
-		m.mu.Unlock()
-		return
-	}
-	m.mu.Unlock()
-	m.enqueue(frame, true, accepted)
-}
-
 // enqueue queues frame; a counted frame is a chat message, accepted at that Unix time in
 // nanoseconds (0 if unknown), which the writer turns into delivery latency.
 func (m *Member) enqueue(frame []byte, counted bool, accepted int64) {
@@ -175,7 +83,7 @@ func (m *Member) enqueue(frame []byte, counted bool, accepted int64) {
 		return
 	}
 	if len(m.pending) >= m.hub.cfg.SendQueueFrames || m.pendingBytes+len(frame) > m.hub.cfg.SendQueueBytes {
-		m.abortLocked(CloseTryAgainLater, "slow consumer: send queue full")
+		m.abortLocked(wsframe.CloseTryAgainLater, "slow consumer: send queue full")
 		return
 	}
 	m.pending = append(m.pending, frame)
@@ -200,7 +108,7 @@ func (m *Member) abortLocked(code uint16, reason string) {
 	m.wakeSenderLocked()
 	s := m.socket
 	m.mu.Unlock()
-	m.hub.CountError(chat.KindSlowConsumer)
+	m.hub.errs.Count(chat.KindSlowConsumer)
 	if s != nil {
 		// Close may wait for a write in progress; the enqueuing goroutine must not.
 		go s.Close(code, reason)
@@ -270,7 +178,7 @@ func (m *Member) write() {
 			m.mu.Unlock()
 			if !alreadyClosed {
 				// The transport's read side sees the closed connection and calls Leave.
-				s.Close(CloseInternalError, "write failed")
+				s.Close(wsframe.CloseInternalError, "write failed")
 			}
 			return
 		}

@@ -3,16 +3,15 @@ package hub
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
-
-	"roomcast/pkg/chat"
 )
 
+// metrics are the hub's own; the errors it counts go to the replica's shared
+// servermetrics.Errors.
 type metrics struct {
 	connectionsActive prometheus.Gauge
 	connectionsTotal  prometheus.Counter
 	messagesDelivered prometheus.Counter
 	roomsActive       prometheus.Gauge
-	errors            *prometheus.CounterVec
 	deliveryLatency   prometheus.Histogram
 	catchUps          *prometheus.CounterVec
 	catchUpRetries    *prometheus.CounterVec
@@ -33,9 +32,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		roomsActive: f.NewGauge(prometheus.GaugeOpts{
 			Name: "roomcast_rooms_active", Help: "Rooms with at least one member on this replica.",
 		}),
-		errors: f.NewCounterVec(prometheus.CounterOpts{
-			Name: "roomcast_errors_total", Help: "Errors by kind.",
-		}, []string{"kind"}),
 		deliveryLatency: f.NewHistogram(prometheus.HistogramOpts{
 			Name:    "roomcast_delivery_latency_seconds",
 			Help:    "Time from a message's acceptance on any replica to its frame being written to a member's socket on this one.",
@@ -53,9 +49,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, trigger := range []string{"reconnect", "gap"} {
 		m.catchUps.WithLabelValues(trigger)
 		m.catchUpRetries.WithLabelValues(trigger)
-	}
-	for _, kind := range chat.ErrorKinds {
-		m.errors.WithLabelValues(string(kind))
 	}
 	return m
 }

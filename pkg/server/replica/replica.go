@@ -24,6 +24,8 @@ import (
 	"roomcast/pkg/server/natsbroker"
 	"roomcast/pkg/server/natsembed"
 	"roomcast/pkg/server/ratelimit"
+	"roomcast/pkg/server/servermetrics"
+	"roomcast/pkg/server/wsframe"
 	"roomcast/pkg/server/wsgateway"
 )
 
@@ -123,20 +125,18 @@ func (r *Replica) build() error {
 		return err
 	}
 	r.broker = broker
+	errs := servermetrics.NewErrors(r.reg) // counted by the hub and the gateway
 	r.hub = hub.New(hub.Config{
 		SendQueueFrames: cfg.SendQueueFrames,
 		SendQueueBytes:  cfg.SendQueueBytes,
 		// A replay of a full room history may take a moment; hold what arrives meanwhile.
 		HoldFrames:   cfg.SendQueueFrames + cfg.HistorySize,
 		PingInterval: cfg.PingInterval,
-		PingFrame:    wsgateway.PingFrame,
-		Encode:       wsgateway.EncodeMessage,
 		Sleep:        cfg.DrainSleep,
 		// After a NATS outage the hub fills each room's gap from history.
 		History:        r.broker.History(),
-		TruncatedFrame: wsgateway.TruncatedFrame,
 		CatchUpTimeout: cfg.CatchUpTimeout,
-	}, r.broker, log.With("component", "hub"), r.reg)
+	}, r.broker, errs, log.With("component", "hub"), r.reg)
 	r.broker.OnReconnect(func() {
 		// Each room retries until it has its gap, for up to the hub's CatchUpTimeout; Close
 		// stops them.
@@ -154,7 +154,7 @@ func (r *Replica) build() error {
 		History:        r.broker.History(),
 		Auth:           cfg.Auth,
 		Limits:         cfg.Limits,
-	}, r.hub, r.broker, log.With("component", "gateway"), r.reg)
+	}, r.hub, r.broker, errs, log.With("component", "gateway"), r.reg)
 	r.http = httpapi.New(httpapi.Config{Addr: cfg.Addr, Identity: cfg.Identity}, gateway,
 		httpapi.Readiness{Draining: r.hub.Draining, Broker: r.broker.Ready}, r.reg, log.With("component", "http"), r.reg)
 	if err := r.http.Listen(); err != nil {
@@ -166,7 +166,7 @@ func (r *Replica) build() error {
 	r.pingsDone = make(chan struct{})
 	go func() {
 		defer close(r.pingsDone)
-		r.hub.Run(ctx)
+		r.hub.Keepalive(ctx)
 	}()
 	return nil
 }
@@ -209,7 +209,7 @@ func (r *Replica) Drain(ctx context.Context) error {
 	}
 	// Clients get the close frames' worth of time after the window to go away.
 	closeCtx, cancel := context.WithTimeout(ctx, r.cfg.DrainTimeout+10*time.Second)
-	err := r.hub.CloseAll(closeCtx, hub.CloseServiceRestart, "server restarting", r.cfg.DrainTimeout)
+	err := r.hub.CloseAll(closeCtx, wsframe.CloseServiceRestart, "server restarting", r.cfg.DrainTimeout)
 	cancel()
 	if ctx.Err() != nil {
 		return fmt.Errorf("drain interrupted: %w", ctx.Err())
@@ -242,7 +242,7 @@ func (r *Replica) close() {
 	if r.hub != nil {
 		// Drain has normally closed every WebSocket already; this is for an abort.
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_ = r.hub.CloseAll(ctx, hub.CloseServiceRestart, "server restarting", 0)
+		_ = r.hub.CloseAll(ctx, wsframe.CloseServiceRestart, "server restarting", 0)
 		cancel()
 		r.hub.Close() // catch-ups still retrying stop before the broker goes
 	}

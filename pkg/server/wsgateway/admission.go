@@ -1,9 +1,11 @@
 package wsgateway
 
 import (
+	"math"
 	"net"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -134,4 +136,44 @@ func (a *admission) trusted(addr netip.Addr) bool {
 		}
 	}
 	return false
+}
+
+// admit applies readiness and the admission limits; on refusal it has answered the
+// request. The returned release gives the client's per-address slot back when the
+// connection ends.
+func (g *Gateway) admit(w http.ResponseWriter, r *http.Request, room string) (release func(), ok bool) {
+	if err := g.broker.Ready(); err != nil {
+		g.rejected.WithLabelValues(rejectNotReady).Inc()
+		writeJSONError(w, http.StatusServiceUnavailable, "not ready", err.Error())
+		return nil, false
+	}
+	l := g.cfg.Limits
+	if l.MaxConnections > 0 && g.hub.Len() >= l.MaxConnections {
+		g.rejected.WithLabelValues(rejectMaxConnections).Inc()
+		writeJSONError(w, http.StatusServiceUnavailable, "too many connections",
+			"this replica holds its maximum of "+strconv.Itoa(l.MaxConnections)+" connections")
+		return nil, false
+	}
+	if l.MaxRoomMembers > 0 && g.hub.RoomSize(room) >= l.MaxRoomMembers {
+		g.rejected.WithLabelValues(rejectRoomFull).Inc()
+		writeJSONError(w, http.StatusServiceUnavailable, "room full",
+			"the room has its maximum of "+strconv.Itoa(l.MaxRoomMembers)+" members on this replica")
+		return nil, false
+	}
+	release, ok = g.admission.holdIP(g.admission.clientAddr(r))
+	if !ok {
+		g.rejected.WithLabelValues(rejectPerIP).Inc()
+		writeJSONError(w, http.StatusTooManyRequests, "too many connections from this address",
+			"at most "+strconv.Itoa(l.MaxConnectionsPerIP)+" connections per client address")
+		return nil, false
+	}
+	if ok, wait := g.admission.takeAccept(time.Now()); !ok {
+		release()
+		g.rejected.WithLabelValues(rejectAcceptRate).Inc()
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+		writeJSONError(w, http.StatusServiceUnavailable, "too many new connections",
+			"this replica accepts "+strconv.FormatFloat(l.AcceptRate, 'g', -1, 64)+" upgrades per second; retry")
+		return nil, false
+	}
+	return release, true
 }

@@ -1,12 +1,14 @@
 package wsgateway
 
 import (
+	"errors"
 	"net/http"
 	"strings"
 	"time"
 
 	"roomcast/pkg/auth"
 	"roomcast/pkg/chat"
+	"roomcast/pkg/server/wsframe"
 )
 
 // SubprotocolV1 is the subprotocol a browser may offer next to its bearer.<token> entry;
@@ -56,6 +58,29 @@ func (g *Gateway) authorize(r *http.Request, room string) (*auth.Claims, []strin
 	return &c, offered, nil
 }
 
+// authenticate checks the token for req's room and fills in req's claims and offered
+// subprotocols.
+func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request, req *upgradeRequest) bool {
+	claims, offered, err := g.authorize(r, req.room)
+	if err != nil {
+		var ae *auth.Error
+		reason := auth.ReasonMalformed
+		if errors.As(err, &ae) {
+			reason = ae.Reason
+		}
+		g.authFails.WithLabelValues(string(reason)).Inc()
+		if reason == auth.ReasonRoom {
+			writeJSONError(w, http.StatusForbidden, "forbidden", err.Error())
+		} else {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="roomcast"`)
+			writeJSONError(w, http.StatusUnauthorized, "unauthorized", err.Error())
+		}
+		return false
+	}
+	req.claims, req.offered = claims, offered
+	return true
+}
+
 var errRoomNotAllowed = authError("the token's rooms claim does not include this room")
 
 type authError string
@@ -63,10 +88,10 @@ type authError string
 func (e authError) Error() string { return string(e) }
 
 // closeTokenExpired is the close code for a connection whose token ran out.
-const closeTokenExpired = closePolicyViolation
+const closeTokenExpired = wsframe.ClosePolicyViolation
 
-// startExpiry arms the close at the token's expiry; a refresh moves the expiry, and the
-// timer re-arms itself for it.
+// startExpiry arms the close at the token's expiry; a token refresh moves the expiry,
+// and the timer re-arms itself for it.
 func (g *Gateway) startExpiry(c *wsConn, claims auth.Claims) {
 	c.readOnly.Store(claims.ReadOnly)
 	c.expires.Store(claims.Expires.UnixNano())
@@ -84,11 +109,12 @@ func (g *Gateway) startExpiry(c *wsConn, claims auth.Claims) {
 	c.expiry.Reset(time.Until(claims.Expires))
 }
 
-// refresh takes a new token for the connection: valid, for its room, expiring later.
-func (g *Gateway) refresh(c *wsConn, token string) {
+// refreshToken takes a new token for the connection (a refresh frame): valid, for its
+// room, expiring later.
+func (g *Gateway) refreshToken(c *wsConn, token string) {
 	if g.cfg.Auth == nil {
-		c.member.Send(errorFrame(chat.CodeBadRequest, "this server does not use tokens"))
-		g.hub.CountError(chat.KindBadRequest)
+		c.member.Send(wsframe.NoTokens)
+		g.errs.Count(chat.KindBadRequest)
 		return
 	}
 	claims, err := g.cfg.Auth.Verify(token)
@@ -99,8 +125,8 @@ func (g *Gateway) refresh(c *wsConn, token string) {
 		err = authError("the new token does not expire later than the current one")
 	}
 	if err != nil {
-		g.hub.CountError(chat.KindForbidden)
-		c.member.Send(errorFrame(chat.CodeForbidden, "refresh refused: "+err.Error()))
+		g.errs.Count(chat.KindForbidden)
+		c.member.Send(wsframe.RefreshRefused(err))
 		return
 	}
 	c.readOnly.Store(claims.ReadOnly)

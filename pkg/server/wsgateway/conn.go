@@ -10,6 +10,7 @@ import (
 
 	"roomcast/pkg/server/hub"
 	"roomcast/pkg/server/ratelimit"
+	"roomcast/pkg/server/wsframe"
 )
 
 // closeTimeout bounds the wait for a close frame to be written to a peer that does not
@@ -67,14 +68,15 @@ func (c *wsConn) WriteFrames(frames [][]byte) error {
 	return err
 }
 
-// closeGrace is how long, after a restart close (1012), the server keeps reading what
+// closeGrace is how long, after a restart close (wsframe.CloseServiceRestart), the
+// server keeps reading what
 // the client sent before it saw the close, waiting for the client's close reply.
 const closeGrace = 2 * time.Second
 
 // Close sends a close frame and closes the connection. The write deadline also ends a
 // WriteFrames stuck on a peer that stopped reading, so Close is bounded.
 //
-// A restart close (1012, a drain) is a handshake instead: the close frame goes out, and
+// A restart close (wsframe.CloseServiceRestart, a drain) is a handshake instead: the close frame goes out, and
 // the connection stays open for reading until the client answers it (gws then ends the
 // connection) or closeGrace passes, so that a message the client sent just before it
 // saw the close is still published rather than lost.
@@ -82,11 +84,11 @@ func (c *wsConn) Close(code uint16, reason string) {
 	c.closedByUs.Store(true)
 	now := time.Now()
 	_ = c.net.Conn.SetWriteDeadline(now.Add(closeTimeout))
-	if code != hub.CloseServiceRestart {
+	if code != wsframe.CloseServiceRestart {
 		_ = c.ws.WriteClose(code, []byte(reason))
 		return
 	}
-	if err := c.WriteFrames([][]byte{closeFrame(code, reason)}); err != nil {
+	if err := c.WriteFrames([][]byte{wsframe.Close(code, reason)}); err != nil {
 		_ = c.net.Conn.Close()
 		return
 	}

@@ -15,6 +15,7 @@ import (
 
 	"roomcast/pkg/chat"
 	"roomcast/pkg/server/ratelimit"
+	"roomcast/pkg/server/wsframe"
 )
 
 // events is gws's event handler for every connection of the gateway.
@@ -25,7 +26,7 @@ func (e events) OnOpen(*gws.Conn) {}
 func (e events) OnPing(socket *gws.Conn, payload []byte) {
 	c := connOf(socket)
 	c.touch(e.g.cfg.IdleTimeout)
-	c.member.Send(pongFrame(payload))
+	c.member.Send(wsframe.Pong(payload))
 }
 
 func (e events) OnPong(socket *gws.Conn, _ []byte) { connOf(socket).touch(e.g.cfg.IdleTimeout) }
@@ -37,8 +38,8 @@ func (e events) OnMessage(socket *gws.Conn, message *gws.Message) {
 	c.touch(g.cfg.IdleTimeout)
 	g.received.Inc()
 	if message.Opcode != gws.OpcodeText {
-		g.hub.CountError(chat.KindUnsupportedData)
-		c.Close(closeUnsupportedData, "binary frames are not supported")
+		g.errs.Count(chat.KindUnsupportedData)
+		c.Close(wsframe.CloseUnsupportedData, "binary frames are not supported")
 		return
 	}
 	now := time.Now()
@@ -48,15 +49,15 @@ func (e events) OnMessage(socket *gws.Conn, message *gws.Message) {
 	switch c.limiter.Check(now) {
 	case ratelimit.Allow:
 	case ratelimit.Drop:
-		g.hub.CountError(chat.KindRateLimited)
+		g.errs.Count(chat.KindRateLimited)
 		return
 	case ratelimit.DropAndWarn:
-		g.hub.CountError(chat.KindRateLimited)
+		g.errs.Count(chat.KindRateLimited)
 		c.member.Send(g.errRateLimited)
 		return
 	case ratelimit.Close:
-		g.hub.CountError(chat.KindRateLimited)
-		c.member.Close(closePolicyViolation, "rate limit exceeded for too long")
+		g.errs.Count(chat.KindRateLimited)
+		c.member.Close(wsframe.ClosePolicyViolation, "rate limit exceeded for too long")
 		return
 	}
 	frame, err := chat.DecodeClientFrame(message.Bytes(), g.cfg.MaxMessageBytes)
@@ -65,23 +66,23 @@ func (e events) OnMessage(socket *gws.Conn, message *gws.Message) {
 		if !errors.As(err, &ie) {
 			ie = &chat.InputError{Code: chat.CodeBadRequest, Kind: chat.KindBadRequest, Reason: err.Error()}
 		}
-		g.hub.CountError(ie.Kind)
-		c.member.Send(errorFrame(ie.Code, ie.Reason))
+		g.errs.Count(ie.Kind)
+		c.member.Send(wsframe.Error(ie.Code, ie.Reason))
 		return
 	}
 	if frame.Type == chat.FrameRefresh {
-		g.refresh(c, frame.Token)
+		g.refreshToken(c, frame.Token)
 		return
 	}
 	if c.readOnly.Load() {
-		g.hub.CountError(chat.KindForbidden)
-		c.member.Send(g.errReadOnly)
+		g.errs.Count(chat.KindForbidden)
+		c.member.Send(wsframe.ReadOnly)
 		return
 	}
 	msg := chat.Message{ID: g.ids.next(), Room: c.member.Room(), Text: frame.Message, Accepted: now.UTC()}
 	if err := g.broker.Publish(context.Background(), msg); err != nil {
-		g.hub.CountError(chat.KindBroker)
-		c.member.Send(g.errUnavailable)
+		g.errs.Count(chat.KindBroker)
+		c.member.Send(wsframe.Unavailable)
 		g.log.Debug("publish failed", "room", msg.Room, "err", err)
 	}
 }
@@ -96,7 +97,7 @@ func (e events) OnClose(socket *gws.Conn, err error) {
 	}
 	if !c.closedByUs.Load() {
 		if kind, ok := classifyClose(err); ok {
-			e.g.hub.CountError(kind)
+			e.g.errs.Count(kind)
 		}
 	}
 	e.g.hub.Leave(c.member)
@@ -110,11 +111,11 @@ func classifyClose(err error) (chat.ErrorKind, bool) {
 	var code interface{ Uint16() uint16 }
 	if errors.As(err, &code) {
 		switch code.Uint16() {
-		case 1009:
+		case wsframe.CloseMessageTooBig:
 			return chat.KindFrameTooLarge, true
-		case 1002:
+		case wsframe.CloseProtocolError:
 			return chat.KindProtocol, true
-		case 1007:
+		case wsframe.CloseInvalidPayload:
 			return chat.KindInvalidUTF8, true
 		}
 	}

@@ -10,6 +10,7 @@ import (
 
 	"roomcast/pkg/chat"
 	"roomcast/pkg/server/hub"
+	"roomcast/pkg/server/wsframe"
 )
 
 // resumeRequest is what a reconnecting client asks for: everything after since, in the
@@ -42,35 +43,37 @@ func parseResume(r *http.Request) (*resumeRequest, error) {
 }
 
 // replay sends a resuming member the stored messages it missed, then releases the live
-// messages held meanwhile, skipping those it already got: no gap, no duplicate.
+// messages held meanwhile, skipping those the replay had: no gap, no duplicate.
 func (g *Gateway) replay(member *hub.Member, req resumeRequest) {
 	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.ReplayTimeout)
 	defer cancel()
 	res, err := g.cfg.History.Replay(ctx, member.Room(), req.since, req.epoch)
 	if err != nil {
-		g.hub.CountError(chat.KindHistory)
+		g.errs.Count(chat.KindHistory)
 		g.log.Warn("replay failed; the client continues live", "room", member.Room(), "err", err)
-		member.Send(errorFrame(chat.CodeHistoryUnavailable, "history could not be replayed; continuing live: "+err.Error()))
-		g.release(ctx, member, req.since)
+		member.Send(wsframe.ReplayFailed(err))
+		g.releaseHeld(ctx, member, req.since)
 		return
 	}
 	if res.Truncated {
-		member.Send(errorFrame(chat.CodeHistoryTruncated,
-			"messages after seq "+strconv.FormatUint(req.since, 10)+" may have been dropped from history; replaying everything kept"))
+		member.Send(wsframe.ReplayTruncated(req.since))
 	}
 	for _, msg := range res.Messages {
-		if err := member.SendMessage(ctx, EncodeMessage(msg), msg.Accepted); err != nil {
+		if err := member.SendMessage(ctx, wsframe.EncodeMessage(msg), msg.Accepted); err != nil {
 			g.log.Debug("replay stopped", "room", member.Room(), "err", err)
 			break
 		}
 	}
-	g.release(ctx, member, res.Last)
+	g.releaseHeld(ctx, member, res.Last)
 }
 
-func (g *Gateway) release(ctx context.Context, member *hub.Member, after uint64) {
+// releaseHeld queues the live messages held for member during its replay, except those
+// up to seq after, which the replay had.
+func (g *Gateway) releaseHeld(ctx context.Context, member *hub.Member, after uint64) {
 	if err := member.Release(ctx, after); err != nil && !errors.Is(err, hub.ErrClosed) {
-		// The client did not read its backlog in time: it is as slow as it gets.
-		g.hub.CountError(chat.KindSlowConsumer)
-		member.Close(hub.CloseTryAgainLater, "slow consumer: backlog after resume not read")
+		// The client did not read its held messages in time: it is as slow as it gets.
+		// (The close reason is the one clients have always seen.)
+		g.errs.Count(chat.KindSlowConsumer)
+		member.Close(wsframe.CloseTryAgainLater, "slow consumer: backlog after resume not read")
 	}
 }

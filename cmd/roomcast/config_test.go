@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"roomcast/pkg/cli"
 	"strings"
 	"testing"
 	"time"
@@ -48,7 +49,7 @@ func TestInvalidEnvironmentExitsTwoWithOneLineNamingTheVariable(t *testing.T) {
 				t.Fatal("run accepted the value")
 			}
 			var out bytes.Buffer
-			if code := exitCode(err, &out); code != 2 {
+			if code := cli.ExitCode("roomcast", err, &out); code != 2 {
 				t.Fatalf("exit code %d, want 2 (%v)", code, err)
 			}
 			line := out.String()
@@ -67,20 +68,21 @@ func TestDefaultsAndEmptyValues(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Addr != ":8080" || cfg.SendQueue != 256 || cfg.MaxMessageBytes != 4096 || cfg.RateLimit != 20 ||
-		cfg.RateBurst != 40 || cfg.DrainDelay != 5*time.Second || cfg.DrainTimeout != 20*time.Second ||
-		cfg.PingInterval != 25*time.Second || cfg.Color != "local" || cfg.LogFormat != "json" || cfg.Instance == "" {
+	s := cfg.Server
+	if s.HTTP.Addr != ":8080" || s.Hub.SendQueueFrames != 256 || s.Gateway.MaxMessageBytes != 4096 || s.Gateway.RateLimit.PerSecond != 20 ||
+		s.Gateway.RateLimit.Burst != 40 || s.Drain.Delay != 5*time.Second || s.Drain.Timeout != 20*time.Second ||
+		s.Hub.PingInterval != 25*time.Second || s.HTTP.Identity.Color != "local" || cfg.Log.Format != "json" || s.HTTP.Identity.Instance == "" {
 		t.Fatalf("defaults: %+v", cfg)
 	}
-	if len(cfg.AllowedOrigins) != 2 || cfg.AllowedOrigins[1] != "https://b" {
-		t.Fatalf("origins: %q", cfg.AllowedOrigins)
+	if len(s.Gateway.AllowedOrigins) != 2 || s.Gateway.AllowedOrigins[1] != "https://b" {
+		t.Fatalf("origins: %q", s.Gateway.AllowedOrigins)
 	}
 }
 
 func TestHelpDocumentsEveryVariableWithItsDefault(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	err := run(context.Background(), []string{"-h"}, nil, &stdout, &stderr)
-	if code := exitCode(err, &stderr); code != 0 {
+	if code := cli.ExitCode("roomcast", err, &stderr); code != 0 {
 		t.Fatalf("-h exit code %d: %v", code, err)
 	}
 	for _, want := range []string{
@@ -101,7 +103,7 @@ func TestUnknownFlagOrArgumentExitsTwo(t *testing.T) {
 	for _, args := range [][]string{{"-port", "1"}, {"serve"}, {"healthcheck", "extra"}} {
 		var stdout, stderr bytes.Buffer
 		err := run(context.Background(), args, nil, &stdout, &stderr)
-		if code := exitCode(err, &bytes.Buffer{}); code != 2 {
+		if code := cli.ExitCode("roomcast", err, &bytes.Buffer{}); code != 2 {
 			t.Errorf("args %q: exit code %d (%v), want 2", args, code, err)
 		}
 	}

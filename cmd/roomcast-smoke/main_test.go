@@ -22,7 +22,7 @@ import (
 
 	"roomcast/pkg/auth"
 	"roomcast/pkg/server/httpapi"
-	"roomcast/pkg/server/replica"
+	"roomcast/pkg/server/replica/replicatest"
 )
 
 // The tests drive run() exactly as the command line does, against in-process replicas.
@@ -66,33 +66,8 @@ func startReplica(t *testing.T, name, natsURL, color string) string {
 // startReplicaWithAuth is startReplica with every upgrade needing a token of v.
 func startReplicaWithAuth(t *testing.T, name, natsURL, color string, v *auth.Verifier) string {
 	t.Helper()
-	cfg := replica.Config{
-		Auth:              v,
-		Addr:              "127.0.0.1:0",
-		NATSURL:           natsURL,
-		Identity:          httpapi.Identity{Color: color, Instance: name, Version: "v-test"},
-		MaxMessageBytes:   4096,
-		SendQueueFrames:   256,
-		SendQueueBytes:    1 << 20,
-		RateLimit:         20,
-		RateBurst:         40,
-		DrainTimeout:      100 * time.Millisecond,
-		PingInterval:      25 * time.Second,
-		NATSReconnectWait: 50 * time.Millisecond,
-	}
-	rep, err := replica.New(cfg, testLogger(t).With("replica", name))
-	if err != nil {
-		t.Fatalf("starting replica %s: %v", name, err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- rep.Serve() }()
-	t.Cleanup(func() {
-		rep.Close()
-		if err := <-served; err != nil {
-			t.Errorf("replica %s: Serve: %v", name, err)
-		}
-	})
-	return rep.Addr().String()
+	return replicatest.Start(t, replicatest.Instance(name), replicatest.NATS(natsURL), replicatest.Color(color),
+		replicatest.Auth(v), replicatest.RateLimit(20, 40)).Addr().String()
 }
 
 // freePort returns a port of 127.0.0.1 where nothing listens (it was free a moment ago).

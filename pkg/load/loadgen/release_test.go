@@ -12,15 +12,13 @@ import (
 
 	"roomcast/pkg/load/loadgen"
 	"roomcast/pkg/load/loadgen/historytest"
-	"roomcast/pkg/server/replica"
+	"roomcast/pkg/server/replica/replicatest"
 	"roomcast/pkg/testenv"
 )
 
-func withColor(color string) func(*replica.Config) {
-	return func(c *replica.Config) { c.Identity.Color = color }
-}
+func withColor(color string) replicatest.Option { return replicatest.Color(color) }
 
-func withHistory(c *replica.Config) { c.HistorySize, c.HistoryTTL = 1000, time.Hour }
+var withHistory = replicatest.History(1000)
 
 // eventually polls cond every 20ms for up to 20s.
 func eventually(t *testing.T, what string, cond func() bool) {

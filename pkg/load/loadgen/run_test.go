@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -15,8 +14,7 @@ import (
 	"time"
 
 	"roomcast/pkg/load/loadgen"
-	"roomcast/pkg/server/httpapi"
-	"roomcast/pkg/server/replica"
+	"roomcast/pkg/server/replica/replicatest"
 )
 
 func testLogger() *slog.Logger {
@@ -27,79 +25,26 @@ func testLogger() *slog.Logger {
 }
 
 // testReplica is an in-process server that the test may drain before its cleanup does.
-type testReplica struct {
-	*replica.Replica
-	drainOnce sync.Once
-	served    chan error
-}
+type testReplica struct{ *replicatest.Replica }
 
 // Drain drains the replica (the contract's lame-duck shutdown: 1012 for every client)
 // and waits for it to stop serving; later calls, the cleanup's included, do nothing.
-func (r *testReplica) Drain(t *testing.T) {
-	t.Helper()
-	r.drainOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := r.Replica.Drain(ctx); err != nil {
-			t.Errorf("Drain: %v", err)
-		}
-		if err := <-r.served; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-}
+func (r *testReplica) Drain(t *testing.T) { r.Shutdown(t) }
 
 // startReplica starts an in-process server; with natsURL empty it runs an embedded NATS
 // server that also listens on a free port, for further replicas.
-func startReplica(t *testing.T, name, natsURL string, mods ...func(*replica.Config)) *testReplica {
+func startReplica(t *testing.T, name, natsURL string, opts ...replicatest.Option) *testReplica {
 	t.Helper()
-	cfg := replica.Config{
-		Addr:              "127.0.0.1:0",
-		NATSURL:           natsURL,
-		Identity:          httpapi.Identity{Color: "test", Instance: name, Version: "v-test"},
-		MaxMessageBytes:   4096,
-		SendQueueFrames:   256,
-		SendQueueBytes:    1 << 20,
-		RateLimit:         100000,
-		RateBurst:         100000,
-		DrainTimeout:      100 * time.Millisecond,
-		PingInterval:      25 * time.Second,
-		NATSReconnectWait: 50 * time.Millisecond,
-	}
+	opts = append([]replicatest.Option{replicatest.Instance(name), replicatest.NATS(natsURL)}, opts...)
 	if natsURL == "" {
-		cfg.EmbeddedNATSAddr = "127.0.0.1:0"
+		opts = append(opts, replicatest.EmbeddedNATS())
 	}
-	for _, mod := range mods {
-		mod(&cfg)
-	}
-	rep, err := replica.New(cfg, testLogger().With("replica", name))
-	if err != nil {
-		t.Fatalf("starting replica %s: %v", name, err)
-	}
-	r := &testReplica{Replica: rep, served: make(chan error, 1)}
-	go func() { r.served <- rep.Serve() }()
-	// Wait until it serves, and stop it with Drain rather than Close: Replica.Serve sets a
-	// field that Close reads without synchronisation, and Drain's HTTP shutdown orders the
-	// two (through the http.Server's lock) once the listener is in use.
-	waitHealthy(t, "http://"+rep.Addr().String()+"/healthz")
+	r := &testReplica{replicatest.Start(t, opts...)}
+	// Stop it with Drain rather than Close: Replica.Serve sets a field that Close reads
+	// without synchronisation, and Drain's HTTP shutdown orders the two (through the
+	// http.Server's lock) once the listener is in use.
 	t.Cleanup(func() { r.Drain(t) })
 	return r
-}
-
-func waitHealthy(t *testing.T, url string) {
-	t.Helper()
-	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	for range 100 {
-		resp, err := client.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("%s never answered 200", url)
 }
 
 // twoReplicas starts two replicas sharing one NATS server and returns their base URLs.
@@ -265,7 +210,7 @@ func TestIdle(t *testing.T) {
 func TestIdleClientsAnswerPings(t *testing.T) {
 	// The server closes a connection silent for two ping intervals; the clients' pongs
 	// keep theirs open for several.
-	rep := startReplica(t, "a", "", func(c *replica.Config) { c.PingInterval = 300 * time.Millisecond })
+	rep := startReplica(t, "a", "", replicatest.PingInterval(300*time.Millisecond))
 	cfg := tinyConfig(loadgen.Idle, []string{"ws://" + rep.Addr().String()})
 	cfg.Conns, cfg.Members = 5, 5
 	cfg.Duration = 2 * time.Second

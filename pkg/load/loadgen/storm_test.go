@@ -11,7 +11,8 @@ import (
 
 	"roomcast/pkg/load/loadgen"
 	"roomcast/pkg/load/loadgen/historytest"
-	"roomcast/pkg/server/replica"
+	"roomcast/pkg/server/replica/replicatest"
+	"roomcast/pkg/server/wsgateway"
 	"roomcast/pkg/testenv"
 )
 
@@ -33,9 +34,7 @@ func TestReconnectStormHonoursTheAcceptRate(t *testing.T) {
 	// 212 clients against 100 upgrades/s (a bucket of 50): the connecting at the start is
 	// refused in part, and so are most of the storm's 200 reconnects at once. The server
 	// requires a token, so a reconnect without one would never come back.
-	r := startReplica(t, "storm", "", withAuth(t), func(c *replica.Config) {
-		c.Limits.AcceptRate, c.Limits.AcceptBurst = 100, 50
-	})
+	r := startReplica(t, "storm", "", withAuth(t), replicatest.Limits(wsgateway.Limits{AcceptRate: 100, AcceptBurst: 50}))
 	cfg := stormConfig([]string{"ws://" + r.Addr().String()})
 	cfg.Token = mintToken(t, testSecret)
 	var progress syncBuffer
@@ -126,7 +125,7 @@ func TestReconnectStormWithoutLimit(t *testing.T) {
 func TestReconnectStormThatCannotFinishIsBounded(t *testing.T) {
 	// One upgrade a second for 20 storm clients: they cannot all be back before the
 	// run's Duration runs out, which ends the storm window and fails the threshold.
-	r := startReplica(t, "slow", "", func(c *replica.Config) { c.Limits.AcceptRate, c.Limits.AcceptBurst = 1, 30 })
+	r := startReplica(t, "slow", "", replicatest.Limits(wsgateway.Limits{AcceptRate: 1, AcceptBurst: 30}))
 	cfg := stormConfig([]string{"ws://" + r.Addr().String()})
 	cfg.Rooms, cfg.Members, cfg.Conns = 1, 2, 20
 	cfg.Settle, cfg.Duration = 500*time.Millisecond, 4*time.Second

@@ -8,20 +8,20 @@ import (
 
 	"roomcast/pkg/auth"
 	"roomcast/pkg/load/loadgen"
-	"roomcast/pkg/server/replica"
+	"roomcast/pkg/server/replica/replicatest"
 	"roomcast/pkg/testenv"
 )
 
 var testSecret = []byte("loadgen test secret, 32 bytes at least")
 
 // withAuth makes a replica require HS256 tokens signed with testSecret.
-func withAuth(t *testing.T) func(*replica.Config) {
+func withAuth(t *testing.T) replicatest.Option {
 	t.Helper()
 	v, err := auth.New(auth.Config{Secret: testSecret})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return func(c *replica.Config) { c.Auth = v }
+	return replicatest.Auth(v)
 }
 
 // mintToken signs a token for the load generator's rooms (lg-*), valid for an hour.

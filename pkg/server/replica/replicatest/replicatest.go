@@ -6,8 +6,10 @@
 package replicatest
 
 import (
+	"context"
 	"fmt"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -102,6 +104,8 @@ type Replica struct {
 	*replica.Replica
 	done chan struct{}
 	err  error // Serve's, once done is closed
+
+	shutdownOnce sync.Once
 }
 
 // Start starts a replica and returns once it answers /healthz.
@@ -148,6 +152,22 @@ func (r *Replica) Wait(d time.Duration) error {
 	case <-time.After(d):
 		return fmt.Errorf("still serving %s after Drain or Close", d)
 	}
+}
+
+// Shutdown drains the replica (the lame-duck shutdown: every client is closed with 1012)
+// and waits for Serve to return, failing tb on an error; later calls do nothing.
+func (r *Replica) Shutdown(tb testing.TB) {
+	tb.Helper()
+	r.shutdownOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := r.Drain(ctx); err != nil {
+			tb.Errorf("replica %s: Drain: %v", r.Addr(), err)
+		}
+		if err := r.Wait(10 * time.Second); err != nil {
+			tb.Errorf("replica %s: %v", r.Addr(), err)
+		}
+	})
 }
 
 // waitHealthy waits (bounded) until Serve answers, so that a test's first request and

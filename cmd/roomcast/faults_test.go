@@ -3,8 +3,6 @@ package main_test
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"strconv"
 	"strings"
 	"syscall"
@@ -99,7 +97,7 @@ func startTraffic(t *testing.T, urls []string) *loadgen.Session {
 	cfg.Rooms, cfg.Members, cfg.Rate = 6, 5, 2
 	cfg.Duration = 5 * time.Minute // stopped long before
 	cfg.Grace = 5 * time.Second
-	cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg.Log = testenv.Logger(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	s, err := loadgen.Start(ctx, cfg)

@@ -69,6 +69,7 @@ func serve(ctx context.Context, cfg replica.Config, log *slog.Logger) error {
 	rep, err := replica.New(cfg, log)
 	if err != nil {
 		stopSignals(err)
+		_ = signals() // returns at once, releasing the signals
 		return err
 	}
 	log.Info("listening", "addr", rep.Addr().String(), "color", cfg.HTTP.Identity.Color, "instance", cfg.HTTP.Identity.Instance)

@@ -6,7 +6,6 @@
 package replica
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -38,7 +37,8 @@ type Config struct {
 	// Embedded is the embedded NATS server's, when NATS.URL is empty.
 	Embedded natsembed.Config
 	Gateway  wsgateway.Config
-	// Auth, when it has a key (or a Verifier), requires a token for every upgrade.
+	// Auth requires a token for every upgrade when its Verifier is set; Load builds the
+	// Verifier from the keys, New uses only the Verifier.
 	Auth  wsgateway.AuthConfig
 	Hub   hub.Config
 	Drain DrainConfig
@@ -159,8 +159,6 @@ func (r *Replica) build() error {
 		r.hub.CatchUp(context.Background())
 	})
 	gwCfg := cfg.Gateway
-	gwCfg.RateLimit.WarnEvery = cmp.Or(gwCfg.RateLimit.WarnEvery, time.Second)
-	gwCfg.RateLimit.CloseAfter = cmp.Or(gwCfg.RateLimit.CloseAfter, 10*time.Second) // the contract's
 	gwCfg.IdleTimeout = 2 * hubCfg.PingInterval
 	gwCfg.ResponseHeader = cfg.HTTP.Identity.ResponseHeader()
 	gwCfg.History = r.broker.History()

@@ -39,7 +39,8 @@ type Config struct {
 	// MaxMessageBytes is the largest accepted message text. Frames may be up to
 	// 4 × MaxMessageBytes + 1 KiB, room for JSON escaping; bigger ones close with 1009.
 	MaxMessageBytes int `env:"ROOMCAST_MAX_MESSAGE_BYTES" envDefault:"4096" help:"largest accepted message, in bytes (1 to 1048576)"`
-	// RateLimit is applied to every frame a client sends.
+	// RateLimit is applied to every frame a client sends (WarnEvery default 1s,
+	// CloseAfter 10s).
 	RateLimit ratelimit.Config
 	// AllowedOrigins, when not empty, is the list of Origin values browsers may use.
 	AllowedOrigins Origins `env:"ROOMCAST_ALLOWED_ORIGINS" help:"comma-separated allowed Origin values; empty allows any"`
@@ -86,6 +87,12 @@ func New(cfg Config, h *hub.Hub, broker chat.Broker, log *slog.Logger, reg prome
 	}
 	if cfg.ReplayTimeout <= 0 {
 		cfg.ReplayTimeout = 30 * time.Second
+	}
+	if cfg.RateLimit.WarnEvery <= 0 {
+		cfg.RateLimit.WarnEvery = time.Second
+	}
+	if cfg.RateLimit.CloseAfter <= 0 {
+		cfg.RateLimit.CloseAfter = 10 * time.Second // the contract's
 	}
 	f := promauto.With(reg)
 	g := &Gateway{

@@ -175,3 +175,11 @@ func TestLoggedConfigurationMasksSecrets(t *testing.T) {
 		})
 	}
 }
+
+func TestVersionFlagPrintsTheVersion(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), []string{"-version"}, nil, &stdout, &stderr)
+	if code := cli.ExitCode("roomcast", err, &stderr); code != 0 || !strings.HasPrefix(stdout.String(), "roomcast ") {
+		t.Fatalf("-version: exit %d (%v), stdout %q", code, err, stdout.String())
+	}
+}

@@ -1,10 +1,6 @@
 package wsgateway_test
 
 import (
-	"crypto/ed25519"
-	"crypto/rand"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"net/netip"
 	"os"
@@ -42,6 +38,12 @@ func TestPrefixesAcceptCIDRsAndAddresses(t *testing.T) {
 	}
 }
 
+// ed25519PublicKey is any Ed25519 public key: Load only parses it.
+const ed25519PublicKey = `-----BEGIN PUBLIC KEY-----
+MCowBQYDK2VwAyEAIYEFghjCEzocQVlf5dqsmMYGWcD/cLzQA49PAkjqbeA=
+-----END PUBLIC KEY-----
+`
+
 func TestAuthConfigLoadsTheKeysOnce(t *testing.T) {
 	dir := t.TempDir()
 	write := func(name, content string) string {
@@ -51,15 +53,6 @@ func TestAuthConfigLoadsTheKeysOnce(t *testing.T) {
 		}
 		return path
 	}
-	pub, _, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pemKey := string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
 	secret := write("secret", "a key of more than sixteen bytes\n")
 	tests := []struct {
 		name    string
@@ -70,7 +63,7 @@ func TestAuthConfigLoadsTheKeysOnce(t *testing.T) {
 		{"no key: no tokens", wsgateway.AuthConfig{}, "", false},
 		{"secret", wsgateway.AuthConfig{Secret: "a key of more than sixteen bytes"}, "", true},
 		{"secret file", wsgateway.AuthConfig{SecretFile: secret}, "", true},
-		{"public key file", wsgateway.AuthConfig{PublicKeyFile: write("pub.pem", pemKey)}, "", true},
+		{"public key file", wsgateway.AuthConfig{PublicKeyFile: write("pub.pem", ed25519PublicKey)}, "", true},
 		{"short secret", wsgateway.AuthConfig{Secret: "short"}, "ROOMCAST_JWT_SECRET", false},
 		{"both secrets", wsgateway.AuthConfig{Secret: "a key of more than sixteen bytes", SecretFile: secret}, "ROOMCAST_JWT_SECRET_FILE", false},
 		{"empty secret file", wsgateway.AuthConfig{SecretFile: write("empty", "\n")}, "ROOMCAST_JWT_SECRET_FILE", false},

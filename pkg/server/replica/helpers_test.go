@@ -3,7 +3,6 @@ package replica_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -17,7 +16,6 @@ import (
 
 	"roomcast/pkg/server/replica"
 	"roomcast/pkg/server/replica/replicatest"
-	"roomcast/pkg/testenv/natstest"
 	"roomcast/pkg/wsclient"
 )
 
@@ -28,12 +26,6 @@ func TestMain(m *testing.M) {
 		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
 		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
 	)
-}
-
-// startNATS starts a nats-server on a free port, or on port when it is not 0 (a restart).
-func startNATS(t *testing.T, port int) *server.Server {
-	t.Helper()
-	return natstest.Start(t, natstest.Port(port))
 }
 
 func natsPort(ns *server.Server) int { return ns.Addr().(*net.TCPAddr).Port }
@@ -54,7 +46,7 @@ func startReplica(t *testing.T, name, natsURL string, mod func(*replica.Config))
 	return &testReplica{replicatest.Start(t, opts...), name}
 }
 
-func (r *testReplica) url(path string) string { return "http://" + r.Addr().String() + path }
+func (r *testReplica) url(path string) string { return r.URL() + path }
 
 func (r *testReplica) wsURL(room string) string {
 	return "ws://" + r.Addr().String() + "/ws/chat/" + room + "/"
@@ -175,7 +167,5 @@ func texts(prefix string, n int) []string {
 	slices.Sort(out)
 	return out
 }
-
-var _ = fmt.Sprint
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

@@ -48,6 +48,10 @@ type Config struct {
 	History HistoryConfig
 }
 
+// Validate checks the values Config takes from the environment (the URL is checked by
+// connecting); environ supplies the raw values for the error.
+func (c Config) Validate(environ map[string]string) error { return c.History.Validate(environ) }
+
 // Broker is a chat.Broker backed by one NATS connection.
 type Broker struct {
 	nc     *nats.Conn

@@ -12,8 +12,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -23,7 +21,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -32,8 +29,7 @@ import (
 	"roomcast/pkg/auth"
 	"roomcast/pkg/load/loadgen"
 	"roomcast/pkg/load/loadgen/historytest"
-	"roomcast/pkg/server/httpapi"
-	"roomcast/pkg/server/replica"
+	"roomcast/pkg/server/replica/replicatest"
 	"roomcast/pkg/testenv"
 )
 
@@ -477,62 +473,31 @@ func checkAllDelivered(t *testing.T, r runResult) {
 	}
 }
 
-func testLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+type testReplica struct{ *replicatest.Replica }
 
-type testReplica struct {
-	*replica.Replica
-	once   sync.Once
-	served chan error
-}
+func (r *testReplica) url() string { return r.WSURL() }
 
-func (r *testReplica) url() string { return "ws://" + r.Addr().String() }
-
-func (r *testReplica) drain(t *testing.T) {
-	t.Helper()
-	r.once.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := r.Drain(ctx); err != nil {
-			t.Errorf("Drain: %v", err)
-		}
-		if err := <-r.served; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-}
+func (r *testReplica) drain(t *testing.T) { r.Shutdown(t) }
 
 // startReplica starts an in-process roomcast replica of color with history; with
 // natsURL empty it embeds the NATS server (with a port, for further replicas).
-func startReplica(t *testing.T, color, natsURL string, mods ...func(*replica.Config)) *testReplica {
+func startReplica(t *testing.T, color, natsURL string, opts ...replicatest.Option) *testReplica {
 	t.Helper()
-	cfg := replica.Config{
-		Addr: "127.0.0.1:0", NATSURL: natsURL,
-		Identity:        httpapi.Identity{Color: color, Instance: color, Version: "v-test"},
-		MaxMessageBytes: 4096, SendQueueFrames: 256, SendQueueBytes: 1 << 20,
-		RateLimit: 1000, RateBurst: 1000,
-		HistorySize: 1000, HistoryTTL: time.Hour,
-		DrainTimeout: 100 * time.Millisecond, PingInterval: 25 * time.Second,
-		NATSReconnectWait: 50 * time.Millisecond,
-	}
+	opts = append([]replicatest.Option{
+		replicatest.Color(color), replicatest.Instance(color), replicatest.NATS(natsURL),
+		replicatest.RateLimit(1000, 1000), replicatest.History(1000),
+	}, opts...)
 	if natsURL == "" {
-		cfg.EmbeddedNATSAddr = "127.0.0.1:0"
+		opts = append(opts, replicatest.EmbeddedNATS())
 	}
-	for _, mod := range mods {
-		mod(&cfg)
-	}
-	rep, err := replica.New(cfg, testLogger())
-	if err != nil {
-		t.Fatalf("starting replica %s: %v", color, err)
-	}
-	r := &testReplica{Replica: rep, served: make(chan error, 1)}
-	go func() { r.served <- rep.Serve() }()
+	r := &testReplica{Replica: replicatest.Start(t, opts...)}
 	t.Cleanup(func() { r.drain(t) })
 	eventually(t, color+" is ready with history", func() bool {
-		v, ok := testenv.LookupMetric(t, rep.Registry(), "roomcast_history_available")
+		v, ok := testenv.LookupMetric(t, r.Registry(), "roomcast_history_available")
 		if !ok || v != 1 {
 			return false
 		}
-		resp, err := http.Get("http://" + rep.Addr().String() + "/readyz")
+		resp, err := http.Get(r.URL() + "/readyz")
 		if err != nil {
 			return false
 		}
@@ -610,7 +575,7 @@ func TestScriptsSendTheToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep := startReplica(t, "blue", "", func(c *replica.Config) { c.Auth = v })
+	rep := startReplica(t, "blue", "", replicatest.Auth(v))
 	token, err := auth.Mint(secret, auth.Claims{Subject: "k6", Expires: time.Now().Add(time.Hour), Rooms: []string{"k6-*"}})
 	if err != nil {
 		t.Fatal(err)

@@ -5,10 +5,8 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -23,53 +21,17 @@ import (
 	"roomcast/pkg/fleet/edge"
 	"roomcast/pkg/fleet/edge/edgetest"
 	"roomcast/pkg/fleet/swarm"
-	"roomcast/pkg/server/httpapi"
 	"roomcast/pkg/server/replica"
+	"roomcast/pkg/server/replica/replicatest"
 	"roomcast/pkg/testenv"
 )
 
-func discardLogger() *slog.Logger {
-	if os.Getenv("ROOMCAST_TEST_LOG") == "1" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
-
 // startReplica starts a replica of color on a free port, on natsURL (empty: its own
-// embedded NATS server), closed in t.Cleanup. Its limits are high: load tests send fast.
+// embedded NATS server), closed in t.Cleanup. Its queues are long: load tests send fast.
 func startReplica(t *testing.T, color, natsURL string) *replica.Replica {
 	t.Helper()
-	name := color + "_app.1.test"
-	rep, err := replica.New(replica.Config{
-		Addr:              "127.0.0.1:0",
-		NATSURL:           natsURL,
-		Identity:          httpapi.Identity{Color: color, Instance: name, Version: "v-monitoring-test"},
-		MaxMessageBytes:   4096,
-		SendQueueFrames:   1024,
-		SendQueueBytes:    4 << 20,
-		RateLimit:         10000,
-		RateBurst:         10000,
-		DrainTimeout:      100 * time.Millisecond,
-		PingInterval:      25 * time.Second,
-		NATSReconnectWait: 50 * time.Millisecond,
-	}, discardLogger().With("replica", name))
-	if err != nil {
-		t.Fatalf("starting replica %s: %v", name, err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- rep.Serve() }()
-	t.Cleanup(func() {
-		rep.Close()
-		select {
-		case err := <-served:
-			if err != nil {
-				t.Errorf("replica %s: Serve: %v", name, err)
-			}
-		case <-time.After(15 * time.Second):
-			t.Errorf("replica %s: Serve did not return after Close", name)
-		}
-	})
-	return rep
+	return replicatest.Start(t, replicatest.Color(color), replicatest.Instance(color+"_app.1.test"),
+		replicatest.Version("v-monitoring-test"), replicatest.NATS(natsURL), replicatest.SendQueue(1024, 4<<20)).Replica
 }
 
 // serveMetrics serves g's /metrics on a free port of 127.0.0.1 and returns host:port.

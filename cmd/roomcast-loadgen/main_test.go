@@ -7,8 +7,6 @@ import (
 	"errors"
 	"flag"
 	"io"
-	"log/slog"
-	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -22,8 +20,8 @@ import (
 	"roomcast/pkg/cli"
 	"roomcast/pkg/load/loadgen"
 	"roomcast/pkg/load/loadgen/historytest"
-	"roomcast/pkg/server/httpapi"
-	"roomcast/pkg/server/replica"
+	"roomcast/pkg/server/replica/replicatest"
+	"roomcast/pkg/server/wsgateway"
 )
 
 func TestMain(m *testing.M) {
@@ -122,49 +120,12 @@ func TestConnectFailureExitsWith1(t *testing.T) {
 	}
 }
 
-func startReplica(t *testing.T, mods ...func(*replica.Config)) string {
+func startReplica(t *testing.T, opts ...replicatest.Option) string {
 	t.Helper()
-	cfg := replica.Config{
-		Addr:            "127.0.0.1:0",
-		Identity:        httpapi.Identity{Color: "test", Instance: "a", Version: "v-test"},
-		MaxMessageBytes: 4096, SendQueueFrames: 256, SendQueueBytes: 1 << 20,
-		RateLimit: 100000, RateBurst: 100000,
-		DrainTimeout: 100 * time.Millisecond, PingInterval: 25 * time.Second,
-	}
-	for _, mod := range mods {
-		mod(&cfg)
-	}
-	rep, err := replica.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- rep.Serve() }()
-	base := "http://" + rep.Addr().String()
-	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	for i := 0; ; i++ {
-		resp, err := client.Get(base + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			break
-		}
-		if i == 100 {
-			t.Fatalf("replica never healthy: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	rep := replicatest.Start(t, append([]replicatest.Option{replicatest.Instance("a")}, opts...)...)
 	// Drain, not Close: see pkg/load/loadgen's run_test.go.
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := rep.Drain(ctx); err != nil {
-			t.Error(err)
-		}
-		if err := <-served; err != nil {
-			t.Error(err)
-		}
-	})
-	return "ws://" + rep.Addr().String()
+	t.Cleanup(func() { rep.Shutdown(t) })
+	return rep.WSURL()
 }
 
 func TestRunPrintsSummaryAndJSON(t *testing.T) {
@@ -352,7 +313,7 @@ func TestTokenFileOpensAServerThatRequiresATokenOnEveryConnect(t *testing.T) {
 	if err := os.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	url := startReplica(t, func(c *replica.Config) { c.Auth = v; c.Limits.AcceptRate, c.Limits.AcceptBurst = 100, 20 })
+	url := startReplica(t, replicatest.Auth(v), replicatest.Limits(wsgateway.Limits{AcceptRate: 100, AcceptBurst: 20}))
 	// A reconnect storm: the connects and every reconnect need the token.
 	args := []string{"-scenario", "reconnect-storm", "-url", url, "-rooms", "2", "-members", "3", "-rate", "4",
 		"-conns", "40", "-settle", "500ms", "-duration", "1m", "-grace", "20s", "-reconnect-base", "20ms", "-json"}

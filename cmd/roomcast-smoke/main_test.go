@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -21,7 +20,7 @@ import (
 	"roomcast/pkg/auth"
 	"roomcast/pkg/cli"
 	"roomcast/pkg/server/httpapi"
-	"roomcast/pkg/server/replica"
+	"roomcast/pkg/server/replica/replicatest"
 	"roomcast/pkg/testenv"
 	"roomcast/pkg/testenv/natstest"
 )
@@ -30,13 +29,6 @@ import (
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
-}
-
-func testLogger(t *testing.T) *slog.Logger {
-	if os.Getenv("ROOMCAST_TEST_LOG") == "1" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
-	}
-	return slog.New(slog.DiscardHandler)
 }
 
 // startReplica starts a replica of color on a free port of 127.0.0.1 and returns its
@@ -49,33 +41,8 @@ func startReplica(t *testing.T, name, natsURL, color string) string {
 // startReplicaWithAuth is startReplica with every upgrade needing a token of v.
 func startReplicaWithAuth(t *testing.T, name, natsURL, color string, v *auth.Verifier) string {
 	t.Helper()
-	cfg := replica.Config{
-		Auth:              v,
-		Addr:              "127.0.0.1:0",
-		NATSURL:           natsURL,
-		Identity:          httpapi.Identity{Color: color, Instance: name, Version: "v-test"},
-		MaxMessageBytes:   4096,
-		SendQueueFrames:   256,
-		SendQueueBytes:    1 << 20,
-		RateLimit:         20,
-		RateBurst:         40,
-		DrainTimeout:      100 * time.Millisecond,
-		PingInterval:      25 * time.Second,
-		NATSReconnectWait: 50 * time.Millisecond,
-	}
-	rep, err := replica.New(cfg, testLogger(t).With("replica", name))
-	if err != nil {
-		t.Fatalf("starting replica %s: %v", name, err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- rep.Serve() }()
-	t.Cleanup(func() {
-		rep.Close()
-		if err := <-served; err != nil {
-			t.Errorf("replica %s: Serve: %v", name, err)
-		}
-	})
-	return rep.Addr().String()
+	return replicatest.Start(t, replicatest.Instance(name), replicatest.NATS(natsURL), replicatest.Color(color),
+		replicatest.Auth(v), replicatest.RateLimit(20, 40)).Addr().String()
 }
 
 type outcome struct {

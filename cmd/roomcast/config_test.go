@@ -3,6 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"roomcast/pkg/auth"
+	"roomcast/pkg/cli"
+	"roomcast/pkg/envconfig"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -39,6 +46,10 @@ func TestInvalidEnvironmentExitsTwoWithOneLineNamingTheVariable(t *testing.T) {
 		{"ROOMCAST_CATCHUP_TIMEOUT", "100ms"},
 		{"ROOMCAST_CATCHUP_TIMEOUT", "1h"},
 		{"ROOMCAST_CATCHUP_TIMEOUT", "soon"},
+		{"ROOMCAST_TRUSTED_PROXIES", "10.0.0.0/33"},
+		{"ROOMCAST_TRUSTED_PROXIES", "10.0.0.0/8, nginx"},
+		{"ROOMCAST_MAX_CONNECTIONS", "-1"},
+		{"ROOMCAST_HISTORY_REPLICAS", "7"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+"="+tt.value, func(t *testing.T) {
@@ -48,7 +59,7 @@ func TestInvalidEnvironmentExitsTwoWithOneLineNamingTheVariable(t *testing.T) {
 				t.Fatal("run accepted the value")
 			}
 			var out bytes.Buffer
-			if code := exitCode(err, &out); code != 2 {
+			if code := cli.ExitCode("roomcast", err, &out); code != 2 {
 				t.Fatalf("exit code %d, want 2 (%v)", code, err)
 			}
 			line := out.String()
@@ -67,20 +78,21 @@ func TestDefaultsAndEmptyValues(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Addr != ":8080" || cfg.SendQueue != 256 || cfg.MaxMessageBytes != 4096 || cfg.RateLimit != 20 ||
-		cfg.RateBurst != 40 || cfg.DrainDelay != 5*time.Second || cfg.DrainTimeout != 20*time.Second ||
-		cfg.PingInterval != 25*time.Second || cfg.Color != "local" || cfg.LogFormat != "json" || cfg.Instance == "" {
+	s := cfg.Server
+	if s.HTTP.Addr != ":8080" || s.Hub.SendQueueFrames != 256 || s.Gateway.MaxMessageBytes != 4096 || s.Gateway.RateLimit.PerSecond != 20 ||
+		s.Gateway.RateLimit.Burst != 40 || s.Drain.Delay != 5*time.Second || s.Drain.Timeout != 20*time.Second ||
+		s.Hub.PingInterval != 25*time.Second || s.HTTP.Identity.Color != "local" || cfg.Log.Format != "json" || s.HTTP.Identity.Instance == "" {
 		t.Fatalf("defaults: %+v", cfg)
 	}
-	if len(cfg.AllowedOrigins) != 2 || cfg.AllowedOrigins[1] != "https://b" {
-		t.Fatalf("origins: %q", cfg.AllowedOrigins)
+	if len(s.Gateway.AllowedOrigins) != 2 || s.Gateway.AllowedOrigins[1] != "https://b" {
+		t.Fatalf("origins: %q", s.Gateway.AllowedOrigins)
 	}
 }
 
 func TestHelpDocumentsEveryVariableWithItsDefault(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	err := run(context.Background(), []string{"-h"}, nil, &stdout, &stderr)
-	if code := exitCode(err, &stderr); code != 0 {
+	if code := cli.ExitCode("roomcast", err, &stderr); code != 0 {
 		t.Fatalf("-h exit code %d: %v", code, err)
 	}
 	for _, want := range []string{
@@ -101,8 +113,73 @@ func TestUnknownFlagOrArgumentExitsTwo(t *testing.T) {
 	for _, args := range [][]string{{"-port", "1"}, {"serve"}, {"healthcheck", "extra"}} {
 		var stdout, stderr bytes.Buffer
 		err := run(context.Background(), args, nil, &stdout, &stderr)
-		if code := exitCode(err, &bytes.Buffer{}); code != 2 {
+		if code := cli.ExitCode("roomcast", err, &bytes.Buffer{}); code != 2 {
 			t.Errorf("args %q: exit code %d (%v), want 2", args, code, err)
 		}
+	}
+}
+
+func TestValuesAreParsedOnceIntoWhatTheServerUses(t *testing.T) {
+	keyFile := filepath.Join(t.TempDir(), "jwt-secret")
+	if err := os.WriteFile(keyFile, []byte(testKey+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := loadConfig(map[string]string{
+		"ROOMCAST_TRUSTED_PROXIES": "10.1.2.3/8, ,192.168.0.7",
+		"ROOMCAST_JWT_SECRET_FILE": keyFile,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.168.0.7/32")}
+	if got := cfg.Server.Gateway.Limits.TrustedProxies; !slices.Equal(got, want) {
+		t.Errorf("trusted proxies %v, want %v", got, want)
+	}
+	v := cfg.Server.Auth.Verifier
+	if v == nil {
+		t.Fatal("no verifier built from ROOMCAST_JWT_SECRET_FILE")
+	}
+	tok, err := auth.Mint([]byte(testKey), auth.Claims{Subject: "a", Expires: time.Now().Add(time.Minute), Rooms: []string{"*"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Verify(tok); err != nil {
+		t.Errorf("the verifier refuses a token of the file's key: %v", err)
+	}
+}
+
+func TestLoggedConfigurationMasksSecrets(t *testing.T) {
+	tests := []struct {
+		name, value, hidden, shown string
+	}{
+		{"NATS_URL", "nats://alice:hunter22@nats:4222", "hunter22", "alice"},
+		{"NATS_URL", "nats://s3cret-token@nats:4222,nats://n2:4222", "s3cret-token", "nats://n2:4222"},
+		{"NATS_URL", "nats://nats:4222", "", "nats://nats:4222"},
+		{"ROOMCAST_JWT_SECRET", "a secret of sixteen bytes or more", "sixteen", "********"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name+"="+tt.value, func(t *testing.T) {
+			cfg, err := loadConfig(map[string]string{tt.name: tt.value})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var logged string
+			for _, a := range envconfig.LogValue(cfg).Group() {
+				if a.Key == tt.name {
+					logged = a.Value.String()
+				}
+			}
+			if tt.hidden != "" && strings.Contains(logged, tt.hidden) || !strings.Contains(logged, tt.shown) {
+				t.Errorf("logged %s=%q, want %q hidden and %q shown", tt.name, logged, tt.hidden, tt.shown)
+			}
+		})
+	}
+}
+
+func TestVersionFlagPrintsTheVersion(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), []string{"-version"}, nil, &stdout, &stderr)
+	if code := cli.ExitCode("roomcast", err, &stderr); code != 0 || !strings.HasPrefix(stdout.String(), "roomcast ") {
+		t.Fatalf("-version: exit %d (%v), stdout %q", code, err, stdout.String())
 	}
 }

@@ -3,8 +3,6 @@ package main_test
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"strconv"
 	"strings"
 	"syscall"
@@ -12,6 +10,7 @@ import (
 	"time"
 
 	"roomcast/pkg/load/loadgen"
+	"roomcast/pkg/testenv"
 	"roomcast/pkg/wsclient"
 )
 
@@ -39,7 +38,7 @@ func TestFaultsUnderLoad(t *testing.T) {
 func startJetStream(t *testing.T, bins binaries, port int, dir string, extra ...string) *natsProc {
 	t.Helper()
 	if port == 0 {
-		port = freePort(t)
+		port = testenv.FreePort(t)
 	}
 	args := append([]string{"-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", dir}, extra...)
 	p := startProcess(t, "nats-server", bins.natsServer, nil, args...)
@@ -67,7 +66,7 @@ func startReplicaSet(t *testing.T, bins binaries, natsURL string, env ...string)
 	s := &replicaSet{bins: bins, env: append([]string{"NATS_URL=" + natsURL, "ROOMCAST_RATE_LIMIT=1000", "ROOMCAST_RATE_BURST=1000",
 		"ROOMCAST_DRAIN_DELAY=300ms", "ROOMCAST_DRAIN_TIMEOUT=1s"}, env...)}
 	for i := range 3 {
-		s.ports = append(s.ports, freePort(t))
+		s.ports = append(s.ports, testenv.FreePort(t))
 		s.procs = append(s.procs, nil)
 		s.start(t, i)
 	}
@@ -98,7 +97,7 @@ func startTraffic(t *testing.T, urls []string) *loadgen.Session {
 	cfg.Rooms, cfg.Members, cfg.Rate = 6, 5, 2
 	cfg.Duration = 5 * time.Minute // stopped long before
 	cfg.Grace = 5 * time.Second
-	cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg.Log = testenv.Logger(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	s, err := loadgen.Start(ctx, cfg)
@@ -231,7 +230,7 @@ func testNATSOutage(t *testing.T, bins binaries) {
 func testNATSClusterNodeLoss(t *testing.T, bins binaries) {
 	ports, routes := make([]int, 3), make([]int, 3)
 	for i := range 3 {
-		ports[i], routes[i] = freePort(t), freePort(t)
+		ports[i], routes[i] = testenv.FreePort(t), testenv.FreePort(t)
 	}
 	var routeURLs []string
 	for _, r := range routes {
@@ -250,7 +249,7 @@ func testNATSClusterNodeLoss(t *testing.T, bins binaries) {
 		"ROOMCAST_HISTORY_REPLICAS=3"}}
 	for i := range 3 {
 		order := []string{clientURLs[i], clientURLs[(i+1)%3], clientURLs[(i+2)%3]}
-		set.ports = append(set.ports, freePort(t))
+		set.ports = append(set.ports, testenv.FreePort(t))
 		env := append(append([]string{}, set.env...), "NATS_URL="+strings.Join(order, ","),
 			fmt.Sprintf("ROOMCAST_ADDR=127.0.0.1:%d", set.ports[i]))
 		set.procs = append(set.procs, startRoomcast(t, bins, fmt.Sprintf("c%d", i), env...))

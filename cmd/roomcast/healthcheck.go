@@ -8,22 +8,23 @@ import (
 	"net/http"
 	"time"
 
+	"roomcast/pkg/cli"
 	"roomcast/pkg/envconfig"
 )
 
 // healthcheck probes this host's server, for a HEALTHCHECK in an image without a shell.
 func healthcheck(ctx context.Context, args []string, env map[string]string, stderr io.Writer) error {
 	if len(args) > 0 {
-		return usageError{fmt.Errorf("healthcheck takes no arguments, got %q", args[0])}
+		return cli.Usagef("healthcheck takes no arguments, got %q", args[0])
 	}
 	addr := env["ROOMCAST_ADDR"]
 	if addr == "" {
 		addr = ":8080"
 	}
-	_, port, err := net.SplitHostPort(addr)
-	if err != nil || port == "" {
+	if !cli.ValidListenAddr(addr) {
 		return envconfig.Invalid(env, "ROOMCAST_ADDR", "want host:port or :port")
 	}
+	_, port, _ := net.SplitHostPort(addr)
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	url := "http://" + net.JoinHostPort("127.0.0.1", port) + "/healthz"

@@ -6,50 +6,31 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
-	"syscall"
+	"sync"
 	"time"
 
+	oklog "github.com/oklog/run"
+
+	"roomcast/pkg/cli"
 	"roomcast/pkg/envconfig"
 	"roomcast/pkg/server/replica"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
+// version is set at build time with -ldflags "-X main.version=..."; cli.Version falls
+// back to the build info.
 var version = "dev"
 
 func main() {
 	err := run(context.Background(), os.Args[1:], envconfig.Environ(), os.Stdout, os.Stderr)
-	os.Exit(exitCode(err, os.Stderr))
+	os.Exit(cli.ExitCode("roomcast", err, os.Stderr))
 }
 
 // errInterrupted means a second signal cut the drain short.
 var errInterrupted = errors.New("interrupted by a second signal")
-
-// usageError is a mistake on the command line or in the environment: exit status 2.
-type usageError struct{ err error }
-
-func (e usageError) Error() string { return e.err.Error() }
-func (e usageError) Unwrap() error { return e.err }
-
-func exitCode(err error, stderr io.Writer) int {
-	var ue usageError
-	var ee *envconfig.Error
-	switch {
-	case err == nil, errors.Is(err, flag.ErrHelp):
-		return 0
-	case errors.As(err, &ee), errors.As(err, &ue):
-		fmt.Fprintln(stderr, "roomcast:", err)
-		return 2
-	default:
-		fmt.Fprintln(stderr, "roomcast:", err)
-		return 1
-	}
-}
 
 func run(ctx context.Context, args []string, env map[string]string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "healthcheck" {
@@ -58,71 +39,79 @@ func run(ctx context.Context, args []string, env map[string]string, stdout, stde
 	if len(args) > 0 && args[0] == "token" {
 		return token(args[1:], env, stdout, time.Now())
 	}
-	fs := flag.NewFlagSet("roomcast", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { usage(stdout) }
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{err}
-	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Errorf("unexpected argument %q (configuration comes from the environment; see -h)", fs.Arg(0))}
+	fs := cli.NewFlagSet("roomcast", stdout, stderr, usage)
+	if err := cli.Parse(fs, args, version, stdout, true); err != nil {
+		return err
 	}
 	cfg, err := loadConfig(env)
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg, stderr)
-	log.Info("starting roomcast", "version", version, "config", envconfig.LogValue(cfg))
-
-	// Catch signals before the port is bound: from then on a SIGTERM must drain.
-	sigCtx, stopSignals := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
-	defer stopSignals()
-	repCfg, err := cfg.replica(version)
-	if err != nil {
-		return err
-	}
-	rep, err := replica.New(repCfg, log)
-	if err != nil {
-		return err
-	}
-	log.Info("listening", "addr", rep.Addr().String(), "color", cfg.Color, "instance", cfg.Instance)
-	served := make(chan error, 1)
-	go func() { served <- rep.Serve() }()
-	select {
-	case err := <-served:
-		rep.Close()
-		return err
-	case <-sigCtx.Done():
-	}
-	// A second signal cancels the drain. Register it before the first handler is
-	// released so no signal falls through to the default action.
-	abortCtx, stopAbort := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
-	defer stopAbort()
-	stopSignals()
-	log.Info("signal received, draining")
-	if err := rep.Drain(abortCtx); err != nil {
-		if abortCtx.Err() != nil {
-			return errInterrupted
-		}
-		return err
-	}
-	return <-served
+	cfg.Server.HTTP.Identity.Version = cli.Version(version)
+	log := cfg.Log.New(stderr)
+	log.Info("starting roomcast", "version", cfg.Server.HTTP.Identity.Version, "config", envconfig.LogValue(cfg))
+	return serve(ctx, cfg.Server, log)
 }
 
-func newLogger(cfg config, w io.Writer) *slog.Logger {
-	level, _ := parseLevel(cfg.LogLevel)
-	opts := &slog.HandlerOptions{Level: level}
-	if cfg.LogFormat == "text" {
-		return slog.New(slog.NewTextHandler(w, opts))
+// serve runs one replica until a signal drains it. It stops in this order:
+//   - first SIGTERM or SIGINT: the drain actor runs Replica.Drain (not ready, wait,
+//     close the WebSockets, drain NATS, stop HTTP); when it returns, the group stops the
+//     others: the replica is closed (nothing left after a drain) and the signals released;
+//   - second signal: the drain is cancelled, Drain closes everything at once, and run
+//     returns errInterrupted (exit 1);
+//   - Serve failing: the group stops the others at once (Close, no drain).
+func serve(ctx context.Context, cfg replica.Config, log *slog.Logger) error {
+	draining := make(chan struct{})
+	abortCtx, abort := context.WithCancel(ctx)
+	defer abort()
+	// Catch signals before the port is bound: from then on a SIGTERM must drain.
+	signals, stopSignals := cli.Signals(ctx, log, func() { close(draining) }, abort)
+	rep, err := replica.New(cfg, log)
+	if err != nil {
+		stopSignals(err)
+		_ = signals() // returns at once, releasing the signals
+		return err
 	}
-	return slog.New(slog.NewJSONHandler(w, opts))
+	log.Info("listening", "addr", rep.Addr().String(), "color", cfg.HTTP.Identity.Color, "instance", cfg.HTTP.Identity.Instance)
+
+	var g oklog.Group
+	g.Add(signals, stopSignals)
+	stopped := make(chan struct{})
+	var stopOnce sync.Once
+	g.Add(func() error {
+		if err := rep.Serve(); err != nil {
+			return err
+		}
+		<-stopped // Serve returns once Drain stops HTTP: the drain actor decides the end
+		return nil
+	}, func(error) {
+		rep.Close()
+		stopOnce.Do(func() { close(stopped) })
+	})
+	quit := make(chan struct{})
+	var quitOnce sync.Once
+	g.Add(func() error {
+		select {
+		case <-draining:
+		case <-quit:
+			return nil
+		}
+		if err := rep.Drain(abortCtx); err != nil {
+			if abortCtx.Err() != nil {
+				return errInterrupted
+			}
+			return err
+		}
+		return nil
+	}, func(error) {
+		abort() // the group ends early only if serving failed or ctx ended: no drain then
+		quitOnce.Do(func() { close(quit) })
+	})
+	return g.Run()
 }
 
 func usage(w io.Writer) {
-	fmt.Fprint(w, `Usage: roomcast [-h]
+	fmt.Fprint(w, `Usage: roomcast [-h] [-version]
        roomcast healthcheck
        roomcast token -sub SUBJECT -rooms ROOM[,PREFIX*...] [-ttl 1h] [-read-only]
 

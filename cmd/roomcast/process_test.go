@@ -13,11 +13,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"roomcast/pkg/testenv"
 	"roomcast/pkg/wsclient"
 )
 
@@ -280,7 +280,7 @@ func testEmbeddedAndHealthcheck(t *testing.T, bins binaries) {
 	}{
 		{"a running replica", "127.0.0.1:" + port, 0},
 		{"a running replica given as :port", ":" + port, 0},
-		{"nothing listens", "127.0.0.1:" + strconv.Itoa(freePort(t)), 1},
+		{"nothing listens", "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t)), 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -432,22 +432,7 @@ func (p *process) wait(t *testing.T, d time.Duration) int {
 }
 
 // output collects what a process writes; safe for concurrent use.
-type output struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (o *output) Write(b []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.buf.Write(b)
-}
-
-func (o *output) String() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.buf.String()
-}
+type output struct{ testenv.SyncBuffer }
 
 // lines are the complete lines written so far.
 func (o *output) lines() []string {
@@ -520,7 +505,7 @@ func startNATSServer(t *testing.T, bins binaries, port int) *natsProc {
 	fixed := port != 0
 	for attempt := 1; ; attempt++ {
 		if !fixed {
-			port = freePort(t)
+			port = testenv.FreePort(t)
 		}
 		p := startProcess(t, "nats-server", bins.natsServer, nil, "-a", "127.0.0.1", "-p", strconv.Itoa(port))
 		deadline := time.Now().Add(10 * time.Second)
@@ -536,17 +521,6 @@ func startNATSServer(t *testing.T, bins binaries, port int) *natsProc {
 			t.Fatalf("nats-server on port %d not ready (exited: %v); stderr:\n%s", port, p.exited(), p.stderr)
 		}
 	}
-}
-
-// freePort returns a TCP port of 127.0.0.1 that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 type response struct {

@@ -10,6 +10,7 @@ import (
 
 	"roomcast/pkg/auth"
 	"roomcast/pkg/chat"
+	"roomcast/pkg/cli"
 )
 
 // maxTokenTTL keeps a typo such as -ttl 10000h from minting a token that never expires
@@ -31,28 +32,28 @@ func token(args []string, env map[string]string, stdout io.Writer, now time.Time
 			tokenUsage(stdout)
 			return err
 		}
-		return usageError{fmt.Errorf("token: %w", err)}
+		return cli.Usagef("token: %w", err)
 	}
 	switch {
 	case fs.NArg() > 0:
-		return usageError{fmt.Errorf("token: unexpected argument %q", fs.Arg(0))}
+		return cli.Usagef("token: unexpected argument %q", fs.Arg(0))
 	case strings.TrimSpace(*sub) == "":
-		return usageError{errors.New("token: missing -sub: want who the token is for, such as alice")}
+		return cli.Usagef("token: missing -sub: want who the token is for, such as alice")
 	case *ttl <= 0 || *ttl > maxTokenTTL:
-		return usageError{fmt.Errorf("token: -ttl %s: want a duration above 0 and at most %s", *ttl, maxTokenTTL)}
+		return cli.Usagef("token: -ttl %s: want a duration above 0 and at most %s", *ttl, maxTokenTTL)
 	}
 	list, err := parseRoomGrants(*rooms)
 	if err != nil {
-		return usageError{fmt.Errorf("token: -rooms: %w", err)}
+		return cli.Usagef("token: -rooms: %w", err)
 	}
 	cfg, err := loadConfig(env)
 	if err != nil {
 		return err
 	}
-	if cfg.JWTSecret == "" {
-		return usageError{errors.New("token: no key: set ROOMCAST_JWT_SECRET_FILE (or ROOMCAST_JWT_SECRET) to the HS256 key the servers use")}
+	if cfg.Server.Auth.Secret == "" {
+		return cli.Usagef("token: no key: set ROOMCAST_JWT_SECRET_FILE (or ROOMCAST_JWT_SECRET) to the HS256 key the servers use")
 	}
-	s, err := auth.Mint([]byte(cfg.JWTSecret), auth.Claims{
+	s, err := auth.Mint([]byte(cfg.Server.Auth.Secret), auth.Claims{
 		Subject: *sub, Expires: now.Add(*ttl), Rooms: list, ReadOnly: *readOnly,
 	})
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"roomcast/pkg/auth"
+	"roomcast/pkg/cli"
 )
 
 const testKey = "a key of more than sixteen bytes"
@@ -73,7 +74,7 @@ func TestTokenRefusesBadArguments(t *testing.T) {
 			if err == nil {
 				t.Fatalf("minted %q", stdout.String())
 			}
-			if code := exitCode(err, &stderr); code != 2 {
+			if code := cli.ExitCode("roomcast", err, &stderr); code != 2 {
 				t.Errorf("exit %d, want 2", code)
 			}
 			if !strings.Contains(err.Error(), tt.want) {
@@ -89,7 +90,7 @@ func TestTokenRefusesBadArguments(t *testing.T) {
 func TestTokenHelp(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	err := run(context.Background(), []string{"token", "-h"}, nil, &stdout, &stderr)
-	if !errors.Is(err, flag.ErrHelp) || exitCode(err, &stderr) != 0 {
+	if !errors.Is(err, flag.ErrHelp) || cli.ExitCode("roomcast", err, &stderr) != 0 {
 		t.Fatalf("token -h: %v", err)
 	}
 	for _, want := range []string{"-sub", "-rooms", "-ttl", "-read-only", "ROOMCAST_JWT_SECRET_FILE"} {

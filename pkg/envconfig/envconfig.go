@@ -4,7 +4,9 @@
 // generated from the struct tags; the configuration is logged with secrets masked.
 //
 // Struct fields use the tags env, envDefault, help (one line shown by Usage) and
-// secret:"true" (masked by LogValue). A struct field without an env tag is a section:
+// secret:"true" (masked by LogValue; secret:"userinfo" masks only the credentials of
+// the URLs in a comma-separated list). A field whose type parses itself (an
+// encoding.TextUnmarshaler) may say what it accepts with an Allowed() string method. A struct field without an env tag is a section:
 // its fields are variables too (with the section's envPrefix, if it has one), so a
 // binary's configuration can nest the sections its components own.
 package envconfig
@@ -106,6 +108,9 @@ func envName(f reflect.StructField) string {
 }
 
 func allowedFor(t reflect.Type) string {
+	if a, ok := reflect.Zero(t).Interface().(interface{ Allowed() string }); ok {
+		return a.Allowed()
+	}
 	switch {
 	case t == reflect.TypeFor[time.Duration]():
 		return "want a duration such as 500ms, 5s or 1m"
@@ -149,12 +154,47 @@ func LogValue(cfg any) slog.Value {
 	var attrs []slog.Attr
 	eachField(cfg, func(f reflect.StructField, name string, v reflect.Value) {
 		val := fmt.Sprint(v.Interface())
-		if f.Tag.Get("secret") == "true" && !v.IsZero() {
-			val = "********"
+		switch f.Tag.Get("secret") {
+		case "true":
+			if !v.IsZero() {
+				val = masked
+			}
+		case "userinfo":
+			val = MaskUserinfo(val)
 		}
 		attrs = append(attrs, slog.String(name, val))
 	})
 	return slog.GroupValue(attrs...)
+}
+
+const masked = "********"
+
+// MaskUserinfo returns a comma-separated list of URLs with their credentials masked: the
+// password of user:password@, or the whole of token@ (a NATS token).
+func MaskUserinfo(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, u := range parts {
+		scheme, rest, ok := strings.Cut(u, "://")
+		if !ok {
+			scheme, rest = "", u
+		} else {
+			scheme += "://"
+		}
+		authority := rest
+		if end := strings.IndexAny(rest, "/?#"); end >= 0 {
+			authority = rest[:end]
+		}
+		at := strings.LastIndex(authority, "@")
+		if at < 0 {
+			continue
+		}
+		user := masked
+		if name, _, ok := strings.Cut(authority[:at], ":"); ok {
+			user = name + ":" + masked
+		}
+		parts[i] = scheme + user + rest[at:]
+	}
+	return strings.Join(parts, ",")
 }
 
 // eachField calls fn for every variable of cfg, sections included, in field order,

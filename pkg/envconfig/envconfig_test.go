@@ -126,3 +126,54 @@ func TestSectionsAreVariablesToo(t *testing.T) {
 		}
 	}
 }
+
+func TestMaskUserinfo(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"", ""},
+		{"nats://127.0.0.1:4222", "nats://127.0.0.1:4222"},
+		{"nats://alice:hunter2@nats:4222", "nats://alice:********@nats:4222"},
+		{"nats://s3cr3t-token@nats:4222", "nats://********@nats:4222"},
+		{"alice:hunter2@nats:4222", "alice:********@nats:4222"},
+		{"nats://a:p%40ss@n1:4222, nats://n2:4222,tls://tok@n3", "nats://a:********@n1:4222, nats://n2:4222,tls://********@n3"},
+		{"nats://n1:4222/path@odd", "nats://n1:4222/path@odd"},
+		{"nats://u:p@w@n1", "nats://u:********@n1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			if got := envconfig.MaskUserinfo(tt.in); got != tt.want {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+	type withURL struct {
+		URL string `env:"S_URL" secret:"userinfo"`
+	}
+	for _, a := range envconfig.LogValue(withURL{URL: "nats://u:hunter2@n"}).Group() {
+		if strings.Contains(a.Value.String(), "hunter2") {
+			t.Fatalf("%s logged with its password: %s", a.Key, a.Value)
+		}
+	}
+}
+
+type allowedList []string
+
+func (l *allowedList) UnmarshalText(b []byte) error {
+	if strings.Contains(string(b), "!") {
+		return errors.New("no bangs")
+	}
+	*l = strings.Split(string(b), ",")
+	return nil
+}
+
+func (allowedList) Allowed() string { return "want words without bangs" }
+
+func TestParseUsesATypesOwnAllowed(t *testing.T) {
+	type cfg struct {
+		Words allowedList `env:"S_WORDS"`
+	}
+	_, err := envconfig.Parse[cfg](map[string]string{"S_WORDS": "a,b!"})
+	var e *envconfig.Error
+	if !errors.As(err, &e) || e.Var != "S_WORDS" || e.Allowed != "want words without bangs" {
+		t.Fatalf("got %v", err)
+	}
+}

@@ -2,16 +2,13 @@ package wsclient_test
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"net/http"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
-	"roomcast/pkg/server/httpapi"
-	"roomcast/pkg/server/replica"
+	"roomcast/pkg/server/replica/replicatest"
 	"roomcast/pkg/wsclient"
 )
 
@@ -19,18 +16,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func startServer(t *testing.T) string {
 	t.Helper()
-	r, err := replica.New(replica.Config{
-		Addr: "127.0.0.1:0", Identity: httpapi.Identity{Color: "c", Instance: "i"},
-		MaxMessageBytes: 4096, SendQueueFrames: 256, SendQueueBytes: 1 << 20, RateLimit: 1000, RateBurst: 1000,
-		PingInterval: time.Minute, DrainTimeout: 100 * time.Millisecond,
-	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { defer close(done); _ = r.Serve() }()
-	t.Cleanup(func() { r.Close(); <-done })
-	return r.Addr().String()
+	return replicatest.Start(t, replicatest.RateLimit(1000, 1000), replicatest.PingInterval(time.Minute)).Addr().String()
 }
 
 func TestARefusedUpgradeReportsTheStatus(t *testing.T) {

@@ -12,15 +12,13 @@ import (
 
 	"roomcast/pkg/load/loadgen"
 	"roomcast/pkg/load/loadgen/historytest"
-	"roomcast/pkg/server/replica"
+	"roomcast/pkg/server/replica/replicatest"
 	"roomcast/pkg/testenv"
 )
 
-func withColor(color string) func(*replica.Config) {
-	return func(c *replica.Config) { c.Identity.Color = color }
-}
+func withColor(color string) replicatest.Option { return replicatest.Color(color) }
 
-func withHistory(c *replica.Config) { c.HistorySize, c.HistoryTTL = 1000, time.Hour }
+var withHistory = replicatest.History(1000)
 
 // eventually polls cond every 20ms for up to 20s.
 func eventually(t *testing.T, what string, cond func() bool) {
@@ -34,14 +32,14 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func releaseConfig(urls []string) loadgen.Config {
+func releaseConfig(t *testing.T, urls []string) loadgen.Config {
 	cfg := loadgen.DefaultConfig(loadgen.Release)
 	cfg.URLs = urls
 	cfg.Rooms, cfg.Members, cfg.Rate = 2, 4, 10
 	cfg.ReconnectBase, cfg.ReconnectMax = 20*time.Millisecond, 200*time.Millisecond
 	cfg.Grace = 20 * time.Second // the drain ends as soon as everything has arrived
 	cfg.ProgressEvery = 200 * time.Millisecond
-	cfg.Log = testLogger()
+	cfg.Log = testenv.Logger(t)
 	return cfg
 }
 
@@ -110,7 +108,7 @@ func TestReleaseResumesAcrossADrain(t *testing.T) {
 			return ok && v == 1
 		})
 	}
-	cfg := releaseConfig([]string{"ws://" + blue.Addr().String(), "ws://" + green.Addr().String()})
+	cfg := releaseConfig(t, []string{"ws://" + blue.Addr().String(), "ws://" + green.Addr().String()})
 	var progress testenv.SyncBuffer
 	cfg.Progress = &progress
 	s := mustStart(t, cfg)
@@ -168,7 +166,7 @@ func standIn(t *testing.T, srv *historytest.Server) []string {
 
 func TestReleaseResumesWithSinceAndEpoch(t *testing.T) {
 	srv := historytest.New(1000, "e1", "blue")
-	cfg := releaseConfig(standIn(t, srv))
+	cfg := releaseConfig(t, standIn(t, srv))
 	cfg.Rooms, cfg.Members = 2, 3
 	// Messages sent into a closing connection never arrive: do not wait long for them.
 	cfg.Grace = 2 * time.Second
@@ -235,7 +233,7 @@ func TestReleaseWithoutHistoryReconnectsWithoutSince(t *testing.T) {
 	// was sent while a client was away is lost for it.
 	a := startReplica(t, "a", "", withColor("blue"))
 	b := startReplica(t, "b", a.EmbeddedNATSURL(), withColor("green"))
-	cfg := releaseConfig([]string{"ws://" + a.Addr().String(), "ws://" + b.Addr().String()})
+	cfg := releaseConfig(t, []string{"ws://" + a.Addr().String(), "ws://" + b.Addr().String()})
 	cfg.Rooms, cfg.Members = 1, 4
 	cfg.Grace = time.Second
 	s := mustStart(t, cfg)
@@ -254,7 +252,7 @@ func TestReleaseWithoutHistoryReconnectsWithoutSince(t *testing.T) {
 
 func TestReleaseRunsUntilCancelled(t *testing.T) {
 	srv := historytest.New(1000, "e1", "blue")
-	cfg := releaseConfig(standIn(t, srv))
+	cfg := releaseConfig(t, standIn(t, srv))
 	cfg.Duration = time.Hour
 	ctx, cancel := context.WithCancel(context.Background())
 	cfg.Progress = &cancelOnWrite{cancel: cancel}
@@ -270,7 +268,7 @@ func TestReleaseRunsUntilCancelled(t *testing.T) {
 
 func TestReleaseEndsAfterDuration(t *testing.T) {
 	srv := historytest.New(1000, "e1", "blue")
-	cfg := releaseConfig(standIn(t, srv))
+	cfg := releaseConfig(t, standIn(t, srv))
 	cfg.Duration = 400 * time.Millisecond
 	start := time.Now()
 	rep, err := loadgen.Run(context.Background(), cfg)
@@ -292,7 +290,7 @@ func TestStartTakesOnlyScenariosThatReconnect(t *testing.T) {
 
 func TestStopTwiceReturnsTheSameReport(t *testing.T) {
 	srv := historytest.New(10, "e1", "blue")
-	cfg := releaseConfig(standIn(t, srv))
+	cfg := releaseConfig(t, standIn(t, srv))
 	s := mustStart(t, cfg)
 	a, errA := s.Stop()
 	b, errB := s.Stop()
@@ -315,7 +313,7 @@ func TestSoakCountsUnexpectedClosesAndReconnects(t *testing.T) {
 	cfg.Duration = 1500 * time.Millisecond
 	cfg.ReconnectBase, cfg.ReconnectMax = 20*time.Millisecond, 100*time.Millisecond
 	cfg.Grace = 20 * time.Second
-	cfg.Log = testLogger()
+	cfg.Log = testenv.Logger(t)
 	go func() {
 		time.Sleep(500 * time.Millisecond)
 		srv.CloseAll(1001, false)
@@ -340,7 +338,7 @@ func TestSoakCountsUnexpectedClosesAndReconnects(t *testing.T) {
 
 func TestSmoke(t *testing.T) {
 	urls := twoReplicas(t)
-	cfg := tinyConfig(loadgen.Smoke, urls)
+	cfg := tinyConfig(t, loadgen.Smoke, urls)
 	cfg.Duration = time.Second
 	rep := mustRun(t, cfg)
 	checkClean(t, rep)
@@ -366,7 +364,7 @@ func TestSmoke(t *testing.T) {
 func TestSmokeFailsItsChecksOnANonReplica(t *testing.T) {
 	// A server that upgrades WebSockets but whose /readyz is not roomcast's.
 	srv := historytest.New(10, "e1", "")
-	cfg := tinyConfig(loadgen.Smoke, standIn(t, srv)[:1])
+	cfg := tinyConfig(t, loadgen.Smoke, standIn(t, srv)[:1])
 	cfg.Duration = 300 * time.Millisecond
 	rep := mustRun(t, cfg)
 	if c := rep.Checks["readyz names its color"]; c.Fails != 1 || rep.ThresholdsPassed() {
@@ -376,7 +374,7 @@ func TestSmokeFailsItsChecksOnANonReplica(t *testing.T) {
 
 func TestFanoutThresholds(t *testing.T) {
 	urls := twoReplicas(t)
-	cfg := tinyConfig(loadgen.FanoutSmall, urls)
+	cfg := tinyConfig(t, loadgen.FanoutSmall, urls)
 	cfg.Duration = 500 * time.Millisecond
 	rep := mustRun(t, cfg)
 	if len(rep.Thresholds) != 3 || !rep.ThresholdsPassed() {

@@ -4,10 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -15,92 +12,31 @@ import (
 	"time"
 
 	"roomcast/pkg/load/loadgen"
-	"roomcast/pkg/server/httpapi"
-	"roomcast/pkg/server/replica"
+	"roomcast/pkg/server/replica/replicatest"
 	"roomcast/pkg/testenv"
 )
 
-func testLogger() *slog.Logger {
-	if os.Getenv("ROOMCAST_TEST_LOG") == "1" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
-
 // testReplica is an in-process server that the test may drain before its cleanup does.
-type testReplica struct {
-	*replica.Replica
-	drainOnce sync.Once
-	served    chan error
-}
+type testReplica struct{ *replicatest.Replica }
 
 // Drain drains the replica (the contract's lame-duck shutdown: 1012 for every client)
 // and waits for it to stop serving; later calls, the cleanup's included, do nothing.
-func (r *testReplica) Drain(t *testing.T) {
-	t.Helper()
-	r.drainOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := r.Replica.Drain(ctx); err != nil {
-			t.Errorf("Drain: %v", err)
-		}
-		if err := <-r.served; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-}
+func (r *testReplica) Drain(t *testing.T) { r.Shutdown(t) }
 
 // startReplica starts an in-process server; with natsURL empty it runs an embedded NATS
 // server that also listens on a free port, for further replicas.
-func startReplica(t *testing.T, name, natsURL string, mods ...func(*replica.Config)) *testReplica {
+func startReplica(t *testing.T, name, natsURL string, opts ...replicatest.Option) *testReplica {
 	t.Helper()
-	cfg := replica.Config{
-		Addr:              "127.0.0.1:0",
-		NATSURL:           natsURL,
-		Identity:          httpapi.Identity{Color: "test", Instance: name, Version: "v-test"},
-		MaxMessageBytes:   4096,
-		SendQueueFrames:   256,
-		SendQueueBytes:    1 << 20,
-		RateLimit:         100000,
-		RateBurst:         100000,
-		DrainTimeout:      100 * time.Millisecond,
-		PingInterval:      25 * time.Second,
-		NATSReconnectWait: 50 * time.Millisecond,
-	}
+	opts = append([]replicatest.Option{replicatest.Instance(name), replicatest.NATS(natsURL)}, opts...)
 	if natsURL == "" {
-		cfg.EmbeddedNATSAddr = "127.0.0.1:0"
+		opts = append(opts, replicatest.EmbeddedNATS())
 	}
-	for _, mod := range mods {
-		mod(&cfg)
-	}
-	rep, err := replica.New(cfg, testLogger().With("replica", name))
-	if err != nil {
-		t.Fatalf("starting replica %s: %v", name, err)
-	}
-	r := &testReplica{Replica: rep, served: make(chan error, 1)}
-	go func() { r.served <- rep.Serve() }()
-	// Wait until it serves, and stop it with Drain rather than Close: Replica.Serve sets a
-	// field that Close reads without synchronisation, and Drain's HTTP shutdown orders the
-	// two (through the http.Server's lock) once the listener is in use.
-	waitHealthy(t, "http://"+rep.Addr().String()+"/healthz")
+	r := &testReplica{replicatest.Start(t, opts...)}
+	// Stop it with Drain rather than Close: Replica.Serve sets a field that Close reads
+	// without synchronisation, and Drain's HTTP shutdown orders the two (through the
+	// http.Server's lock) once the listener is in use.
 	t.Cleanup(func() { r.Drain(t) })
 	return r
-}
-
-func waitHealthy(t *testing.T, url string) {
-	t.Helper()
-	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	for range 100 {
-		resp, err := client.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("%s never answered 200", url)
 }
 
 // twoReplicas starts two replicas sharing one NATS server and returns their base URLs.
@@ -154,7 +90,7 @@ func checkClean(t *testing.T, rep *loadgen.Report) {
 	}
 }
 
-func tinyConfig(s loadgen.Scenario, urls []string) loadgen.Config {
+func tinyConfig(t *testing.T, s loadgen.Scenario, urls []string) loadgen.Config {
 	cfg := loadgen.DefaultConfig(s)
 	cfg.URLs = urls
 	cfg.Rooms, cfg.Members, cfg.Rate = 3, 4, 5
@@ -162,13 +98,13 @@ func tinyConfig(s loadgen.Scenario, urls []string) loadgen.Config {
 	// Generous: the drain ends as soon as everything has arrived.
 	cfg.Grace = 20 * time.Second
 	cfg.ProgressEvery = 200 * time.Millisecond
-	cfg.Log = testLogger()
+	cfg.Log = testenv.Logger(t)
 	return cfg
 }
 
 func TestFanoutAcrossReplicas(t *testing.T) {
 	urls := twoReplicas(t)
-	cfg := tinyConfig(loadgen.FanoutSmall, urls)
+	cfg := tinyConfig(t, loadgen.FanoutSmall, urls)
 	cfg.ServerPIDs = []int{os.Getpid()} // the replicas run in this process
 	var progress testenv.SyncBuffer
 	cfg.Progress = &progress
@@ -189,7 +125,7 @@ func TestFanoutAcrossReplicas(t *testing.T) {
 
 func TestRampSteps(t *testing.T) {
 	urls := twoReplicas(t)
-	cfg := tinyConfig(loadgen.Ramp, urls)
+	cfg := tinyConfig(t, loadgen.Ramp, urls)
 	cfg.Rooms, cfg.Members = 2, 3
 	cfg.Rate, cfg.RampFactor, cfg.RampMaxRate = 2, 2, 8
 	cfg.RampStep = 400 * time.Millisecond
@@ -212,7 +148,7 @@ func TestRampSteps(t *testing.T) {
 
 func TestRampStopsAtFailingStep(t *testing.T) {
 	urls := twoReplicas(t)
-	cfg := tinyConfig(loadgen.Ramp, urls)
+	cfg := tinyConfig(t, loadgen.Ramp, urls)
 	cfg.Rooms, cfg.Members = 1, 2
 	cfg.RampStep = 200 * time.Millisecond
 	cfg.RampMaxP99 = time.Nanosecond // no step can pass
@@ -228,7 +164,7 @@ func TestRampStopsAtFailingStep(t *testing.T) {
 
 func TestIdle(t *testing.T) {
 	urls := twoReplicas(t)
-	cfg := tinyConfig(loadgen.Idle, urls)
+	cfg := tinyConfig(t, loadgen.Idle, urls)
 	cfg.Conns, cfg.Members = 50, 10
 	cfg.Duration = 300 * time.Millisecond
 	cfg.ServerPIDs = []int{os.Getpid()}
@@ -248,8 +184,8 @@ func TestIdle(t *testing.T) {
 func TestIdleClientsAnswerPings(t *testing.T) {
 	// The server closes a connection silent for two ping intervals; the clients' pongs
 	// keep theirs open for several.
-	rep := startReplica(t, "a", "", func(c *replica.Config) { c.PingInterval = 300 * time.Millisecond })
-	cfg := tinyConfig(loadgen.Idle, []string{"ws://" + rep.Addr().String()})
+	rep := startReplica(t, "a", "", replicatest.PingInterval(300*time.Millisecond))
+	cfg := tinyConfig(t, loadgen.Idle, []string{"ws://" + rep.Addr().String()})
 	cfg.Conns, cfg.Members = 5, 5
 	cfg.Duration = 2 * time.Second
 	res := mustRun(t, cfg)
@@ -267,7 +203,7 @@ func TestConnectFailureIsAnError(t *testing.T) {
 	addr := l.Addr().String()
 	l.Close()
 	urls := append(twoReplicas(t), "ws://"+addr)
-	cfg := tinyConfig(loadgen.FanoutSmall, urls)
+	cfg := tinyConfig(t, loadgen.FanoutSmall, urls)
 	rep, err := loadgen.Run(context.Background(), cfg)
 	if err == nil || rep != nil {
 		t.Fatalf("Run = %v, %v; want an error", rep, err)
@@ -280,7 +216,7 @@ func TestConnectFailureIsAnError(t *testing.T) {
 func TestUpgradeRefusedIsAnError(t *testing.T) {
 	// /healthz answers HTTP, not a WebSocket upgrade: give a base URL whose room path 404s.
 	urls := twoReplicas(t)
-	cfg := tinyConfig(loadgen.FanoutSmall, []string{urls[0] + "/nothing-here"})
+	cfg := tinyConfig(t, loadgen.FanoutSmall, []string{urls[0] + "/nothing-here"})
 	_, err := loadgen.Run(context.Background(), cfg)
 	if err == nil || !strings.Contains(err.Error(), "HTTP 404") {
 		t.Fatalf("Run error %v, want one naming HTTP 404", err)
@@ -302,7 +238,7 @@ func (c *cancelOnWrite) Write(p []byte) (int, error) {
 
 func TestInterruptedRunReports(t *testing.T) {
 	urls := twoReplicas(t)
-	cfg := tinyConfig(loadgen.FanoutSmall, urls)
+	cfg := tinyConfig(t, loadgen.FanoutSmall, urls)
 	cfg.Duration = time.Hour
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

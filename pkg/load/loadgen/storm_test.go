@@ -11,11 +11,12 @@ import (
 
 	"roomcast/pkg/load/loadgen"
 	"roomcast/pkg/load/loadgen/historytest"
-	"roomcast/pkg/server/replica"
+	"roomcast/pkg/server/replica/replicatest"
+	"roomcast/pkg/server/wsgateway"
 	"roomcast/pkg/testenv"
 )
 
-func stormConfig(urls []string) loadgen.Config {
+func stormConfig(t *testing.T, urls []string) loadgen.Config {
 	cfg := loadgen.DefaultConfig(loadgen.ReconnectStorm)
 	cfg.URLs = urls
 	cfg.Rooms, cfg.Members, cfg.Rate = 3, 4, 5
@@ -25,7 +26,7 @@ func stormConfig(urls []string) loadgen.Config {
 	cfg.Grace = 20 * time.Second
 	cfg.ReconnectBase, cfg.ReconnectMax = 20*time.Millisecond, 500*time.Millisecond
 	cfg.ProgressEvery = 200 * time.Millisecond
-	cfg.Log = testLogger()
+	cfg.Log = testenv.Logger(t)
 	return cfg
 }
 
@@ -33,10 +34,8 @@ func TestReconnectStormHonoursTheAcceptRate(t *testing.T) {
 	// 212 clients against 100 upgrades/s (a bucket of 50): the connecting at the start is
 	// refused in part, and so are most of the storm's 200 reconnects at once. The server
 	// requires a token, so a reconnect without one would never come back.
-	r := startReplica(t, "storm", "", withAuth(t), func(c *replica.Config) {
-		c.Limits.AcceptRate, c.Limits.AcceptBurst = 100, 50
-	})
-	cfg := stormConfig([]string{"ws://" + r.Addr().String()})
+	r := startReplica(t, "storm", "", withAuth(t), replicatest.Limits(wsgateway.Limits{AcceptRate: 100, AcceptBurst: 50}))
+	cfg := stormConfig(t, []string{"ws://" + r.Addr().String()})
 	cfg.Token = mintToken(t, testSecret)
 	var progress testenv.SyncBuffer
 	cfg.Progress = &progress
@@ -113,7 +112,7 @@ func TestReconnectStormHonoursTheAcceptRate(t *testing.T) {
 
 func TestReconnectStormWithoutLimit(t *testing.T) {
 	// No accept rate: nothing is refused; two replicas share the rooms.
-	cfg := stormConfig(twoReplicas(t))
+	cfg := stormConfig(t, twoReplicas(t))
 	cfg.Conns = 50
 	rep := mustRun(t, cfg)
 	st := rep.Storm
@@ -126,8 +125,8 @@ func TestReconnectStormWithoutLimit(t *testing.T) {
 func TestReconnectStormThatCannotFinishIsBounded(t *testing.T) {
 	// One upgrade a second for 20 storm clients: they cannot all be back before the
 	// run's Duration runs out, which ends the storm window and fails the threshold.
-	r := startReplica(t, "slow", "", func(c *replica.Config) { c.Limits.AcceptRate, c.Limits.AcceptBurst = 1, 30 })
-	cfg := stormConfig([]string{"ws://" + r.Addr().String()})
+	r := startReplica(t, "slow", "", replicatest.Limits(wsgateway.Limits{AcceptRate: 1, AcceptBurst: 30}))
+	cfg := stormConfig(t, []string{"ws://" + r.Addr().String()})
 	cfg.Rooms, cfg.Members, cfg.Conns = 1, 2, 20
 	cfg.Settle, cfg.Duration = 500*time.Millisecond, 4*time.Second
 	start := time.Now()
@@ -186,7 +185,7 @@ func TestReconnectStormRefusalsWithAndWithoutRetryAfter(t *testing.T) {
 	}
 	srv := httptest.NewServer(h)
 	defer srv.Close()
-	cfg := stormConfig([]string{"ws" + strings.TrimPrefix(srv.URL, "http")})
+	cfg := stormConfig(t, []string{"ws" + strings.TrimPrefix(srv.URL, "http")})
 	cfg.Rooms, cfg.Members, cfg.Conns = 1, 2, 10
 	rep := mustRun(t, cfg)
 	st := rep.Storm

@@ -8,20 +8,20 @@ import (
 
 	"roomcast/pkg/auth"
 	"roomcast/pkg/load/loadgen"
-	"roomcast/pkg/server/replica"
+	"roomcast/pkg/server/replica/replicatest"
 	"roomcast/pkg/testenv"
 )
 
 var testSecret = []byte("loadgen test secret, 32 bytes at least")
 
 // withAuth makes a replica require HS256 tokens signed with testSecret.
-func withAuth(t *testing.T) func(*replica.Config) {
+func withAuth(t *testing.T) replicatest.Option {
 	t.Helper()
 	v, err := auth.New(auth.Config{Secret: testSecret})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return func(c *replica.Config) { c.Auth = v }
+	return replicatest.Auth(v)
 }
 
 // mintToken signs a token for the load generator's rooms (lg-*), valid for an hour.
@@ -47,7 +47,7 @@ func authFailures(t *testing.T, r *testReplica) float64 {
 
 func TestTokenOpensAServerThatRequiresOne(t *testing.T) {
 	r := startReplica(t, "authd", "", withAuth(t))
-	cfg := tinyConfig(loadgen.FanoutSmall, []string{"ws://" + r.Addr().String()})
+	cfg := tinyConfig(t, loadgen.FanoutSmall, []string{"ws://" + r.Addr().String()})
 	cfg.Token = mintToken(t, testSecret)
 	rep := mustRun(t, cfg)
 
@@ -74,7 +74,7 @@ func TestWithoutAValidTokenEveryConnectionFails(t *testing.T) {
 	for _, tt := range tests {
 		for _, s := range []loadgen.Scenario{loadgen.FanoutSmall, loadgen.Release, loadgen.ReconnectStorm} {
 			t.Run(tt.name+"/"+string(s), func(t *testing.T) {
-				cfg := tinyConfig(s, []string{url})
+				cfg := tinyConfig(t, s, []string{url})
 				cfg.Conns, cfg.Settle = 5, 500*time.Millisecond
 				cfg.Token = tt.token
 				// A refusal is an answer: it must fail at once, not wait out a timeout.

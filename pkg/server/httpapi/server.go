@@ -20,13 +20,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"roomcast/pkg/cli"
+	"roomcast/pkg/envconfig"
 )
 
 // Identity is what a replica says about itself in headers, /readyz and metrics.
 type Identity struct {
-	Color    string
-	Instance string
-	Version  string
+	Color string `env:"ROOMCAST_COLOR" envDefault:"local" help:"deployment color reported in headers, /readyz and metrics"`
+	// Instance is the replica's name; the binary fills in the host name when it is empty.
+	Instance string `env:"ROOMCAST_INSTANCE" defaultHelp:"hostname" help:"replica name"`
+	// Version is the build's, set by the binary.
+	Version string
 }
 
 // Header names carrying the Identity on every response.
@@ -62,10 +67,19 @@ func (r Readiness) state() (status, reason string) {
 	return "ready", ""
 }
 
-// Config says where to listen.
+// Config says where to listen and who this replica is: the HTTP section of the
+// server's configuration.
 type Config struct {
-	Addr     string
+	Addr     string `env:"ROOMCAST_ADDR" envDefault:":8080" help:"listen address"`
 	Identity Identity
+}
+
+// Validate checks the listen address; environ supplies the raw values for the error.
+func (c Config) Validate(environ map[string]string) error {
+	if !cli.ValidListenAddr(c.Addr) {
+		return envconfig.Invalid(environ, "ROOMCAST_ADDR", "want host:port or :port")
+	}
+	return nil
 }
 
 // Server is the replica's HTTP server.

@@ -3,8 +3,6 @@ package httpapi_test
 import (
 	"encoding/json"
 	"errors"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -36,7 +34,7 @@ func TestReadinessStates(t *testing.T) {
 			s := httpapi.New(httpapi.Config{Addr: "127.0.0.1:0", Identity: id},
 				http.NotFoundHandler(),
 				httpapi.Readiness{Draining: func() bool { return tt.draining }, Broker: func() error { return tt.broker }},
-				reg, slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
+				reg, testenv.Logger(t), reg)
 			rec := httptest.NewRecorder()
 			s.ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
 			var body map[string]string

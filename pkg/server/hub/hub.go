@@ -25,19 +25,19 @@ type Socket interface {
 // Config sizes the hub.
 type Config struct {
 	// SendQueueFrames and SendQueueBytes bound a member's queue; beyond either it is slow.
-	SendQueueFrames int
-	SendQueueBytes  int
+	SendQueueFrames int `env:"ROOMCAST_SEND_QUEUE" envDefault:"256" help:"frames queued per connection before it counts as slow"`
+	SendQueueBytes  int `env:"ROOMCAST_SEND_QUEUE_BYTES" envDefault:"1048576" help:"bytes queued per connection before it counts as slow"`
 	// HoldFrames bounds the live messages held for a resuming member while its history
 	// is replayed (default SendQueueFrames); beyond it the member is slow.
 	HoldFrames int
 	// PingInterval is how often every member is sent wsframe.Ping; 0 disables pings.
-	PingInterval time.Duration
+	PingInterval time.Duration `env:"ROOMCAST_PING_INTERVAL" envDefault:"25s" help:"keepalive ping period; silent clients are closed after twice that"`
 	// History, when set, lets CatchUp fill the gap of a broker outage.
 	History chat.History
 	// CatchUpTimeout bounds how long a room keeps retrying to read its gap from History
 	// (default DefaultCatchUpTimeout) while its live messages wait; then it gives up: its members get
 	// wsframe.Truncated and the messages that waited.
-	CatchUpTimeout time.Duration
+	CatchUpTimeout time.Duration `env:"ROOMCAST_CATCHUP_TIMEOUT" envDefault:"15s" help:"how long a room retries reading what it missed from history (after a NATS reconnect or a gap) while its live messages wait, before it sends history_truncated and goes on"`
 	// Sleep waits between two batches of closes while draining; tests replace it.
 	Sleep func(ctx context.Context, d time.Duration) error
 	// Now is the clock used for delivery latency; tests may replace it.

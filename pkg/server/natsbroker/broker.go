@@ -36,10 +36,10 @@ const LivePrefix = "roomcast.live."
 // Config says how to reach NATS.
 type Config struct {
 	// URL is a comma-separated list of servers; ignored when Options connect in-process.
-	URL string
+	URL string `env:"NATS_URL" secret:"userinfo" help:"NATS servers, comma-separated; empty starts an embedded NATS server in-process"`
 	// Name identifies this client on the NATS server (the replica's instance name).
 	Name string
-	// ReconnectWait is the pause between reconnect attempts.
+	// ReconnectWait is the pause between reconnect attempts (default 1s).
 	ReconnectWait time.Duration
 	// Options are added to the connection's options (the embedded server's in-process
 	// dialer, in tests a shorter timeout).
@@ -47,6 +47,10 @@ type Config struct {
 	// History keeps each room's recent messages in JetStream; Size 0 turns it off.
 	History HistoryConfig
 }
+
+// Validate checks the values Config takes from the environment (the URL is checked by
+// connecting); environ supplies the raw values for the error.
+func (c Config) Validate(environ map[string]string) error { return c.History.Validate(environ) }
 
 // Broker is a chat.Broker backed by one NATS connection.
 type Broker struct {

@@ -3,13 +3,10 @@ package natsbroker_test
 import (
 	"context"
 	"errors"
-	"io"
-	"log/slog"
 	"net"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
@@ -17,32 +14,16 @@ import (
 	"roomcast/pkg/chat"
 	"roomcast/pkg/server/natsbroker"
 	"roomcast/pkg/testenv"
+	"roomcast/pkg/testenv/natstest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-func startServer(t *testing.T, port int) *server.Server {
-	t.Helper()
-	if port == 0 {
-		port = server.RANDOM_PORT
-	}
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, NoSigs: true, NoLog: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("not ready")
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	return ns
-}
 
 func connect(t *testing.T, url string) (*natsbroker.Broker, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	b, err := natsbroker.Connect(natsbroker.Config{URL: url, Name: "test", ReconnectWait: 50 * time.Millisecond},
-		slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
+		testenv.Logger(t), reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +32,7 @@ func connect(t *testing.T, url string) (*natsbroker.Broker, *prometheus.Registry
 }
 
 func TestPublishReachesSubscribersOfTheRoomOnly(t *testing.T) {
-	ns := startServer(t, 0)
+	ns := natstest.Start(t)
 	b, _ := connect(t, ns.ClientURL())
 	got := make(chan chat.Message, 10)
 	ctx := context.Background()
@@ -88,7 +69,7 @@ func TestPublishReachesSubscribersOfTheRoomOnly(t *testing.T) {
 }
 
 func TestEnvelopesFromANewerReleaseAreReadAndGarbageIsCounted(t *testing.T) {
-	ns := startServer(t, 0)
+	ns := natstest.Start(t)
 	b, reg := connect(t, ns.ClientURL())
 	got := make(chan chat.Message, 10)
 	if _, err := b.Subscribe(context.Background(), "mixed", func(m chat.Message) { got <- m }); err != nil {
@@ -128,7 +109,7 @@ func TestEnvelopesFromANewerReleaseAreReadAndGarbageIsCounted(t *testing.T) {
 
 func TestWithoutAServerEverythingSaysUnavailableAndRecoversLater(t *testing.T) {
 	// A port nobody listens on yet: the broker must start anyway.
-	probe := startServer(t, 0)
+	probe := natstest.Start(t)
 	addr := probe.Addr().(*net.TCPAddr)
 	probe.Shutdown()
 	probe.WaitForShutdown()
@@ -145,7 +126,7 @@ func TestWithoutAServerEverythingSaysUnavailableAndRecoversLater(t *testing.T) {
 	if v := testenv.Metric(t, reg, "roomcast_broker_connected"); v != 0 {
 		t.Fatalf("connected gauge %v", v)
 	}
-	startServer(t, addr.Port)
+	natstest.Start(t, natstest.Port(addr.Port))
 	deadline := time.Now().Add(10 * time.Second)
 	for b.Ready() != nil {
 		if time.Now().After(deadline) {
@@ -159,7 +140,7 @@ func TestWithoutAServerEverythingSaysUnavailableAndRecoversLater(t *testing.T) {
 }
 
 func TestDrainClosesTheConnection(t *testing.T) {
-	ns := startServer(t, 0)
+	ns := natstest.Start(t)
 	b, _ := connect(t, ns.ClientURL())
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -14,21 +14,41 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"roomcast/pkg/chat"
+	"roomcast/pkg/envconfig"
 )
 
 // HistoryConfig sizes the JetStream stream that keeps each room's recent messages.
 type HistoryConfig struct {
 	// Size is the number of messages kept per room; 0 turns history off.
-	Size int
+	Size int `env:"ROOMCAST_HISTORY_SIZE" envDefault:"100" help:"messages kept per room for clients that resume with ?since=; 0 turns history off"`
 	// TTL is how long a message is kept.
-	TTL time.Duration
+	TTL time.Duration `env:"ROOMCAST_HISTORY_TTL" envDefault:"1h" help:"how long history keeps a message"`
 	// Memory keeps the stream in memory (the embedded default) instead of on disk.
 	Memory bool
 	// Stream names the stream (default ROOMCAST_ROOMS).
 	Stream string
 	// Replicas is the stream's replication in a NATS cluster (1 on a single server; 3
 	// keeps history and the live path up when one of three nodes goes).
-	Replicas int
+	Replicas int `env:"ROOMCAST_HISTORY_REPLICAS" envDefault:"1" help:"replication of the history stream in a NATS cluster (3 survives the loss of a node)"`
+}
+
+// MaxHistorySize bounds Size: one replay, which a resuming connection holds in memory,
+// is at most that many messages.
+const MaxHistorySize = 10000
+
+// Validate checks the stream's size, age and replication; environ supplies the raw
+// values for the error.
+func (c HistoryConfig) Validate(environ map[string]string) error {
+	bad := func(name, allowed string) error { return envconfig.Invalid(environ, name, allowed) }
+	switch {
+	case c.Size < 0 || c.Size > MaxHistorySize:
+		return bad("ROOMCAST_HISTORY_SIZE", fmt.Sprintf("want an integer from 0 (off) to %d", MaxHistorySize))
+	case c.Replicas < 1 || c.Replicas > 5:
+		return bad("ROOMCAST_HISTORY_REPLICAS", "want an integer from 1 to 5")
+	case c.TTL < time.Second:
+		return bad("ROOMCAST_HISTORY_TTL", "want a duration of at least 1s, such as 10m or 1h")
+	}
+	return nil
 }
 
 // DefaultStream is the history stream's name.

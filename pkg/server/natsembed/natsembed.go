@@ -14,18 +14,29 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+
+	"roomcast/pkg/cli"
+	"roomcast/pkg/envconfig"
 )
 
 // Config says where the embedded server listens.
 type Config struct {
 	// ListenAddr is host:port for other processes to connect to; empty means in-process
 	// connections only, with no port opened. Port 0 picks a free one.
-	ListenAddr string
+	ListenAddr string `env:"ROOMCAST_EMBEDDED_NATS_ADDR" help:"where the embedded NATS server also listens (e.g. 127.0.0.1:4222); empty: in-process only"`
 	// ReadyTimeout bounds the wait for the server to accept connections.
 	ReadyTimeout time.Duration
 	// JetStream enables JetStream (for history), storing in a temporary directory that
 	// Shutdown removes.
 	JetStream bool
+}
+
+// Validate checks the listen address; environ supplies the raw values for the error.
+func (c Config) Validate(environ map[string]string) error {
+	if c.ListenAddr != "" && !cli.ValidListenAddr(c.ListenAddr) {
+		return envconfig.Invalid(environ, "ROOMCAST_EMBEDDED_NATS_ADDR", "want host:port, :port or empty")
+	}
+	return nil
 }
 
 // Server is a running embedded nats-server.

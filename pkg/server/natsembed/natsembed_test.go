@@ -1,8 +1,6 @@
 package natsembed_test
 
 import (
-	"io"
-	"log/slog"
 	"os"
 	"strings"
 	"testing"
@@ -12,11 +10,10 @@ import (
 	"go.uber.org/goleak"
 
 	"roomcast/pkg/server/natsembed"
+	"roomcast/pkg/testenv"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 func roundTrip(t *testing.T, url string, opts ...nats.Option) {
 	t.Helper()
@@ -38,7 +35,7 @@ func roundTrip(t *testing.T, url string, opts ...nats.Option) {
 }
 
 func TestInProcessOnlyOpensNoPort(t *testing.T) {
-	s, err := natsembed.Start(natsembed.Config{}, quiet)
+	s, err := natsembed.Start(natsembed.Config{}, testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +49,7 @@ func TestInProcessOnlyOpensNoPort(t *testing.T) {
 func TestListeningServerAndItsJetStreamDirectory(t *testing.T) {
 	tmp := t.TempDir()
 	t.Setenv("TMPDIR", tmp)
-	s, err := natsembed.Start(natsembed.Config{ListenAddr: "127.0.0.1:0", JetStream: true}, quiet)
+	s, err := natsembed.Start(natsembed.Config{ListenAddr: "127.0.0.1:0", JetStream: true}, testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +69,7 @@ func TestListeningServerAndItsJetStreamDirectory(t *testing.T) {
 
 func TestABadAddressIsAnError(t *testing.T) {
 	for _, addr := range []string{"nope", "127.0.0.1:port"} {
-		if s, err := natsembed.Start(natsembed.Config{ListenAddr: addr}, quiet); err == nil {
+		if s, err := natsembed.Start(natsembed.Config{ListenAddr: addr}, testenv.Logger(t)); err == nil {
 			s.Shutdown()
 			t.Errorf("Start(%q) succeeded", addr)
 		}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"roomcast/pkg/envconfig"
 )
 
 // Verdict is what to do with one message.
@@ -31,13 +33,24 @@ const (
 // Config is the policy shared by every connection of a replica.
 type Config struct {
 	// PerSecond and Burst size the token bucket.
-	PerSecond float64
-	Burst     int
+	PerSecond float64 `env:"ROOMCAST_RATE_LIMIT" envDefault:"20" help:"messages per second per connection"`
+	Burst     int     `env:"ROOMCAST_RATE_BURST" envDefault:"40" help:"burst of messages per connection"`
 	// WarnEvery is the least time between two warnings to one client.
 	WarnEvery time.Duration
 	// CloseAfter is how long a client may stay over the limit. It counts as over the
 	// limit from its first dropped message until WarnEvery passes with no drop.
 	CloseAfter time.Duration
+}
+
+// Validate checks the bucket's size; environ supplies the raw values for the error.
+func (c Config) Validate(environ map[string]string) error {
+	switch {
+	case !(c.PerSecond > 0):
+		return envconfig.Invalid(environ, "ROOMCAST_RATE_LIMIT", "want a number above 0")
+	case c.Burst < 1:
+		return envconfig.Invalid(environ, "ROOMCAST_RATE_BURST", "want an integer of at least 1")
+	}
+	return nil
 }
 
 // Limiter applies Config to one connection.

@@ -9,6 +9,7 @@ import (
 
 	"roomcast/pkg/auth"
 	"roomcast/pkg/server/replica"
+	"roomcast/pkg/server/replica/replicatest"
 	"roomcast/pkg/server/wsgateway"
 	"roomcast/pkg/testenv"
 	"roomcast/pkg/wsclient"
@@ -21,7 +22,7 @@ func withAuth(t *testing.T) func(*replica.Config) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return func(c *replica.Config) { c.Auth = v }
+	return replicatest.Auth(v)
 }
 
 func mint(t *testing.T, c auth.Claims) string {
@@ -178,7 +179,7 @@ func TestAnExpiredTokenClosesWith1008UnlessRefreshed(t *testing.T) {
 
 func TestAdmissionLimits(t *testing.T) {
 	t.Run("max connections per replica", func(t *testing.T) {
-		r := startReplica(t, "maxconn", "", func(c *replica.Config) { c.Limits.MaxConnections = 2 })
+		r := startReplica(t, "maxconn", "", func(c *replica.Config) { c.Gateway.Limits.MaxConnections = 2 })
 		r.dial(t, "a")
 		r.dial(t, "b")
 		resp := rawGet(t, r.url("/ws/chat/c/"), upgradeHeader(nil))
@@ -190,7 +191,7 @@ func TestAdmissionLimits(t *testing.T) {
 		}
 	})
 	t.Run("accept rate", func(t *testing.T) {
-		r := startReplica(t, "rate", "", func(c *replica.Config) { c.Limits.AcceptRate, c.Limits.AcceptBurst = 1, 1 })
+		r := startReplica(t, "rate", "", func(c *replica.Config) { c.Gateway.Limits.AcceptRate, c.Gateway.Limits.AcceptBurst = 1, 1 })
 		r.dial(t, "a")
 		resp := rawGet(t, r.url("/ws/chat/a/"), upgradeHeader(nil))
 		if resp.status != 503 || resp.header.Get("Retry-After") == "" {
@@ -206,8 +207,8 @@ func TestAdmissionLimits(t *testing.T) {
 	})
 	t.Run("per client address, believing X-Forwarded-For only from trusted proxies", func(t *testing.T) {
 		r := startReplica(t, "perip", "", func(c *replica.Config) {
-			c.Limits.MaxConnectionsPerIP = 1
-			c.Limits.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+			c.Gateway.Limits.MaxConnectionsPerIP = 1
+			c.Gateway.Limits.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
 		})
 		if _, _, err := dialWith(t, r.wsURL("a"), http.Header{"X-Forwarded-For": {"203.0.113.7"}}); err != nil {
 			t.Fatal(err)
@@ -231,7 +232,7 @@ func TestAdmissionLimits(t *testing.T) {
 		})
 	})
 	t.Run("an untrusted peer cannot pick its address", func(t *testing.T) {
-		r := startReplica(t, "untrusted", "", func(c *replica.Config) { c.Limits.MaxConnectionsPerIP = 1 })
+		r := startReplica(t, "untrusted", "", func(c *replica.Config) { c.Gateway.Limits.MaxConnectionsPerIP = 1 })
 		if _, _, err := dialWith(t, r.wsURL("a"), http.Header{"X-Forwarded-For": {"203.0.113.7"}}); err != nil {
 			t.Fatal(err)
 		}
@@ -240,7 +241,7 @@ func TestAdmissionLimits(t *testing.T) {
 		}
 	})
 	t.Run("members of one room", func(t *testing.T) {
-		r := startReplica(t, "roomcap", "", func(c *replica.Config) { c.Limits.MaxRoomMembers = 2 })
+		r := startReplica(t, "roomcap", "", func(c *replica.Config) { c.Gateway.Limits.MaxRoomMembers = 2 })
 		r.dial(t, "small")
 		r.dial(t, "small")
 		if resp := rawGet(t, r.url("/ws/chat/small/"), upgradeHeader(nil)); resp.status != 503 || resp.json["error"] != "room full" {

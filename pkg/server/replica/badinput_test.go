@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"roomcast/pkg/server/replica"
+	"roomcast/pkg/server/wsgateway"
 	"roomcast/pkg/testenv"
 	"roomcast/pkg/wsclient"
 )
@@ -16,10 +17,10 @@ import (
 // badInputReplica has small limits so the tests stay small.
 func badInputReplica(t *testing.T) *testReplica {
 	return startReplica(t, "bad", "", func(c *replica.Config) {
-		c.MaxMessageBytes = 64
-		c.RateLimit, c.RateBurst = 2, 2
-		c.RateCloseAfter = 1500 * time.Millisecond
-		c.AllowedOrigins = []string{"https://chat.example"}
+		c.Gateway.MaxMessageBytes = 64
+		c.Gateway.RateLimit.PerSecond, c.Gateway.RateLimit.Burst = 2, 2
+		c.Gateway.RateLimit.CloseAfter = 1500 * time.Millisecond
+		c.Gateway.AllowedOrigins = wsgateway.Origins{"https://chat.example"}
 	})
 }
 

@@ -6,6 +6,8 @@ import (
 
 	"roomcast/pkg/auth"
 	"roomcast/pkg/server/replica"
+	"roomcast/pkg/server/replica/replicatest"
+	"roomcast/pkg/testenv/natstest"
 )
 
 func TestChatPageSendsItsTokenAsASubprotocol(t *testing.T) {
@@ -30,8 +32,8 @@ func TestChatPageSendsItsTokenAsASubprotocol(t *testing.T) {
 
 func TestChatPageShowsWhatTheRoomKeptAndResumesAfterADrain(t *testing.T) {
 	browser := startBrowser(t)
-	ns := startJetStream(t)
-	r := startReplica(t, "pagehist", ns.ClientURL(), withHistory(100))
+	ns := natstest.Start(t, natstest.JetStream(t))
+	r := startReplica(t, "pagehist", ns.ClientURL(), replicatest.History(100))
 	historyReady(t, r)
 	early := openChatPage(t, browser, "early", r.url("/#archive"))
 	early.waitState("connected")
@@ -45,7 +47,7 @@ func TestChatPageShowsWhatTheRoomKeptAndResumesAfterADrain(t *testing.T) {
 
 	// The server goes away; while the pages reconnect, another replica takes messages;
 	// once back, the pages resume without losing or repeating any.
-	r2 := startReplica(t, "pagehist2", ns.ClientURL(), withHistory(100))
+	r2 := startReplica(t, "pagehist2", ns.ClientURL(), replicatest.History(100))
 	historyReady(t, r2)
 	addr := r.Addr().String()
 	r.Close()
@@ -56,8 +58,8 @@ func TestChatPageShowsWhatTheRoomKeptAndResumesAfterADrain(t *testing.T) {
 	}
 	next(t, writer)
 	startReplica(t, "pagehist3", ns.ClientURL(), func(c *replica.Config) {
-		withHistory(100)(c)
-		c.Addr = addr
+		replicatest.History(100)(c)
+		c.HTTP.Addr = addr
 	})
 	for _, p := range []*chatPage{early, late} {
 		p.waitState("connected")

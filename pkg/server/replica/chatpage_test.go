@@ -74,7 +74,7 @@ func TestChatPageReconnectsByItselfWhenTheServerComesBack(t *testing.T) {
 	alice.clear("message") // the page keeps the text for a retry
 
 	// The server comes back on the same address; nobody touches the pages.
-	second := startReplica(t, "page-after", "", func(c *replica.Config) { c.Addr = addr })
+	second := startReplica(t, "page-after", "", func(c *replica.Config) { c.HTTP.Addr = addr })
 	alice.waitState("connected")
 	bob.waitState("connected")
 	if n := testenv.Metric(t, second.Registry(), "roomcast_connections_active"); n != 2 {

@@ -3,12 +3,9 @@ package replica_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"slices"
 	"strconv"
 	"testing"
@@ -17,8 +14,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"go.uber.org/goleak"
 
-	"roomcast/pkg/server/httpapi"
 	"roomcast/pkg/server/replica"
+	"roomcast/pkg/server/replica/replicatest"
 	"roomcast/pkg/wsclient"
 )
 
@@ -31,79 +28,25 @@ func TestMain(m *testing.M) {
 	)
 }
 
-func testLogger(t *testing.T) *slog.Logger {
-	if os.Getenv("ROOMCAST_TEST_LOG") == "1" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
-
-// startNATS starts a nats-server on a free port, or on port when it is not 0 (a restart).
-func startNATS(t *testing.T, port int) *server.Server {
-	t.Helper()
-	if port == 0 {
-		port = server.RANDOM_PORT
-	}
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, NoSigs: true, NoLog: true})
-	if err != nil {
-		t.Fatalf("creating nats-server: %v", err)
-	}
-	ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	return ns
-}
-
 func natsPort(ns *server.Server) int { return ns.Addr().(*net.TCPAddr).Port }
 
 type testReplica struct {
-	*replica.Replica
-	name   string
-	served chan error
+	*replicatest.Replica
+	name string
 }
 
-func baseConfig(name, natsURL string) replica.Config {
-	return replica.Config{
-		Addr:              "127.0.0.1:0",
-		NATSURL:           natsURL,
-		Identity:          httpapi.Identity{Color: "test", Instance: name, Version: "v-test"},
-		MaxMessageBytes:   4096,
-		SendQueueFrames:   256,
-		SendQueueBytes:    1 << 20,
-		RateLimit:         10000,
-		RateBurst:         10000,
-		DrainDelay:        0,
-		DrainTimeout:      100 * time.Millisecond,
-		PingInterval:      25 * time.Second,
-		NATSReconnectWait: 50 * time.Millisecond,
-	}
-}
-
-// startReplica starts a replica on a free port; mod adjusts its configuration.
+// startReplica starts a replica named name on a free port, on natsURL (empty: embedded
+// NATS); mod adjusts its configuration.
 func startReplica(t *testing.T, name, natsURL string, mod func(*replica.Config)) *testReplica {
 	t.Helper()
-	cfg := baseConfig(name, natsURL)
+	opts := []replicatest.Option{replicatest.Instance(name), replicatest.NATS(natsURL)}
 	if mod != nil {
-		mod(&cfg)
+		opts = append(opts, mod)
 	}
-	rep, err := replica.New(cfg, testLogger(t).With("replica", name))
-	if err != nil {
-		t.Fatalf("starting replica %s: %v", name, err)
-	}
-	r := &testReplica{Replica: rep, name: name, served: make(chan error, 1)}
-	go func() { r.served <- rep.Serve() }()
-	t.Cleanup(func() {
-		rep.Close()
-		if err := <-r.served; err != nil {
-			t.Errorf("replica %s: Serve: %v", name, err)
-		}
-	})
-	return r
+	return &testReplica{replicatest.Start(t, opts...), name}
 }
 
-func (r *testReplica) url(path string) string { return "http://" + r.Addr().String() + path }
+func (r *testReplica) url(path string) string { return r.URL() + path }
 
 func (r *testReplica) wsURL(room string) string {
 	return "ws://" + r.Addr().String() + "/ws/chat/" + room + "/"
@@ -224,7 +167,5 @@ func texts(prefix string, n int) []string {
 	slices.Sort(out)
 	return out
 }
-
-var _ = fmt.Sprint
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

@@ -16,31 +16,11 @@ import (
 
 	"roomcast/pkg/server/natsbroker"
 	"roomcast/pkg/server/replica"
+	"roomcast/pkg/server/replica/replicatest"
 	"roomcast/pkg/testenv"
+	"roomcast/pkg/testenv/natstest"
 	"roomcast/pkg/wsclient"
 )
-
-// startJetStream starts a nats-server with JetStream on a free port.
-func startJetStream(t *testing.T) *server.Server {
-	t.Helper()
-	ns, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: server.RANDOM_PORT, NoSigs: true, NoLog: true,
-		JetStream: true, StoreDir: t.TempDir(),
-	})
-	if err != nil {
-		t.Fatalf("creating nats-server: %v", err)
-	}
-	ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	return ns
-}
-
-func withHistory(size int) func(*replica.Config) {
-	return func(c *replica.Config) { c.HistorySize, c.HistoryTTL = size, time.Hour }
-}
 
 // historyReady waits until the replica's history stream is known.
 func historyReady(t *testing.T, r *testReplica) {
@@ -75,9 +55,9 @@ func sendAndCollect(t *testing.T, c *wsclient.Client, texts ...string) []wsclien
 }
 
 func TestMessagesCarrySeqAndEpochAndAResumeReplaysWhatWasMissed(t *testing.T) {
-	ns := startJetStream(t)
-	r1 := startReplica(t, "h1", ns.ClientURL(), withHistory(100))
-	r2 := startReplica(t, "h2", ns.ClientURL(), withHistory(100))
+	ns := natstest.Start(t, natstest.JetStream(t))
+	r1 := startReplica(t, "h1", ns.ClientURL(), replicatest.History(100))
+	r2 := startReplica(t, "h2", ns.ClientURL(), replicatest.History(100))
 	historyReady(t, r1)
 	historyReady(t, r2)
 	a := r1.dial(t, "story")
@@ -115,8 +95,8 @@ func TestMessagesCarrySeqAndEpochAndAResumeReplaysWhatWasMissed(t *testing.T) {
 }
 
 func TestResumeEdgeCases(t *testing.T) {
-	ns := startJetStream(t)
-	r := startReplica(t, "edges", ns.ClientURL(), withHistory(5))
+	ns := natstest.Start(t, natstest.JetStream(t))
+	r := startReplica(t, "edges", ns.ClientURL(), replicatest.History(5))
 	historyReady(t, r)
 	a := r.dial(t, "edges")
 	var texts []string
@@ -177,9 +157,9 @@ func TestResumeEdgeCases(t *testing.T) {
 }
 
 func TestWithoutJetStreamTheLivePathWorksAndResumeSaysHistoryUnavailable(t *testing.T) {
-	ns := startNATS(t, 0) // core NATS only
-	r1 := startReplica(t, "nojs1", ns.ClientURL(), withHistory(100))
-	r2 := startReplica(t, "nojs2", ns.ClientURL(), withHistory(100))
+	ns := natstest.Start(t) // core NATS only
+	r1 := startReplica(t, "nojs1", ns.ClientURL(), replicatest.History(100))
+	r2 := startReplica(t, "nojs2", ns.ClientURL(), replicatest.History(100))
 	a := r1.dial(t, "plain")
 	b := r2.dial(t, "plain")
 	if err := a.Send("still live"); err != nil {
@@ -204,8 +184,8 @@ func TestWithoutJetStreamTheLivePathWorksAndResumeSaysHistoryUnavailable(t *test
 }
 
 func TestAStreamRecreatedByANewerReleaseKeepsBothColorsWorking(t *testing.T) {
-	ns := startJetStream(t)
-	blue := startReplica(t, "blue", ns.ClientURL(), withHistory(100))
+	ns := natstest.Start(t, natstest.JetStream(t))
+	blue := startReplica(t, "blue", ns.ClientURL(), replicatest.History(100))
 	historyReady(t, blue)
 	a := blue.dial(t, "shared")
 	before := sendAndCollect(t, a, "before")[0]
@@ -233,7 +213,7 @@ func TestAStreamRecreatedByANewerReleaseKeepsBothColorsWorking(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	green := startReplica(t, "green", ns.ClientURL(), withHistory(50))
+	green := startReplica(t, "green", ns.ClientURL(), replicatest.History(50))
 	historyReady(t, green)
 	b := green.dial(t, "shared")
 
@@ -270,7 +250,7 @@ func TestHistoryOffIgnoresSince(t *testing.T) {
 }
 
 func TestTheEmbeddedDefaultKeepsHistory(t *testing.T) {
-	r := startReplica(t, "embedded", "", withHistory(100))
+	r := startReplica(t, "embedded", "", replicatest.History(100))
 	historyReady(t, r)
 	c := r.dial(t, "mem")
 	f := sendAndCollect(t, c, "kept")[0]
@@ -287,10 +267,10 @@ func TestTheEmbeddedDefaultKeepsHistory(t *testing.T) {
 // several replicas publish into the room: each resumed stream must be exactly the room's
 // messages after since, in strictly increasing seq, no gap, no duplicate.
 func TestResumeSeamUnderConcurrentPublishers(t *testing.T) {
-	ns := startJetStream(t)
+	ns := natstest.Start(t, natstest.JetStream(t))
 	var replicas []*testReplica
 	for i := range 3 {
-		r := startReplica(t, fmt.Sprintf("seam%d", i), ns.ClientURL(), withHistory(10000))
+		r := startReplica(t, fmt.Sprintf("seam%d", i), ns.ClientURL(), replicatest.History(10000))
 		historyReady(t, r)
 		replicas = append(replicas, r)
 	}
@@ -395,26 +375,14 @@ func TestResumeSeamUnderConcurrentPublishers(t *testing.T) {
 func TestAfterABrokerOutageAReplicaCatchesUpWhatItMissed(t *testing.T) {
 	store := t.TempDir()
 	startJS := func(port int) *server.Server {
-		if port == 0 {
-			port = server.RANDOM_PORT
-		}
-		ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, NoSigs: true, NoLog: true, JetStream: true, StoreDir: store})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ns.Start()
-		if !ns.ReadyForConnections(10 * time.Second) {
-			t.Fatal("nats-server not ready")
-		}
-		t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-		return ns
+		return natstest.Start(t, natstest.Port(port), func(o *server.Options) { o.JetStream, o.StoreDir = true, store })
 	}
 	ns := startJS(0)
 	port := natsPort(ns)
-	quick := startReplica(t, "quick", ns.ClientURL(), withHistory(100))
+	quick := startReplica(t, "quick", ns.ClientURL(), replicatest.History(100))
 	slow := startReplica(t, "slow", ns.ClientURL(), func(c *replica.Config) {
-		withHistory(100)(c)
-		c.NATSReconnectWait = 3 * time.Second // reconnects well after the other replica
+		replicatest.History(100)(c)
+		c.NATS.ReconnectWait = 3 * time.Second // reconnects well after the other replica
 	})
 	historyReady(t, quick)
 	historyReady(t, slow)

@@ -13,13 +13,14 @@ import (
 
 	"roomcast/pkg/server/replica"
 	"roomcast/pkg/testenv"
+	"roomcast/pkg/testenv/natstest"
 	"roomcast/pkg/wsclient"
 )
 
 func TestASlowReaderIsClosedWith1013AndTheRoomKeepsItsPace(t *testing.T) {
 	r := startReplica(t, "slowpoke", "", func(c *replica.Config) {
-		c.SendQueueFrames = 64
-		c.SendQueueBytes = 256 << 10
+		c.Hub.SendQueueFrames = 64
+		c.Hub.SendQueueBytes = 256 << 10
 	})
 	// The slow client reads nothing once one frame is waiting, and has a tiny socket
 	// buffer, so the server's queue for it fills up.
@@ -57,10 +58,10 @@ func TestASlowReaderIsClosedWith1013AndTheRoomKeepsItsPace(t *testing.T) {
 }
 
 func TestDrainGoesNotReadyThenCloses1012ThenStops(t *testing.T) {
-	ns := startNATS(t, 0)
+	ns := natstest.Start(t)
 	draining := startReplica(t, "old", ns.ClientURL(), func(c *replica.Config) {
-		c.DrainDelay = time.Second
-		c.DrainTimeout = 300 * time.Millisecond
+		c.Drain.Delay = time.Second
+		c.Drain.Timeout = 300 * time.Millisecond
 	})
 	survivor := startReplica(t, "new", ns.ClientURL(), nil)
 	var clients []*wsclient.Client
@@ -129,7 +130,7 @@ func TestDrainGoesNotReadyThenCloses1012ThenStops(t *testing.T) {
 }
 
 func TestWhileNATSIsAwayMessagesAreRefusedAndServiceResumesByItself(t *testing.T) {
-	ns := startNATS(t, 0)
+	ns := natstest.Start(t)
 	port := natsPort(ns)
 	url := ns.ClientURL()
 	r1 := startReplica(t, "r1", url, nil)
@@ -165,7 +166,7 @@ func TestWhileNATSIsAwayMessagesAreRefusedAndServiceResumesByItself(t *testing.T
 		t.Errorf("replica started without NATS: %d %s", code, status)
 	}
 
-	startNATS(t, port)
+	natstest.Start(t, natstest.Port(port))
 	for _, r := range []*testReplica{r1, r2, r3} {
 		eventually(t, r.name+" is ready again", func() bool {
 			code, _ := readyStatus(t, r)
@@ -194,7 +195,7 @@ func TestWhileNATSIsAwayMessagesAreRefusedAndServiceResumesByItself(t *testing.T
 }
 
 func TestASilentClientIsClosedAfterTwoPingIntervals(t *testing.T) {
-	r := startReplica(t, "pinger", "", func(c *replica.Config) { c.PingInterval = 200 * time.Millisecond })
+	r := startReplica(t, "pinger", "", func(c *replica.Config) { c.Hub.PingInterval = 200 * time.Millisecond })
 	// A well-behaved client answers pings and stays.
 	good := r.dial(t, "keepalive")
 	// A raw client completes the handshake, then never sends anything, not even pongs.

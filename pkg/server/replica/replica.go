@@ -6,69 +6,90 @@
 package replica
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	"roomcast/pkg/auth"
+	"roomcast/pkg/envconfig"
 	"roomcast/pkg/server/httpapi"
 	"roomcast/pkg/server/hub"
 	"roomcast/pkg/server/natsbroker"
 	"roomcast/pkg/server/natsembed"
-	"roomcast/pkg/server/ratelimit"
 	"roomcast/pkg/server/servermetrics"
 	"roomcast/pkg/server/wsframe"
 	"roomcast/pkg/server/wsgateway"
 )
 
-// Config is everything a replica needs; cmd/roomcast fills it from the environment.
+// Config is the server's configuration: one section per component, each with its own
+// variables, defaults and checks. cmd/roomcast fills it from the environment with
+// envconfig.Parse and Load; New takes it as it is and hands each section to its
+// component, setting only what is derived from other sections.
 type Config struct {
-	Addr             string
-	NATSURL          string // empty: start an embedded NATS server
-	EmbeddedNATSAddr string // where the embedded server also listens; empty: in-process only
-	Identity         httpapi.Identity
+	HTTP httpapi.Config
+	// NATS is where the broker connects; with an empty URL, an embedded server is started.
+	NATS natsbroker.Config
+	// Embedded is the embedded NATS server's, when NATS.URL is empty.
+	Embedded natsembed.Config
+	Gateway  wsgateway.Config
+	// Auth requires a token for every upgrade when its Verifier is set; Load builds the
+	// Verifier from the keys, New uses only the Verifier.
+	Auth  wsgateway.AuthConfig
+	Hub   hub.Config
+	Drain DrainConfig
+}
 
-	MaxMessageBytes int
-	SendQueueFrames int
-	SendQueueBytes  int
-	RateLimit       float64
-	RateBurst       int
-	AllowedOrigins  []string
+// DrainConfig times the lame-duck shutdown (see Replica.Drain).
+type DrainConfig struct {
+	Delay   time.Duration `env:"ROOMCAST_DRAIN_DELAY" envDefault:"5s" help:"after SIGTERM, time not ready before closing connections"`
+	Timeout time.Duration `env:"ROOMCAST_DRAIN_TIMEOUT" envDefault:"20s" help:"window over which connections are closed with 1012"`
+}
 
-	// Auth, when set, requires a token for every upgrade.
-	Auth *auth.Verifier
-	// Limits are the admission limits of the replica.
-	Limits wsgateway.Limits
+// Validate checks both durations; environ supplies the raw values for the error.
+func (d DrainConfig) Validate(environ map[string]string) error {
+	switch {
+	case d.Delay < 0:
+		return envconfig.Invalid(environ, "ROOMCAST_DRAIN_DELAY", "want a duration of 0s or more")
+	case d.Timeout < 0:
+		return envconfig.Invalid(environ, "ROOMCAST_DRAIN_TIMEOUT", "want a duration of 0s or more")
+	}
+	return nil
+}
 
-	// HistorySize messages per room are kept for HistoryTTL so that reconnecting clients
-	// can resume; 0 turns history off.
-	HistorySize int
-	HistoryTTL  time.Duration
-	// HistoryReplicas is the history stream's replication in a NATS cluster.
-	HistoryReplicas int
-	// CatchUpTimeout bounds a room's retries to read what it missed from history
-	// (hub.Config.CatchUpTimeout; 0 is hub.DefaultCatchUpTimeout).
-	CatchUpTimeout time.Duration
-
-	DrainDelay   time.Duration
-	DrainTimeout time.Duration
-	PingInterval time.Duration
-
-	// RateCloseAfter is how long a client may stay over the rate limit before it is
-	// closed with 1008 (default 10s, the contract's).
-	RateCloseAfter time.Duration
-	// NATSReconnectWait is the pause between NATS reconnect attempts (default 1s).
-	NATSReconnectWait time.Duration
-	// DrainSleep replaces the wait between batches of drain closes (tests).
-	DrainSleep func(ctx context.Context, d time.Duration) error
+// Load completes a Config parsed from environ and checks it, section by section, once:
+// the instance name defaults to the host's, the key files are read and the token
+// verifier is built. Its errors are *envconfig.Error naming the variable, with environ's
+// raw value.
+func (c *Config) Load(environ map[string]string) error {
+	if c.HTTP.Identity.Instance == "" {
+		c.HTTP.Identity.Instance, _ = os.Hostname()
+	}
+	for _, v := range []func(map[string]string) error{
+		c.HTTP.Validate, c.Embedded.Validate, c.Gateway.Validate, c.Hub.Validate,
+	} {
+		if err := v(environ); err != nil {
+			return err
+		}
+	}
+	// The send queue must hold at least one frame of the largest message.
+	if least := c.Gateway.LargestFrame(); c.Hub.SendQueueBytes < least {
+		return envconfig.Invalid(environ, "ROOMCAST_SEND_QUEUE_BYTES", fmt.Sprintf("want at least %d (one frame of the largest message)", least))
+	}
+	for _, v := range []func(map[string]string) error{
+		c.NATS.Validate, c.Drain.Validate, c.Auth.Load,
+	} {
+		if err := v(environ); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Replica is one running server.
@@ -103,14 +124,14 @@ func New(cfg Config, log *slog.Logger) (*Replica, error) {
 
 func (r *Replica) build() error {
 	cfg, log := r.cfg, r.log
-	natsCfg := natsbroker.Config{
-		URL: cfg.NATSURL, Name: "roomcast-" + cfg.Identity.Instance, ReconnectWait: cfg.NATSReconnectWait,
-		History: natsbroker.HistoryConfig{Size: cfg.HistorySize, TTL: cfg.HistoryTTL, Replicas: cfg.HistoryReplicas},
-	}
-	if cfg.NATSURL == "" {
+	natsCfg := cfg.NATS
+	natsCfg.Name = "roomcast-" + cfg.HTTP.Identity.Instance
+	if natsCfg.URL == "" {
 		// The embedded server keeps history in memory: it lives as long as the process.
 		natsCfg.History.Memory = true
-		embedded, err := natsembed.Start(natsembed.Config{ListenAddr: cfg.EmbeddedNATSAddr, JetStream: cfg.HistorySize > 0}, log)
+		embeddedCfg := cfg.Embedded
+		embeddedCfg.JetStream = natsCfg.History.Size > 0
+		embedded, err := natsembed.Start(embeddedCfg, log)
 		if err != nil {
 			return err
 		}
@@ -126,36 +147,24 @@ func (r *Replica) build() error {
 	}
 	r.broker = broker
 	errs := servermetrics.NewErrors(r.reg) // counted by the hub and the gateway
-	r.hub = hub.New(hub.Config{
-		SendQueueFrames: cfg.SendQueueFrames,
-		SendQueueBytes:  cfg.SendQueueBytes,
-		// A replay of a full room history may take a moment; hold what arrives meanwhile.
-		HoldFrames:   cfg.SendQueueFrames + cfg.HistorySize,
-		PingInterval: cfg.PingInterval,
-		Sleep:        cfg.DrainSleep,
-		// After a NATS outage the hub fills each room's gap from history.
-		History:        r.broker.History(),
-		CatchUpTimeout: cfg.CatchUpTimeout,
-	}, r.broker, errs, log.With("component", "hub"), r.reg)
+	hubCfg := cfg.Hub
+	// A replay of a full room history may take a moment; hold what arrives meanwhile.
+	hubCfg.HoldFrames = hubCfg.SendQueueFrames + natsCfg.History.Size
+	// After a NATS outage the hub fills each room's gap from history.
+	hubCfg.History = r.broker.History()
+	r.hub = hub.New(hubCfg, r.broker, errs, log.With("component", "hub"), r.reg)
 	r.broker.OnReconnect(func() {
 		// Each room retries until it has its gap, for up to the hub's CatchUpTimeout; Close
 		// stops them.
 		r.hub.CatchUp(context.Background())
 	})
-	gateway := wsgateway.New(wsgateway.Config{
-		MaxMessageBytes: cfg.MaxMessageBytes,
-		RateLimit: ratelimit.Config{
-			PerSecond: cfg.RateLimit, Burst: cfg.RateBurst,
-			WarnEvery: time.Second, CloseAfter: cmp.Or(cfg.RateCloseAfter, 10*time.Second),
-		},
-		AllowedOrigins: cfg.AllowedOrigins,
-		IdleTimeout:    2 * cfg.PingInterval,
-		ResponseHeader: cfg.Identity.ResponseHeader(),
-		History:        r.broker.History(),
-		Auth:           cfg.Auth,
-		Limits:         cfg.Limits,
-	}, r.hub, r.broker, errs, log.With("component", "gateway"), r.reg)
-	r.http = httpapi.New(httpapi.Config{Addr: cfg.Addr, Identity: cfg.Identity}, gateway,
+	gwCfg := cfg.Gateway
+	gwCfg.IdleTimeout = 2 * hubCfg.PingInterval
+	gwCfg.ResponseHeader = cfg.HTTP.Identity.ResponseHeader()
+	gwCfg.History = r.broker.History()
+	gwCfg.Auth = cfg.Auth.Verifier
+	gateway := wsgateway.New(gwCfg, r.hub, r.broker, errs, log.With("component", "gateway"), r.reg)
+	r.http = httpapi.New(cfg.HTTP, gateway,
 		httpapi.Readiness{Draining: r.hub.Draining, Broker: r.broker.Ready}, r.reg, log.With("component", "http"), r.reg)
 	if err := r.http.Listen(); err != nil {
 		return err
@@ -198,9 +207,9 @@ func (r *Replica) Serve() error { return r.http.Serve() }
 // Cancelling ctx (a second signal) abandons the sequence and closes everything at once.
 func (r *Replica) Drain(ctx context.Context) error {
 	r.hub.StopAccepting()
-	r.log.Info("draining", "delay", r.cfg.DrainDelay.String(), "timeout", r.cfg.DrainTimeout.String(), "connections", r.hub.Len())
+	r.log.Info("draining", "delay", r.cfg.Drain.Delay.String(), "timeout", r.cfg.Drain.Timeout.String(), "connections", r.hub.Len())
 	defer r.Close()
-	t := time.NewTimer(r.cfg.DrainDelay)
+	t := time.NewTimer(r.cfg.Drain.Delay)
 	select {
 	case <-t.C:
 	case <-ctx.Done():
@@ -208,8 +217,8 @@ func (r *Replica) Drain(ctx context.Context) error {
 		return fmt.Errorf("drain interrupted: %w", ctx.Err())
 	}
 	// Clients get the close frames' worth of time after the window to go away.
-	closeCtx, cancel := context.WithTimeout(ctx, r.cfg.DrainTimeout+10*time.Second)
-	err := r.hub.CloseAll(closeCtx, wsframe.CloseServiceRestart, "server restarting", r.cfg.DrainTimeout)
+	closeCtx, cancel := context.WithTimeout(ctx, r.cfg.Drain.Timeout+10*time.Second)
+	err := r.hub.CloseAll(closeCtx, wsframe.CloseServiceRestart, "server restarting", r.cfg.Drain.Timeout)
 	cancel()
 	if ctx.Err() != nil {
 		return fmt.Errorf("drain interrupted: %w", ctx.Err())

@@ -11,11 +11,12 @@ import (
 
 	"roomcast/pkg/server/natsbroker"
 	"roomcast/pkg/testenv"
+	"roomcast/pkg/testenv/natstest"
 	"roomcast/pkg/wsclient"
 )
 
 func TestRoomsSpanReplicasAndEveryMemberGetsEachMessageOnce(t *testing.T) {
-	ns := startNATS(t, 0)
+	ns := natstest.Start(t)
 	url := ns.ClientURL()
 	r1 := startReplica(t, "r1", url, nil)
 	r2 := startReplica(t, "r2", url, nil)
@@ -82,7 +83,7 @@ func TestRoomsSpanReplicasAndEveryMemberGetsEachMessageOnce(t *testing.T) {
 }
 
 func TestAReplicaSubscribesToARoomOnlyWhileItHasMembers(t *testing.T) {
-	ns := startNATS(t, 0)
+	ns := natstest.Start(t)
 	r1 := startReplica(t, "r1", ns.ClientURL(), nil)
 	subject := natsbroker.SubjectPrefix + "quiet"
 	acc := ns.GlobalAccount()
@@ -107,7 +108,7 @@ func TestAReplicaSubscribesToARoomOnlyWhileItHasMembers(t *testing.T) {
 }
 
 func TestAMemberReceivesEverythingPublishedAfterItsUpgrade(t *testing.T) {
-	ns := startNATS(t, 0)
+	ns := natstest.Start(t)
 	r1 := startReplica(t, "r1", ns.ClientURL(), nil)
 	r2 := startReplica(t, "r2", ns.ClientURL(), nil)
 	sender := r1.dial(t, "race")

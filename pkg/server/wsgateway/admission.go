@@ -17,18 +17,18 @@ import (
 type Limits struct {
 	// MaxConnections caps live connections on this replica (503 beyond, so that a
 	// proxy tries another replica).
-	MaxConnections int
+	MaxConnections int `env:"ROOMCAST_MAX_CONNECTIONS" envDefault:"0" help:"live connections on this replica; over it upgrades get 503 (0: no limit)"`
 	// AcceptRate caps upgrades per second on this replica, smoothing reconnect storms
 	// (503 with Retry-After beyond); AcceptBurst is its bucket (default AcceptRate).
-	AcceptRate  float64
+	AcceptRate  float64 `env:"ROOMCAST_ACCEPT_RATE" envDefault:"0" help:"upgrades per second on this replica; over it 503 with Retry-After (0: no limit)"`
 	AcceptBurst int
 	// MaxConnectionsPerIP caps live connections per client address.
-	MaxConnectionsPerIP int
+	MaxConnectionsPerIP int `env:"ROOMCAST_MAX_CONNECTIONS_PER_IP" envDefault:"0" help:"live connections per client address; over it 429 (0: no limit)"`
 	// TrustedProxies are the peers whose X-Forwarded-For is believed (nginx); the client
 	// address is then the last entry not itself a trusted proxy.
-	TrustedProxies []netip.Prefix
+	TrustedProxies Prefixes `env:"ROOMCAST_TRUSTED_PROXIES" help:"comma-separated CIDRs whose X-Forwarded-For names the client (the proxy in front)"`
 	// MaxRoomMembers caps the members of one room on this replica.
-	MaxRoomMembers int
+	MaxRoomMembers int `env:"ROOMCAST_MAX_ROOM_MEMBERS" envDefault:"0" help:"members of one room on this replica; over it 503 (0: no limit)"`
 }
 
 // Admission reasons, the label of roomcast_admission_rejected_total.

@@ -23,11 +23,12 @@ type Config struct {
 	// MaxMessageBytes is the largest accepted message text. Frames may be up to
 	// 4 × MaxMessageBytes + 1 KiB, room for JSON escaping; bigger ones close with
 	// wsframe.CloseMessageTooBig.
-	MaxMessageBytes int
-	// RateLimit is applied to every frame a client sends.
+	MaxMessageBytes int `env:"ROOMCAST_MAX_MESSAGE_BYTES" envDefault:"4096" help:"largest accepted message, in bytes (1 to 1048576)"`
+	// RateLimit is applied to every frame a client sends (WarnEvery default 1s,
+	// CloseAfter 10s).
 	RateLimit ratelimit.Config
 	// AllowedOrigins, when not empty, is the list of Origin values browsers may use.
-	AllowedOrigins []string
+	AllowedOrigins Origins `env:"ROOMCAST_ALLOWED_ORIGINS" help:"comma-separated allowed Origin values; empty allows any"`
 	// IdleTimeout closes a connection that has sent nothing for that long.
 	IdleTimeout time.Duration
 	// ResponseHeader is added to the 101 response (color and instance).
@@ -39,7 +40,7 @@ type Config struct {
 	History chat.History
 	// ReplayTimeout bounds one replay (default 30s).
 	ReplayTimeout time.Duration
-	// Auth, when set, requires a token for every upgrade.
+	// Auth, when set, requires a token for every upgrade (AuthConfig builds it).
 	Auth *auth.Verifier
 	// Limits are the admission limits.
 	Limits Limits
@@ -71,6 +72,12 @@ func New(cfg Config, h *hub.Hub, broker chat.Broker, errs *servermetrics.Errors,
 	}
 	if cfg.ReplayTimeout <= 0 {
 		cfg.ReplayTimeout = 30 * time.Second
+	}
+	if cfg.RateLimit.WarnEvery <= 0 {
+		cfg.RateLimit.WarnEvery = time.Second
+	}
+	if cfg.RateLimit.CloseAfter <= 0 {
+		cfg.RateLimit.CloseAfter = 10 * time.Second // the contract's
 	}
 	f := promauto.With(reg)
 	g := &Gateway{

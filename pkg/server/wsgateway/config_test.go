@@ -1,0 +1,89 @@
+package wsgateway_test
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"roomcast/pkg/envconfig"
+	"roomcast/pkg/server/wsgateway"
+)
+
+func TestPrefixesAcceptCIDRsAndAddresses(t *testing.T) {
+	tests := []struct {
+		in   string
+		want []netip.Prefix
+		bad  bool
+	}{
+		{"", nil, false},
+		{"10.1.2.3/8", []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, false},
+		{" 192.168.0.7 , ,::1", []netip.Prefix{netip.MustParsePrefix("192.168.0.7/32"), netip.MustParsePrefix("::1/128")}, false},
+		{"10.0.0.0/33", nil, true},
+		{"nginx", nil, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			var p wsgateway.Prefixes
+			err := p.UnmarshalText([]byte(tt.in))
+			if (err != nil) != tt.bad {
+				t.Fatalf("error %v, want one: %v", err, tt.bad)
+			}
+			if !tt.bad && !slices.Equal(p, tt.want) {
+				t.Fatalf("got %v, want %v", p, tt.want)
+			}
+		})
+	}
+}
+
+// ed25519PublicKey is any Ed25519 public key: Load only parses it.
+const ed25519PublicKey = `-----BEGIN PUBLIC KEY-----
+MCowBQYDK2VwAyEAIYEFghjCEzocQVlf5dqsmMYGWcD/cLzQA49PAkjqbeA=
+-----END PUBLIC KEY-----
+`
+
+func TestAuthConfigLoadsTheKeysOnce(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	secret := write("secret", "a key of more than sixteen bytes\n")
+	tests := []struct {
+		name    string
+		cfg     wsgateway.AuthConfig
+		badVar  string
+		enabled bool
+	}{
+		{"no key: no tokens", wsgateway.AuthConfig{}, "", false},
+		{"secret", wsgateway.AuthConfig{Secret: "a key of more than sixteen bytes"}, "", true},
+		{"secret file", wsgateway.AuthConfig{SecretFile: secret}, "", true},
+		{"public key file", wsgateway.AuthConfig{PublicKeyFile: write("pub.pem", ed25519PublicKey)}, "", true},
+		{"short secret", wsgateway.AuthConfig{Secret: "short"}, "ROOMCAST_JWT_SECRET", false},
+		{"both secrets", wsgateway.AuthConfig{Secret: "a key of more than sixteen bytes", SecretFile: secret}, "ROOMCAST_JWT_SECRET_FILE", false},
+		{"empty secret file", wsgateway.AuthConfig{SecretFile: write("empty", "\n")}, "ROOMCAST_JWT_SECRET_FILE", false},
+		{"not a PEM key", wsgateway.AuthConfig{PublicKey: "nope"}, "ROOMCAST_JWT_PUBLIC_KEY", false},
+		{"not a PEM key file", wsgateway.AuthConfig{PublicKeyFile: secret}, "ROOMCAST_JWT_PUBLIC_KEY_FILE", false},
+		{"missing key file", wsgateway.AuthConfig{PublicKeyFile: filepath.Join(dir, "none")}, "ROOMCAST_JWT_PUBLIC_KEY_FILE", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := tt.cfg
+			err := cfg.Load(nil)
+			var e *envconfig.Error
+			switch {
+			case tt.badVar == "" && err != nil:
+				t.Fatalf("Load: %v", err)
+			case tt.badVar != "" && (!errors.As(err, &e) || e.Var != tt.badVar):
+				t.Fatalf("Load: %v, want an error naming %s", err, tt.badVar)
+			case (cfg.Verifier != nil) != tt.enabled:
+				t.Fatalf("verifier %v, want one: %v", cfg.Verifier, tt.enabled)
+			}
+		})
+	}
+}

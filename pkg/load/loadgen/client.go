@@ -56,9 +56,13 @@ type member struct {
 	// closed before their echo came back on it: [from, to) ranges of seq.
 	unconfirmed []seqRange
 
-	mu      sync.Mutex   // guards history and dropped
+	mu      sync.Mutex   // guards history, dropped and failedSends
 	history []Connection // kept in the scenarios that reconnect
 	dropped int          // connections beyond maxHistory, not kept
+	// failedSends are the seqs whose write failed: sent into a connection that was
+	// closing. The read loop's close handler may have counted the unconfirmed messages
+	// of that connection before the sender got to them, so the sender records its own.
+	failedSends []uint64
 }
 
 type seqRange struct{ from, to uint64 }
@@ -311,6 +315,9 @@ func (m *member) send(p *phase, buf []byte, now time.Time) []byte {
 	p.expected.Add(int64(m.roomSize))
 	if err := l.conn.WriteMessage(gws.OpcodeText, buf); err != nil {
 		m.r.sendErrors.Add(1)
+		m.mu.Lock()
+		m.failedSends = append(m.failedSends, seq)
+		m.mu.Unlock()
 		if l.up.Swap(false) && !m.r.reconnecting {
 			m.r.warn("send failed; this member sends no more", "client", m.id, "err", err)
 		}

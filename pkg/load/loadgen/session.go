@@ -171,24 +171,36 @@ func (r *runner) reconnectResult(rep *Report) *ReconnectResult {
 }
 
 // unconfirmedMessages counts the messages sent on a connection the server closed before
-// their echo, that no member of the room received. It reads every Inbox: call it only
-// once the read loops have ended.
+// their echo (or whose write failed), that no member of the room received. It reads
+// every Inbox: call it only once the read loops have ended.
 func (r *runner) unconfirmedMessages() int64 {
 	var n int64
 	for _, m := range r.members {
 		first := m.room * r.cfg.Members
+		reached := func(seq uint64) bool {
+			for k := range m.roomSize {
+				if r.members[first+k].inbox.Has(m.id-first, seq) {
+					return true
+				}
+			}
+			return false
+		}
+		counted := map[uint64]bool{}
 		for _, rg := range m.unconfirmed {
 			for seq := rg.from; seq < rg.to; seq++ {
-				reached := false
-				for k := range m.roomSize {
-					if r.members[first+k].inbox.Has(m.id-first, seq) {
-						reached = true
-						break
-					}
-				}
-				if !reached {
+				counted[seq] = true
+				if !reached(seq) {
 					n++
 				}
+			}
+		}
+		m.mu.Lock()
+		failed := m.failedSends
+		m.mu.Unlock()
+		for _, seq := range failed {
+			if !counted[seq] && !reached(seq) {
+				counted[seq] = true
+				n++
 			}
 		}
 	}

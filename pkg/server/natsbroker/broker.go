@@ -60,6 +60,10 @@ type Broker struct {
 	hist   *history // nil when history is off
 
 	reconnectHook atomic.Pointer[func()]
+	// resyncing is set from a disconnect until the server has answered a round trip on
+	// the new connection: only then are the resent subscriptions known to it, so a
+	// replica that says it is ready also receives what other replicas publish.
+	resyncing atomic.Bool
 
 	connected    prometheus.Gauge
 	disconnects  prometheus.Counter
@@ -110,12 +114,14 @@ func Connect(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Broker, 
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			b.connected.Set(1)
 			log.Info("nats reconnected", "server", nc.ConnectedUrlRedacted())
+			go b.resync(nc)
 			if hook := b.reconnectHook.Load(); hook != nil {
 				go (*hook)()
 			}
 		}),
 		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
 			b.connected.Set(0)
+			b.resyncing.Store(true)
 			if nc.IsClosed() || nc.IsDraining() {
 				return // our own Drain or Close
 			}
@@ -162,6 +168,17 @@ func Connect(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Broker, 
 	return b, nil
 }
 
+// resync waits, bounded per try, for a round trip on the new connection, which the
+// server answers after the subscriptions nats.go resent ahead of it.
+func (b *Broker) resync(nc *nats.Conn) {
+	for nc.IsConnected() {
+		if err := nc.FlushTimeout(2 * time.Second); err == nil {
+			b.resyncing.Store(false)
+			return
+		}
+	}
+}
+
 // OnReconnect sets a function run (in its own goroutine) after every reconnect.
 func (b *Broker) OnReconnect(fn func()) { b.reconnectHook.Store(&fn) }
 
@@ -176,6 +193,9 @@ func (b *Broker) History() chat.History {
 // Ready returns nil while connected, else an error wrapping chat.ErrUnavailable.
 func (b *Broker) Ready() error {
 	if b.nc.IsConnected() {
+		if b.resyncing.Load() {
+			return fmt.Errorf("%w: NATS reconnected, subscriptions not yet confirmed", chat.ErrUnavailable)
+		}
 		return nil
 	}
 	return fmt.Errorf("%w: NATS connection %s", chat.ErrUnavailable, b.nc.Status())

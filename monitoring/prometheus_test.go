@@ -97,8 +97,9 @@ func asList(v any) []any {
 	return l
 }
 
-// autoscalerStandIn exports roomcast-autoscaler's metrics as CONTRACT.md names them
-// (cmd/roomcast-autoscaler is written by another issue): its decisions at rest.
+// autoscalerStandIn exports the metrics of roomcast-autoscaler at rest, under the names
+// pkg/fleet/autoscale registers (the real one would need a Docker API and a Prometheus to
+// query of its own).
 func autoscalerStandIn(t *testing.T) string {
 	t.Helper()
 	reg := prometheus.NewRegistry()

@@ -34,22 +34,23 @@ var ErrHistoryUnavailable = errors.New("history unavailable")
 
 // History is the store of each room's recent messages, for clients that resume.
 type History interface {
-	// Replay returns, in seq order, the stored messages of room with a seq above since,
-	// up to the newest stored when Replay began. When since is no longer stored (or
+	// ReadSince returns, in seq order, the stored messages of room with a seq above
+	// since, up to the newest stored when the read began. A resuming client is replayed
+	// what it returns; a room catching up after a gap delivers it. When since is no longer stored (or
 	// belongs to another room), or epoch is given and is not the store's current one, it
 	// returns everything kept and reports Truncated. The error wraps
 	// ErrHistoryUnavailable when the store cannot be read.
-	Replay(ctx context.Context, room string, since uint64, epoch string) (Replayed, error)
+	ReadSince(ctx context.Context, room string, since uint64, epoch string) (Stored, error)
 }
 
-// Replayed is the result of a Replay.
-type Replayed struct {
+// Stored is what History.ReadSince read.
+type Stored struct {
 	Messages []Message
 	// Truncated: the client may have missed messages that are no longer kept.
 	Truncated bool
 	// Last is the seq up to which the client now has everything: live messages with a
 	// seq at or below it are duplicates.
 	Last uint64
-	// Epoch is the store's epoch the replay used.
+	// Epoch is the store's epoch the read used.
 	Epoch string
 }

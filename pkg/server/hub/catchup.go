@@ -165,27 +165,27 @@ func (h *Hub) catchUpRoom(r *room, cu *catchUp) {
 
 // fetchGap is one attempt at reading from history what r missed since its position,
 // once a fetch slot is free.
-func (h *Hub) fetchGap(ctx context.Context, r *room) (chat.Replayed, error) {
+func (h *Hub) fetchGap(ctx context.Context, r *room) (chat.Stored, error) {
 	select {
 	case h.gapFetches <- struct{}{}:
 		defer func() { <-h.gapFetches }()
 	case <-ctx.Done():
-		return chat.Replayed{}, fmt.Errorf("waiting to fetch the gap of room %q: %w", r.name, ctx.Err())
+		return chat.Stored{}, fmt.Errorf("waiting to fetch the gap of room %q: %w", r.name, ctx.Err())
 	}
 	if err := ctx.Err(); err != nil {
-		return chat.Replayed{}, fmt.Errorf("waiting to fetch the gap of room %q: %w", r.name, err)
+		return chat.Stored{}, fmt.Errorf("waiting to fetch the gap of room %q: %w", r.name, err)
 	}
 	last, epoch := r.position()
 	ctx, cancel := context.WithTimeout(ctx, catchUpAttemptTimeout)
 	defer cancel()
-	return h.cfg.History.Replay(ctx, r.name, last, epoch)
+	return h.cfg.History.ReadSince(ctx, r.name, last, epoch)
 }
 
 // behind returns errHistoryBehind when res stops short of what the live messages in
 // backlog show was stored: one of them follows a message that neither r has delivered
 // nor res holds. A store replica that has not applied the newest messages yet answers
 // like that; a later fetch has them.
-func behind(r *room, res chat.Replayed, backlog []chat.Message) error {
+func behind(r *room, res chat.Stored, backlog []chat.Message) error {
 	last, epoch := r.position()
 	for _, m := range res.Messages {
 		switch {
@@ -215,7 +215,7 @@ func behind(r *room, res chat.Replayed, backlog []chat.Message) error {
 // finishLocked ends cu, r's catch-up, and delivers in order: wsframe.Truncated if
 // history could not be read (err) or was cut, the fetched messages, then the backlog.
 // r.mu is held.
-func (h *Hub) finishLocked(r *room, cu *catchUp, res chat.Replayed, err error) {
+func (h *Hub) finishLocked(r *room, cu *catchUp, res chat.Stored, err error) {
 	r.catchUp = nil
 	cu.cancel()
 	backlog := cu.backlog
@@ -247,7 +247,7 @@ func (h *Hub) finishLocked(r *room, cu *catchUp, res chat.Replayed, err error) {
 func (h *Hub) addToBacklogLocked(r *room, msg chat.Message) {
 	cu := r.catchUp
 	if len(cu.backlog) >= maxBacklog {
-		h.finishLocked(r, cu, chat.Replayed{}, fmt.Errorf("%d live messages waiting: %w", len(cu.backlog), errBacklogFull))
+		h.finishLocked(r, cu, chat.Stored{}, fmt.Errorf("%d live messages waiting: %w", len(cu.backlog), errBacklogFull))
 		h.fanOutLocked(r, msg)
 		return
 	}
@@ -264,7 +264,7 @@ func (h *Hub) addToBacklogLocked(r *room, msg chat.Message) {
 		// The first new numbered message follows the room's position: nothing was stored
 		// meanwhile (typically a reconnect that missed nothing), so history is not needed.
 		h.log.Debug("catch-up not needed: the live stream continues", "room", r.name, "trigger", cu.trigger, "attempts", cu.attempts)
-		h.finishLocked(r, cu, chat.Replayed{}, nil)
+		h.finishLocked(r, cu, chat.Stored{}, nil)
 	}
 }
 

@@ -29,7 +29,7 @@ type flakyHistory struct {
 	calls    int
 }
 
-func (h *flakyHistory) Replay(ctx context.Context, room string, since uint64, _ string) (chat.Replayed, error) {
+func (h *flakyHistory) ReadSince(ctx context.Context, room string, since uint64, _ string) (chat.Stored, error) {
 	h.mu.Lock()
 	h.calls++
 	fail := h.failures < 0 || h.calls <= h.failures
@@ -38,15 +38,15 @@ func (h *flakyHistory) Replay(ctx context.Context, room string, since uint64, _ 
 	h.mu.Unlock()
 	if fail && h.hang {
 		<-ctx.Done()
-		return chat.Replayed{}, fmt.Errorf("replaying room %q: %w: %w", room, chat.ErrHistoryUnavailable, ctx.Err())
+		return chat.Stored{}, fmt.Errorf("replaying room %q: %w: %w", room, chat.ErrHistoryUnavailable, ctx.Err())
 	}
 	if fail {
-		return chat.Replayed{}, fmt.Errorf("replaying room %q: %w: no stream leader", room, chat.ErrHistoryUnavailable)
+		return chat.Stored{}, fmt.Errorf("replaying room %q: %w: no stream leader", room, chat.ErrHistoryUnavailable)
 	}
 	if stale {
-		return chat.Replayed{Last: since, Epoch: "e"}, nil
+		return chat.Stored{Last: since, Epoch: "e"}, nil
 	}
-	res := chat.Replayed{Last: since, Epoch: "e"}
+	res := chat.Stored{Last: since, Epoch: "e"}
 	for _, m := range stored {
 		if m.Room == room && m.Seq > since {
 			res.Messages = append(res.Messages, m)

@@ -736,18 +736,18 @@ func TestSendMessageWaitsForRoomInsteadOfOverflowing(t *testing.T) {
 	}
 }
 
-// fakeHistory serves Replay from a fixed list of stored messages.
+// fakeHistory serves ReadSince from a fixed list of stored messages.
 type fakeHistory struct {
 	mu     sync.Mutex
 	stored []chat.Message
 	calls  int
 }
 
-func (f *fakeHistory) Replay(_ context.Context, room string, since uint64, _ string) (chat.Replayed, error) {
+func (f *fakeHistory) ReadSince(_ context.Context, room string, since uint64, _ string) (chat.Stored, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls++
-	res := chat.Replayed{Last: since}
+	res := chat.Stored{Last: since}
 	for _, m := range f.stored {
 		if m.Room == room && m.Seq > since {
 			res.Messages = append(res.Messages, m)

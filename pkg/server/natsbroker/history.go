@@ -102,7 +102,7 @@ func newHistory(b *Broker, cfg HistoryConfig, reg prometheus.Registerer) (*histo
 			Help: "History operations that failed, by operation (publish: stored nowhere, sent live only; replay; stream).",
 		}, []string{"op"}),
 		replayed: f.NewCounter(prometheus.CounterOpts{
-			Name: "roomcast_history_replayed_messages_total", Help: "Stored messages replayed to resuming clients.",
+			Name: "roomcast_history_replayed_messages_total", Help: "Stored messages read from history: replayed to resuming clients, or delivered by rooms catching up on a gap.",
 		}),
 	}
 	for _, op := range []string{"publish", "replay", "stream"} {
@@ -128,7 +128,7 @@ func (h *history) run() {
 		if h.b.nc.IsConnected() {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			had, _ := h.current()
-			if err := h.refresh(ctx); err != nil {
+			if err := h.findStream(ctx); err != nil {
 				h.errors.WithLabelValues("stream").Inc()
 				if had != nil || !h.warned {
 					h.b.log.Warn("history stream unavailable; live messages still flow", "err", err)
@@ -160,8 +160,8 @@ func (h *history) kickRefresh() {
 	}
 }
 
-// refresh finds the stream, creating it if it is missing, and reads its epoch.
-func (h *history) refresh(ctx context.Context) error {
+// findStream finds the stream, creating it if it is missing, and reads its epoch.
+func (h *history) findStream(ctx context.Context) error {
 	s, err := h.js.Stream(ctx, h.cfg.Stream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		s, err = h.js.CreateStream(ctx, h.streamConfig())
@@ -278,7 +278,7 @@ func (h *history) liveHandler(deliver func(chat.Message)) nats.MsgHandler {
 		if seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64); err == nil && seq > 0 {
 			if seq <= last {
 				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-				if err := h.refresh(ctx); err != nil {
+				if err := h.findStream(ctx); err != nil {
 					h.errors.WithLabelValues("stream").Inc()
 				}
 				cancel()
@@ -291,19 +291,19 @@ func (h *history) liveHandler(deliver func(chat.Message)) nats.MsgHandler {
 	}
 }
 
-// Replay implements chat.History.
-func (h *history) Replay(ctx context.Context, room string, since uint64, epoch string) (chat.Replayed, error) {
+// ReadSince implements chat.History.
+func (h *history) ReadSince(ctx context.Context, room string, since uint64, epoch string) (chat.Stored, error) {
 	s, cur := h.current()
 	if s == nil {
 		h.kickRefresh()
 		h.errors.WithLabelValues("replay").Inc()
-		return chat.Replayed{}, fmt.Errorf("replaying room %q: %w", room, chat.ErrHistoryUnavailable)
+		return chat.Stored{}, fmt.Errorf("replaying room %q: %w", room, chat.ErrHistoryUnavailable)
 	}
-	res := chat.Replayed{Epoch: cur}
+	res := chat.Stored{Epoch: cur}
 	if epoch != "" && epoch != cur {
 		res.Truncated, since = true, 0
 	}
-	fail := func(err error) (chat.Replayed, error) {
+	fail := func(err error) (chat.Stored, error) {
 		h.errors.WithLabelValues("replay").Inc()
 		return res, fmt.Errorf("replaying room %q: %w: %w", room, chat.ErrHistoryUnavailable, err)
 	}

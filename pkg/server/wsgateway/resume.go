@@ -47,7 +47,7 @@ func parseResume(r *http.Request) (*resumeRequest, error) {
 func (g *Gateway) replay(member *hub.Member, req resumeRequest) {
 	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.ReplayTimeout)
 	defer cancel()
-	res, err := g.cfg.History.Replay(ctx, member.Room(), req.since, req.epoch)
+	res, err := g.cfg.History.ReadSince(ctx, member.Room(), req.since, req.epoch)
 	if err != nil {
 		g.errs.Count(chat.KindHistory)
 		g.log.Warn("replay failed; the client continues live", "room", member.Room(), "err", err)

@@ -1,7 +1,10 @@
 // Package swarm is roomcast's adapter to the Docker Engine API for Swarm services: it
 // reads a service's labels and replica count, scales a replicated service, and streams
-// a service's events. It owns nothing but a *client.Client; it never creates or
-// removes services, and it never pulls images or asks a registry.
+// a service's events (for roomcast-edge and the autoscaler), and it is the
+// bluegreen.Docker of a release: labels changed by compare-and-set, tasks, secrets, a
+// one-off job, exec in the local tasks (release.go). It owns nothing but a
+// *client.Client, and it never pulls images or asks a registry. StackCLI is the one
+// operation the Engine API lacks, `docker stack deploy`, run as a command.
 //
 // The client negotiates the API version with the daemon (DOCKER_API_VERSION, when set
 // in the process environment, pins it), so it works with Engine API 1.41 (Docker 20.10)

@@ -73,9 +73,9 @@ func (r *Release) begin(ctx context.Context, op string) (string, Service, error)
 
 // idleState is the idle color as it was before a release touched it.
 type idleState struct {
-	color   string
-	existed bool
-	image   string
+	color    string
+	existed  bool
+	image    string
 	replicas uint64
 }
 

@@ -196,14 +196,18 @@ func (c *Client) RunJob(ctx context.Context, job bluegreen.Job) (bluegreen.JobRe
 		_ = c.api.ServiceRemove(ctx, old.ID)
 	}
 	created, err := c.api.ServiceCreate(ctx, spec, dswarm.ServiceCreateOptions{})
-	if err != nil {
-		return bluegreen.JobResult{}, fmt.Errorf("creating job %s: %w", job.Name, err)
-	}
-	defer func() {
+	remove := func(ref string) {
 		rmCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
-		_ = c.api.ServiceRemove(rmCtx, created.ID)
-	}()
+		_ = c.api.ServiceRemove(rmCtx, ref)
+	}
+	if err != nil {
+		if ctx.Err() != nil { // interrupted: the daemon may have made it all the same
+			remove(job.Name)
+		}
+		return bluegreen.JobResult{}, fmt.Errorf("creating job %s: %w", job.Name, err)
+	}
+	defer remove(created.ID)
 	var res bluegreen.JobResult
 	for {
 		tasks, err := c.api.TaskList(ctx, dswarm.TaskListOptions{Filters: filters.NewArgs(filters.Arg("service", created.ID))})

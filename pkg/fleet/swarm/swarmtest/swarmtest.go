@@ -49,6 +49,7 @@ type Server struct {
 	execs    map[string]*execRun
 	secrets  map[string]secret // by name
 	images   map[string]bool
+	created  []Spec
 }
 
 type service struct {

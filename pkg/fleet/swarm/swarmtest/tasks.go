@@ -38,6 +38,10 @@ type Spec struct {
 	Labels   map[string]string
 	Replicas *uint64 // nil: a global service
 	Secrets  []string
+	// Command is the container's command and arguments (of a created service).
+	Command []string
+	// Job is true for a replicated job.
+	Job bool
 }
 
 type jobResult struct {
@@ -82,6 +86,13 @@ func (s *Server) Service(name string) (Spec, bool) {
 		return Spec{}, false
 	}
 	return Spec{Image: svc.image, Labels: copyMap(svc.labels), Replicas: svc.replicas, Secrets: slices.Clone(svc.secrets)}, true
+}
+
+// Created returns the specs of the services created through the API so far.
+func (s *Server) Created() []Spec {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.created)
 }
 
 // Converge sets how the fake's orchestrator answers each change of service name: fn
@@ -165,7 +176,7 @@ func (s *Server) Secret(name string) ([]byte, map[string]string, bool) {
 
 func (s *Server) convergeLocked(svc *service) {
 	switch {
-	case svc.job:
+	case svc.job && s.converge[svc.name] == nil:
 		res := s.job
 		if !res.set {
 			res = jobResult{logs: "PASS\n"}
@@ -331,6 +342,8 @@ func (s *Server) serveCreate(w http.ResponseWriter, r *http.Request) {
 	svc, _ := s.serviceLocked(spec.Name)
 	svc.version++
 	spec.applyTo(svc)
+	s.created = append(s.created, Spec{Image: svc.image, Labels: copyMap(svc.labels), Replicas: svc.replicas,
+		Secrets: slices.Clone(svc.secrets), Command: slices.Clone(svc.command), Job: svc.job})
 	s.convergeLocked(svc)
 	s.emitLocked(event{action: "create", id: svc.id, name: svc.name})
 	writeJSON(w, http.StatusCreated, map[string]any{"ID": svc.id})

@@ -9,7 +9,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -32,11 +31,20 @@ var version = "dev"
 const name = "roomcast-release"
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	// After the first signal the release cleans up; a second one ends the process.
-	go func() { <-ctx.Done(); stop() }()
+	// The first INT or TERM stops the release, which then puts back what it left
+	// unfinished. Later ones are ignored: ending the process half-way through that
+	// would leave the very mess it is undoing (the clean-up is bounded; kill -9 stays).
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		s := <-sigs
+		fmt.Fprintf(os.Stderr, "%s: %v: stopping (further signals are ignored while it cleans up)\n", name, s)
+		cancel()
+		for range sigs {
+		}
+	}()
 	err := run(ctx, os.Args[1:], envconfig.Environ(), os.Stdout, os.Stderr)
-	stop()
 	os.Exit(cli.ExitCode(name, err, os.Stderr))
 }
 
@@ -166,9 +174,6 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 	case "unlock":
 		err = rel.Unlock(ctx, *force)
 	}
-	if err != nil && ctx.Err() != nil && !errors.Is(err, context.Canceled) {
-		err = fmt.Errorf("interrupted: %w", err)
-	}
 	return err
 }
 
@@ -253,7 +258,8 @@ deploy, promote, rollback and scale take the release lock (label roomcast.lock o
 edge_nginx: who and since when); a second one is refused with the holder's name and
 age. -break-stale-lock lets them break a lock older than RELEASE_LOCK_STALE_AFTER.
 An interrupt (INT or TERM) before the flip puts the idle color back as it was; after
-the flip it stops without draining and says what is left. A second interrupt exits.
+the flip it stops without draining and says what is left. Further signals are ignored
+while it cleans up.
 
 Environment (stack/*.yml read every other variable, e.g. HTTP_PUBLISH_MODE,
 NATS_IMAGE, DOCKER_SOCKET, AUTOSCALER_*, which pass through to docker stack deploy):

@@ -109,31 +109,35 @@ func (r *Release) promote(ctx context.Context, mine string, edge Service, active
 	}
 	r.logf("promoting %s: %s is active, releasing to %s × %d", image, active, idle, replicas)
 
-	failBeforeFlip := func(why string) error {
+	failBeforeFlip := func(step, why string) error {
 		if ctx.Err() != nil {
-			why = "interrupted (" + why + ")"
+			why = "interrupted before the flip, while " + step
 		}
 		r.logf("%s; users stay on %s", why, active)
 		r.restoreIdle(ctx, env, before)
 		return errors.New(why)
 	}
 	if err := r.deployColor(ctx, env, idle, image, replicas); err != nil {
-		return failBeforeFlip(fmt.Sprintf("deploying %s failed: %v", idle, err))
+		return failBeforeFlip("deploying "+idle, fmt.Sprintf("deploying %s failed: %v", idle, err))
 	}
 	if err := r.waitReplicas(ctx, appService(idle), replicas, image, r.Config.HealthTimeout); err != nil {
-		return failBeforeFlip(fmt.Sprintf("%s replicas did not become healthy within %s: %v", idle, secs(r.Config.HealthTimeout), err))
+		return failBeforeFlip("waiting for "+idle+" to become healthy", fmt.Sprintf("%s replicas did not become healthy within %s: %v", idle, secs(r.Config.HealthTimeout), err))
 	}
 	if err := r.smoke(ctx, env, idle, image); err != nil {
-		return failBeforeFlip(fmt.Sprintf("smoke test of %s failed: %v", idle, err))
+		return failBeforeFlip("smoke-testing "+idle, fmt.Sprintf("smoke test of %s failed: %v", idle, err))
 	}
 	if ctx.Err() != nil {
-		return failBeforeFlip("before the flip")
+		return failBeforeFlip("about to flip", "")
 	}
 
 	r.logf("flipping nginx to %s", idle)
 	previous := edge.Labels[LabelPrevious]
-	if err := r.updateEdge(ctx, mine, map[string]string{LabelActive: idle, LabelPrevious: active}); err != nil {
-		return failBeforeFlip(fmt.Sprintf("updating the nginx labels failed: %v", err))
+	// The flip is one request that an interrupt does not cut short: cancelled in
+	// flight, it could be applied without this release knowing.
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	if err := r.updateEdge(fctx, mine, map[string]string{LabelActive: idle, LabelPrevious: active}); err != nil {
+		return failBeforeFlip("flipping nginx", fmt.Sprintf("updating the nginx labels failed: %v", err))
 	}
 	if err := r.waitEdgeColor(ctx, idle); err != nil {
 		if ctx.Err() != nil {
@@ -146,12 +150,10 @@ func (r *Release) promote(ctx context.Context, mine string, edge Service, active
 		} else {
 			restore[LabelPrevious] = previous
 		}
-		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-		defer cancel()
-		if uerr := r.updateEdge(uctx, mine, restore, remove...); uerr != nil {
+		if uerr := r.updateEdge(fctx, mine, restore, remove...); uerr != nil {
 			r.logf("warning: putting the nginx labels back: %v", uerr)
 		}
-		return failBeforeFlip(fmt.Sprintf("nginx did not switch to %s: %v", idle, err))
+		return failBeforeFlip("flipping nginx", fmt.Sprintf("nginx did not switch to %s: %v", idle, err))
 	}
 
 	r.logf("draining %s (its connections close with 1012 and reconnect to %s)", active, idle)

@@ -13,10 +13,10 @@ import (
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/filters"
-	dswarm "github.com/docker/docker/api/types/swarm"
-	"github.com/docker/docker/pkg/stdcopy"
+	"github.com/moby/moby/api/pkg/stdcopy"
+	"github.com/moby/moby/api/types/container"
+	dswarm "github.com/moby/moby/api/types/swarm"
+	"github.com/moby/moby/client"
 
 	"roomcast/pkg/fleet/bluegreen"
 )
@@ -82,7 +82,7 @@ func (c *Client) UpdateLabels(ctx context.Context, svc bluegreen.Service, set ma
 	}
 	// Version is the one read by the caller: the daemon refuses the update if anyone
 	// changed the service since, which makes this a compare-and-set.
-	_, err = c.api.ServiceUpdate(ctx, live.ID, dswarm.Version{Index: svc.Version}, spec, dswarm.ServiceUpdateOptions{})
+	_, err = c.api.ServiceUpdate(ctx, live.ID, client.ServiceUpdateOptions{Version: dswarm.Version{Index: svc.Version}, Spec: spec})
 	if err != nil {
 		if strings.Contains(err.Error(), "out of sequence") {
 			return fmt.Errorf("updating the labels of %s: %w", svc.Name, bluegreen.ErrConflict)
@@ -99,9 +99,9 @@ func (c *Client) Scale(ctx context.Context, name string, replicas uint64) error 
 
 // Tasks lists the tasks of the service name.
 func (c *Client) Tasks(ctx context.Context, service string) ([]bluegreen.Task, error) {
-	tasks, err := c.api.TaskList(ctx, dswarm.TaskListOptions{Filters: filters.NewArgs(filters.Arg("service", service))})
+	tasks, err := c.tasks(ctx, service)
 	if err != nil {
-		return nil, fmt.Errorf("listing the tasks of %s: %w", service, err)
+		return nil, err
 	}
 	out := make([]bluegreen.Task, 0, len(tasks))
 	for _, t := range tasks {
@@ -114,16 +114,24 @@ func (c *Client) Tasks(ctx context.Context, service string) ([]bluegreen.Task, e
 	return out, nil
 }
 
+func (c *Client) tasks(ctx context.Context, service string) ([]dswarm.Task, error) {
+	res, err := c.api.TaskList(ctx, client.TaskListOptions{Filters: make(client.Filters).Add("service", service)})
+	if err != nil {
+		return nil, fmt.Errorf("listing the tasks of %s: %w", service, err)
+	}
+	return res.Items, nil
+}
+
 // RemoveStack removes the services of stack namespace, as `docker stack rm` does for
 // a stack that owns no networks, secrets or configs of its own (an app color).
 func (c *Client) RemoveStack(ctx context.Context, namespace string) error {
-	svcs, err := c.api.ServiceList(ctx, dswarm.ServiceListOptions{Filters: filters.NewArgs(
-		filters.Arg("label", "com.docker.stack.namespace="+namespace))})
+	svcs, err := c.api.ServiceList(ctx, client.ServiceListOptions{Filters: make(client.Filters).
+		Add("label", "com.docker.stack.namespace="+namespace)})
 	if err != nil {
 		return fmt.Errorf("listing the services of stack %s: %w", namespace, err)
 	}
-	for _, s := range svcs {
-		if err := c.api.ServiceRemove(ctx, s.ID); err != nil && !cerrdefs.IsNotFound(err) {
+	for _, s := range svcs.Items {
+		if _, err := c.api.ServiceRemove(ctx, s.ID, client.ServiceRemoveOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
 			return fmt.Errorf("removing service %s: %w", s.Spec.Name, err)
 		}
 	}
@@ -145,17 +153,16 @@ func (c *Client) ImageExists(ctx context.Context, ref string) (bool, error) {
 
 // SecretExists reports whether the Swarm secret name exists.
 func (c *Client) SecretExists(ctx context.Context, name string) (bool, error) {
-	secrets, err := c.api.SecretList(ctx, dswarm.SecretListOptions{Filters: filters.NewArgs(filters.Arg("name", name))})
-	if err != nil {
-		return false, fmt.Errorf("listing secrets: %w", err)
+	id, err := c.secretID(ctx, name)
+	if errors.Is(err, bluegreen.ErrNotFound) {
+		return false, nil
 	}
-	// The daemon's name filter matches prefixes too.
-	return slices.ContainsFunc(secrets, func(s dswarm.Secret) bool { return s.Spec.Name == name }), nil
+	return id != "", err
 }
 
 // CreateSecret creates the Swarm secret name.
 func (c *Client) CreateSecret(ctx context.Context, name string, data []byte, labels map[string]string) error {
-	_, err := c.api.SecretCreate(ctx, dswarm.SecretSpec{Annotations: dswarm.Annotations{Name: name, Labels: labels}, Data: data})
+	_, err := c.api.SecretCreate(ctx, client.SecretCreateOptions{Spec: dswarm.SecretSpec{Annotations: dswarm.Annotations{Name: name, Labels: labels}, Data: data}})
 	if err != nil && !cerrdefs.IsConflict(err) {
 		return fmt.Errorf("creating secret %s: %w", name, err)
 	}
@@ -192,15 +199,15 @@ func (c *Client) RunJob(ctx context.Context, job bluegreen.Job) (bluegreen.JobRe
 		}}
 	}
 	// A job left behind by a killed release has the same name: it goes first.
-	if old, _, err := c.api.ServiceInspectWithRaw(ctx, job.Name, dswarm.ServiceInspectOptions{}); err == nil {
-		_ = c.api.ServiceRemove(ctx, old.ID)
-	}
-	created, err := c.api.ServiceCreate(ctx, spec, dswarm.ServiceCreateOptions{})
 	remove := func(ref string) {
 		rmCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
-		_ = c.api.ServiceRemove(rmCtx, ref)
+		_, _ = c.api.ServiceRemove(rmCtx, ref, client.ServiceRemoveOptions{})
 	}
+	if old, err := c.api.ServiceInspect(ctx, job.Name, client.ServiceInspectOptions{}); err == nil {
+		remove(old.Service.ID)
+	}
+	created, err := c.api.ServiceCreate(ctx, client.ServiceCreateOptions{Spec: spec})
 	if err != nil {
 		if ctx.Err() != nil { // interrupted: the daemon may have made it all the same
 			remove(job.Name)
@@ -210,7 +217,7 @@ func (c *Client) RunJob(ctx context.Context, job bluegreen.Job) (bluegreen.JobRe
 	defer remove(created.ID)
 	var res bluegreen.JobResult
 	for {
-		tasks, err := c.api.TaskList(ctx, dswarm.TaskListOptions{Filters: filters.NewArgs(filters.Arg("service", created.ID))})
+		tasks, err := c.tasks(ctx, created.ID)
 		if err != nil {
 			return res, fmt.Errorf("job %s: %w", job.Name, err)
 		}
@@ -228,7 +235,7 @@ func (c *Client) RunJob(ctx context.Context, job bluegreen.Job) (bluegreen.JobRe
 		case <-time.After(jobPoll):
 		}
 	}
-	logs, err := c.api.ServiceLogs(ctx, created.ID, container.LogsOptions{ShowStdout: true, ShowStderr: true})
+	logs, err := c.api.ServiceLogs(ctx, created.ID, client.ServiceLogsOptions{ShowStdout: true, ShowStderr: true})
 	if err != nil {
 		return res, fmt.Errorf("reading the output of job %s: %w", job.Name, err)
 	}
@@ -254,11 +261,12 @@ func finished(tasks []dswarm.Task) (dswarm.Task, bool) {
 }
 
 func (c *Client) secretID(ctx context.Context, name string) (string, error) {
-	secrets, err := c.api.SecretList(ctx, dswarm.SecretListOptions{Filters: filters.NewArgs(filters.Arg("name", name))})
+	secrets, err := c.api.SecretList(ctx, client.SecretListOptions{Filters: make(client.Filters).Add("name", name)})
 	if err != nil {
 		return "", fmt.Errorf("listing secrets: %w", err)
 	}
-	for _, s := range secrets {
+	// The daemon's name filter matches prefixes too.
+	for _, s := range secrets.Items {
 		if s.Spec.Name == name {
 			return s.ID, nil
 		}
@@ -268,13 +276,13 @@ func (c *Client) secretID(ctx context.Context, name string) (string, error) {
 
 // ExecInLocalTasks runs cmd in every running container of service on this node.
 func (c *Client) ExecInLocalTasks(ctx context.Context, service string, cmd []string) (map[string]int, error) {
-	ctrs, err := c.api.ContainerList(ctx, container.ListOptions{Filters: filters.NewArgs(
-		filters.Arg("label", "com.docker.swarm.service.name="+service))})
+	ctrs, err := c.api.ContainerList(ctx, client.ContainerListOptions{Filters: make(client.Filters).
+		Add("label", "com.docker.swarm.service.name="+service)})
 	if err != nil {
 		return nil, fmt.Errorf("listing the containers of %s: %w", service, err)
 	}
 	out := map[string]int{}
-	for _, ctr := range ctrs {
+	for _, ctr := range ctrs.Items {
 		code, err := c.exec(ctx, ctr.ID, cmd)
 		if err != nil {
 			return out, err
@@ -287,15 +295,15 @@ func (c *Client) ExecInLocalTasks(ctx context.Context, service string, cmd []str
 // exec runs cmd detached in container and polls until it has exited: no hijacked
 // connection, so it works through any proxy that passes plain HTTP.
 func (c *Client) exec(ctx context.Context, ctr string, cmd []string) (int, error) {
-	created, err := c.api.ContainerExecCreate(ctx, ctr, container.ExecOptions{Cmd: cmd})
+	created, err := c.api.ExecCreate(ctx, ctr, client.ExecCreateOptions{Cmd: cmd})
 	if err != nil {
 		return 0, fmt.Errorf("exec in %s: %w", ctr, err)
 	}
-	if err := c.api.ContainerExecStart(ctx, created.ID, container.ExecStartOptions{Detach: true}); err != nil {
+	if _, err := c.api.ExecStart(ctx, created.ID, client.ExecStartOptions{Detach: true}); err != nil {
 		return 0, fmt.Errorf("exec in %s: %w", ctr, err)
 	}
 	for {
-		st, err := c.api.ContainerExecInspect(ctx, created.ID)
+		st, err := c.api.ExecInspect(ctx, created.ID, client.ExecInspectOptions{})
 		if err != nil {
 			return 0, fmt.Errorf("exec in %s: %w", ctr, err)
 		}

@@ -3,7 +3,7 @@
 // a service's events (for roomcast-edge and the autoscaler), and it is the
 // bluegreen.Docker of a release: labels changed by compare-and-set, tasks, secrets, a
 // one-off job, exec in the local tasks (release.go). It owns nothing but a
-// *client.Client, and it never pulls images or asks a registry. StackCLI is the one
+// *client.Client of github.com/moby/moby/client, and it never pulls images or asks a registry. StackCLI is the one
 // operation the Engine API lacks, `docker stack deploy`, run as a command.
 //
 // The client negotiates the API version with the daemon (DOCKER_API_VERSION, when set
@@ -17,10 +17,9 @@ import (
 	"fmt"
 
 	cerrdefs "github.com/containerd/errdefs"
-	"github.com/docker/docker/api/types/events"
-	"github.com/docker/docker/api/types/filters"
-	dswarm "github.com/docker/docker/api/types/swarm"
-	"github.com/docker/docker/client"
+	"github.com/moby/moby/api/types/events"
+	dswarm "github.com/moby/moby/api/types/swarm"
+	"github.com/moby/moby/client"
 )
 
 // ErrServiceNotFound means the daemon knows no service of that name or ID.
@@ -66,14 +65,14 @@ func (c *Client) Close() error { return c.api.Close() }
 func (c *Client) APIVersion() string { return c.api.ClientVersion() }
 
 func (c *Client) inspect(ctx context.Context, name string) (dswarm.Service, error) {
-	svc, _, err := c.api.ServiceInspectWithRaw(ctx, name, dswarm.ServiceInspectOptions{})
+	res, err := c.api.ServiceInspect(ctx, name, client.ServiceInspectOptions{})
 	if err != nil {
 		if cerrdefs.IsNotFound(err) {
-			return svc, fmt.Errorf("inspecting service %q: %w", name, ErrServiceNotFound)
+			return res.Service, fmt.Errorf("inspecting service %q: %w", name, ErrServiceNotFound)
 		}
-		return svc, fmt.Errorf("inspecting service %q: %w", name, err)
+		return res.Service, fmt.Errorf("inspecting service %q: %w", name, err)
 	}
-	return svc, nil
+	return res.Service, nil
 }
 
 // ServiceLabels returns the labels of the service name (the service's own labels, not
@@ -117,7 +116,7 @@ func (c *Client) ScaleService(ctx context.Context, name string, replicas uint64)
 	}
 	svc.Spec.Mode.Replicated.Replicas = &replicas
 	// QueryRegistry stays false: never ask a registry about the image.
-	if _, err := c.api.ServiceUpdate(ctx, svc.ID, svc.Version, svc.Spec, dswarm.ServiceUpdateOptions{}); err != nil {
+	if _, err := c.api.ServiceUpdate(ctx, svc.ID, client.ServiceUpdateOptions{Version: svc.Version, Spec: svc.Spec}); err != nil {
 		if cerrdefs.IsNotFound(err) {
 			return fmt.Errorf("scaling service %q to %d: %w", name, replicas, ErrServiceNotFound)
 		}
@@ -136,11 +135,11 @@ func (c *Client) ScaleService(ctx context.Context, name string, replicas uint64)
 func (c *Client) WatchService(ctx context.Context, name string) (<-chan ServiceEvent, <-chan error) {
 	out := make(chan ServiceEvent)
 	errc := make(chan error, 1)
-	opts := events.ListOptions{Filters: filters.NewArgs(
-		filters.Arg("type", string(events.ServiceEventType)),
-		filters.Arg("service", name),
-	)}
-	msgs, errs := c.api.Events(ctx, opts)
+	opts := client.EventsListOptions{Filters: make(client.Filters).
+		Add("type", string(events.ServiceEventType)).
+		Add("service", name)}
+	res := c.api.Events(ctx, opts)
+	msgs, errs := res.Messages, res.Err
 	go func() {
 		defer close(out)
 		for {

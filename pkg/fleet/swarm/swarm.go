@@ -3,8 +3,9 @@
 // a service's events (for roomcast-edge and the autoscaler), and it is the
 // bluegreen.Docker of a release: labels changed by compare-and-set, tasks, secrets, a
 // one-off job, exec in the local tasks (release.go). It owns nothing but a
-// *client.Client of github.com/moby/moby/client, and it never pulls images or asks a registry. StackCLI is the one
-// operation the Engine API lacks, `docker stack deploy`, run as a command.
+// *client.Client of github.com/moby/moby/client, and it never pulls images or asks a
+// registry. StackCLI is the one operation the Engine API lacks, `docker stack deploy`,
+// run as a command.
 //
 // The client negotiates the API version with the daemon (DOCKER_API_VERSION, when set
 // in the process environment, pins it), so it works with Engine API 1.41 (Docker 20.10)

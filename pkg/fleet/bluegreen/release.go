@@ -160,8 +160,8 @@ func (r *Release) count(ctx context.Context, service, image string) (replicaCoun
 			continue
 		}
 		if t.DesiredState != "running" {
-			if t.State == "running" && image == "" {
-				c.otherImage++ // still running though on its way out (a drain)
+			if alive(t.State) && image == "" {
+				c.otherImage++ // still there though on its way out (a drain)
 			}
 			continue
 		}
@@ -171,6 +171,15 @@ func (r *Release) count(ctx context.Context, service, image string) (replicaCoun
 		}
 	}
 	return c, nil
+}
+
+// alive reports whether a task in state has or may soon have a container.
+func alive(state string) bool {
+	switch state {
+	case "new", "allocated", "pending", "assigned", "accepted", "preparing", "ready", "starting", "running":
+		return true
+	}
+	return false
 }
 
 // waitReplicas waits until service has exactly want running tasks, every one healthy

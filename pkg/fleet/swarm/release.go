@@ -92,9 +92,16 @@ func (c *Client) UpdateLabels(ctx context.Context, svc bluegreen.Service, set ma
 	return nil
 }
 
-// Scale sets the replica count of the service name.
+// Scale sets the replica count of the service name, trying again when another writer
+// (the autoscaler) updated the service between the read and the write.
 func (c *Client) Scale(ctx context.Context, name string, replicas uint64) error {
-	return c.ScaleService(ctx, name, replicas)
+	var err error
+	for range 3 {
+		if err = c.ScaleService(ctx, name, replicas); err == nil || !strings.Contains(err.Error(), "out of sequence") {
+			return err
+		}
+	}
+	return err
 }
 
 // Tasks lists the tasks of the service name.

@@ -150,7 +150,9 @@ func (r *Release) promote(ctx context.Context, mine string, edge Service, active
 		} else {
 			restore[LabelPrevious] = previous
 		}
-		if uerr := r.updateEdge(fctx, mine, restore, remove...); uerr != nil {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		if uerr := r.updateEdge(rctx, mine, restore, remove...); uerr != nil {
 			r.logf("warning: putting the nginx labels back: %v", uerr)
 		}
 		return failBeforeFlip("flipping nginx", fmt.Sprintf("nginx did not switch to %s: %v", idle, err))

@@ -564,3 +564,25 @@ func TestParseLock(t *testing.T) {
 		}
 	}
 }
+
+// TestDrainWaitsForTasksOnTheirWayOut: a task told to shut down still holds
+// connections until it has stopped; the drain says so when it outlasts the bound.
+func TestDrainWaitsForTasksOnTheirWayOut(t *testing.T) {
+	h := newHarness(t)
+	h.deployed("blue", "", "t1", "")
+	h.fake.Converge(h.app("blue"), func(image string, n uint64) []swarmtest.Task {
+		if n == 0 {
+			return []swarmtest.Task{{Image: image, DesiredState: "shutdown", State: "running"}}
+		}
+		return running(image, n)
+	})
+	if err := h.rel.Promote(h.ctx(), "t2"); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"blue is still draining after 10s", "warning: blue still has tasks", "promoted: green is active"} {
+		if !strings.Contains(h.out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, h.out)
+		}
+	}
+	h.expectLabels("green", "blue")
+}

@@ -8,6 +8,9 @@ export TAG := env("TAG", "latest")
 
 bin := justfile_directory() / "bin"
 
+# The release recipes run cmd/roomcast-release (roomcast-release -h), built into bin/ first.
+release := "go build -o " + quote(bin / "roomcast-release") + " ./cmd/roomcast-release && exec " + quote(bin / "roomcast-release")
+
 # List the recipes.
 default:
     @just --list
@@ -92,27 +95,31 @@ bench DURATION="20s": build-bin
 
 # Build the binaries, then the app image ROOMCAST_IMAGE:TAG and the edge image EDGE_IMAGE:TAG (nothing is pulled).
 build TAG=TAG:
-    stack/swarm build {{TAG}}
+    stack/build {{TAG}}
 
-# First deploy: the edge stack (nginx, nats, prometheus, grafana, autoscaler) and the active color (blue at first). Never undoes a promote.
+# First deploy: the edge stack (nginx, nats, prometheus, grafana, autoscaler) and the active color (blue at first). Never undoes a promote. EDGE_TAG upgrades the edge and autoscaler images.
 deploy:
-    stack/swarm deploy
+    {{release}} deploy
 
-# Release TAG to the idle color: deploy, wait healthy, smoke test, flip nginx, drain the old color.
+# Release TAG to the idle color: deploy, wait healthy, smoke test, flip nginx (one label update), drain the old color.
 promote TAG:
-    stack/swarm promote {{TAG}}
+    {{release}} promote {{quote(TAG)}}
 
 # Bring the previous color back, check it, flip nginx back, drain the other.
 rollback:
-    stack/swarm rollback
+    {{release}} rollback
 
-# Active color, image tag and ready replicas of each color.
+# Active color, release lock, image tag and ready replicas of each color.
 status:
-    stack/swarm status
+    {{release}} status
 
 # Set the replica count of the active color.
 scale N:
-    stack/swarm scale {{N}}
+    {{release}} scale {{quote(N)}}
+
+# Break the release lock a killed release left (older than RELEASE_LOCK_STALE_AFTER; `just unlock -force` for any) and clear roomcast.promoting.
+unlock *FLAGS:
+    {{release}} unlock {{FLAGS}}
 
 # Print a token for the app on Swarm, signed with JWT_SECRET_FILE (default .secrets/jwt-secret, made by the first deploy): `just token alice 'lobby,team-*' 8h`.
 token SUB ROOMS TTL="1h":

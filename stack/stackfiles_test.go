@@ -57,12 +57,13 @@ func TestEdgeStackCarriesTheLiveColorAndImageVariables(t *testing.T) {
 		t.Errorf("edge.yml without ACTIVE_COLOR must fail naming it: %v\n%s", err, out)
 	}
 	out, err := stackConfig(t, "edge.yml", "ACTIVE_COLOR=green", "PREVIOUS_COLOR=blue",
-		"EDGE_IMAGE=my/edge", "EDGE_TAG=v3", "NATS_IMAGE=my/nats:1", "HTTP_PORT=8088", "HTTP_PUBLISH_MODE=host")
+		"EDGE_IMAGE=my/edge", "EDGE_TAG=v3", "NATS_IMAGE=my/nats:1", "HTTP_PORT=8088", "HTTP_PUBLISH_MODE=host",
+		"RELEASE_LOCK=alice@box")
 	if err != nil {
 		t.Fatalf("edge.yml: %v\n%s", err, out)
 	}
 	for _, want := range []string{
-		"roomcast.active: green", "roomcast.previous: blue", "image: my/edge:v3", "image: my/nats:1",
+		"roomcast.active: green", "roomcast.previous: blue", "roomcast.lock: alice@box", "image: my/edge:v3", "image: my/nats:1",
 		"published: 8088", "mode: host", "node.role == manager", "attachable: true", "--jetstream",
 		"target: /var/run/docker.sock", "stop_signal: SIGQUIT",
 	} {

@@ -353,6 +353,33 @@ func TestBlueGreenReleaseOnARealSwarm(t *testing.T) {
 		})
 	}
 
+	t.Run("a concurrent promote is refused with the holder's name", func(t *testing.T) {
+		first := startRelease(t, env, "promote", "t2")
+		first.waitFor(t, "deploying blue", 2*time.Minute)
+		out, err := sh(t, env, 2*time.Minute, "just", "promote", "t2")
+		holder := fmt.Sprintf("pid %d (promote t2)", first.cmd.Process.Pid)
+		if err == nil || !strings.Contains(out, "release lock is held by") || !strings.Contains(out, holder) {
+			t.Errorf("a second promote while one runs: %v, want a refusal naming %q:\n%s", err, holder, out)
+		}
+		// The first one is left to finish its interrupt in the next check.
+		t.Run("an interrupt before the flip restores the idle color", func(t *testing.T) {
+			if err := first.cmd.Process.Signal(os.Interrupt); err != nil {
+				t.Fatal(err)
+			}
+			out, err := first.wait(t, 3*time.Minute)
+			if err == nil || !strings.Contains(out, "interrupted") || !strings.Contains(out, "putting blue back as it was") {
+				t.Fatalf("promote interrupted before the flip: %v\n%s", err, out)
+			}
+			if a, p, l, pr := label(t, "roomcast.active"), label(t, "roomcast.previous"), label(t, "roomcast.lock"), label(t, "roomcast.promoting"); a != "green" || p != "blue" || l != "" || pr != "" {
+				t.Fatalf("labels after the interrupt: active=%q previous=%q lock=%q promoting=%q", a, p, l, pr)
+			}
+			expectEdgeColor(t, env, "green")
+			if out := mustSh(t, env, time.Minute, "just", "status"); !regexp.MustCompile(`blue\s+idle\s+tag=t1\s+replicas=0/0`).MatchString(out) {
+				t.Errorf("blue not put back after the interrupt:\n%s", out)
+			}
+		})
+	})
+
 	t.Run("rollback", func(t *testing.T) {
 		mustSh(t, env, 5*time.Minute, "just", "rollback")
 		expectEdgeColor(t, env, "blue")
@@ -385,6 +412,66 @@ func TestBlueGreenReleaseOnARealSwarm(t *testing.T) {
 			t.Fatalf("deploy changed the active color to %q", a)
 		}
 	})
+}
+
+// release is a roomcast-release process the test started (not through just, so a
+// signal reaches it alone).
+type release struct {
+	cmd  *exec.Cmd
+	out  *testenv.SyncBuffer
+	done chan error
+}
+
+// startRelease builds cmd/roomcast-release and starts it with args in env.
+func startRelease(t *testing.T, env swarmEnv, args ...string) *release {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "roomcast-release")
+	mustSh(t, env, 2*time.Minute, "go", "build", "-o", bin, "./cmd/roomcast-release")
+	r := &release{out: &testenv.SyncBuffer{}, done: make(chan error, 1)}
+	r.cmd = exec.Command(bin, args...)
+	r.cmd.Dir = ".."
+	r.cmd.Env = append(os.Environ(), env.vars...)
+	r.cmd.Stdout, r.cmd.Stderr = r.out, r.out
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { r.done <- r.cmd.Wait() }()
+	t.Cleanup(func() {
+		select {
+		case err := <-r.done:
+			r.done <- err
+		default:
+			_ = r.cmd.Process.Kill()
+			<-r.done
+		}
+	})
+	return r
+}
+
+// waitFor waits until the release printed want.
+func (r *release) waitFor(t *testing.T, want string, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !strings.Contains(r.out.String(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("roomcast-release did not print %q within %s:\n%s", want, within, r.out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// wait waits until the release ends and returns its output and error.
+func (r *release) wait(t *testing.T, within time.Duration) (string, error) {
+	t.Helper()
+	select {
+	case err := <-r.done:
+		r.done <- err
+		t.Logf("$ roomcast-release %s\n%s", strings.Join(r.cmd.Args[1:], " "), r.out)
+		return r.out.String(), err
+	case <-time.After(within):
+		t.Fatalf("roomcast-release did not end within %s:\n%s", within, r.out)
+		return "", nil
+	}
 }
 
 func buildFrom(t *testing.T, env swarmEnv, tag, dockerfile string) {

@@ -49,3 +49,22 @@ const ColorPlaceholder = "{color}"
 func ForColor(pattern, color string) string {
 	return strings.ReplaceAll(pattern, ColorPlaceholder, color)
 }
+
+// LabelLock holds the release lock: who runs a release and since when (see Lock). A
+// release (promote, rollback, deploy, scale) takes it by one update of the edge
+// service at the version it read, so two at once cannot both win.
+const LabelLock = "roomcast.lock"
+
+// LabelNATSCluster is "true" on the NATS service of the edge stack when it runs as a
+// cluster (stack/nats-cluster.yml).
+const LabelNATSCluster = "roomcast.nats-cluster"
+
+// The Swarm services of a deployment.
+const (
+	// EdgeService is the nginx service whose labels hold the release state.
+	EdgeService = "edge_nginx"
+	// NATSService is the edge stack's NATS.
+	NATSService = "edge_nats"
+	// AppService is the app service of a color.
+	AppService = ColorPlaceholder + "_app"
+)

@@ -1,7 +1,11 @@
 // Package swarm is roomcast's adapter to the Docker Engine API for Swarm services: it
 // reads a service's labels and replica count, scales a replicated service, and streams
-// a service's events. It owns nothing but a *client.Client; it never creates or
-// removes services, and it never pulls images or asks a registry.
+// a service's events (for roomcast-edge and the autoscaler), and it is the
+// bluegreen.Docker of a release: labels changed by compare-and-set, tasks, secrets, a
+// one-off job, exec in the local tasks (release.go). It owns nothing but a
+// *client.Client of github.com/moby/moby/client, and it never pulls images or asks a
+// registry. StackCLI is the one operation the Engine API lacks, `docker stack deploy`,
+// run as a command.
 //
 // The client negotiates the API version with the daemon (DOCKER_API_VERSION, when set
 // in the process environment, pins it), so it works with Engine API 1.41 (Docker 20.10)
@@ -14,10 +18,9 @@ import (
 	"fmt"
 
 	cerrdefs "github.com/containerd/errdefs"
-	"github.com/docker/docker/api/types/events"
-	"github.com/docker/docker/api/types/filters"
-	dswarm "github.com/docker/docker/api/types/swarm"
-	"github.com/docker/docker/client"
+	"github.com/moby/moby/api/types/events"
+	dswarm "github.com/moby/moby/api/types/swarm"
+	"github.com/moby/moby/client"
 )
 
 // ErrServiceNotFound means the daemon knows no service of that name or ID.
@@ -63,14 +66,14 @@ func (c *Client) Close() error { return c.api.Close() }
 func (c *Client) APIVersion() string { return c.api.ClientVersion() }
 
 func (c *Client) inspect(ctx context.Context, name string) (dswarm.Service, error) {
-	svc, _, err := c.api.ServiceInspectWithRaw(ctx, name, dswarm.ServiceInspectOptions{})
+	res, err := c.api.ServiceInspect(ctx, name, client.ServiceInspectOptions{})
 	if err != nil {
 		if cerrdefs.IsNotFound(err) {
-			return svc, fmt.Errorf("inspecting service %q: %w", name, ErrServiceNotFound)
+			return res.Service, fmt.Errorf("inspecting service %q: %w", name, ErrServiceNotFound)
 		}
-		return svc, fmt.Errorf("inspecting service %q: %w", name, err)
+		return res.Service, fmt.Errorf("inspecting service %q: %w", name, err)
 	}
-	return svc, nil
+	return res.Service, nil
 }
 
 // ServiceLabels returns the labels of the service name (the service's own labels, not
@@ -114,7 +117,7 @@ func (c *Client) ScaleService(ctx context.Context, name string, replicas uint64)
 	}
 	svc.Spec.Mode.Replicated.Replicas = &replicas
 	// QueryRegistry stays false: never ask a registry about the image.
-	if _, err := c.api.ServiceUpdate(ctx, svc.ID, svc.Version, svc.Spec, dswarm.ServiceUpdateOptions{}); err != nil {
+	if _, err := c.api.ServiceUpdate(ctx, svc.ID, client.ServiceUpdateOptions{Version: svc.Version, Spec: svc.Spec}); err != nil {
 		if cerrdefs.IsNotFound(err) {
 			return fmt.Errorf("scaling service %q to %d: %w", name, replicas, ErrServiceNotFound)
 		}
@@ -133,11 +136,11 @@ func (c *Client) ScaleService(ctx context.Context, name string, replicas uint64)
 func (c *Client) WatchService(ctx context.Context, name string) (<-chan ServiceEvent, <-chan error) {
 	out := make(chan ServiceEvent)
 	errc := make(chan error, 1)
-	opts := events.ListOptions{Filters: filters.NewArgs(
-		filters.Arg("type", string(events.ServiceEventType)),
-		filters.Arg("service", name),
-	)}
-	msgs, errs := c.api.Events(ctx, opts)
+	opts := client.EventsListOptions{Filters: make(client.Filters).
+		Add("type", string(events.ServiceEventType)).
+		Add("service", name)}
+	res := c.api.Events(ctx, opts)
+	msgs, errs := res.Messages, res.Err
 	go func() {
 		defer close(out)
 		for {

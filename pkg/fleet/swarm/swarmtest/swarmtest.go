@@ -1,9 +1,12 @@
 // Package swarmtest is a fake Docker Engine API for tests: an httptest server that
-// speaks the few Swarm routes package swarm uses (GET and HEAD /_ping, GET
-// /v<version>/services/{id}, POST /v<version>/services/{id}/update, GET
-// /v<version>/events as a stream of JSON lines), with services held in memory. Tests
-// change labels and replicas, remove services, make requests fail, and cut event
-// streams, then look at which API versions and routes the client used.
+// speaks the Swarm routes package swarm uses (GET and HEAD /_ping; services: inspect,
+// list, create, update at a version, remove, logs; tasks; secrets; image inspect;
+// containers of a service and exec in them; GET /v<version>/events as a stream of
+// JSON lines), with services held in memory. Its "orchestrator" turns every change of a
+// service into tasks at once (or as a test says, see Converge), and a replicated job
+// runs to the result SetJob names. Tests change labels and replicas, remove services,
+// make requests fail, and cut event streams, then look at which API versions and
+// routes the client used.
 //
 // The JSON it writes is written by hand in the daemon's field names rather than with
 // the client's own types, so a mismatch between the client and the wire would show.
@@ -39,6 +42,14 @@ type Server struct {
 	requests []string
 	nextID   int
 	quit     chan struct{}
+
+	converge map[string]func(image string, replicas uint64) []Task // by service name
+	job      jobResult
+	exec     func(container string, cmd []string) int
+	execs    map[string]*execRun
+	secrets  map[string]secret // by name
+	images   map[string]bool
+	created  []Spec
 }
 
 type service struct {
@@ -47,6 +58,11 @@ type service struct {
 	version  uint64
 	labels   map[string]string
 	replicas *uint64
+	image    string
+	secrets  []string // secret names
+	job      bool
+	command  []string // job's command and args
+	tasks    []*task
 }
 
 type failure struct {
@@ -68,6 +84,10 @@ func NewServer(tb testing.TB) *Server {
 		services: map[string]*service{},
 		streams:  map[chan event]struct{}{},
 		quit:     make(chan struct{}),
+		converge: map[string]func(string, uint64) []Task{},
+		execs:    map[string]*execRun{},
+		secrets:  map[string]secret{},
+		images:   map[string]bool{},
 	}
 	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
 	tb.Cleanup(s.Close)
@@ -94,18 +114,30 @@ func (s *Server) Host() string { return "tcp://" + s.srv.Listener.Addr().String(
 func (s *Server) SetService(name string, labels map[string]string, replicas *uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	svc, ok := s.services[name]
-	action := "update"
-	if !ok {
-		s.nextID++
-		svc = &service{id: fmt.Sprintf("svc%023d", s.nextID), name: name}
-		s.services[name] = svc
-		action = "create"
+	svc, action := s.serviceLocked(name)
+	if svc.image == "" {
+		svc.image = "roomcast/edge:test"
 	}
 	svc.version++
 	svc.labels = copyMap(labels)
 	svc.replicas = replicas
+	s.convergeLocked(svc)
 	s.emitLocked(event{action: action, id: svc.id, name: name})
+}
+
+// serviceLocked returns the service name, made if missing, and the event action.
+func (s *Server) serviceLocked(name string) (*service, string) {
+	if svc, ok := s.services[name]; ok {
+		return svc, "update"
+	}
+	svc := &service{id: s.newIDLocked("svc"), name: name}
+	s.services[name] = svc
+	return svc, "create"
+}
+
+func (s *Server) newIDLocked(kind string) string {
+	s.nextID++
+	return fmt.Sprintf("%s%0*d", kind, 26-len(kind), s.nextID)
 }
 
 // SetLabel sets one label of the existing service name, as `docker service update
@@ -280,6 +312,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case route == "/events" && r.Method == http.MethodGet:
 		s.serveEvents(w, r)
+	case s.serveMore(w, r, route):
 	case strings.HasPrefix(route, "/services/") && strings.HasSuffix(route, "/update") && r.Method == http.MethodPost:
 		s.serveUpdate(w, r, strings.TrimSuffix(strings.TrimPrefix(route, "/services/"), "/update"))
 	case strings.HasPrefix(route, "/services/") && r.Method == http.MethodGet:
@@ -341,6 +374,13 @@ func serviceJSON(svc *service) map[string]any {
 	if labels == nil {
 		labels = map[string]string{}
 	}
+	if svc.job {
+		mode = map[string]any{"ReplicatedJob": map[string]any{"MaxConcurrent": 1, "TotalCompletions": 1}}
+	}
+	secrets := []any{}
+	for _, name := range svc.secrets {
+		secrets = append(secrets, map[string]any{"SecretName": name, "SecretID": "id-" + name, "File": map[string]any{"Name": name}})
+	}
 	return map[string]any{
 		"ID":        svc.id,
 		"Version":   map[string]any{"Index": svc.version},
@@ -350,7 +390,7 @@ func serviceJSON(svc *service) map[string]any {
 			"Name":   svc.name,
 			"Labels": labels,
 			"TaskTemplate": map[string]any{
-				"ContainerSpec": map[string]any{"Image": "roomcast/edge:test"},
+				"ContainerSpec": map[string]any{"Image": svc.image, "Secrets": secrets, "Command": svc.command},
 			},
 			"Mode": mode,
 		},
@@ -359,13 +399,7 @@ func serviceJSON(svc *service) map[string]any {
 }
 
 func (s *Server) serveUpdate(w http.ResponseWriter, r *http.Request, ref string) {
-	var spec struct {
-		Name   string
-		Labels map[string]string
-		Mode   struct {
-			Replicated *struct{ Replicas *uint64 }
-		}
-	}
+	var spec specJSON
 	if err := json.NewDecoder(r.Body).Decode(&spec); err != nil {
 		writeError(w, http.StatusBadRequest, "decoding spec: "+err.Error())
 		return
@@ -387,11 +421,8 @@ func (s *Server) serveUpdate(w http.ResponseWriter, r *http.Request, ref string)
 		return
 	}
 	svc.version++
-	svc.labels = copyMap(spec.Labels)
-	svc.replicas = nil
-	if spec.Mode.Replicated != nil {
-		svc.replicas = spec.Mode.Replicated.Replicas
-	}
+	spec.applyTo(svc)
+	s.convergeLocked(svc)
 	s.emitLocked(event{action: "update", id: svc.id, name: svc.name})
 	writeJSON(w, http.StatusOK, map[string]any{"Warnings": nil})
 }

@@ -1,0 +1,270 @@
+// Command roomcast-release runs roomcast's blue/green releases on Docker Swarm: the
+// justfile's deploy, promote, rollback, status, scale and unlock recipes. The protocol
+// is pkg/fleet/bluegreen; every Docker operation goes through the Engine API
+// (pkg/fleet/swarm), except `docker stack deploy`, which has no API call and is run as
+// the docker CLI. Run it from the repository root: the stack files are stack/*.yml.
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"roomcast/pkg/cli"
+	"roomcast/pkg/envconfig"
+	"roomcast/pkg/fleet/bluegreen"
+	"roomcast/pkg/fleet/swarm"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+const name = "roomcast-release"
+
+func main() {
+	// The first INT or TERM stops the release, which then puts back what it left
+	// unfinished. Later ones are ignored: ending the process half-way through that
+	// would leave the very mess it is undoing (the clean-up is bounded; kill -9 stays).
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		s := <-sigs
+		fmt.Fprintf(os.Stderr, "%s: %v: stopping (further signals are ignored while it cleans up)\n", name, s)
+		cancel()
+		for range sigs {
+		}
+	}()
+	err := run(ctx, os.Args[1:], envconfig.Environ(), os.Stdout, os.Stderr)
+	os.Exit(cli.ExitCode(name, err, os.Stderr))
+}
+
+// config is the environment the recipes (and stack/swarm before them) read.
+type config struct {
+	Tag             string        `env:"TAG" envDefault:"latest" help:"app image tag of a first deploy (later deploys keep the live one)"`
+	EdgeTag         string        `env:"EDGE_TAG" help:"tag of the edge (nginx) and autoscaler images a deploy sets; empty keeps the live one (TAG on a first deploy)"`
+	AppImage        string        `env:"ROOMCAST_IMAGE" envDefault:"roomcast/roomcast" help:"app image name, without tag"`
+	EdgeImage       string        `env:"EDGE_IMAGE" envDefault:"roomcast/edge" help:"edge (nginx) image name, without tag"`
+	HTTPPort        int           `env:"HTTP_PORT" envDefault:"80" help:"nginx's published port"`
+	EdgeURL         string        `env:"EDGE_URL" defaultHelp:"http://127.0.0.1:HTTP_PORT" help:"where the release asks nginx for its color"`
+	Replicas        uint64        `env:"REPLICAS" envDefault:"2" help:"replicas of a first deploy (later: the live count)"`
+	HealthTimeout   int           `env:"HEALTH_TIMEOUT" envDefault:"120" help:"seconds to wait for healthy replicas"`
+	FlipTimeout     int           `env:"FLIP_TIMEOUT" envDefault:"30" help:"seconds to wait for nginx to answer with the new color"`
+	DrainTimeout    int           `env:"DRAIN_TIMEOUT" envDefault:"120" help:"seconds to wait for the old color to drain"`
+	SmokeTimeout    time.Duration `env:"SMOKE_TIMEOUT" envDefault:"60s" help:"roomcast-smoke's -timeout"`
+	JWTSecretFile   string        `env:"JWT_SECRET_FILE" envDefault:".secrets/jwt-secret" help:"the app's HS256 key (the default is made on first use); the Swarm secret is named after its content"`
+	NATSCluster     string        `env:"NATS_CLUSTER" defaultHelp:"what is deployed" help:"true: NATS as a JetStream cluster (stack/nats-cluster.yml); false: one node"`
+	NATSReplicas    int           `env:"NATS_REPLICAS" envDefault:"3" help:"nodes of the NATS cluster"`
+	HistoryReplicas string        `env:"HISTORY_REPLICAS" defaultHelp:"3 with a cluster, else 1" help:"replicas of the history stream"`
+	DockerHost      string        `env:"DOCKER_HOST" envDefault:"unix:///var/run/docker.sock" help:"the Docker engine (a Swarm manager)"`
+	LockStaleAfter  time.Duration `env:"RELEASE_LOCK_STALE_AFTER" envDefault:"30m" help:"age from which a release lock may be broken (just unlock)"`
+	Log             cli.Log
+}
+
+func (c *config) validate(environ map[string]string) error {
+	for _, v := range []struct {
+		name string
+		ok   bool
+	}{
+		{"HTTP_PORT", c.HTTPPort > 0 && c.HTTPPort < 65536},
+		{"REPLICAS", c.Replicas >= 1},
+		{"HEALTH_TIMEOUT", c.HealthTimeout > 0},
+		{"FLIP_TIMEOUT", c.FlipTimeout > 0},
+		{"DRAIN_TIMEOUT", c.DrainTimeout > 0},
+		{"SMOKE_TIMEOUT", c.SmokeTimeout > 0},
+		{"NATS_REPLICAS", c.NATSReplicas >= 1},
+		{"RELEASE_LOCK_STALE_AFTER", c.LockStaleAfter > 0},
+	} {
+		if !v.ok {
+			return envconfig.Invalid(environ, v.name, "want a number above 0")
+		}
+	}
+	if c.NATSCluster != "" && c.NATSCluster != "true" && c.NATSCluster != "false" {
+		return envconfig.Invalid(environ, "NATS_CLUSTER", "want true or false")
+	}
+	if c.EdgeURL == "" {
+		c.EdgeURL = "http://127.0.0.1:" + strconv.Itoa(c.HTTPPort)
+	}
+	return c.Log.Validate(environ)
+}
+
+func run(ctx context.Context, args []string, environ map[string]string, stdout, stderr io.Writer) error {
+	fs := cli.NewFlagSet(name, stdout, stderr, usage)
+	breakStale := fs.Bool("break-stale-lock", false, "")
+	force := fs.Bool("force", false, "")
+	if err := cli.Parse(fs, args, version, stdout, false); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		return cli.Usagef("missing command: want deploy, promote TAG, rollback, status, scale N or unlock")
+	}
+	op := fs.Arg(0)
+	// Flags may follow the command too: `unlock -force`.
+	if err := fs.Parse(fs.Args()[1:]); err != nil {
+		return cli.UsageError{Err: err}
+	}
+	rest := fs.Args()
+	want := map[string]int{"deploy": 0, "promote": 1, "rollback": 0, "status": 0, "scale": 1, "unlock": 0}
+	n, known := want[op]
+	switch {
+	case !known:
+		return cli.Usagef("unknown command %q: want deploy, promote TAG, rollback, status, scale N or unlock", op)
+	case len(rest) != n && n == 1:
+		return cli.Usagef("usage: %s %s %s", name, op, map[string]string{"promote": "TAG", "scale": "N"}[op])
+	case len(rest) != n:
+		return cli.Usagef("%s takes no argument, got %q", op, rest[0])
+	case *force && op != "unlock":
+		return cli.Usagef("-force is for unlock only")
+	}
+	var replicas uint64
+	if op == "scale" {
+		v, err := strconv.ParseUint(rest[0], 10, 64)
+		if err != nil || v < 1 {
+			return cli.Usagef("scale: N must be a whole number of at least 1, got %q", rest[0])
+		}
+		replicas = v
+	}
+
+	cfg, err := envconfig.Parse[config](environ)
+	if err != nil {
+		return err
+	}
+	if err := cfg.validate(environ); err != nil {
+		return err
+	}
+	log := cfg.Log.New(stderr)
+	log.Debug("configuration", "config", envconfig.LogValue(cfg))
+
+	docker, err := swarm.New(cfg.DockerHost)
+	if err != nil {
+		return err
+	}
+	defer docker.Close()
+	rel := &bluegreen.Release{
+		Config:         releaseConfig(cfg),
+		Docker:         docker,
+		Stacks:         swarm.StackCLI{},
+		Out:            stderr,
+		Holder:         holder(),
+		BreakStaleLock: *breakStale,
+	}
+	switch op {
+	case "deploy":
+		if rel.Config.EdgeEnv, err = configIDs(); err != nil {
+			return err
+		}
+		err = rel.Deploy(ctx)
+	case "promote":
+		err = rel.Promote(ctx, rest[0])
+	case "rollback":
+		err = rel.Rollback(ctx)
+	case "status":
+		err = rel.Status(ctx, stdout)
+	case "scale":
+		err = rel.Scale(ctx, replicas)
+	case "unlock":
+		err = rel.Unlock(ctx, *force)
+	}
+	return err
+}
+
+func releaseConfig(cfg config) bluegreen.Config {
+	return bluegreen.Config{
+		AppImage: cfg.AppImage, EdgeImage: cfg.EdgeImage, Tag: cfg.Tag, EdgeTag: cfg.EdgeTag, Replicas: cfg.Replicas,
+		HealthTimeout: time.Duration(cfg.HealthTimeout) * time.Second,
+		FlipTimeout:   time.Duration(cfg.FlipTimeout) * time.Second,
+		DrainTimeout:  time.Duration(cfg.DrainTimeout) * time.Second,
+		SmokeTimeout:  cfg.SmokeTimeout, EdgeURL: cfg.EdgeURL,
+		JWTSecretFile: cfg.JWTSecretFile, DefaultJWTSecretFile: ".secrets/jwt-secret",
+		NATSCluster: cfg.NATSCluster, NATSReplicas: cfg.NATSReplicas, HistoryReplicas: cfg.HistoryReplicas,
+		AppStack: "stack/app.yml", EdgeStack: "stack/edge.yml", NATSClusterStack: "stack/nats-cluster.yml",
+		Network: "roomcast", LockStaleAfter: cfg.LockStaleAfter,
+	}
+}
+
+// holder names this process in the release lock.
+func holder() string {
+	who := os.Getenv("USER")
+	if u, err := user.Current(); err == nil {
+		who = u.Username
+	}
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s@%s pid %d", who, host, os.Getpid())
+}
+
+// configIDs names the versions of the files the edge stack turns into Swarm configs,
+// which cannot change in place: a changed file deploys as a new config.
+func configIDs() (map[string]string, error) {
+	var monitoring []string
+	for _, pattern := range []string{"monitoring/prometheus/prometheus.yml", "monitoring/prometheus/rules.yml",
+		"monitoring/grafana/provisioning/*/*.yml", "monitoring/grafana/dashboards/*.json"} {
+		m, err := filepath.Glob(pattern)
+		if err != nil || len(m) == 0 {
+			return nil, fmt.Errorf("no %s: run roomcast-release from the repository root", pattern)
+		}
+		monitoring = append(monitoring, m...)
+	}
+	mon, err := hashFiles(monitoring...)
+	if err != nil {
+		return nil, err
+	}
+	nats, err := hashFiles("stack/nats-cluster.conf")
+	if err != nil {
+		return nil, err
+	}
+	return map[string]string{"MONITORING_CONFIG_ID": mon, "NATS_CONFIG_ID": nats}, nil
+}
+
+// hashFiles is the start of the SHA-256 of the files' contents, one after the other.
+func hashFiles(files ...string) (string, error) {
+	h := sha256.New()
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return "", fmt.Errorf("hashing the stack's config files: %w", err)
+		}
+		h.Write(b)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:12], nil
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintf(w, `Usage: %[1]s [-break-stale-lock] deploy | promote TAG | rollback | status | scale N
+       %[1]s unlock [-force]
+
+%[1]s runs roomcast's blue/green releases on Docker Swarm (the just recipes of
+the same names). Run it from the repository root.
+
+  deploy      the edge stack (nginx, NATS, monitoring, autoscaler) and the active color
+              (blue at first); never undoes a promote
+  promote TAG release TAG to the idle color: deploy, wait healthy, smoke test, flip
+              nginx by one label update, drain the old color to 0 (kept for rollback)
+  rollback    promote the previous color again
+  status      the active color, the release lock, each color's tag and replicas
+  scale N     set the replica count of the active color
+  unlock      break a release lock older than RELEASE_LOCK_STALE_AFTER (-force: any
+              lock) and clear roomcast.promoting, after a release was killed
+
+deploy, promote, rollback and scale take the release lock (label roomcast.lock on
+edge_nginx: who and since when); a second one is refused with the holder's name and
+age. -break-stale-lock lets them break a lock older than RELEASE_LOCK_STALE_AFTER.
+An interrupt (INT or TERM) before the flip puts the idle color back as it was; after
+the flip it stops without draining and says what is left. Further signals are ignored
+while it cleans up.
+
+Environment (stack/*.yml read every other variable, e.g. HTTP_PUBLISH_MODE,
+NATS_IMAGE, DOCKER_SOCKET, AUTOSCALER_*, which pass through to docker stack deploy):
+`, name)
+	envconfig.Usage(w, &config{})
+	fmt.Fprintln(w, `
+Exit status: 0 done, 1 failed (the reason is the last line), 2 bad usage or environment.`)
+}

@@ -1,0 +1,84 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"roomcast/pkg/cli"
+	"roomcast/pkg/fleet/bluegreen"
+	"roomcast/pkg/fleet/swarm/swarmtest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestHelpListsEveryVariableTheRecipesRead(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), []string{"-h"}, nil, &stdout, &stderr)
+	if code := cli.ExitCode(name, err, &stderr); code != 0 {
+		t.Fatalf("-h: exit %d, %v", code, err)
+	}
+	for _, want := range []string{
+		"deploy", "promote TAG", "rollback", "status", "scale N", "unlock [-force]", "-break-stale-lock",
+		"TAG", "ROOMCAST_IMAGE", "EDGE_IMAGE", "EDGE_TAG", "HTTP_PORT", "EDGE_URL", "REPLICAS", "HEALTH_TIMEOUT",
+		"FLIP_TIMEOUT", "DRAIN_TIMEOUT", "SMOKE_TIMEOUT", "JWT_SECRET_FILE", "NATS_CLUSTER", "NATS_REPLICAS",
+		"HISTORY_REPLICAS", "DOCKER_HOST", "RELEASE_LOCK_STALE_AFTER", "ROOMCAST_LOG_LEVEL",
+	} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("-h lacks %q:\n%s", want, stdout.String())
+		}
+	}
+}
+
+func TestUsageAndConfigurationErrorsExit2(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{nil, nil, "missing command"},
+		{[]string{"ship"}, nil, `unknown command "ship"`},
+		{[]string{"promote"}, nil, "usage: roomcast-release promote TAG"},
+		{[]string{"status", "x"}, nil, `status takes no argument, got "x"`},
+		{[]string{"scale", "0"}, nil, `N must be a whole number of at least 1, got "0"`},
+		{[]string{"scale", "-force", "3"}, nil, "-force is for unlock only"},
+		{[]string{"status"}, map[string]string{"HEALTH_TIMEOUT": "0"}, "HEALTH_TIMEOUT"},
+		{[]string{"status"}, map[string]string{"NATS_CLUSTER": "yes"}, "NATS_CLUSTER"},
+		{[]string{"status"}, map[string]string{"SMOKE_TIMEOUT": "soon"}, "SMOKE_TIMEOUT"},
+	} {
+		var stdout, stderr bytes.Buffer
+		err := run(context.Background(), tt.args, tt.env, &stdout, &stderr)
+		if code := cli.ExitCode(name, err, &stderr); code != 2 || !strings.Contains(stderr.String(), tt.want) {
+			t.Errorf("%v %v: exit %d, stderr %q; want 2 saying %q", tt.args, tt.env, code, stderr.String(), tt.want)
+		}
+	}
+}
+
+func TestStatusAndUnlockThroughTheEngineAPI(t *testing.T) {
+	fake := swarmtest.NewServer(t)
+	n := uint64(2)
+	fake.DeployService(bluegreen.EdgeService, swarmtest.Spec{Image: "roomcast/edge:v1", Replicas: &n, Labels: map[string]string{
+		bluegreen.LabelActive: "blue", bluegreen.LabelLock: "bob@box pid 1 (promote v2) since 2026-01-01T00:00:00Z",
+		bluegreen.LabelPromoting: "true",
+	}})
+	fake.DeployService("blue_app", swarmtest.Spec{Image: "roomcast/roomcast:v1", Replicas: &n})
+	env := map[string]string{"DOCKER_HOST": fake.Host()}
+	var stdout, stderr bytes.Buffer
+	if err := run(context.Background(), []string{"status"}, env, &stdout, &stderr); err != nil {
+		t.Fatalf("status: %v\n%s", err, stderr.String())
+	}
+	for _, want := range []string{"active: blue", "release lock: held by bob@box pid 1 (promote v2)", "blue   active  tag=v1", "replicas=2/2", "green  idle    not deployed"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("status lacks %q:\n%s", want, stdout.String())
+		}
+	}
+	if err := run(context.Background(), []string{"unlock"}, env, &stdout, &stderr); err != nil {
+		t.Fatalf("unlock of a lock from January: %v", err)
+	}
+	if l := fake.Labels(bluegreen.EdgeService); l[bluegreen.LabelLock] != "" || l[bluegreen.LabelPromoting] != "" {
+		t.Errorf("labels after unlock: %v", l)
+	}
+}

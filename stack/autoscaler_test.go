@@ -20,7 +20,7 @@ import (
 	"roomcast/pkg/wsclient"
 )
 
-// The test's own Prometheus: Debian's binary in a scratch image (SWARM-LAB.md), with a
+// The test's own Prometheus: Debian's binary in a scratch image (no image can be pulled here), with a
 // scrape config like monitoring/prometheus/prometheus.yml's (replicas found through
 // tasks.<color>_app, labelled by color) but scraping every second, so that the
 // autoscaler's real query path (Prometheus API -> PromQL over scraped replicas) is

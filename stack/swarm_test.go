@@ -160,7 +160,7 @@ func dockerSocket() string {
 	return "/var/run/docker.sock"
 }
 
-// teardown removes what the test deployed, in the order SWARM-LAB.md says: app stacks,
+// teardown removes what the test deployed, app stacks first (their tasks hold the network),
 // then edge once their containers are gone, then the volume.
 func teardown(t *testing.T, env swarmEnv) {
 	_, _ = sh(t, env, time.Minute, "docker", "stack", "rm", "blue", "green")

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"roomcast/pkg/cli/clitest"
 	"roomcast/pkg/fleet/autoscale/promquery"
 	"roomcast/pkg/fleet/swarm"
 	"roomcast/pkg/testenv"
@@ -356,21 +357,18 @@ func logAutoscaler(t *testing.T) {
 	}
 }
 
-// pollFor polls check every 250ms until it returns nil or d passes.
+// pollFor polls check every 250ms until it returns nil or d passes; when it fails
+// the test, the autoscaler's log is shown too.
 func pollFor(t *testing.T, d time.Duration, what string, check func() error) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
+	passed := false
+	defer func() {
+		if !passed {
 			logAutoscaler(t)
-			t.Fatalf("%s: not within %v: %v", what, d, err)
 		}
-		time.Sleep(250 * time.Millisecond)
-	}
+	}()
+	clitest.Poll(t, d, 250*time.Millisecond, what, check)
+	passed = true
 }
 
 // --- replica counts, sampled through the Engine API -----------------------------------

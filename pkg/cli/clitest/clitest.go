@@ -83,6 +83,13 @@ func (p *Process) Wait(d time.Duration) error {
 // last error if d passes first.
 func Eventually(t testing.TB, d time.Duration, what string, check func() error) {
 	t.Helper()
+	Poll(t, d, 20*time.Millisecond, what, check)
+}
+
+// Poll is Eventually with its own period, for checks that are slow or costly to ask
+// (a real cluster, a Docker daemon).
+func Poll(t testing.TB, d, every time.Duration, what string, check func() error) {
+	t.Helper()
 	deadline := time.Now().Add(d)
 	for {
 		err := check()
@@ -92,7 +99,7 @@ func Eventually(t testing.TB, d time.Duration, what string, check func() error) 
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: not within %v: %v", what, d, err)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(every)
 	}
 }
 

@@ -11,7 +11,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"time"
 
 	oklog "github.com/oklog/run"
@@ -32,24 +31,17 @@ const name = "roomcast-autoscaler"
 var version = "dev"
 
 func main() {
-	err := run(context.Background(), os.Args[1:], envconfig.Environ(), os.Stdout, os.Stderr)
-	os.Exit(cli.ExitCode(name, err, os.Stderr))
+	cli.Main(context.Background(), name, run)
 }
 
 func run(ctx context.Context, args []string, env map[string]string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "healthcheck" {
 		return healthcheck(ctx, args[1:], env, stderr)
 	}
-	fs := cli.NewFlagSet(name, stdout, stderr, usage)
-	if err := cli.Parse(fs, args, version, stdout, true); err != nil {
-		return err
-	}
-	cfg, err := loadConfig(env)
+	cfg, log, err := cli.Setup(cli.Command{Name: name, Version: version, Usage: usage}, args, env, stdout, stderr, loadConfig)
 	if err != nil {
 		return err
 	}
-	log := cfg.Log.New(stderr)
-	log.Info("starting "+name, "version", cli.Version(version), "config", envconfig.LogValue(cfg))
 
 	docker, err := swarm.New(cfg.DockerHost)
 	if err != nil {

@@ -9,7 +9,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"syscall"
 
 	oklog "github.com/oklog/run"
@@ -30,25 +29,18 @@ const name = "roomcast-edge"
 var version = "dev"
 
 func main() {
-	err := run(context.Background(), os.Args[1:], envconfig.Environ(), os.Stdout, os.Stderr)
 	// nginx's exit status is passed on: *edge.ExitError is a cli.ExitCoder.
-	os.Exit(cli.ExitCode(name, err, os.Stderr))
+	cli.Main(context.Background(), name, run)
 }
 
 func run(ctx context.Context, args []string, env map[string]string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "status" {
 		return status(ctx, args[1:], env, stdout, stderr)
 	}
-	fs := cli.NewFlagSet(name, stdout, stderr, usage)
-	if err := cli.Parse(fs, args, version, stdout, true); err != nil {
-		return err
-	}
-	cfg, err := loadConfig(env)
+	cfg, log, err := cli.Setup(cli.Command{Name: name, Version: version, Usage: usage}, args, env, stdout, stderr, loadConfig)
 	if err != nil {
 		return err
 	}
-	log := cfg.Log.New(stderr)
-	log.Info("starting "+name, "version", cli.Version(version), "config", envconfig.LogValue(cfg))
 
 	tmpl, err := edge.ParseTemplate(cfg.Template)
 	if err != nil {

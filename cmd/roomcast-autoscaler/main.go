@@ -14,8 +14,6 @@ import (
 	"time"
 
 	oklog "github.com/oklog/run"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"roomcast/pkg/cli"
 	"roomcast/pkg/envconfig"
@@ -54,8 +52,7 @@ func run(ctx context.Context, args []string, env map[string]string, stdout, stde
 	}
 	defer prom.Close()
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := cli.NewRegistry()
 	scaler, err := autoscale.New(cfg.autoscale(), autoscale.Deps{
 		Services:   docker,
 		Querier:    prom,

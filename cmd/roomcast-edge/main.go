@@ -12,8 +12,6 @@ import (
 	"syscall"
 
 	oklog "github.com/oklog/run"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"roomcast/pkg/cli"
 	"roomcast/pkg/envconfig"
@@ -52,8 +50,7 @@ func run(ctx context.Context, args []string, env map[string]string, stdout, stde
 	}
 	defer docker.Close()
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := cli.NewRegistry()
 	e, err := edge.New(cfg.edge(), edge.Deps{
 		Services:   docker,
 		Nginx:      edge.NewNginx(cfg.Nginx, cfg.Config, stdout, stderr),

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -24,6 +25,14 @@ type MetricsServer struct {
 	Mux *http.ServeMux
 	ln  net.Listener
 	srv *http.Server
+}
+
+// NewRegistry returns a registry holding the Go runtime and process collectors, which
+// a command's /metrics serves besides its own metrics.
+func NewRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
 }
 
 // ListenMetrics binds addr and serves reg at GET /metrics once Serve is called.

@@ -25,9 +25,8 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestHelpDocumentsEveryVariableWithItsDefault(t *testing.T) {
-	out := clitest.Help(t, name, run)
 	// The contract's variables and defaults, word for word.
-	for _, want := range []string{
+	out := clitest.Help(t, name, run,
 		"PROMETHEUS_URL", "http://prometheus:9090",
 		"DOCKER_HOST", "unix:///var/run/docker.sock",
 		"AUTOSCALER_EDGE_SERVICE", "edge_nginx",
@@ -42,11 +41,7 @@ func TestHelpDocumentsEveryVariableWithItsDefault(t *testing.T) {
 		"AUTOSCALER_ADDR", ":8081",
 		"roomcast.active", "roomcast.promoting=true", "healthcheck",
 		"roomcast_autoscaler_desired_replicas", "roomcast_autoscaler_scale_events_total", "roomcast_autoscaler_errors_total",
-	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("-h output lacks %q", want)
-		}
-	}
+	)
 	// And every variable of the config struct and its sections, each on a line with
 	// its default.
 	var check func(ct reflect.Type)

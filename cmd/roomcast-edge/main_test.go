@@ -34,8 +34,7 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestHelpDocumentsEveryVariableWithItsDefault(t *testing.T) {
-	out := clitest.Help(t, name, run)
-	for _, want := range []string{
+	clitest.Help(t, name, run,
 		"DOCKER_HOST", "unix:///var/run/docker.sock",
 		"ROOMCAST_EDGE_SERVICE", "edge_nginx",
 		"ROOMCAST_EDGE_DEFAULT_COLOR", "blue",
@@ -51,11 +50,7 @@ func TestHelpDocumentsEveryVariableWithItsDefault(t *testing.T) {
 		"ROOMCAST_EDGE_NGINX", "nginx",
 		"ROOMCAST_EDGE_METRICS_ADDR", ":9180",
 		"roomcast.active", "status",
-	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("-h output lacks %q", want)
-		}
-	}
+	)
 }
 
 func TestInvalidEnvironmentExitsTwoWithOneLineNamingTheVariable(t *testing.T) {

@@ -16,17 +16,12 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestHelpListsEveryVariableTheRecipesRead(t *testing.T) {
-	out := clitest.Help(t, name, run)
-	for _, want := range []string{
+	clitest.Help(t, name, run,
 		"deploy", "promote TAG", "rollback", "status", "scale N", "unlock [-force]", "-break-stale-lock",
 		"TAG", "ROOMCAST_IMAGE", "EDGE_IMAGE", "EDGE_TAG", "HTTP_PORT", "EDGE_URL", "REPLICAS", "HEALTH_TIMEOUT",
 		"FLIP_TIMEOUT", "DRAIN_TIMEOUT", "SMOKE_TIMEOUT", "JWT_SECRET_FILE", "NATS_CLUSTER", "NATS_REPLICAS",
 		"HISTORY_REPLICAS", "DOCKER_HOST", "RELEASE_LOCK_STALE_AFTER", "ROOMCAST_LOG_LEVEL",
-	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("-h lacks %q:\n%s", want, out)
-		}
-	}
+	)
 }
 
 func TestUsageAndConfigurationErrorsExit2(t *testing.T) {

@@ -137,9 +137,10 @@ func Exit(name string, run RunFunc, args []string, env map[string]string) (int, 
 	return code, out.String()
 }
 
-// Help returns what -h prints, failing the test unless it exits 0; it also checks that
+// Help returns what -h prints, failing the test unless it exits 0, and checks that it
+// has each of want (variables, defaults, words of the contract). It also checks that
 // -version exits 0 printing "NAME VERSION".
-func Help(t testing.TB, name string, run RunFunc) string {
+func Help(t testing.TB, name string, run RunFunc, want ...string) string {
 	t.Helper()
 	var stdout, stderr bytes.Buffer
 	err := run(context.Background(), []string{"-h"}, nil, &stdout, &stderr)
@@ -149,6 +150,11 @@ func Help(t testing.TB, name string, run RunFunc) string {
 	var printed bytes.Buffer
 	if err := run(context.Background(), []string{"-version"}, nil, &printed, io.Discard); cli.ExitCode(name, err, io.Discard) != 0 || !strings.HasPrefix(printed.String(), name+" ") {
 		t.Errorf("-version: %v, printed %q", err, printed.String())
+	}
+	for _, w := range want {
+		if !strings.Contains(stdout.String(), w) {
+			t.Errorf("-h output lacks %q", w)
+		}
 	}
 	return stdout.String()
 }

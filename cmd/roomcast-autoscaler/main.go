@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"time"
 
@@ -108,42 +107,9 @@ func healthz(scaler *autoscale.Autoscaler, started time.Time, staleAfter time.Du
 	})
 }
 
-// healthcheck probes this host's autoscaler at the port of AUTOSCALER_ADDR, for a
-// HEALTHCHECK in an image without a shell: exit 0 when /healthz answers 200.
+// healthcheck probes this host's autoscaler at the port of AUTOSCALER_ADDR.
 func healthcheck(ctx context.Context, args []string, env map[string]string, stderr io.Writer) error {
-	if len(args) > 0 {
-		return cli.Usagef("healthcheck takes no arguments, got %q", args[0])
-	}
-	addr := env["AUTOSCALER_ADDR"]
-	if addr == "" {
-		addr = ":8081"
-	}
-	if !cli.ValidListenAddr(addr) {
-		return envconfig.Invalid(env, "AUTOSCALER_ADDR", "want host:port or :port")
-	}
-	host, port, _ := net.SplitHostPort(addr)
-	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
-		host = "127.0.0.1"
-	}
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	url := "http://" + net.JoinHostPort(host, port) + "/healthz"
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return fmt.Errorf("healthcheck: %w", err)
-	}
-	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
-	resp, err := client.Do(req)
-	if err != nil {
-		return fmt.Errorf("healthcheck %s: %w", url, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return fmt.Errorf("healthcheck %s: status %d %s", url, resp.StatusCode, body)
-	}
-	fmt.Fprintln(stderr, "healthy")
-	return nil
+	return cli.Healthcheck(ctx, args, env, "AUTOSCALER_ADDR", ":8081", stderr)
 }
 
 func usage(w io.Writer) {

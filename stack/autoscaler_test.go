@@ -60,7 +60,7 @@ func TestAutoscalerOnARealSwarm(t *testing.T) {
 	prometheusBin := testenv.Program(t, "prometheus") // Debian's, for the test's own Prometheus
 	testenv.Program(t, "ldd")
 	began := time.Now()
-	promPort := freePort(t)
+	promPort := testenv.FreePort(t)
 	env := newSwarmEnv(t,
 		"TAG=as1",
 		"AUTOSCALER_TARGET=20",

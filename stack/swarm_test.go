@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -41,12 +40,12 @@ type swarmEnv struct {
 // it deployed once the test ends. vars come last, so they can override these.
 func newSwarmEnv(t *testing.T, vars ...string) swarmEnv {
 	t.Helper()
-	env := swarmEnv{port: freePort(t)}
+	env := swarmEnv{port: testenv.FreePort(t)}
 	env.vars = append([]string{
 		fmt.Sprintf("HTTP_PORT=%d", env.port),
 		"HTTP_PUBLISH_MODE=host",
 		"EDGE_ENDPOINT_MODE=dnsrr",
-		fmt.Sprintf("GRAFANA_PORT=%d", freePort(t)),
+		fmt.Sprintf("GRAFANA_PORT=%d", testenv.FreePort(t)),
 		"GRAFANA_PUBLISH_MODE=host",
 		"GRAFANA_ENDPOINT_MODE=dnsrr",
 		"DOCKER_SOCKET=" + dockerSocket(),
@@ -141,16 +140,6 @@ func mustSh(t *testing.T, env swarmEnv, timeout time.Duration, name string, args
 		t.Fatalf("%s %v: %v", name, args, err)
 	}
 	return out
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func dockerSocket() string {

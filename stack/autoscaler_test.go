@@ -266,12 +266,12 @@ func buildTestPrometheus(t *testing.T, env swarmEnv, bin string) {
 		}
 		copyIntoImage(t, real, filepath.Join(root, lib), 0o755)
 	}
-	writeIntoImage(t, filepath.Join(root, "etc/prometheus/prometheus.yml"), testPrometheusConf)
-	writeIntoImage(t, filepath.Join(root, "prometheus/.keep"), "")
+	writeIntoImage(t, filepath.Join(root, "etc/prometheus/prometheus.yml"), testPrometheusConf, 0o644)
+	writeIntoImage(t, filepath.Join(root, "prometheus/.keep"), "", 0o644)
 	writeIntoImage(t, filepath.Join(dir, "Dockerfile"), `FROM scratch
 COPY rootfs/ /
 ENTRYPOINT ["/bin/prometheus", "--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus", "--web.listen-address=:9090"]
-`)
+`, 0o644)
 	e := env
 	e.vars = append(append([]string{}, env.vars...), "DOCKER_BUILDKIT=0")
 	mustSh(t, e, 2*time.Minute, "docker", "build", "-q", "-t", testPrometheusImage, dir)
@@ -297,20 +297,15 @@ func copyIntoImage(t *testing.T, from, to string, mode os.FileMode) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(to, b, mode); err != nil {
-		t.Fatal(err)
-	}
+	writeIntoImage(t, to, string(b), mode)
 }
 
-func writeIntoImage(t *testing.T, path, content string) {
+func writeIntoImage(t *testing.T, path, content string, mode os.FileMode) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte(content), mode); err != nil {
 		t.Fatal(err)
 	}
 }

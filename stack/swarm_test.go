@@ -675,38 +675,34 @@ func startProbe(t *testing.T, env swarmEnv) *probe {
 		r.colors[color]++
 	}
 	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { // a request every 20ms, bounded by the stop
-		defer wg.Done()
-		for i := 0; i < 100000; i++ {
-			select {
-			case <-done:
-				return
-			case <-time.After(20 * time.Millisecond):
+	// every calls fn every period, at most n times, until the stop.
+	every := func(period time.Duration, n int, fn func()) {
+		wg.Go(func() {
+			for range n {
+				select {
+				case <-done:
+					return
+				case <-time.After(period):
+				}
+				fn()
 			}
-			color, err := edgeColor(env)
-			record("GET /readyz", color, err)
+		})
+	}
+	every(20*time.Millisecond, 100000, func() { // a request every 20ms, bounded by the stop
+		color, err := edgeColor(env)
+		record("GET /readyz", color, err)
+	})
+	every(100*time.Millisecond, 20000, func() { // a fresh WebSocket upgrade every 100ms
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		c, resp, err := wsclient.Dial(ctx, env.wsURL("probe"), opts)
+		cancel()
+		color := ""
+		if err == nil {
+			color = resp.Header.Get("X-Roomcast-Color")
+			c.Close()
 		}
-	}()
-	go func() { // a fresh WebSocket upgrade every 100ms
-		defer wg.Done()
-		for i := 0; i < 20000; i++ {
-			select {
-			case <-done:
-				return
-			case <-time.After(100 * time.Millisecond):
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			c, resp, err := wsclient.Dial(ctx, env.wsURL("probe"), opts)
-			cancel()
-			color := ""
-			if err == nil {
-				color = resp.Header.Get("X-Roomcast-Color")
-				c.Close()
-			}
-			record("upgrade", color, err)
-		}
-	}()
+		record("upgrade", color, err)
+	})
 	p.stop = func() probeReport {
 		close(done)
 		wg.Wait()

@@ -89,13 +89,7 @@ func TestAutoscalerOnARealSwarm(t *testing.T) {
 	// --- deploy: the autoscaler starts before any Prometheus exists -------------------
 	mustSh(t, env, 5*time.Minute, "just", "deploy")
 	expectEdgeColor(t, env, "blue")
-	pollFor(t, 90*time.Second, "edge_autoscaler healthy", func() error {
-		out, _ := exec.Command("docker", "service", "ls", "--filter", "name=edge_autoscaler", "--format", "{{.Replicas}}").Output()
-		if s := strings.TrimSpace(string(out)); s != "1/1" {
-			return fmt.Errorf("edge_autoscaler %q", s)
-		}
-		return nil
-	})
+	waitServiceReplicas(t, "edge_autoscaler", 1, 90*time.Second)
 	pollFor(t, 30*time.Second, "Prometheus errors logged", func() error {
 		for _, l := range autoscalerLog(t) {
 			if l["kind"] == "prometheus_api" && l["current"] == 2.0 && l["desired"] == 2.0 {
@@ -138,13 +132,7 @@ func TestAutoscalerOnARealSwarm(t *testing.T) {
 	if v := promValue(t, prom, `sum(roomcast_connections_active{color="blue"})`); v != 100 {
 		t.Errorf("Prometheus counts %v connections on blue, want 100", v)
 	}
-	pollFor(t, 90*time.Second, "blue_app 5/5 healthy", func() error {
-		out, _ := exec.Command("docker", "service", "ls", "--filter", "name=blue_app", "--format", "{{.Replicas}}").Output()
-		if s := strings.TrimSpace(string(out)); s != "5/5" {
-			return fmt.Errorf("blue_app %q", s)
-		}
-		return nil
-	})
+	waitServiceReplicas(t, "blue_app", 5, 90*time.Second)
 	steady := time.Now()
 	time.Sleep(6 * time.Second) // three ticks: within tolerance, nothing changes
 	watch.expectOnly(t, "blue_app", steady, time.Now(), 5)

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"roomcast/pkg/auth"
+	"roomcast/pkg/cli/clitest"
 	"roomcast/pkg/load/loadgen"
 	"roomcast/pkg/testenv"
 	"roomcast/pkg/wsclient"
@@ -380,17 +381,12 @@ func TestBlueGreenReleaseOnARealSwarm(t *testing.T) {
 
 	t.Run("a restarted nginx task keeps the active color", func(t *testing.T) {
 		mustSh(t, env, 3*time.Minute, "timeout", "150", "docker", "service", "update", "--force", "--no-resolve-image", "--detach=false", "edge_nginx")
-		deadline := time.Now().Add(time.Minute)
-		for {
-			color, err := edgeColor(env)
-			if err == nil && color == "blue" {
-				break
+		clitest.Poll(t, time.Minute, 200*time.Millisecond, "blue after the nginx restart", func() error {
+			if color, err := edgeColor(env); err != nil || color != "blue" {
+				return fmt.Errorf("color %q, %v", color, err)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("after the nginx restart: color %q, %v", color, err)
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
+			return nil
+		})
 		expectEdgeColor(t, env, "blue")
 	})
 

@@ -129,6 +129,13 @@ func (f *fakeServices) setErr(err error, missing bool) {
 	f.err, f.missing = err, missing
 }
 
+// setRefuse makes every WatchService from now on fail at once with err (nil: open).
+func (f *fakeServices) setRefuse(err error) {
+	f.mu.Lock()
+	f.refuse = err
+	f.mu.Unlock()
+}
+
 // cut ends every open stream with err.
 func (f *fakeServices) cut(err error) {
 	f.mu.Lock()
@@ -474,8 +481,7 @@ func TestStartWaitsForTheLabelledColorNeverAnOlderOne(t *testing.T) {
 		// A restarted task: the label says green, green does not resolve yet, blue does.
 		h := newHarness(t, options{labels: map[string]string{bluegreen.LabelActive: "green"}, resolvable: []string{"blue_app"}, poll: 5 * time.Second})
 		h.run()
-		time.Sleep(20 * time.Second)
-		synctest.Wait()
+		advance(20 * time.Second)
 		if started, _, _, _ := h.nginx.state(); started {
 			t.Fatalf("nginx started on %+v before green resolved", h.serving())
 		}
@@ -483,8 +489,7 @@ func TestStartWaitsForTheLabelledColorNeverAnOlderOne(t *testing.T) {
 			t.Fatalf("unresolved counted %v times in 20s of waiting, want retries", n)
 		}
 		h.dns.set("green_app", true)
-		time.Sleep(5 * time.Second)
-		synctest.Wait()
+		advance(5 * time.Second)
 		if got := h.serving().Color; got != "green" {
 			t.Fatalf("nginx serves %q, want green", got)
 		}
@@ -535,8 +540,7 @@ func TestStartRetriesDockerErrors(t *testing.T) {
 		h.run()
 		time.Sleep(3 * time.Second)
 		h.svc.setErr(nil, false)
-		time.Sleep(5 * time.Second)
-		synctest.Wait()
+		advance(5 * time.Second)
 		if got := h.serving().Color; got != "green" {
 			t.Fatalf("after the daemon came back nginx serves %q, want green", got)
 		}
@@ -551,12 +555,10 @@ func TestAnEventFlipsAtOnce(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHarness(t, options{resolvable: []string{"blue_app", "green_app"}}) // poll: 1h
 		h.run()
-		time.Sleep(time.Second)
-		synctest.Wait()
+		advance(time.Second)
 		first := h.serving()
 		h.svc.set("green", true)
-		time.Sleep(time.Second) // fake time; the reload waits on nothing real
-		synctest.Wait()
+		advance(time.Second) // fake time; the reload waits on nothing real
 		got := h.serving()
 		if got.Color != "green" || got.AppliedAt == first.AppliedAt {
 			t.Fatalf("after the event nginx serves %+v (first %+v)", got, first)
@@ -572,8 +574,7 @@ func TestAnEventFlipsAtOnce(t *testing.T) {
 		}
 		// And back: every change is followed, not only the first.
 		h.svc.set("blue", true)
-		time.Sleep(time.Second)
-		synctest.Wait()
+		advance(time.Second)
 		if got := h.serving().Color; got != "blue" {
 			t.Fatalf("after flipping back nginx serves %q", got)
 		}
@@ -585,13 +586,11 @@ func TestThePollCatchesAMissedEvent(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := runningHarness(t, options{resolvable: []string{"blue_app", "green_app"}, poll: 5 * time.Second})
 		h.svc.set("green", false)
-		time.Sleep(4 * time.Second)
-		synctest.Wait()
+		advance(4 * time.Second)
 		if got := h.serving().Color; got != "blue" {
 			t.Fatalf("flipped to %q before the poll", got)
 		}
-		time.Sleep(2 * time.Second)
-		synctest.Wait()
+		advance(2 * time.Second)
 		if got := h.serving().Color; got != "green" {
 			t.Fatalf("after a poll nginx serves %q, want green", got)
 		}
@@ -642,8 +641,7 @@ func TestRefusedChangesKeepTheRunningColorAndAreRetried(t *testing.T) {
 				h := runningHarness(t, options{resolvable: []string{"blue_app"}, poll: 5 * time.Second, user: tt.user})
 				before := h.serving()
 				tt.refuse(h)
-				time.Sleep(16 * time.Second) // three polls
-				synctest.Wait()
+				advance(16 * time.Second) // three polls
 				if got := h.serving(); got != before {
 					t.Fatalf("nginx serves %+v, want the old %+v", got, before)
 				}
@@ -661,8 +659,7 @@ func TestRefusedChangesKeepTheRunningColorAndAreRetried(t *testing.T) {
 				}
 				if tt.mend != nil {
 					tt.mend(h)
-					time.Sleep(6 * time.Second)
-					synctest.Wait()
+					advance(6 * time.Second)
 					if got := h.serving().Color; got != "green" {
 						t.Fatalf("once mended nginx serves %q, want green", got)
 					}
@@ -680,13 +677,11 @@ func TestAReloadNginxDidNotApplyIsRetried(t *testing.T) {
 		h.run()
 		synctest.Wait()
 		h.svc.set("green", true)
-		time.Sleep(9 * time.Second) // within the 10s confirmation wait
-		synctest.Wait()
+		advance(9 * time.Second) // within the 10s confirmation wait
 		if got := h.edge.Applied().Color; got != "blue" {
 			t.Fatalf("an unconfirmed reload counts as applied: %q", got)
 		}
-		time.Sleep(7 * time.Second) // the wait runs out; the next poll tries again
-		synctest.Wait()
+		advance(7 * time.Second) // the wait runs out; the next poll tries again
 		if h.errorsOf(edge.KindReload) != 1 {
 			t.Fatalf("reload errors %v", h.errorsOf(edge.KindReload))
 		}
@@ -704,12 +699,9 @@ func TestTheEventStreamIsReopenedWithBackoff(t *testing.T) {
 		h.run()
 		synctest.Wait()
 		// The daemon goes away: the stream is cut and new ones fail at once.
-		h.svc.mu.Lock()
-		h.svc.refuse = errors.New("connection refused")
-		h.svc.mu.Unlock()
+		h.svc.setRefuse(errors.New("connection refused"))
 		h.svc.cut(errors.New("unexpected EOF"))
-		time.Sleep(10 * time.Second)
-		synctest.Wait()
+		advance(10 * time.Second)
 		_, watches := h.svc.counts()
 		// 0.5+1+2+4 s of backoff fit in 10s: the first stream and about five attempts.
 		if watches < 4 || watches > 7 {
@@ -720,11 +712,8 @@ func TestTheEventStreamIsReopenedWithBackoff(t *testing.T) {
 		}
 		// A change made while no stream is open is read when one opens again.
 		h.svc.set("green", false)
-		h.svc.mu.Lock()
-		h.svc.refuse = nil
-		h.svc.mu.Unlock()
-		time.Sleep(20 * time.Second)
-		synctest.Wait()
+		h.svc.setRefuse(nil)
+		advance(20 * time.Second)
 		if got := h.serving().Color; got != "green" {
 			t.Fatalf("after the stream came back nginx serves %q, want green", got)
 		}
@@ -865,4 +854,11 @@ func TestDNSLookupAsksTheGivenServer(t *testing.T) {
 	if n := dns.Queries("blue_app") + dns.Queries("green_app"); n > 2 {
 		t.Fatalf("%d queries for two A look-ups", n)
 	}
+}
+
+// advance lets d of the bubble's time pass, then waits until every goroutine of the
+// bubble is blocked again.
+func advance(d time.Duration) {
+	time.Sleep(d)
+	synctest.Wait()
 }

@@ -12,8 +12,6 @@ import (
 	"net/http"
 	"time"
 
-	oklog "github.com/oklog/run"
-
 	"roomcast/pkg/cli"
 	"roomcast/pkg/envconfig"
 	"roomcast/pkg/fleet/autoscale"
@@ -74,14 +72,7 @@ func run(ctx context.Context, args []string, env map[string]string, stdout, stde
 	// ctx, cancels it (a tick under way is cancelled, which never scales half-way: a
 	// scale is one API call); a second signal has nothing slower left to cut. Then the
 	// signal handler and the HTTP server stop; the clients close last (deferred above).
-	var g oklog.Group
-	loopCtx, stopLoop := context.WithCancel(ctx)
-	defer stopLoop()
-	g.Add(func() error { return scaler.Run(loopCtx) }, func(error) { stopLoop() })
-	// Only the loop watches ctx: its result is what run returns.
-	g.Add(cli.Signals(context.WithoutCancel(ctx), log, stopLoop, stopLoop))
-	g.Add(srv.Serve, func(error) { srv.Close() })
-	return g.Run()
+	return cli.Lifecycle(ctx, log, scaler.Run, nil, srv)
 }
 
 // healthz answers 200 while ticks end, 503 "stuck" when none has ended for staleAfter

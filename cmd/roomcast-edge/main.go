@@ -11,8 +11,6 @@ import (
 	"io"
 	"syscall"
 
-	oklog "github.com/oklog/run"
-
 	"roomcast/pkg/cli"
 	"roomcast/pkg/envconfig"
 	"roomcast/pkg/fleet/bluegreen"
@@ -62,29 +60,23 @@ func run(ctx context.Context, args []string, env map[string]string, stdout, stde
 		return err
 	}
 
-	// The lifecycle. The edge ends first: the first SIGTERM, SIGINT or SIGQUIT, or the
-	// caller's ctx, stops nginx gracefully (SIGQUIT to nginx: workers finish their
-	// connections, bounded by worker_shutdown_timeout), a second signal at once
-	// (SIGTERM), and Run returns once nginx has exited, with nginx's status (a failing
-	// metrics server stops nginx gracefully too). Then the
-	// signal handler and the metrics server stop; the Docker client closes last
-	// (deferred above).
-	var g oklog.Group
 	// Bound first, so that a taken port is an exit at start.
+	var metrics *cli.MetricsServer
 	if cfg.MetricsAddr != "off" {
-		metrics, err := cli.ListenMetrics(cfg.MetricsAddr, reg, log)
-		if err != nil {
+		if metrics, err = cli.ListenMetrics(cfg.MetricsAddr, reg, log); err != nil {
 			return err
 		}
 		log.Info("metrics listening", "addr", metrics.Addr().String())
-		g.Add(metrics.Serve, func(error) { metrics.Close() })
 	}
-	runCtx, stopEdge := context.WithCancel(ctx)
-	defer stopEdge()
-	g.Add(func() error { return e.Run(runCtx) }, func(error) { stopEdge() })
-	// Only the edge watches ctx: its result, nginx's status, is what run returns.
-	g.Add(cli.Signals(context.WithoutCancel(ctx), log, stopEdge, e.Abort, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT))
-	return g.Run()
+
+	// The lifecycle. The edge ends first: the first SIGTERM, SIGINT or SIGQUIT, or the
+	// caller's ctx, stops nginx gracefully (SIGQUIT to nginx: workers finish their
+	// connections, bounded by worker_shutdown_timeout), a second signal at once
+	// (SIGTERM), and Run returns once nginx has exited, with nginx's status, which is
+	// what run returns (a failing metrics server stops nginx gracefully too). Then the
+	// signal handler and the metrics server stop; the Docker client closes last
+	// (deferred above).
+	return cli.Lifecycle(ctx, log, e.Run, e.Abort, metrics, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT)
 }
 
 // status prints what the local nginx reports at /.roomcast/edge; with -color it also

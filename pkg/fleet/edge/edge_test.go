@@ -456,9 +456,7 @@ func TestStartsOnTheLabelledColor(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				h := runningHarness(t, options{labels: tt.labels, resolvable: []string{"blue_app", "green_app"}})
-				if got := h.serving().Color; got != tt.want {
-					t.Fatalf("nginx serves %q, want %q", got, tt.want)
-				}
+				h.expectServing(t, tt.want, "after start")
 				if got := h.edge.Applied(); got.Color != tt.want || got.Backend != tt.want+"_app" {
 					t.Fatalf("applied %+v", got)
 				}
@@ -490,9 +488,7 @@ func TestStartWaitsForTheLabelledColorNeverAnOlderOne(t *testing.T) {
 		}
 		h.dns.set("green_app", true)
 		advance(5 * time.Second)
-		if got := h.serving().Color; got != "green" {
-			t.Fatalf("nginx serves %q, want green", got)
-		}
+		h.expectServing(t, "green", "once green resolves")
 		h.mustStop(t)
 	})
 }
@@ -541,9 +537,7 @@ func TestStartRetriesDockerErrors(t *testing.T) {
 		time.Sleep(3 * time.Second)
 		h.svc.setErr(nil, false)
 		advance(5 * time.Second)
-		if got := h.serving().Color; got != "green" {
-			t.Fatalf("after the daemon came back nginx serves %q, want green", got)
-		}
+		h.expectServing(t, "green", "after the daemon came back")
 		if h.errorsOf(edge.KindDockerAPI) < 2 {
 			t.Fatalf("docker_api counted %v", h.errorsOf(edge.KindDockerAPI))
 		}
@@ -575,9 +569,7 @@ func TestAnEventFlipsAtOnce(t *testing.T) {
 		// And back: every change is followed, not only the first.
 		h.svc.set("blue", true)
 		advance(time.Second)
-		if got := h.serving().Color; got != "blue" {
-			t.Fatalf("after flipping back nginx serves %q", got)
-		}
+		h.expectServing(t, "blue", "after flipping back")
 		h.mustStop(t)
 	})
 }
@@ -587,13 +579,9 @@ func TestThePollCatchesAMissedEvent(t *testing.T) {
 		h := runningHarness(t, options{resolvable: []string{"blue_app", "green_app"}, poll: 5 * time.Second})
 		h.svc.set("green", false)
 		advance(4 * time.Second)
-		if got := h.serving().Color; got != "blue" {
-			t.Fatalf("flipped to %q before the poll", got)
-		}
+		h.expectServing(t, "blue", "before the poll")
 		advance(2 * time.Second)
-		if got := h.serving().Color; got != "green" {
-			t.Fatalf("after a poll nginx serves %q, want green", got)
-		}
+		h.expectServing(t, "green", "after a poll")
 		h.mustStop(t)
 	})
 }
@@ -660,9 +648,7 @@ func TestRefusedChangesKeepTheRunningColorAndAreRetried(t *testing.T) {
 				if tt.mend != nil {
 					tt.mend(h)
 					advance(6 * time.Second)
-					if got := h.serving().Color; got != "green" {
-						t.Fatalf("once mended nginx serves %q, want green", got)
-					}
+					h.expectServing(t, "green", "once mended")
 				}
 				h.mustStop(t)
 			})
@@ -714,9 +700,7 @@ func TestTheEventStreamIsReopenedWithBackoff(t *testing.T) {
 		h.svc.set("green", false)
 		h.svc.setRefuse(nil)
 		advance(20 * time.Second)
-		if got := h.serving().Color; got != "green" {
-			t.Fatalf("after the stream came back nginx serves %q, want green", got)
-		}
+		h.expectServing(t, "green", "after the stream came back")
 		h.mustStop(t)
 	})
 }
@@ -853,6 +837,14 @@ func TestDNSLookupAsksTheGivenServer(t *testing.T) {
 	}
 	if n := dns.Queries("blue_app") + dns.Queries("green_app"); n > 2 {
 		t.Fatalf("%d queries for two A look-ups", n)
+	}
+}
+
+// expectServing fails the test unless nginx serves color; when says at which step.
+func (h *harness) expectServing(t *testing.T, color, when string) {
+	t.Helper()
+	if got := h.serving().Color; got != color {
+		t.Fatalf("%s: nginx serves %q, want %s", when, got, color)
 	}
 }
 

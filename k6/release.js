@@ -18,12 +18,9 @@
 //
 // Twin: roomcast-loadgen -scenario release.
 
-import exec from 'k6/execution';
-
 import { duration, int, num, readParams, str, urls } from './lib/env.js';
-import { runToken } from './lib/envelope.js';
-import { roomMetrics, roomsScenario, summaryTrendStats, thresholds } from './lib/metrics.js';
-import { runRoom } from './lib/room.js';
+import { roomMetrics } from './lib/metrics.js';
+import { reconnectOf, roomIndex, roomsOptions, runRoomOf } from './lib/rooms.js';
 
 export const PARAMS = readParams({
   URL: urls('ws://127.0.0.1:8080'),
@@ -41,30 +38,13 @@ export const PARAMS = readParams({
 
 const metrics = roomMetrics(true);
 
-export const options = {
-  scenarios: { release: roomsScenario(PARAMS.ROOMS, PARAMS.DURATION + PARAMS.GRACE) },
-  thresholds: thresholds('release', PARAMS),
-  summaryTrendStats,
-};
+export const options = roomsOptions('release', PARAMS);
 
-export function setup() {
-  return { run: runToken() };
-}
+export { setup } from './lib/rooms.js';
 
 export default function (data) {
-  const room = exec.vu.idInTest - 1; // one VU per room
-  return runRoom({
-    run: data.run,
-    room,
-    size: PARAMS.MEMBERS,
-    firstConn: room * PARAMS.MEMBERS,
-    urls: PARAMS.URL,
-    token: PARAMS.TOKEN,
-    sendEveryMs: 1000 / PARAMS.RATE,
-    durationMs: PARAMS.DURATION,
-    graceMs: PARAMS.GRACE,
-    reconnect: { baseMs: PARAMS.RECONNECT_BASE, maxMs: PARAMS.RECONNECT_MAX },
+  return runRoomOf(data, roomIndex(), PARAMS, metrics, {
+    reconnect: reconnectOf(PARAMS),
     expectedCloses: [1012],
-    metrics,
   });
 }

@@ -11,14 +11,12 @@
 // Twin: roomcast-loadgen -scenario smoke.
 
 import { check } from 'k6';
-import exec from 'k6/execution';
 import http from 'k6/http';
 
 import { httpURL } from './lib/client.js';
 import { duration, int, num, readParams, str, urls } from './lib/env.js';
-import { runToken } from './lib/envelope.js';
-import { roomMetrics, roomsScenario, summaryTrendStats, thresholds } from './lib/metrics.js';
-import { runRoom } from './lib/room.js';
+import { roomMetrics } from './lib/metrics.js';
+import { roomIndex, roomsOptions, runRoomOf } from './lib/rooms.js';
 
 export const PARAMS = readParams({
   URL: urls('ws://127.0.0.1:8080'),
@@ -35,18 +33,12 @@ export const PARAMS = readParams({
 
 const metrics = roomMetrics(false);
 
-export const options = {
-  scenarios: { smoke: roomsScenario(PARAMS.ROOMS, PARAMS.DURATION + PARAMS.GRACE) },
-  thresholds: thresholds('smoke', PARAMS),
-  summaryTrendStats,
-};
+export const options = roomsOptions('smoke', PARAMS);
 
-export function setup() {
-  return { run: runToken() };
-}
+export { setup } from './lib/rooms.js';
 
 export default async function (data) {
-  const room = exec.vu.idInTest - 1; // one VU per room; read before any await
+  const room = roomIndex(); // before any await
   if (room === 0) {
     for (const base of PARAMS.URL) {
       const res = await http.asyncRequest('GET', httpURL(base, '/readyz'));
@@ -57,18 +49,7 @@ export default async function (data) {
       });
     }
   }
-  await runRoom({
-    run: data.run,
-    room,
-    size: PARAMS.MEMBERS,
-    firstConn: room * PARAMS.MEMBERS,
-    urls: PARAMS.URL,
-    token: PARAMS.TOKEN,
-    sendEveryMs: 1000 / PARAMS.RATE,
-    durationMs: PARAMS.DURATION,
-    graceMs: PARAMS.GRACE,
-    reconnect: null,
-    metrics,
+  await runRoomOf(data, room, PARAMS, metrics, {
     onOpen: (ok) => check(ok, { 'websocket opens': (v) => v }),
   });
 }

@@ -12,12 +12,9 @@
 //
 // Twin: roomcast-loadgen -scenario soak.
 
-import exec from 'k6/execution';
-
 import { duration, int, readParams, str, urls } from './lib/env.js';
-import { runToken } from './lib/envelope.js';
-import { roomMetrics, roomsScenario, summaryTrendStats, thresholds } from './lib/metrics.js';
-import { runRoom } from './lib/room.js';
+import { roomMetrics } from './lib/metrics.js';
+import { reconnectOf, roomIndex, roomsOptions, runRoomOf } from './lib/rooms.js';
 
 export const PARAMS = readParams({
   URL: urls('ws://127.0.0.1:8080'),
@@ -36,30 +33,15 @@ export const PARAMS = readParams({
 const rooms = Math.ceil(PARAMS.CONNS / PARAMS.MEMBERS);
 const metrics = roomMetrics(true);
 
-export const options = {
-  scenarios: { soak: roomsScenario(rooms, PARAMS.DURATION + PARAMS.GRACE) },
-  thresholds: thresholds('soak', PARAMS),
-  summaryTrendStats,
-};
+export const options = roomsOptions('soak', PARAMS, rooms);
 
-export function setup() {
-  return { run: runToken() };
-}
+export { setup } from './lib/rooms.js';
 
 export default function (data) {
-  const room = exec.vu.idInTest - 1; // one VU per room; the last may be smaller
-  const firstConn = room * PARAMS.MEMBERS;
-  return runRoom({
-    run: data.run,
-    room,
-    size: Math.min(PARAMS.MEMBERS, PARAMS.CONNS - firstConn),
-    firstConn,
-    urls: PARAMS.URL,
-    token: PARAMS.TOKEN,
+  const room = roomIndex();
+  return runRoomOf(data, room, PARAMS, metrics, {
+    size: Math.min(PARAMS.MEMBERS, PARAMS.CONNS - room * PARAMS.MEMBERS), // the last room may be smaller
     sendEveryMs: PARAMS.SEND_EVERY,
-    durationMs: PARAMS.DURATION,
-    graceMs: PARAMS.GRACE,
-    reconnect: { baseMs: PARAMS.RECONNECT_BASE, maxMs: PARAMS.RECONNECT_MAX },
-    metrics,
+    reconnect: reconnectOf(PARAMS),
   });
 }

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"roomcast/pkg/cli/clitest"
 	"roomcast/pkg/fleet/autoscale/promquery"
 	"roomcast/pkg/fleet/swarm"
 	"roomcast/pkg/testenv"
@@ -59,7 +60,7 @@ func TestAutoscalerOnARealSwarm(t *testing.T) {
 	prometheusBin := testenv.Program(t, "prometheus") // Debian's, for the test's own Prometheus
 	testenv.Program(t, "ldd")
 	began := time.Now()
-	promPort := freePort(t)
+	promPort := testenv.FreePort(t)
 	env := newSwarmEnv(t,
 		"TAG=as1",
 		"AUTOSCALER_TARGET=20",
@@ -88,13 +89,7 @@ func TestAutoscalerOnARealSwarm(t *testing.T) {
 	// --- deploy: the autoscaler starts before any Prometheus exists -------------------
 	mustSh(t, env, 5*time.Minute, "just", "deploy")
 	expectEdgeColor(t, env, "blue")
-	pollFor(t, 90*time.Second, "edge_autoscaler healthy", func() error {
-		out, _ := exec.Command("docker", "service", "ls", "--filter", "name=edge_autoscaler", "--format", "{{.Replicas}}").Output()
-		if s := strings.TrimSpace(string(out)); s != "1/1" {
-			return fmt.Errorf("edge_autoscaler %q", s)
-		}
-		return nil
-	})
+	waitServiceReplicas(t, "edge_autoscaler", 1, 90*time.Second)
 	pollFor(t, 30*time.Second, "Prometheus errors logged", func() error {
 		for _, l := range autoscalerLog(t) {
 			if l["kind"] == "prometheus_api" && l["current"] == 2.0 && l["desired"] == 2.0 {
@@ -137,13 +132,7 @@ func TestAutoscalerOnARealSwarm(t *testing.T) {
 	if v := promValue(t, prom, `sum(roomcast_connections_active{color="blue"})`); v != 100 {
 		t.Errorf("Prometheus counts %v connections on blue, want 100", v)
 	}
-	pollFor(t, 90*time.Second, "blue_app 5/5 healthy", func() error {
-		out, _ := exec.Command("docker", "service", "ls", "--filter", "name=blue_app", "--format", "{{.Replicas}}").Output()
-		if s := strings.TrimSpace(string(out)); s != "5/5" {
-			return fmt.Errorf("blue_app %q", s)
-		}
-		return nil
-	})
+	waitServiceReplicas(t, "blue_app", 5, 90*time.Second)
 	steady := time.Now()
 	time.Sleep(6 * time.Second) // three ticks: within tolerance, nothing changes
 	watch.expectOnly(t, "blue_app", steady, time.Now(), 5)
@@ -265,12 +254,12 @@ func buildTestPrometheus(t *testing.T, env swarmEnv, bin string) {
 		}
 		copyIntoImage(t, real, filepath.Join(root, lib), 0o755)
 	}
-	writeIntoImage(t, filepath.Join(root, "etc/prometheus/prometheus.yml"), testPrometheusConf)
-	writeIntoImage(t, filepath.Join(root, "prometheus/.keep"), "")
+	writeIntoImage(t, filepath.Join(root, "etc/prometheus/prometheus.yml"), testPrometheusConf, 0o644)
+	writeIntoImage(t, filepath.Join(root, "prometheus/.keep"), "", 0o644)
 	writeIntoImage(t, filepath.Join(dir, "Dockerfile"), `FROM scratch
 COPY rootfs/ /
 ENTRYPOINT ["/bin/prometheus", "--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus", "--web.listen-address=:9090"]
-`)
+`, 0o644)
 	e := env
 	e.vars = append(append([]string{}, env.vars...), "DOCKER_BUILDKIT=0")
 	mustSh(t, e, 2*time.Minute, "docker", "build", "-q", "-t", testPrometheusImage, dir)
@@ -296,20 +285,15 @@ func copyIntoImage(t *testing.T, from, to string, mode os.FileMode) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(to, b, mode); err != nil {
-		t.Fatal(err)
-	}
+	writeIntoImage(t, to, string(b), mode)
 }
 
-func writeIntoImage(t *testing.T, path, content string) {
+func writeIntoImage(t *testing.T, path, content string, mode os.FileMode) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte(content), mode); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -356,21 +340,18 @@ func logAutoscaler(t *testing.T) {
 	}
 }
 
-// pollFor polls check every 250ms until it returns nil or d passes.
+// pollFor polls check every 250ms until it returns nil or d passes; when it fails
+// the test, the autoscaler's log is shown too.
 func pollFor(t *testing.T, d time.Duration, what string, check func() error) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
+	passed := false
+	defer func() {
+		if !passed {
 			logAutoscaler(t)
-			t.Fatalf("%s: not within %v: %v", what, d, err)
 		}
-		time.Sleep(250 * time.Millisecond)
-	}
+	}()
+	clitest.Poll(t, d, 250*time.Millisecond, what, check)
+	passed = true
 }
 
 // --- replica counts, sampled through the Engine API -----------------------------------

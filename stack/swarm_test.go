@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,6 +20,7 @@ import (
 	"time"
 
 	"roomcast/pkg/auth"
+	"roomcast/pkg/cli/clitest"
 	"roomcast/pkg/load/loadgen"
 	"roomcast/pkg/testenv"
 	"roomcast/pkg/wsclient"
@@ -41,12 +41,12 @@ type swarmEnv struct {
 // it deployed once the test ends. vars come last, so they can override these.
 func newSwarmEnv(t *testing.T, vars ...string) swarmEnv {
 	t.Helper()
-	env := swarmEnv{port: freePort(t)}
+	env := swarmEnv{port: testenv.FreePort(t)}
 	env.vars = append([]string{
 		fmt.Sprintf("HTTP_PORT=%d", env.port),
 		"HTTP_PUBLISH_MODE=host",
 		"EDGE_ENDPOINT_MODE=dnsrr",
-		fmt.Sprintf("GRAFANA_PORT=%d", freePort(t)),
+		fmt.Sprintf("GRAFANA_PORT=%d", testenv.FreePort(t)),
 		"GRAFANA_PUBLISH_MODE=host",
 		"GRAFANA_ENDPOINT_MODE=dnsrr",
 		"DOCKER_SOCKET=" + dockerSocket(),
@@ -141,16 +141,6 @@ func mustSh(t *testing.T, env swarmEnv, timeout time.Duration, name string, args
 		t.Fatalf("%s %v: %v", name, args, err)
 	}
 	return out
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func dockerSocket() string {
@@ -391,17 +381,12 @@ func TestBlueGreenReleaseOnARealSwarm(t *testing.T) {
 
 	t.Run("a restarted nginx task keeps the active color", func(t *testing.T) {
 		mustSh(t, env, 3*time.Minute, "timeout", "150", "docker", "service", "update", "--force", "--no-resolve-image", "--detach=false", "edge_nginx")
-		deadline := time.Now().Add(time.Minute)
-		for {
-			color, err := edgeColor(env)
-			if err == nil && color == "blue" {
-				break
+		clitest.Poll(t, time.Minute, 200*time.Millisecond, "blue after the nginx restart", func() error {
+			if color, err := edgeColor(env); err != nil || color != "blue" {
+				return fmt.Errorf("color %q, %v", color, err)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("after the nginx restart: color %q, %v", color, err)
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
+			return nil
+		})
 		expectEdgeColor(t, env, "blue")
 	})
 
@@ -686,38 +671,34 @@ func startProbe(t *testing.T, env swarmEnv) *probe {
 		r.colors[color]++
 	}
 	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { // a request every 20ms, bounded by the stop
-		defer wg.Done()
-		for i := 0; i < 100000; i++ {
-			select {
-			case <-done:
-				return
-			case <-time.After(20 * time.Millisecond):
+	// every calls fn every period, at most n times, until the stop.
+	every := func(period time.Duration, n int, fn func()) {
+		wg.Go(func() {
+			for range n {
+				select {
+				case <-done:
+					return
+				case <-time.After(period):
+				}
+				fn()
 			}
-			color, err := edgeColor(env)
-			record("GET /readyz", color, err)
+		})
+	}
+	every(20*time.Millisecond, 100000, func() { // a request every 20ms, bounded by the stop
+		color, err := edgeColor(env)
+		record("GET /readyz", color, err)
+	})
+	every(100*time.Millisecond, 20000, func() { // a fresh WebSocket upgrade every 100ms
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		c, resp, err := wsclient.Dial(ctx, env.wsURL("probe"), opts)
+		cancel()
+		color := ""
+		if err == nil {
+			color = resp.Header.Get("X-Roomcast-Color")
+			c.Close()
 		}
-	}()
-	go func() { // a fresh WebSocket upgrade every 100ms
-		defer wg.Done()
-		for i := 0; i < 20000; i++ {
-			select {
-			case <-done:
-				return
-			case <-time.After(100 * time.Millisecond):
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			c, resp, err := wsclient.Dial(ctx, env.wsURL("probe"), opts)
-			cancel()
-			color := ""
-			if err == nil {
-				color = resp.Header.Get("X-Roomcast-Color")
-				c.Close()
-			}
-			record("upgrade", color, err)
-		}
-	}()
+		record("upgrade", color, err)
+	})
 	p.stop = func() probeReport {
 		close(done)
 		wg.Wait()

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"roomcast/pkg/cli"
-	"roomcast/pkg/envconfig"
 	"roomcast/pkg/fleet/autoscale"
 	"roomcast/pkg/fleet/bluegreen"
 )
@@ -34,44 +33,47 @@ type config struct {
 	Log             cli.Log
 }
 
+// Logging is the log section, for cli.Setup.
+func (c config) Logging() cli.Log { return c.Log }
+
 func loadConfig(environ map[string]string) (config, error) {
-	cfg, err := envconfig.Parse[config](environ)
-	if err != nil {
-		return cfg, err
-	}
-	bad := func(name, allowed string) error { return envconfig.Invalid(environ, name, allowed) }
+	return cli.Load(environ, checkConfig)
+}
+
+// checkConfig checks what the types alone do not.
+func checkConfig(cfg *config, bad cli.Bad) error {
 	switch {
 	case !validHTTPURL(cfg.PrometheusURL):
-		return cfg, bad("PROMETHEUS_URL", "want http://host:port or https://host:port, e.g. http://prometheus:9090")
+		return bad("PROMETHEUS_URL", "want http://host:port or https://host:port, e.g. http://prometheus:9090")
 	case !cli.ValidDockerHost(cfg.DockerHost):
-		return cfg, bad("DOCKER_HOST", "want unix:///path/to/docker.sock or tcp://host:port")
+		return bad("DOCKER_HOST", "want unix:///path/to/docker.sock or tcp://host:port")
 	case !cli.ValidServiceName(cfg.EdgeService):
-		return cfg, bad("AUTOSCALER_EDGE_SERVICE", "want a service name of letters, digits, _ . -")
+		return bad("AUTOSCALER_EDGE_SERVICE", "want a service name of letters, digits, _ . -")
 	case !strings.Contains(cfg.AppService, bluegreen.ColorPlaceholder) ||
 		!cli.ValidServiceName(bluegreen.ForColor(cfg.AppService, bluegreen.Blue)):
-		return cfg, bad("AUTOSCALER_APP_SERVICE", "want a service name containing {color}, e.g. {color}_app")
+		return bad("AUTOSCALER_APP_SERVICE", "want a service name containing {color}, e.g. {color}_app")
 	case strings.TrimSpace(cfg.Query) == "":
-		return cfg, bad("AUTOSCALER_QUERY", "want a PromQL expression")
+		return bad("AUTOSCALER_QUERY", "want a PromQL expression")
 	case cfg.MaxDataAge <= 0:
-		return cfg, bad("AUTOSCALER_MAX_DATA_AGE", "want a duration above 0, e.g. 2m")
+		return bad("AUTOSCALER_MAX_DATA_AGE", "want a duration above 0, e.g. 2m")
 	case !(cfg.Target > 0) || math.IsInf(cfg.Target, 0):
-		return cfg, bad("AUTOSCALER_TARGET", "want a number above 0")
+		return bad("AUTOSCALER_TARGET", "want a number above 0")
 	case cfg.MinReplicas < 1:
-		return cfg, bad("AUTOSCALER_MIN_REPLICAS", "want an integer of at least 1")
+		return bad("AUTOSCALER_MIN_REPLICAS", "want an integer of at least 1")
 	case cfg.MaxReplicas < cfg.MinReplicas:
-		return cfg, bad("AUTOSCALER_MAX_REPLICAS", "want an integer of at least AUTOSCALER_MIN_REPLICAS")
+		return bad("AUTOSCALER_MAX_REPLICAS", "want an integer of at least AUTOSCALER_MIN_REPLICAS")
 	case !(cfg.Tolerance >= 0 && cfg.Tolerance < 1):
-		return cfg, bad("AUTOSCALER_TOLERANCE", "want a fraction from 0 to below 1, e.g. 0.1")
+		return bad("AUTOSCALER_TOLERANCE", "want a fraction from 0 to below 1, e.g. 0.1")
 	case cfg.Interval < 100*time.Millisecond:
-		return cfg, bad("AUTOSCALER_INTERVAL", "want a duration of at least 100ms")
+		return bad("AUTOSCALER_INTERVAL", "want a duration of at least 100ms")
 	case cfg.ScaleDownWindow < 0:
-		return cfg, bad("AUTOSCALER_SCALE_DOWN_WINDOW", "want a duration of 0s or more")
+		return bad("AUTOSCALER_SCALE_DOWN_WINDOW", "want a duration of 0s or more")
 	case cfg.Timeout < 10*time.Millisecond:
-		return cfg, bad("AUTOSCALER_TIMEOUT", "want a duration of at least 10ms")
+		return bad("AUTOSCALER_TIMEOUT", "want a duration of at least 10ms")
 	case !cli.ValidListenAddr(cfg.Addr):
-		return cfg, bad("AUTOSCALER_ADDR", "want host:port or :port")
+		return bad("AUTOSCALER_ADDR", "want host:port or :port")
 	}
-	return cfg, cfg.Log.Validate(environ)
+	return nil
 }
 
 func validHTTPURL(s string) bool {

@@ -9,14 +9,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"os"
 	"time"
-
-	oklog "github.com/oklog/run"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"roomcast/pkg/cli"
 	"roomcast/pkg/envconfig"
@@ -32,24 +26,17 @@ const name = "roomcast-autoscaler"
 var version = "dev"
 
 func main() {
-	err := run(context.Background(), os.Args[1:], envconfig.Environ(), os.Stdout, os.Stderr)
-	os.Exit(cli.ExitCode(name, err, os.Stderr))
+	cli.Main(context.Background(), name, run)
 }
 
 func run(ctx context.Context, args []string, env map[string]string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "healthcheck" {
 		return healthcheck(ctx, args[1:], env, stderr)
 	}
-	fs := cli.NewFlagSet(name, stdout, stderr, usage)
-	if err := cli.Parse(fs, args, version, stdout, true); err != nil {
-		return err
-	}
-	cfg, err := loadConfig(env)
+	cfg, log, err := cli.Setup(cli.Command{Name: name, Version: version, Usage: usage}, args, env, stdout, stderr, loadConfig)
 	if err != nil {
 		return err
 	}
-	log := cfg.Log.New(stderr)
-	log.Info("starting "+name, "version", cli.Version(version), "config", envconfig.LogValue(cfg))
 
 	docker, err := swarm.New(cfg.DockerHost)
 	if err != nil {
@@ -62,8 +49,7 @@ func run(ctx context.Context, args []string, env map[string]string, stdout, stde
 	}
 	defer prom.Close()
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := cli.NewRegistry()
 	scaler, err := autoscale.New(cfg.autoscale(), autoscale.Deps{
 		Services:   docker,
 		Querier:    prom,
@@ -86,14 +72,7 @@ func run(ctx context.Context, args []string, env map[string]string, stdout, stde
 	// ctx, cancels it (a tick under way is cancelled, which never scales half-way: a
 	// scale is one API call); a second signal has nothing slower left to cut. Then the
 	// signal handler and the HTTP server stop; the clients close last (deferred above).
-	var g oklog.Group
-	loopCtx, stopLoop := context.WithCancel(ctx)
-	defer stopLoop()
-	g.Add(func() error { return scaler.Run(loopCtx) }, func(error) { stopLoop() })
-	// Only the loop watches ctx: its result is what run returns.
-	g.Add(cli.Signals(context.WithoutCancel(ctx), log, stopLoop, stopLoop))
-	g.Add(srv.Serve, func(error) { srv.Close() })
-	return g.Run()
+	return cli.Lifecycle(ctx, log, scaler.Run, nil, srv)
 }
 
 // healthz answers 200 while ticks end, 503 "stuck" when none has ended for staleAfter
@@ -119,42 +98,9 @@ func healthz(scaler *autoscale.Autoscaler, started time.Time, staleAfter time.Du
 	})
 }
 
-// healthcheck probes this host's autoscaler at the port of AUTOSCALER_ADDR, for a
-// HEALTHCHECK in an image without a shell: exit 0 when /healthz answers 200.
+// healthcheck probes this host's autoscaler at the port of AUTOSCALER_ADDR.
 func healthcheck(ctx context.Context, args []string, env map[string]string, stderr io.Writer) error {
-	if len(args) > 0 {
-		return cli.Usagef("healthcheck takes no arguments, got %q", args[0])
-	}
-	addr := env["AUTOSCALER_ADDR"]
-	if addr == "" {
-		addr = ":8081"
-	}
-	if !cli.ValidListenAddr(addr) {
-		return envconfig.Invalid(env, "AUTOSCALER_ADDR", "want host:port or :port")
-	}
-	host, port, _ := net.SplitHostPort(addr)
-	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
-		host = "127.0.0.1"
-	}
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	url := "http://" + net.JoinHostPort(host, port) + "/healthz"
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return fmt.Errorf("healthcheck: %w", err)
-	}
-	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
-	resp, err := client.Do(req)
-	if err != nil {
-		return fmt.Errorf("healthcheck %s: %w", url, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return fmt.Errorf("healthcheck %s: status %d %s", url, resp.StatusCode, body)
-	}
-	fmt.Fprintln(stderr, "healthy")
-	return nil
+	return cli.Healthcheck(ctx, args, env, "AUTOSCALER_ADDR", ":8081", stderr)
 }
 
 func usage(w io.Writer) {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,7 +10,6 @@ import (
 	"net/http"
 	"reflect"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -27,14 +25,8 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestHelpDocumentsEveryVariableWithItsDefault(t *testing.T) {
-	var stdout, stderr bytes.Buffer
-	err := run(context.Background(), []string{"-h"}, nil, &stdout, &stderr)
-	if code := cli.ExitCode(name, err, &stderr); code != 0 {
-		t.Fatalf("-h exit code %d: %v", code, err)
-	}
-	out := stdout.String()
 	// The contract's variables and defaults, word for word.
-	for _, want := range []string{
+	out := clitest.Help(t, name, run,
 		"PROMETHEUS_URL", "http://prometheus:9090",
 		"DOCKER_HOST", "unix:///var/run/docker.sock",
 		"AUTOSCALER_EDGE_SERVICE", "edge_nginx",
@@ -49,11 +41,7 @@ func TestHelpDocumentsEveryVariableWithItsDefault(t *testing.T) {
 		"AUTOSCALER_ADDR", ":8081",
 		"roomcast.active", "roomcast.promoting=true", "healthcheck",
 		"roomcast_autoscaler_desired_replicas", "roomcast_autoscaler_scale_events_total", "roomcast_autoscaler_errors_total",
-	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("-h output lacks %q", want)
-		}
-	}
+	)
 	// And every variable of the config struct and its sections, each on a line with
 	// its default.
 	var check func(ct reflect.Type)
@@ -72,10 +60,6 @@ func TestHelpDocumentsEveryVariableWithItsDefault(t *testing.T) {
 		}
 	}
 	check(reflect.TypeFor[config]())
-	var printed bytes.Buffer
-	if err := run(context.Background(), []string{"-version"}, nil, &printed, io.Discard); cli.ExitCode(name, err, io.Discard) != 0 || !strings.HasPrefix(printed.String(), name+" ") {
-		t.Errorf("-version: %v, printed %q", err, printed.String())
-	}
 }
 
 func TestDefaults(t *testing.T) {
@@ -140,26 +124,13 @@ func TestInvalidEnvironmentExitsTwoWithOneLineNamingTheVariable(t *testing.T) {
 			for k, v := range tt.extra {
 				env[k] = v
 			}
-			err := run(context.Background(), nil, env, io.Discard, io.Discard)
-			var out bytes.Buffer
-			if code := cli.ExitCode(name, err, &out); code != 2 {
-				t.Fatalf("exit code %d, want 2 (%v)", code, err)
-			}
-			line := out.String()
-			if strings.Count(line, "\n") != 1 || !strings.Contains(line, tt.name) || !strings.Contains(line, strconv.Quote(tt.value)) || !strings.Contains(line, "want") {
-				t.Fatalf("message %q should be one line naming %s, %q and what is allowed", line, tt.name, tt.value)
-			}
+			clitest.InvalidEnv(t, name, run, env, tt.name, tt.value)
 		})
 	}
 }
 
 func TestUnknownFlagOrArgumentExitsTwo(t *testing.T) {
-	for _, args := range [][]string{{"-interval", "1s"}, {"scale"}, {"healthcheck", "extra"}} {
-		err := run(context.Background(), args, nil, io.Discard, io.Discard)
-		if code := cli.ExitCode(name, err, io.Discard); code != 2 {
-			t.Errorf("args %q: exit code %d (%v), want 2", args, code, err)
-		}
-	}
+	clitest.UsageErrors(t, name, run, []string{"-interval", "1s"}, []string{"scale"}, []string{"healthcheck", "extra"})
 }
 
 // process is one run() of the autoscaler in this process.

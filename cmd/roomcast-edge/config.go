@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"roomcast/pkg/cli"
-	"roomcast/pkg/envconfig"
 	"roomcast/pkg/fleet/bluegreen"
 	"roomcast/pkg/fleet/edge"
 )
@@ -46,56 +45,59 @@ var userRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
 // pathRe is a path nginx reads unquoted.
 var pathRe = regexp.MustCompile(`^/[A-Za-z0-9._/+@-]*$`)
 
+// Logging is the log section, for cli.Setup.
+func (c config) Logging() cli.Log { return c.Log }
+
 func loadConfig(environ map[string]string) (config, error) {
-	cfg, err := envconfig.Parse[config](environ)
-	if err != nil {
-		return cfg, err
-	}
-	bad := func(name, allowed string) error { return envconfig.Invalid(environ, name, allowed) }
+	return cli.Load(environ, checkConfig)
+}
+
+// checkConfig checks what the types alone do not.
+func checkConfig(cfg *config, bad cli.Bad) error {
 	switch {
 	case !cli.ValidDockerHost(cfg.DockerHost):
-		return cfg, bad("DOCKER_HOST", "want unix:///path/to/docker.sock or tcp://host:port")
+		return bad("DOCKER_HOST", "want unix:///path/to/docker.sock or tcp://host:port")
 	case !cli.ValidServiceName(cfg.Service):
-		return cfg, bad("ROOMCAST_EDGE_SERVICE", "want a service name of letters, digits, _ . -")
+		return bad("ROOMCAST_EDGE_SERVICE", "want a service name of letters, digits, _ . -")
 	case !bluegreen.ValidColor(cfg.DefaultColor):
-		return cfg, bad("ROOMCAST_EDGE_DEFAULT_COLOR", "want blue or green")
+		return bad("ROOMCAST_EDGE_DEFAULT_COLOR", "want blue or green")
 	case !strings.Contains(cfg.AppService, bluegreen.ColorPlaceholder) ||
 		!cli.ValidServiceName(bluegreen.ForColor(cfg.AppService, bluegreen.Blue)):
-		return cfg, bad("ROOMCAST_EDGE_APP_SERVICE", "want a service name containing {color}, e.g. {color}_app")
+		return bad("ROOMCAST_EDGE_APP_SERVICE", "want a service name containing {color}, e.g. {color}_app")
 	case !validPort(cfg.AppPort):
-		return cfg, bad("ROOMCAST_EDGE_APP_PORT", "want a port from 1 to 65535")
+		return bad("ROOMCAST_EDGE_APP_PORT", "want a port from 1 to 65535")
 	case !validPort(cfg.ListenPort):
-		return cfg, bad("ROOMCAST_EDGE_LISTEN_PORT", "want a port from 1 to 65535")
+		return bad("ROOMCAST_EDGE_LISTEN_PORT", "want a port from 1 to 65535")
 	case !validResolver(cfg.Resolver):
-		return cfg, bad("ROOMCAST_EDGE_RESOLVER", "want an IP address or ip:port, e.g. 127.0.0.11")
+		return bad("ROOMCAST_EDGE_RESOLVER", "want an IP address or ip:port, e.g. 127.0.0.11")
 	case cfg.ResolverValid < time.Second || cfg.ResolverValid%time.Second != 0:
-		return cfg, bad("ROOMCAST_EDGE_RESOLVER_VALID", "want whole seconds, at least 1s")
+		return bad("ROOMCAST_EDGE_RESOLVER_VALID", "want whole seconds, at least 1s")
 	case cfg.ShutdownTimeout < time.Second:
-		return cfg, bad("ROOMCAST_EDGE_WORKER_SHUTDOWN_TIMEOUT", "want a duration of at least 1s")
+		return bad("ROOMCAST_EDGE_WORKER_SHUTDOWN_TIMEOUT", "want a duration of at least 1s")
 	case cfg.ConnectTimeout < 10*time.Millisecond:
-		return cfg, bad("ROOMCAST_EDGE_CONNECT_TIMEOUT", "want a duration of at least 10ms")
+		return bad("ROOMCAST_EDGE_CONNECT_TIMEOUT", "want a duration of at least 10ms")
 	case cfg.NextUpstreamTries < 0:
-		return cfg, bad("ROOMCAST_EDGE_NEXT_UPSTREAM_TRIES", "want an integer of 0 or more")
+		return bad("ROOMCAST_EDGE_NEXT_UPSTREAM_TRIES", "want an integer of 0 or more")
 	case cfg.PollInterval < 100*time.Millisecond:
-		return cfg, bad("ROOMCAST_EDGE_POLL_INTERVAL", "want a duration of at least 100ms")
+		return bad("ROOMCAST_EDGE_POLL_INTERVAL", "want a duration of at least 100ms")
 	case cfg.StartTimeout < 100*time.Millisecond:
-		return cfg, bad("ROOMCAST_EDGE_START_TIMEOUT", "want a duration of at least 100ms")
+		return bad("ROOMCAST_EDGE_START_TIMEOUT", "want a duration of at least 100ms")
 	case cfg.Template == "":
-		return cfg, bad("ROOMCAST_EDGE_TEMPLATE", "want a file path")
+		return bad("ROOMCAST_EDGE_TEMPLATE", "want a file path")
 	case !pathRe.MatchString(cfg.Config) || strings.HasSuffix(cfg.Config, "/"):
-		return cfg, bad("ROOMCAST_EDGE_CONFIG", "want an absolute file path of letters, digits and . _ - / + @")
+		return bad("ROOMCAST_EDGE_CONFIG", "want an absolute file path of letters, digits and . _ - / + @")
 	case cfg.Nginx == "":
-		return cfg, bad("ROOMCAST_EDGE_NGINX", "want the nginx binary's name or path")
+		return bad("ROOMCAST_EDGE_NGINX", "want the nginx binary's name or path")
 	case cfg.NginxUser != "" && !userRe.MatchString(cfg.NginxUser):
-		return cfg, bad("ROOMCAST_EDGE_NGINX_USER", "want a user name, or empty")
+		return bad("ROOMCAST_EDGE_NGINX_USER", "want a user name, or empty")
 	case cfg.AccessLog != "off" && !pathRe.MatchString(cfg.AccessLog):
-		return cfg, bad("ROOMCAST_EDGE_ACCESS_LOG", "want an absolute path or off")
+		return bad("ROOMCAST_EDGE_ACCESS_LOG", "want an absolute path or off")
 	case cfg.ErrorLog != "stderr" && !pathRe.MatchString(cfg.ErrorLog):
-		return cfg, bad("ROOMCAST_EDGE_ERROR_LOG", "want stderr or an absolute path")
+		return bad("ROOMCAST_EDGE_ERROR_LOG", "want stderr or an absolute path")
 	case cfg.MetricsAddr != "off" && !cli.ValidListenAddr(cfg.MetricsAddr):
-		return cfg, bad("ROOMCAST_EDGE_METRICS_ADDR", "want host:port, :port or off")
+		return bad("ROOMCAST_EDGE_METRICS_ADDR", "want host:port, :port or off")
 	}
-	return cfg, cfg.Log.Validate(environ)
+	return nil
 }
 
 func validPort(p int) bool { return p >= 1 && p <= 65535 }

@@ -9,12 +9,7 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"syscall"
-
-	oklog "github.com/oklog/run"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"roomcast/pkg/cli"
 	"roomcast/pkg/envconfig"
@@ -30,25 +25,18 @@ const name = "roomcast-edge"
 var version = "dev"
 
 func main() {
-	err := run(context.Background(), os.Args[1:], envconfig.Environ(), os.Stdout, os.Stderr)
 	// nginx's exit status is passed on: *edge.ExitError is a cli.ExitCoder.
-	os.Exit(cli.ExitCode(name, err, os.Stderr))
+	cli.Main(context.Background(), name, run)
 }
 
 func run(ctx context.Context, args []string, env map[string]string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "status" {
 		return status(ctx, args[1:], env, stdout, stderr)
 	}
-	fs := cli.NewFlagSet(name, stdout, stderr, usage)
-	if err := cli.Parse(fs, args, version, stdout, true); err != nil {
-		return err
-	}
-	cfg, err := loadConfig(env)
+	cfg, log, err := cli.Setup(cli.Command{Name: name, Version: version, Usage: usage}, args, env, stdout, stderr, loadConfig)
 	if err != nil {
 		return err
 	}
-	log := cfg.Log.New(stderr)
-	log.Info("starting "+name, "version", cli.Version(version), "config", envconfig.LogValue(cfg))
 
 	tmpl, err := edge.ParseTemplate(cfg.Template)
 	if err != nil {
@@ -60,8 +48,7 @@ func run(ctx context.Context, args []string, env map[string]string, stdout, stde
 	}
 	defer docker.Close()
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := cli.NewRegistry()
 	e, err := edge.New(cfg.edge(), edge.Deps{
 		Services:   docker,
 		Nginx:      edge.NewNginx(cfg.Nginx, cfg.Config, stdout, stderr),
@@ -73,29 +60,23 @@ func run(ctx context.Context, args []string, env map[string]string, stdout, stde
 		return err
 	}
 
-	// The lifecycle. The edge ends first: the first SIGTERM, SIGINT or SIGQUIT, or the
-	// caller's ctx, stops nginx gracefully (SIGQUIT to nginx: workers finish their
-	// connections, bounded by worker_shutdown_timeout), a second signal at once
-	// (SIGTERM), and Run returns once nginx has exited, with nginx's status (a failing
-	// metrics server stops nginx gracefully too). Then the
-	// signal handler and the metrics server stop; the Docker client closes last
-	// (deferred above).
-	var g oklog.Group
 	// Bound first, so that a taken port is an exit at start.
+	var metrics *cli.MetricsServer
 	if cfg.MetricsAddr != "off" {
-		metrics, err := cli.ListenMetrics(cfg.MetricsAddr, reg, log)
-		if err != nil {
+		if metrics, err = cli.ListenMetrics(cfg.MetricsAddr, reg, log); err != nil {
 			return err
 		}
 		log.Info("metrics listening", "addr", metrics.Addr().String())
-		g.Add(metrics.Serve, func(error) { metrics.Close() })
 	}
-	runCtx, stopEdge := context.WithCancel(ctx)
-	defer stopEdge()
-	g.Add(func() error { return e.Run(runCtx) }, func(error) { stopEdge() })
-	// Only the edge watches ctx: its result, nginx's status, is what run returns.
-	g.Add(cli.Signals(context.WithoutCancel(ctx), log, stopEdge, e.Abort, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT))
-	return g.Run()
+
+	// The lifecycle. The edge ends first: the first SIGTERM, SIGINT or SIGQUIT, or the
+	// caller's ctx, stops nginx gracefully (SIGQUIT to nginx: workers finish their
+	// connections, bounded by worker_shutdown_timeout), a second signal at once
+	// (SIGTERM), and Run returns once nginx has exited, with nginx's status, which is
+	// what run returns (a failing metrics server stops nginx gracefully too). Then the
+	// signal handler and the metrics server stop; the Docker client closes last
+	// (deferred above).
+	return cli.Lifecycle(ctx, log, e.Run, e.Abort, metrics, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT)
 }
 
 // status prints what the local nginx reports at /.roomcast/edge; with -color it also

@@ -34,12 +34,7 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestHelpDocumentsEveryVariableWithItsDefault(t *testing.T) {
-	var stdout, stderr bytes.Buffer
-	err := run(context.Background(), []string{"-h"}, nil, &stdout, &stderr)
-	if code := cli.ExitCode(name, err, &stderr); code != 0 {
-		t.Fatalf("-h exit code %d: %v", code, err)
-	}
-	for _, want := range []string{
+	clitest.Help(t, name, run,
 		"DOCKER_HOST", "unix:///var/run/docker.sock",
 		"ROOMCAST_EDGE_SERVICE", "edge_nginx",
 		"ROOMCAST_EDGE_DEFAULT_COLOR", "blue",
@@ -55,15 +50,7 @@ func TestHelpDocumentsEveryVariableWithItsDefault(t *testing.T) {
 		"ROOMCAST_EDGE_NGINX", "nginx",
 		"ROOMCAST_EDGE_METRICS_ADDR", ":9180",
 		"roomcast.active", "status",
-	} {
-		if !strings.Contains(stdout.String(), want) {
-			t.Errorf("-h output lacks %q", want)
-		}
-	}
-	var printed bytes.Buffer
-	if err := run(context.Background(), []string{"-version"}, nil, &printed, io.Discard); cli.ExitCode(name, err, io.Discard) != 0 || !strings.HasPrefix(printed.String(), name+" ") {
-		t.Errorf("-version: %v, printed %q", err, printed.String())
-	}
+	)
 }
 
 func TestInvalidEnvironmentExitsTwoWithOneLineNamingTheVariable(t *testing.T) {
@@ -97,27 +84,13 @@ func TestInvalidEnvironmentExitsTwoWithOneLineNamingTheVariable(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+"="+tt.value, func(t *testing.T) {
-			var stdout, stderr bytes.Buffer
-			err := run(context.Background(), nil, map[string]string{tt.name: tt.value}, &stdout, &stderr)
-			var out bytes.Buffer
-			if code := cli.ExitCode(name, err, &out); code != 2 {
-				t.Fatalf("exit code %d, want 2 (%v)", code, err)
-			}
-			line := out.String()
-			if strings.Count(line, "\n") != 1 || !strings.Contains(line, tt.name) || !strings.Contains(line, strconv.Quote(tt.value)) || !strings.Contains(line, "want") {
-				t.Fatalf("message %q should be one line naming %s, %q and what is allowed", line, tt.name, tt.value)
-			}
+			clitest.InvalidEnv(t, name, run, map[string]string{tt.name: tt.value}, tt.name, tt.value)
 		})
 	}
 }
 
 func TestUnknownFlagOrArgumentExitsTwo(t *testing.T) {
-	for _, args := range [][]string{{"-port", "1"}, {"serve"}, {"status", "extra"}, {"status", "-color", "red"}} {
-		err := run(context.Background(), args, nil, io.Discard, io.Discard)
-		if code := cli.ExitCode(name, err, io.Discard); code != 2 {
-			t.Errorf("args %q: exit code %d (%v), want 2", args, code, err)
-		}
-	}
+	clitest.UsageErrors(t, name, run, []string{"-port", "1"}, []string{"serve"}, []string{"status", "extra"}, []string{"status", "-color", "red"})
 }
 
 // app stands in for one color's replica: it answers with its color in

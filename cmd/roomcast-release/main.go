@@ -44,8 +44,7 @@ func main() {
 		for range sigs {
 		}
 	}()
-	err := run(ctx, os.Args[1:], envconfig.Environ(), os.Stdout, os.Stderr)
-	os.Exit(cli.ExitCode(name, err, os.Stderr))
+	cli.Main(ctx, name, run)
 }
 
 // config is the environment the recipes (and stack/swarm before them) read.
@@ -70,7 +69,11 @@ type config struct {
 	Log             cli.Log
 }
 
-func (c *config) validate(environ map[string]string) error {
+// Logging is the log section, for cli.Load.
+func (c config) Logging() cli.Log { return c.Log }
+
+// checkConfig checks what the types alone do not, and fills in EdgeURL's default.
+func checkConfig(c *config, bad cli.Bad) error {
 	for _, v := range []struct {
 		name string
 		ok   bool
@@ -85,16 +88,16 @@ func (c *config) validate(environ map[string]string) error {
 		{"RELEASE_LOCK_STALE_AFTER", c.LockStaleAfter > 0},
 	} {
 		if !v.ok {
-			return envconfig.Invalid(environ, v.name, "want a number above 0")
+			return bad(v.name, "want a number above 0")
 		}
 	}
 	if c.NATSCluster != "" && c.NATSCluster != "true" && c.NATSCluster != "false" {
-		return envconfig.Invalid(environ, "NATS_CLUSTER", "want true or false")
+		return bad("NATS_CLUSTER", "want true or false")
 	}
 	if c.EdgeURL == "" {
 		c.EdgeURL = "http://127.0.0.1:" + strconv.Itoa(c.HTTPPort)
 	}
-	return c.Log.Validate(environ)
+	return nil
 }
 
 func run(ctx context.Context, args []string, environ map[string]string, stdout, stderr io.Writer) error {
@@ -134,11 +137,8 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 		replicas = v
 	}
 
-	cfg, err := envconfig.Parse[config](environ)
+	cfg, err := cli.Load(environ, checkConfig)
 	if err != nil {
-		return err
-	}
-	if err := cfg.validate(environ); err != nil {
 		return err
 	}
 	log := cfg.Log.New(stderr)

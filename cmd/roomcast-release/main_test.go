@@ -8,7 +8,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"roomcast/pkg/cli"
+	"roomcast/pkg/cli/clitest"
 	"roomcast/pkg/fleet/bluegreen"
 	"roomcast/pkg/fleet/swarm/swarmtest"
 )
@@ -16,21 +16,12 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestHelpListsEveryVariableTheRecipesRead(t *testing.T) {
-	var stdout, stderr bytes.Buffer
-	err := run(context.Background(), []string{"-h"}, nil, &stdout, &stderr)
-	if code := cli.ExitCode(name, err, &stderr); code != 0 {
-		t.Fatalf("-h: exit %d, %v", code, err)
-	}
-	for _, want := range []string{
+	clitest.Help(t, name, run,
 		"deploy", "promote TAG", "rollback", "status", "scale N", "unlock [-force]", "-break-stale-lock",
 		"TAG", "ROOMCAST_IMAGE", "EDGE_IMAGE", "EDGE_TAG", "HTTP_PORT", "EDGE_URL", "REPLICAS", "HEALTH_TIMEOUT",
 		"FLIP_TIMEOUT", "DRAIN_TIMEOUT", "SMOKE_TIMEOUT", "JWT_SECRET_FILE", "NATS_CLUSTER", "NATS_REPLICAS",
 		"HISTORY_REPLICAS", "DOCKER_HOST", "RELEASE_LOCK_STALE_AFTER", "ROOMCAST_LOG_LEVEL",
-	} {
-		if !strings.Contains(stdout.String(), want) {
-			t.Errorf("-h lacks %q:\n%s", want, stdout.String())
-		}
-	}
+	)
 }
 
 func TestUsageAndConfigurationErrorsExit2(t *testing.T) {
@@ -49,10 +40,8 @@ func TestUsageAndConfigurationErrorsExit2(t *testing.T) {
 		{[]string{"status"}, map[string]string{"NATS_CLUSTER": "yes"}, "NATS_CLUSTER"},
 		{[]string{"status"}, map[string]string{"SMOKE_TIMEOUT": "soon"}, "SMOKE_TIMEOUT"},
 	} {
-		var stdout, stderr bytes.Buffer
-		err := run(context.Background(), tt.args, tt.env, &stdout, &stderr)
-		if code := cli.ExitCode(name, err, &stderr); code != 2 || !strings.Contains(stderr.String(), tt.want) {
-			t.Errorf("%v %v: exit %d, stderr %q; want 2 saying %q", tt.args, tt.env, code, stderr.String(), tt.want)
+		if code, line := clitest.Exit(name, run, tt.args, tt.env); code != 2 || !strings.Contains(line, tt.want) {
+			t.Errorf("%v %v: exit %d, stderr %q; want 2 saying %q", tt.args, tt.env, code, line, tt.want)
 		}
 	}
 }

@@ -1,7 +1,9 @@
 // Package cli is what every roomcast command shares around its run function: flag
-// parsing with -version, usage errors and exit statuses, the logger configured from
-// ROOMCAST_LOG_FORMAT and ROOMCAST_LOG_LEVEL, a metrics listener, and the two-signal
-// shutdown. It holds no state of its own; everything it returns is the caller's.
+// parsing with -version, usage errors and exit statuses, loading and checking the
+// configuration, the logger configured from ROOMCAST_LOG_FORMAT and ROOMCAST_LOG_LEVEL,
+// a metrics listener, the two-signal shutdown and the lifecycle group of a
+// long-running command, and the healthcheck subcommand. It holds no state of its own;
+// everything it returns is the caller's.
 package cli
 
 import (

@@ -13,7 +13,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/oklog/run"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -24,6 +26,14 @@ type MetricsServer struct {
 	Mux *http.ServeMux
 	ln  net.Listener
 	srv *http.Server
+}
+
+// NewRegistry returns a registry holding the Go runtime and process collectors, which
+// a command's /metrics serves besides its own metrics.
+func NewRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
 }
 
 // ListenMetrics binds addr and serves reg at GET /metrics once Serve is called.
@@ -89,4 +99,25 @@ func Signals(ctx context.Context, log *slog.Logger, stop, abort func(), sigs ...
 	}
 	interrupt = func(error) { once.Do(func() { close(done) }) }
 	return execute, interrupt
+}
+
+// Lifecycle runs a long-running command's actors with oklog/run. main runs until its
+// context ends: at the first SIGTERM or SIGINT (or any of sigs, when given) or when ctx
+// ends; a second signal calls abort (nil: nothing is faster than the first). metrics,
+// when not nil, serves until main returns. The first actor to return ends the others,
+// and its result is what Lifecycle returns; only main watches ctx, so that when ctx
+// ends that result is main's.
+func Lifecycle(ctx context.Context, log *slog.Logger, main func(context.Context) error, abort func(), metrics *MetricsServer, sigs ...os.Signal) error {
+	var g run.Group
+	mainCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	if abort == nil {
+		abort = stop
+	}
+	g.Add(func() error { return main(mainCtx) }, func(error) { stop() })
+	g.Add(Signals(context.WithoutCancel(ctx), log, stop, abort, sigs...))
+	if metrics != nil {
+		g.Add(metrics.Serve, func(error) { metrics.Close() })
+	}
+	return g.Run()
 }

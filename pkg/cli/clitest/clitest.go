@@ -4,20 +4,23 @@
 package clitest
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"net/http"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"roomcast/pkg/cli"
 	"roomcast/pkg/testenv"
 )
 
 // RunFunc is a command's run function.
-type RunFunc func(ctx context.Context, args []string, env map[string]string, stdout, stderr io.Writer) error
+type RunFunc = cli.RunFunc
 
 // StopWithin bounds how long the cleanup waits for run to return once its context ends.
 const StopWithin = 15 * time.Second
@@ -83,6 +86,13 @@ func (p *Process) Wait(d time.Duration) error {
 // last error if d passes first.
 func Eventually(t testing.TB, d time.Duration, what string, check func() error) {
 	t.Helper()
+	Poll(t, d, 20*time.Millisecond, what, check)
+}
+
+// Poll is Eventually with its own period, for checks that are slow or costly to ask
+// (a real cluster, a Docker daemon).
+func Poll(t testing.TB, d, every time.Duration, what string, check func() error) {
+	t.Helper()
 	deadline := time.Now().Add(d)
 	for {
 		err := check()
@@ -92,7 +102,7 @@ func Eventually(t testing.TB, d time.Duration, what string, check func() error) 
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: not within %v: %v", what, d, err)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(every)
 	}
 }
 
@@ -116,4 +126,58 @@ func Scrape(url, series string) float64 {
 		return -1
 	}
 	return v
+}
+
+// Exit calls run with args and env as main would and returns the exit status and what
+// main prints on stderr for it (cli.ExitCode's line); run's own output is discarded.
+func Exit(name string, run RunFunc, args []string, env map[string]string) (int, string) {
+	err := run(context.Background(), args, env, io.Discard, io.Discard)
+	var out strings.Builder
+	code := cli.ExitCode(name, err, &out)
+	return code, out.String()
+}
+
+// Help returns what -h prints, failing the test unless it exits 0, and checks that it
+// has each of want (variables, defaults, words of the contract). It also checks that
+// -version exits 0 printing "NAME VERSION".
+func Help(t testing.TB, name string, run RunFunc, want ...string) string {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), []string{"-h"}, nil, &stdout, &stderr)
+	if code := cli.ExitCode(name, err, &stderr); code != 0 {
+		t.Fatalf("-h exit code %d: %v", code, err)
+	}
+	var printed bytes.Buffer
+	if err := run(context.Background(), []string{"-version"}, nil, &printed, io.Discard); cli.ExitCode(name, err, io.Discard) != 0 || !strings.HasPrefix(printed.String(), name+" ") {
+		t.Errorf("-version: %v, printed %q", err, printed.String())
+	}
+	for _, w := range want {
+		if !strings.Contains(stdout.String(), w) {
+			t.Errorf("-h output lacks %q", w)
+		}
+	}
+	return stdout.String()
+}
+
+// InvalidEnv checks that run, with env setting variable to value, exits 2 with one
+// line naming the variable, its value and what is allowed.
+func InvalidEnv(t testing.TB, name string, run RunFunc, env map[string]string, variable, value string) {
+	t.Helper()
+	code, line := Exit(name, run, nil, env)
+	if code != 2 {
+		t.Fatalf("exit code %d, want 2 (%s)", code, line)
+	}
+	if strings.Count(line, "\n") != 1 || !strings.Contains(line, variable) || !strings.Contains(line, strconv.Quote(value)) || !strings.Contains(line, "want") {
+		t.Fatalf("message %q should be one line naming %s, %q and what is allowed", line, variable, value)
+	}
+}
+
+// UsageErrors checks that run exits 2 with each of the argument lists.
+func UsageErrors(t testing.TB, name string, run RunFunc, argLists ...[]string) {
+	t.Helper()
+	for _, args := range argLists {
+		if code, line := Exit(name, run, args, nil); code != 2 {
+			t.Errorf("args %q: exit code %d (%s), want 2", args, code, line)
+		}
+	}
 }

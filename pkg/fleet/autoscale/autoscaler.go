@@ -263,7 +263,7 @@ func (a *Autoscaler) tick(ctx context.Context) Outcome {
 	if err != nil {
 		return a.fail(ctx, Outcome{}, kind, err, -1)
 	}
-	o := Outcome{Color: color, Service: a.appService(color)}
+	o := Outcome{Color: color, Service: bluegreen.ForColor(a.cfg.AppService, color)}
 	if paused {
 		return a.pause(o)
 	}
@@ -370,10 +370,6 @@ func (a *Autoscaler) fail(ctx context.Context, o Outcome, kind string, err error
 	return o
 }
 
-func (a *Autoscaler) appService(color string) string {
-	return strings.ReplaceAll(a.cfg.AppService, bluegreen.ColorPlaceholder, color)
-}
-
 func (a *Autoscaler) readLabels(ctx context.Context) (color string, paused bool, kind string, err error) {
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
 	defer cancel()
@@ -414,7 +410,7 @@ func (a *Autoscaler) replicas(ctx context.Context, service string) (int, string,
 
 // load queries the color's load at now and checks that it is fresh.
 func (a *Autoscaler) load(ctx context.Context, color string, now time.Time) (float64, string, error) {
-	q := strings.ReplaceAll(a.cfg.Query, bluegreen.ColorPlaceholder, color)
+	q := bluegreen.ForColor(a.cfg.Query, color)
 	s, kind, err := a.query(ctx, q, now)
 	if err != nil {
 		return 0, kind, err
@@ -427,7 +423,7 @@ func (a *Autoscaler) load(ctx context.Context, color string, now time.Time) (flo
 			s.Time.UTC().Format(time.RFC3339), now.Sub(s.Time).Round(time.Millisecond))
 	}
 	if a.cfg.AgeQuery != "" {
-		aq := strings.ReplaceAll(a.cfg.AgeQuery, bluegreen.ColorPlaceholder, color)
+		aq := bluegreen.ForColor(a.cfg.AgeQuery, color)
 		age, kind, err := a.query(ctx, aq, now)
 		if err != nil {
 			return 0, kind, err

@@ -17,24 +17,40 @@ const smokeBound = 2 * time.Minute
 // replicas (kept for Rollback). Any failure or interrupt before the flip puts the idle
 // color back as it was (or removes it) and leaves the labels as they were.
 func (r *Release) Promote(ctx context.Context, tag string) error {
-	mine, edge, err := r.begin(ctx, "promote "+tag)
-	if err != nil {
-		return err
-	}
-	defer r.unlockEdge(ctx, mine, LabelPromoting)
-	active, err := activeColor(edge)
-	if err != nil {
-		return err
-	}
-	if active == "" {
-		return errors.New("nginx has no roomcast.active label: run just deploy first")
-	}
-	return r.promote(ctx, mine, edge, active, tag)
+	return r.underLock(ctx, "promote "+tag, "run just deploy first", func(mine string, edge Service, active string) error {
+		return r.promote(ctx, mine, edge, active, tag)
+	})
 }
 
 // Rollback promotes the previous color again, at the tag it runs.
 func (r *Release) Rollback(ctx context.Context) error {
-	mine, edge, err := r.begin(ctx, "rollback")
+	return r.underLock(ctx, "rollback", "nothing to roll back", func(mine string, edge Service, active string) error {
+		previous := edge.Labels[LabelPrevious]
+		if previous == "" || previous == active {
+			return errors.New("no previous color recorded: nothing to roll back to")
+		}
+		prev, err := r.Docker.Service(ctx, appService(previous))
+		if errors.Is(err, ErrNotFound) {
+			return fmt.Errorf("the previous color %s no longer exists", previous)
+		} else if err != nil {
+			return err
+		}
+		r.logf("rolling back from %s to %s", active, previous)
+		return r.promote(ctx, mine, edge, active, tagOf(prev.Image))
+	})
+}
+
+// underLock checks that the edge stack exists, takes the lock with LabelPromoting set
+// (the autoscaler keeps its hands off while a release is under way) and calls fn with
+// the lock's value, the nginx service and its active color; the lock is released when
+// fn returns. Without an active color it fails, saying noActive.
+func (r *Release) underLock(ctx context.Context, op, noActive string, fn func(mine string, edge Service, active string) error) error {
+	if _, err := r.Docker.Service(ctx, EdgeService); errors.Is(err, ErrNotFound) {
+		return errors.New("no edge stack: run just deploy first")
+	} else if err != nil {
+		return err
+	}
+	mine, edge, err := r.lock(ctx, op, map[string]string{LabelPromoting: "true"})
 	if err != nil {
 		return err
 	}
@@ -44,31 +60,9 @@ func (r *Release) Rollback(ctx context.Context) error {
 		return err
 	}
 	if active == "" {
-		return errors.New("nginx has no roomcast.active label: nothing to roll back")
+		return errors.New("nginx has no roomcast.active label: " + noActive)
 	}
-	previous := edge.Labels[LabelPrevious]
-	if previous == "" || previous == active {
-		return errors.New("no previous color recorded: nothing to roll back to")
-	}
-	prev, err := r.Docker.Service(ctx, appService(previous))
-	if errors.Is(err, ErrNotFound) {
-		return fmt.Errorf("the previous color %s no longer exists", previous)
-	} else if err != nil {
-		return err
-	}
-	r.logf("rolling back from %s to %s", active, previous)
-	return r.promote(ctx, mine, edge, active, tagOf(prev.Image))
-}
-
-// begin checks that the edge stack exists and takes the lock with LabelPromoting set
-// (the autoscaler keeps its hands off while a release is under way).
-func (r *Release) begin(ctx context.Context, op string) (string, Service, error) {
-	if _, err := r.Docker.Service(ctx, EdgeService); errors.Is(err, ErrNotFound) {
-		return "", Service{}, errors.New("no edge stack: run just deploy first")
-	} else if err != nil {
-		return "", Service{}, err
-	}
-	return r.lock(ctx, op, map[string]string{LabelPromoting: "true"})
+	return fn(mine, edge, active)
 }
 
 // idleState is the idle color as it was before a release touched it.

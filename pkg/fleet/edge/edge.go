@@ -156,7 +156,7 @@ func New(cfg Config, deps Deps) (*Edge, error) {
 	}
 	// Check the static values now, with a stand-in color, rather than at the first flip.
 	probe := cfg.Params
-	probe.Color, probe.Backend, probe.AppliedAt = cfg.DefaultColor, backendName(cfg.AppService, cfg.DefaultColor), time.Unix(0, 0)
+	probe.Color, probe.Backend, probe.AppliedAt = cfg.DefaultColor, bluegreen.ForColor(cfg.AppService, cfg.DefaultColor), time.Unix(0, 0)
 	if err := probe.Validate(); err != nil {
 		return nil, fmt.Errorf("edge: %w", err)
 	}
@@ -202,10 +202,6 @@ func New(cfg Config, deps Deps) (*Edge, error) {
 		e.active.WithLabelValues(c)
 	}
 	return e, nil
-}
-
-func backendName(pattern, color string) string {
-	return strings.ReplaceAll(pattern, bluegreen.ColorPlaceholder, color)
 }
 
 // Applied returns what nginx serves: color, backend and time; the zero Params before

@@ -129,6 +129,13 @@ func (f *fakeServices) setErr(err error, missing bool) {
 	f.err, f.missing = err, missing
 }
 
+// setRefuse makes every WatchService from now on fail at once with err (nil: open).
+func (f *fakeServices) setRefuse(err error) {
+	f.mu.Lock()
+	f.refuse = err
+	f.mu.Unlock()
+}
+
 // cut ends every open stream with err.
 func (f *fakeServices) cut(err error) {
 	f.mu.Lock()
@@ -449,9 +456,7 @@ func TestStartsOnTheLabelledColor(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				h := runningHarness(t, options{labels: tt.labels, resolvable: []string{"blue_app", "green_app"}})
-				if got := h.serving().Color; got != tt.want {
-					t.Fatalf("nginx serves %q, want %q", got, tt.want)
-				}
+				h.expectServing(t, tt.want, "after start")
 				if got := h.edge.Applied(); got.Color != tt.want || got.Backend != tt.want+"_app" {
 					t.Fatalf("applied %+v", got)
 				}
@@ -474,8 +479,7 @@ func TestStartWaitsForTheLabelledColorNeverAnOlderOne(t *testing.T) {
 		// A restarted task: the label says green, green does not resolve yet, blue does.
 		h := newHarness(t, options{labels: map[string]string{bluegreen.LabelActive: "green"}, resolvable: []string{"blue_app"}, poll: 5 * time.Second})
 		h.run()
-		time.Sleep(20 * time.Second)
-		synctest.Wait()
+		advance(20 * time.Second)
 		if started, _, _, _ := h.nginx.state(); started {
 			t.Fatalf("nginx started on %+v before green resolved", h.serving())
 		}
@@ -483,11 +487,8 @@ func TestStartWaitsForTheLabelledColorNeverAnOlderOne(t *testing.T) {
 			t.Fatalf("unresolved counted %v times in 20s of waiting, want retries", n)
 		}
 		h.dns.set("green_app", true)
-		time.Sleep(5 * time.Second)
-		synctest.Wait()
-		if got := h.serving().Color; got != "green" {
-			t.Fatalf("nginx serves %q, want green", got)
-		}
+		advance(5 * time.Second)
+		h.expectServing(t, "green", "once green resolves")
 		h.mustStop(t)
 	})
 }
@@ -535,11 +536,8 @@ func TestStartRetriesDockerErrors(t *testing.T) {
 		h.run()
 		time.Sleep(3 * time.Second)
 		h.svc.setErr(nil, false)
-		time.Sleep(5 * time.Second)
-		synctest.Wait()
-		if got := h.serving().Color; got != "green" {
-			t.Fatalf("after the daemon came back nginx serves %q, want green", got)
-		}
+		advance(5 * time.Second)
+		h.expectServing(t, "green", "after the daemon came back")
 		if h.errorsOf(edge.KindDockerAPI) < 2 {
 			t.Fatalf("docker_api counted %v", h.errorsOf(edge.KindDockerAPI))
 		}
@@ -551,12 +549,10 @@ func TestAnEventFlipsAtOnce(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHarness(t, options{resolvable: []string{"blue_app", "green_app"}}) // poll: 1h
 		h.run()
-		time.Sleep(time.Second)
-		synctest.Wait()
+		advance(time.Second)
 		first := h.serving()
 		h.svc.set("green", true)
-		time.Sleep(time.Second) // fake time; the reload waits on nothing real
-		synctest.Wait()
+		advance(time.Second) // fake time; the reload waits on nothing real
 		got := h.serving()
 		if got.Color != "green" || got.AppliedAt == first.AppliedAt {
 			t.Fatalf("after the event nginx serves %+v (first %+v)", got, first)
@@ -572,11 +568,8 @@ func TestAnEventFlipsAtOnce(t *testing.T) {
 		}
 		// And back: every change is followed, not only the first.
 		h.svc.set("blue", true)
-		time.Sleep(time.Second)
-		synctest.Wait()
-		if got := h.serving().Color; got != "blue" {
-			t.Fatalf("after flipping back nginx serves %q", got)
-		}
+		advance(time.Second)
+		h.expectServing(t, "blue", "after flipping back")
 		h.mustStop(t)
 	})
 }
@@ -585,16 +578,10 @@ func TestThePollCatchesAMissedEvent(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := runningHarness(t, options{resolvable: []string{"blue_app", "green_app"}, poll: 5 * time.Second})
 		h.svc.set("green", false)
-		time.Sleep(4 * time.Second)
-		synctest.Wait()
-		if got := h.serving().Color; got != "blue" {
-			t.Fatalf("flipped to %q before the poll", got)
-		}
-		time.Sleep(2 * time.Second)
-		synctest.Wait()
-		if got := h.serving().Color; got != "green" {
-			t.Fatalf("after a poll nginx serves %q, want green", got)
-		}
+		advance(4 * time.Second)
+		h.expectServing(t, "blue", "before the poll")
+		advance(2 * time.Second)
+		h.expectServing(t, "green", "after a poll")
 		h.mustStop(t)
 	})
 }
@@ -642,8 +629,7 @@ func TestRefusedChangesKeepTheRunningColorAndAreRetried(t *testing.T) {
 				h := runningHarness(t, options{resolvable: []string{"blue_app"}, poll: 5 * time.Second, user: tt.user})
 				before := h.serving()
 				tt.refuse(h)
-				time.Sleep(16 * time.Second) // three polls
-				synctest.Wait()
+				advance(16 * time.Second) // three polls
 				if got := h.serving(); got != before {
 					t.Fatalf("nginx serves %+v, want the old %+v", got, before)
 				}
@@ -661,11 +647,8 @@ func TestRefusedChangesKeepTheRunningColorAndAreRetried(t *testing.T) {
 				}
 				if tt.mend != nil {
 					tt.mend(h)
-					time.Sleep(6 * time.Second)
-					synctest.Wait()
-					if got := h.serving().Color; got != "green" {
-						t.Fatalf("once mended nginx serves %q, want green", got)
-					}
+					advance(6 * time.Second)
+					h.expectServing(t, "green", "once mended")
 				}
 				h.mustStop(t)
 			})
@@ -680,13 +663,11 @@ func TestAReloadNginxDidNotApplyIsRetried(t *testing.T) {
 		h.run()
 		synctest.Wait()
 		h.svc.set("green", true)
-		time.Sleep(9 * time.Second) // within the 10s confirmation wait
-		synctest.Wait()
+		advance(9 * time.Second) // within the 10s confirmation wait
 		if got := h.edge.Applied().Color; got != "blue" {
 			t.Fatalf("an unconfirmed reload counts as applied: %q", got)
 		}
-		time.Sleep(7 * time.Second) // the wait runs out; the next poll tries again
-		synctest.Wait()
+		advance(7 * time.Second) // the wait runs out; the next poll tries again
 		if h.errorsOf(edge.KindReload) != 1 {
 			t.Fatalf("reload errors %v", h.errorsOf(edge.KindReload))
 		}
@@ -704,12 +685,9 @@ func TestTheEventStreamIsReopenedWithBackoff(t *testing.T) {
 		h.run()
 		synctest.Wait()
 		// The daemon goes away: the stream is cut and new ones fail at once.
-		h.svc.mu.Lock()
-		h.svc.refuse = errors.New("connection refused")
-		h.svc.mu.Unlock()
+		h.svc.setRefuse(errors.New("connection refused"))
 		h.svc.cut(errors.New("unexpected EOF"))
-		time.Sleep(10 * time.Second)
-		synctest.Wait()
+		advance(10 * time.Second)
 		_, watches := h.svc.counts()
 		// 0.5+1+2+4 s of backoff fit in 10s: the first stream and about five attempts.
 		if watches < 4 || watches > 7 {
@@ -720,14 +698,9 @@ func TestTheEventStreamIsReopenedWithBackoff(t *testing.T) {
 		}
 		// A change made while no stream is open is read when one opens again.
 		h.svc.set("green", false)
-		h.svc.mu.Lock()
-		h.svc.refuse = nil
-		h.svc.mu.Unlock()
-		time.Sleep(20 * time.Second)
-		synctest.Wait()
-		if got := h.serving().Color; got != "green" {
-			t.Fatalf("after the stream came back nginx serves %q, want green", got)
-		}
+		h.svc.setRefuse(nil)
+		advance(20 * time.Second)
+		h.expectServing(t, "green", "after the stream came back")
 		h.mustStop(t)
 	})
 }
@@ -865,4 +838,19 @@ func TestDNSLookupAsksTheGivenServer(t *testing.T) {
 	if n := dns.Queries("blue_app") + dns.Queries("green_app"); n > 2 {
 		t.Fatalf("%d queries for two A look-ups", n)
 	}
+}
+
+// expectServing fails the test unless nginx serves color; when says at which step.
+func (h *harness) expectServing(t *testing.T, color, when string) {
+	t.Helper()
+	if got := h.serving().Color; got != color {
+		t.Fatalf("%s: nginx serves %q, want %s", when, got, color)
+	}
+}
+
+// advance lets d of the bubble's time pass, then waits until every goroutine of the
+// bubble is blocked again.
+func advance(d time.Duration) {
+	time.Sleep(d)
+	synctest.Wait()
 }

@@ -61,7 +61,7 @@ func (e *Edge) waitForColor(ctx context.Context) (string, error) {
 	for {
 		color, kind, err := e.desired(ctx, true)
 		if err == nil {
-			if err = e.resolves(ctx, backendName(e.cfg.AppService, color)); err == nil {
+			if err = e.resolves(ctx, bluegreen.ForColor(e.cfg.AppService, color)); err == nil {
 				return color, nil
 			}
 			kind = KindUnresolved
@@ -121,7 +121,7 @@ func (e *Edge) resolves(ctx context.Context, host string) error {
 func (e *Edge) params(color string) Params {
 	p := e.cfg.Params
 	p.Color = color
-	p.Backend = backendName(e.cfg.AppService, color)
+	p.Backend = bluegreen.ForColor(e.cfg.AppService, color)
 	p.AppliedAt = e.deps.Now()
 	return p
 }

@@ -72,37 +72,35 @@ func TestQueryResults(t *testing.T) {
 }
 
 func TestQuerySendsTheExpressionTheTimeAndATimeout(t *testing.T) {
-	fake := promtest.NewServer(t)
-	fake.Set(expr, promtest.Value(1, at))
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	if _, err := mustClient(t, fake.URL()).Query(ctx, expr, at); err != nil {
-		t.Fatal(err)
-	}
-	qs := fake.Queries()
-	if len(qs) != 1 {
-		t.Fatalf("queries %+v", qs)
-	}
-	q := qs[0]
-	if q.Expr != expr || !q.Time.Equal(at) || q.Method != http.MethodPost {
-		t.Fatalf("query %+v, want POST of %q at %v", q, expr, at)
-	}
-	// Whole seconds, as Prometheus parses them (the fake refuses "2.999s" as it does).
-	if q.Timeout != "2s" {
-		t.Fatalf("timeout parameter %q, want the context's remaining time in whole seconds", q.Timeout)
-	}
-}
-
-func TestQueryWithAShortDeadlineSendsNoTimeout(t *testing.T) {
-	fake := promtest.NewServer(t)
-	fake.Set(expr, promtest.Value(1, at))
-	ctx, cancel := context.WithTimeout(context.Background(), 900*time.Millisecond)
-	defer cancel()
-	if _, err := mustClient(t, fake.URL()).Query(ctx, expr, at); err != nil {
-		t.Fatal(err)
-	}
-	if q := fake.Queries(); len(q) != 1 || q[0].Timeout != "" {
-		t.Fatalf("queries %+v, want no timeout parameter under a second", q)
+	for _, tt := range []struct {
+		name     string
+		deadline time.Duration
+		timeout  string
+	}{
+		// Whole seconds, as Prometheus parses them (the fake refuses "2.999s" as it does).
+		{"the context's remaining time in whole seconds", 3 * time.Second, "2s"},
+		{"no timeout parameter under a second", 900 * time.Millisecond, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			fake := promtest.NewServer(t)
+			fake.Set(expr, promtest.Value(1, at))
+			ctx, cancel := context.WithTimeout(context.Background(), tt.deadline)
+			defer cancel()
+			if _, err := mustClient(t, fake.URL()).Query(ctx, expr, at); err != nil {
+				t.Fatal(err)
+			}
+			qs := fake.Queries()
+			if len(qs) != 1 {
+				t.Fatalf("queries %+v", qs)
+			}
+			q := qs[0]
+			if q.Expr != expr || !q.Time.Equal(at) || q.Method != http.MethodPost {
+				t.Fatalf("query %+v, want POST of %q at %v", q, expr, at)
+			}
+			if q.Timeout != tt.timeout {
+				t.Fatalf("timeout parameter %q, want %q", q.Timeout, tt.timeout)
+			}
+		})
 	}
 }
 

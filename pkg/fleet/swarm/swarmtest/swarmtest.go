@@ -400,8 +400,7 @@ func serviceJSON(svc *service) map[string]any {
 
 func (s *Server) serveUpdate(w http.ResponseWriter, r *http.Request, ref string) {
 	var spec specJSON
-	if err := json.NewDecoder(r.Body).Decode(&spec); err != nil {
-		writeError(w, http.StatusBadRequest, "decoding spec: "+err.Error())
+	if !decodeBody(w, r, "spec", &spec) {
 		return
 	}
 	version, err := strconv.ParseUint(r.URL.Query().Get("version"), 10, 64)
@@ -428,12 +427,10 @@ func (s *Server) serveUpdate(w http.ResponseWriter, r *http.Request, ref string)
 }
 
 func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
-	var f map[string]map[string]bool
-	if raw := r.URL.Query().Get("filters"); raw != "" {
-		if err := json.Unmarshal([]byte(raw), &f); err != nil {
-			writeError(w, http.StatusBadRequest, "invalid filters: "+err.Error())
-			return
-		}
+	f, err := filtersOf(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "invalid filters: "+err.Error())
+		return
 	}
 	ch := make(chan event, 16)
 	s.mu.Lock()
@@ -491,7 +488,7 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 // matches applies the daemon's filters for service events: type must include
 // "service"; service matches the ID or a prefix of the name, as the daemon's fuzzy
 // match does.
-func matches(f map[string]map[string]bool, ev event) bool {
+func matches(f filters, ev event) bool {
 	if types, ok := f["type"]; ok && !types["service"] {
 		return false
 	}

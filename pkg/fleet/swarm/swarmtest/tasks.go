@@ -188,22 +188,23 @@ func (s *Server) convergeLocked(svc *service) {
 		s.setTasksLocked(svc, []Task{{Image: svc.image, DesiredState: "complete", State: state, ExitCode: res.exit, Logs: res.logs,
 			Err: map[bool]string{true: fmt.Sprintf("task: non-zero exit (%d)", res.exit)}[res.exit != 0]}})
 	case s.converge[svc.name] != nil:
-		n := uint64(1)
-		if svc.replicas != nil {
-			n = *svc.replicas
-		}
-		s.setTasksLocked(svc, s.converge[svc.name](svc.image, n))
+		s.setTasksLocked(svc, s.converge[svc.name](svc.image, svc.replicaCount()))
 	default:
-		n := uint64(1)
-		if svc.replicas != nil {
-			n = *svc.replicas
-		}
-		tasks := make([]Task, n)
+		tasks := make([]Task, svc.replicaCount())
 		for i := range tasks {
 			tasks[i] = Task{Image: svc.image}
 		}
 		s.setTasksLocked(svc, tasks)
 	}
+}
+
+// replicaCount is how many tasks the service runs: its replicas, or one for a
+// service without a count (global, on the fake's single node).
+func (svc *service) replicaCount() uint64 {
+	if svc.replicas == nil {
+		return 1
+	}
+	return *svc.replicas
 }
 
 func (s *Server) setTasksLocked(svc *service, tasks []Task) {
@@ -288,14 +289,41 @@ func (s *Server) serveMore(w http.ResponseWriter, r *http.Request, route string)
 	return true
 }
 
-func filtersOf(r *http.Request) (map[string]map[string]bool, error) {
-	var f map[string]map[string]bool
+// filters is the decoded filters query parameter: key, then the values wanted.
+type filters map[string]map[string]bool
+
+func filtersOf(r *http.Request) (filters, error) {
+	var f filters
 	if raw := r.URL.Query().Get("filters"); raw != "" {
 		if err := json.Unmarshal([]byte(raw), &f); err != nil {
 			return nil, err
 		}
 	}
 	return f, nil
+}
+
+// serveList answers a GET of a filtered list: list runs under the lock and returns
+// what matches (a non-nil slice, so that nothing found is [] rather than null).
+func (s *Server) serveList(w http.ResponseWriter, r *http.Request, list func(f filters) []any) {
+	f, err := filtersOf(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	s.mu.Lock()
+	out := list(f)
+	s.mu.Unlock()
+	writeJSON(w, http.StatusOK, out)
+}
+
+// decodeBody decodes the request's JSON body into v; on failure it answers 400 saying
+// what was being decoded and returns false.
+func decodeBody(w http.ResponseWriter, r *http.Request, what string, v any) bool {
+	if err := json.NewDecoder(r.Body).Decode(v); err != nil {
+		writeError(w, http.StatusBadRequest, "decoding "+what+": "+err.Error())
+		return false
+	}
+	return true
 }
 
 // hasLabels reports whether labels has every "key=value" (or "key") of want.
@@ -311,26 +339,20 @@ func hasLabels(labels map[string]string, want map[string]bool) bool {
 }
 
 func (s *Server) serveServiceList(w http.ResponseWriter, r *http.Request) {
-	f, err := filtersOf(r)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	s.mu.Lock()
-	out := []any{}
-	for _, svc := range s.services {
-		if hasLabels(svc.labels, f["label"]) && (len(f["name"]) == 0 || f["name"][svc.name]) {
-			out = append(out, serviceJSON(svc))
+	s.serveList(w, r, func(f filters) []any {
+		out := []any{}
+		for _, svc := range s.services {
+			if hasLabels(svc.labels, f["label"]) && (len(f["name"]) == 0 || f["name"][svc.name]) {
+				out = append(out, serviceJSON(svc))
+			}
 		}
-	}
-	s.mu.Unlock()
-	writeJSON(w, http.StatusOK, out)
+		return out
+	})
 }
 
 func (s *Server) serveCreate(w http.ResponseWriter, r *http.Request) {
 	var spec specJSON
-	if err := json.NewDecoder(r.Body).Decode(&spec); err != nil {
-		writeError(w, http.StatusBadRequest, "decoding spec: "+err.Error())
+	if !decodeBody(w, r, "spec", &spec) {
 		return
 	}
 	s.mu.Lock()
@@ -392,57 +414,47 @@ func (s *Server) serveLogs(w http.ResponseWriter, ref string) {
 }
 
 func (s *Server) serveTasks(w http.ResponseWriter, r *http.Request) {
-	f, err := filtersOf(r)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	s.mu.Lock()
-	out := []any{}
-	for _, svc := range s.services {
-		if len(f["service"]) > 0 && !f["service"][svc.name] && !f["service"][svc.id] {
-			continue
-		}
-		for _, t := range svc.tasks {
-			if len(f["desired-state"]) > 0 && !f["desired-state"][t.DesiredState] {
+	s.serveList(w, r, func(f filters) []any {
+		out := []any{}
+		for _, svc := range s.services {
+			if len(f["service"]) > 0 && !f["service"][svc.name] && !f["service"][svc.id] {
 				continue
 			}
-			out = append(out, map[string]any{
-				"ID": t.id, "ServiceID": svc.id, "Slot": t.slot, "NodeID": "node1",
-				"Version":      map[string]any{"Index": 1},
-				"Spec":         map[string]any{"ContainerSpec": map[string]any{"Image": t.Image}},
-				"DesiredState": t.DesiredState,
-				"Status": map[string]any{
-					"Timestamp": "2026-11-26T20:15:35.123456789Z", "State": t.State, "Err": t.Err,
-					"ContainerStatus": map[string]any{"ContainerID": t.container, "ExitCode": t.ExitCode},
-				},
-			})
+			for _, t := range svc.tasks {
+				if len(f["desired-state"]) > 0 && !f["desired-state"][t.DesiredState] {
+					continue
+				}
+				out = append(out, map[string]any{
+					"ID": t.id, "ServiceID": svc.id, "Slot": t.slot, "NodeID": "node1",
+					"Version":      map[string]any{"Index": 1},
+					"Spec":         map[string]any{"ContainerSpec": map[string]any{"Image": t.Image}},
+					"DesiredState": t.DesiredState,
+					"Status": map[string]any{
+						"Timestamp": "2026-11-26T20:15:35.123456789Z", "State": t.State, "Err": t.Err,
+						"ContainerStatus": map[string]any{"ContainerID": t.container, "ExitCode": t.ExitCode},
+					},
+				})
+			}
 		}
-	}
-	s.mu.Unlock()
-	writeJSON(w, http.StatusOK, out)
+		return out
+	})
 }
 
 func (s *Server) serveSecrets(w http.ResponseWriter, r *http.Request) {
-	f, err := filtersOf(r)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	s.mu.Lock()
-	out := []any{}
-	for name, sec := range s.secrets {
-		match := len(f["name"]) == 0
-		for n := range f["name"] { // the daemon's name filter matches prefixes
-			match = match || strings.HasPrefix(name, n)
+	s.serveList(w, r, func(f filters) []any {
+		out := []any{}
+		for name, sec := range s.secrets {
+			match := len(f["name"]) == 0
+			for n := range f["name"] { // the daemon's name filter matches prefixes
+				match = match || strings.HasPrefix(name, n)
+			}
+			if match {
+				out = append(out, map[string]any{"ID": sec.id, "Version": map[string]any{"Index": 1},
+					"Spec": map[string]any{"Name": name, "Labels": sec.labels}})
+			}
 		}
-		if match {
-			out = append(out, map[string]any{"ID": sec.id, "Version": map[string]any{"Index": 1},
-				"Spec": map[string]any{"Name": name, "Labels": sec.labels}})
-		}
-	}
-	s.mu.Unlock()
-	writeJSON(w, http.StatusOK, out)
+		return out
+	})
 }
 
 func (s *Server) serveSecretCreate(w http.ResponseWriter, r *http.Request) {
@@ -451,8 +463,7 @@ func (s *Server) serveSecretCreate(w http.ResponseWriter, r *http.Request) {
 		Labels map[string]string
 		Data   []byte
 	}
-	if err := json.NewDecoder(r.Body).Decode(&spec); err != nil {
-		writeError(w, http.StatusBadRequest, "decoding secret: "+err.Error())
+	if !decodeBody(w, r, "secret", &spec) {
 		return
 	}
 	s.mu.Lock()
@@ -480,32 +491,26 @@ func (s *Server) serveImage(w http.ResponseWriter, ref string) {
 // serveContainers lists the containers of running tasks, filtered by label
 // com.docker.swarm.service.name, the one filter the fake knows.
 func (s *Server) serveContainers(w http.ResponseWriter, r *http.Request) {
-	f, err := filtersOf(r)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	s.mu.Lock()
-	out := []any{}
-	for _, svc := range s.services {
-		labels := map[string]string{"com.docker.swarm.service.name": svc.name, "com.docker.swarm.service.id": svc.id}
-		if !hasLabels(labels, f["label"]) {
-			continue
-		}
-		for _, t := range svc.tasks {
-			if t.State == "running" {
-				out = append(out, map[string]any{"Id": t.container, "Image": t.Image, "Labels": labels, "State": "running"})
+	s.serveList(w, r, func(f filters) []any {
+		out := []any{}
+		for _, svc := range s.services {
+			labels := map[string]string{"com.docker.swarm.service.name": svc.name, "com.docker.swarm.service.id": svc.id}
+			if !hasLabels(labels, f["label"]) {
+				continue
+			}
+			for _, t := range svc.tasks {
+				if t.State == "running" {
+					out = append(out, map[string]any{"Id": t.container, "Image": t.Image, "Labels": labels, "State": "running"})
+				}
 			}
 		}
-	}
-	s.mu.Unlock()
-	writeJSON(w, http.StatusOK, out)
+		return out
+	})
 }
 
 func (s *Server) serveExecCreate(w http.ResponseWriter, r *http.Request, container string) {
 	var body struct{ Cmd []string }
-	if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
-		writeError(w, http.StatusBadRequest, "decoding exec: "+err.Error())
+	if !decodeBody(w, r, "exec", &body) {
 		return
 	}
 	s.mu.Lock()

@@ -155,7 +155,7 @@ func TestLoggedConfigurationMasksSecrets(t *testing.T) {
 		{"NATS_URL", "nats://alice:hunter22@nats:4222", "hunter22", "alice"},
 		{"NATS_URL", "nats://s3cret-token@nats:4222,nats://n2:4222", "s3cret-token", "nats://n2:4222"},
 		{"NATS_URL", "nats://nats:4222", "", "nats://nats:4222"},
-		{"ROOMCAST_JWT_SECRET", "a secret of sixteen bytes or more", "sixteen", "********"},
+		{"ROOMCAST_JWT_SECRET", "a secret of thirty-two bytes or more", "thirty-two", "********"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+"="+tt.value, func(t *testing.T) {

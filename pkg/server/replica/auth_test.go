@@ -25,10 +25,14 @@ func withAuth(t *testing.T) func(*replica.Config) {
 	return replicatest.Auth(v)
 }
 
+// mint signs c with testSecret: by default for an hour and every room.
 func mint(t *testing.T, c auth.Claims) string {
 	t.Helper()
 	if c.Expires.IsZero() {
 		c.Expires = time.Now().Add(time.Hour)
+	}
+	if c.Rooms == nil {
+		c.Rooms = []string{"*"}
 	}
 	tok, err := auth.Mint(testSecret, c)
 	if err != nil {
@@ -66,6 +70,10 @@ func TestUpgradesNeedAValidTokenForTheRoom(t *testing.T) {
 		}(), nil, 401, "signature"},
 		{"expired", "/ws/chat/lobby/?token=" + mint(t, auth.Claims{Subject: "a", Expires: time.Now().Add(-time.Minute)}), nil, 401, "expired"},
 		{"room not in the token", "/ws/chat/secret/?token=" + good, nil, 403, "room"},
+		{"no rooms claim", "/ws/chat/lobby/?token=" + func() string {
+			s, _ := auth.Mint(testSecret, auth.Claims{Subject: "a", Expires: time.Now().Add(time.Hour)})
+			return s
+		}(), nil, 403, "room"},
 		{"prefix does not match", "/ws/chat/teams/?token=" + good, nil, 403, "room"},
 	}
 	for _, tt := range tests {
@@ -249,4 +257,40 @@ func TestAdmissionLimits(t *testing.T) {
 		}
 		r.dial(t, "other")
 	})
+}
+
+func TestAudienceAndIssuerAreCheckedWhenSet(t *testing.T) {
+	v, err := auth.New(auth.Config{Secret: testSecret, Audience: "roomcast", Issuer: "https://id.example"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := startReplica(t, "aud", "", replicatest.Auth(v))
+	tests := []struct {
+		name     string
+		aud, iss string
+		status   int
+	}{
+		{"both right", "roomcast", "https://id.example", 101},
+		{"no aud", "", "https://id.example", 401},
+		{"another aud", "grafana", "https://id.example", 401},
+		{"no iss", "roomcast", "", 401},
+		{"another iss", "roomcast", "https://evil.example", 401},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tok := mint(t, auth.Claims{Subject: "a", Audience: tt.aud, Issuer: tt.iss})
+			before := testenv.Metric(t, r.Registry(), "roomcast_auth_failures_total", "reason", "claims")
+			resp := rawGet(t, r.url("/ws/chat/lobby/"), upgradeHeader(http.Header{"Authorization": {"Bearer " + tok}}))
+			if resp.status != tt.status {
+				t.Fatalf("%d %s, want %d", resp.status, resp.body, tt.status)
+			}
+			want := before
+			if tt.status != 101 {
+				want++
+			}
+			if after := testenv.Metric(t, r.Registry(), "roomcast_auth_failures_total", "reason", "claims"); after != want {
+				t.Errorf("auth_failures{reason=claims}: %v -> %v, want %v", before, after, want)
+			}
+		})
+	}
 }

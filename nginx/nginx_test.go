@@ -277,7 +277,7 @@ func backend(tb testing.TB, addr, color string, status int) *backendServer {
 }
 
 type backendServer struct {
-	ln   net.Listener
+	ln      net.Listener
 	hits    atomic.Int64
 	last    atomic.Value // http.Header
 	lastURI atomic.Value // string

@@ -54,9 +54,11 @@ type Claims struct {
 	// every room); nil (no rooms claim) admits none.
 	Rooms    []string
 	ReadOnly bool
-	// Audience and Issuer are the aud and iss claims ("" for none).
+	// Audience is the aud claim (its first entry when it lists several; "" for none):
+	// Mint writes it, Verify checks the configured one against every entry.
 	Audience string
-	Issuer   string
+	// Issuer is the iss claim ("" for none).
+	Issuer string
 }
 
 // Allows reports whether the token admits room: an exact entry, or a prefix entry

@@ -22,6 +22,7 @@ import (
 
 	"roomcast/pkg/fleet/edge"
 	"roomcast/pkg/fleet/edge/edgetest"
+	"roomcast/pkg/server/replica/replicatest"
 	"roomcast/pkg/testenv"
 )
 
@@ -435,6 +436,50 @@ func TestNginxLogsNoToken(t *testing.T) {
 	}
 	if strings.Contains(log, "SECRET") || strings.Contains(log, "token=") {
 		t.Fatalf("the access log holds the token:\n%s", log)
+	}
+}
+
+// TestBrowsersThroughNginxPassTheAppsOriginCheck: nginx passes the Host the browser
+// sent, port included, so a replica without ROOMCAST_ALLOWED_ORIGINS admits the pages of
+// the address the browser used and refuses other sites'.
+func TestBrowsersThroughNginxPassTheAppsOriginCheck(t *testing.T) {
+	bin := testenv.Program(t, "nginx")
+	app := replicatest.Start(t)
+	appPort := app.Addr().(*net.TCPAddr).Port
+	dir := t.TempDir()
+	p := params(dir)
+	p.Backend, p.BackendPort, p.ListenPort = "127.0.0.1", appPort, testenv.FreePort(t)
+	p.WorkerShutdownTimeout = time.Second
+	path, _ := MustRender(t, MustTemplate(t), dir, p)
+	MustServe(t, bin, path, p.ListenPort)
+	edgeAddr := fmt.Sprintf("127.0.0.1:%d", p.ListenPort)
+	tests := []struct {
+		origin string
+		status int
+	}{
+		{"http://" + edgeAddr, http.StatusSwitchingProtocols},
+		{"https://evil.example", http.StatusForbidden},
+		{fmt.Sprintf("http://127.0.0.1:%d", appPort), http.StatusForbidden}, // the app's own port is not the one the browser used
+	}
+	for _, tt := range tests {
+		t.Run(tt.origin, func(t *testing.T) {
+			conn, err := net.DialTimeout("tcp", edgeAddr, 2*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+			fmt.Fprintf(conn, "GET /ws/chat/lobby/ HTTP/1.1\r\nHost: %s\r\nOrigin: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+				"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", edgeAddr, tt.origin)
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tt.status {
+				t.Fatalf("Origin %s through nginx: status %d, want %d", tt.origin, resp.StatusCode, tt.status)
+			}
+		})
 	}
 }
 

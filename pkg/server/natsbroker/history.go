@@ -35,7 +35,7 @@ type HistoryConfig struct {
 	// messages go first, so a client cycling through fresh room names cannot grow
 	// memory or disk without bound, and the rooms quiet the longest lose their history
 	// first.
-	MaxBytes int64 `env:"ROOMCAST_HISTORY_MAX_BYTES" envDefault:"268435456" help:"bound of the history stream in bytes, all rooms together (default 256 MiB, at least 1 MiB); at the bound the oldest messages are dropped first"`
+	MaxBytes int64 `env:"ROOMCAST_HISTORY_MAX_BYTES" envDefault:"268435456" help:"bound of the history stream in bytes, all rooms together (default 256 MiB; at least 1 MiB and 16 of the largest messages); at the bound the oldest messages, so the quietest rooms, go first"`
 	// MaxMsgSize is the largest message the stream stores: the envelope of the largest
 	// accepted message (EnvelopeLimit); 0 for no limit.
 	MaxMsgSize int32

@@ -100,7 +100,7 @@ func parsePrefix(s string) (netip.Prefix, error) {
 // AuthConfig is the token section of the server's configuration: the keys, given in the
 // environment or in files (Swarm secrets), and the Verifier built from them.
 type AuthConfig struct {
-	Secret        string `env:"ROOMCAST_JWT_SECRET" secret:"true" help:"HS256 key; when set (or a public key), every upgrade needs a token"`
+	Secret        string `env:"ROOMCAST_JWT_SECRET" secret:"true" help:"HS256 key, at least 32 bytes; when set (or a public key), every upgrade needs a token"`
 	SecretFile    string `env:"ROOMCAST_JWT_SECRET_FILE" help:"file holding the HS256 key (a Swarm secret), instead of ROOMCAST_JWT_SECRET"`
 	PublicKey     string `env:"ROOMCAST_JWT_PUBLIC_KEY" help:"PEM public key (RSA for RS256, Ed25519 for EdDSA) for tokens"`
 	PublicKeyFile string `env:"ROOMCAST_JWT_PUBLIC_KEY_FILE" help:"file holding the PEM public key, instead of ROOMCAST_JWT_PUBLIC_KEY"`

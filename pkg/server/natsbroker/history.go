@@ -423,8 +423,8 @@ func (c streamCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c streamCollector) Collect(ch chan<- prometheus.Metric) {
 	s, _ := c.h.current()
-	if s == nil {
-		return
+	if s == nil || !c.h.b.nc.IsConnected() {
+		return // a scrape does not wait out a reconnect
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), streamInfoTimeout)
 	defer cancel()

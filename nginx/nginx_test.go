@@ -22,6 +22,7 @@ import (
 
 	"roomcast/pkg/fleet/edge"
 	"roomcast/pkg/fleet/edge/edgetest"
+	"roomcast/pkg/server/replica/replicatest"
 	"roomcast/pkg/testenv"
 )
 
@@ -96,7 +97,7 @@ func TestRenderedConfigsPassNginxTest(t *testing.T) {
 				"proxy_set_header Connection $connection_upgrade;",
 				"proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
 				"proxy_set_header X-Forwarded-Proto $scheme;",
-				"proxy_set_header Host $host;",
+				"proxy_set_header Host $http_host;",
 				"proxy_read_timeout 1h;",
 				"proxy_send_timeout 1h;",
 				"proxy_connect_timeout 2s;",
@@ -250,6 +251,7 @@ func backend(tb testing.TB, addr, color string, status int) *backendServer {
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b.hits.Add(1)
 		b.last.Store(r.Header.Clone())
+		b.lastURI.Store(r.RequestURI)
 		w.Header().Set("X-Roomcast-Color", color)
 		w.Header().Set("X-Roomcast-Instance", color+"-1")
 		if strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
@@ -276,9 +278,10 @@ func backend(tb testing.TB, addr, color string, status int) *backendServer {
 }
 
 type backendServer struct {
-	ln   net.Listener
-	hits atomic.Int64
-	last atomic.Value // http.Header
+	ln      net.Listener
+	hits    atomic.Int64
+	last    atomic.Value // http.Header
+	lastURI atomic.Value // string
 }
 
 func (b *backendServer) port() int { return b.ln.Addr().(*net.TCPAddr).Port }
@@ -387,6 +390,97 @@ func TestNginxServesEdgeStatusAndProxiesToTheColor(t *testing.T) {
 			t.Fatalf("upgrade headers sent to the backend: %v", h)
 		}
 	})
+}
+
+func TestNginxLogsNoToken(t *testing.T) {
+	bin := testenv.Program(t, "nginx")
+	green := backend(t, "127.0.0.1:0", "green", http.StatusOK)
+	dir := t.TempDir()
+	p := params(dir)
+	p.Backend, p.BackendPort, p.ListenPort = "127.0.0.1", green.port(), testenv.FreePort(t)
+	p.WorkerShutdownTimeout = time.Second
+	path, _ := MustRender(t, MustTemplate(t), dir, p)
+	MustServe(t, bin, path, p.ListenPort)
+	addr := fmt.Sprintf("127.0.0.1:%d", p.ListenPort)
+
+	// A plain request and a WebSocket upgrade, each with its token in the query.
+	resp, _ := get(t, "http://"+addr+"/ws/chat/tokened/?token=SECRET-plain&since=1")
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET: status %d", resp.StatusCode)
+	}
+	if uri := green.lastURI.Load(); uri != "/ws/chat/tokened/?token=SECRET-plain&since=1" {
+		t.Fatalf("the app got %q: the query must still reach it", uri)
+	}
+	conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(conn, "GET /ws/chat/tokened/?token=SECRET-ws HTTP/1.1\r\nHost: chat.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	if resp, err := http.ReadResponse(bufio.NewReader(conn), nil); err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	conn.Close() // nginx logs a WebSocket when it ends
+
+	var log string
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		b, _ := os.ReadFile(p.AccessLog)
+		log = string(b)
+		if strings.Count(log, `"request":"GET /ws/chat/tokened/ HTTP/1.1"`) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the access log has not both requests, logged by path without the query:\n%s", log)
+		}
+	}
+	if strings.Contains(log, "SECRET") || strings.Contains(log, "token=") {
+		t.Fatalf("the access log holds the token:\n%s", log)
+	}
+}
+
+// TestBrowsersThroughNginxPassTheAppsOriginCheck: nginx passes the Host the browser
+// sent, port included, so a replica without ROOMCAST_ALLOWED_ORIGINS admits the pages of
+// the address the browser used and refuses other sites'.
+func TestBrowsersThroughNginxPassTheAppsOriginCheck(t *testing.T) {
+	bin := testenv.Program(t, "nginx")
+	app := replicatest.Start(t)
+	appPort := app.Addr().(*net.TCPAddr).Port
+	dir := t.TempDir()
+	p := params(dir)
+	p.Backend, p.BackendPort, p.ListenPort = "127.0.0.1", appPort, testenv.FreePort(t)
+	p.WorkerShutdownTimeout = time.Second
+	path, _ := MustRender(t, MustTemplate(t), dir, p)
+	MustServe(t, bin, path, p.ListenPort)
+	edgeAddr := fmt.Sprintf("127.0.0.1:%d", p.ListenPort)
+	tests := []struct {
+		origin string
+		status int
+	}{
+		{"http://" + edgeAddr, http.StatusSwitchingProtocols},
+		{"https://evil.example", http.StatusForbidden},
+		{fmt.Sprintf("http://127.0.0.1:%d", appPort), http.StatusForbidden}, // the app's own port is not the one the browser used
+	}
+	for _, tt := range tests {
+		t.Run(tt.origin, func(t *testing.T) {
+			conn, err := net.DialTimeout("tcp", edgeAddr, 2*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+			fmt.Fprintf(conn, "GET /ws/chat/lobby/ HTTP/1.1\r\nHost: %s\r\nOrigin: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+				"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", edgeAddr, tt.origin)
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tt.status {
+				t.Fatalf("Origin %s through nginx: status %d, want %d", tt.origin, resp.StatusCode, tt.status)
+			}
+		})
+	}
 }
 
 func TestNginxTriesTheNextReplica(t *testing.T) {

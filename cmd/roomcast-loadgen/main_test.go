@@ -305,7 +305,7 @@ func TestTokenFileOpensAServerThatRequiresATokenOnEveryConnect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, err := auth.Mint(secret, auth.Claims{Subject: "loadgen", Expires: time.Now().Add(time.Hour)})
+	tok, err := auth.Mint(secret, auth.Claims{Subject: "loadgen", Expires: time.Now().Add(time.Hour), Rooms: []string{"*"}})
 	if err != nil {
 		t.Fatal(err)
 	}

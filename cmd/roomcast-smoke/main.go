@@ -38,7 +38,7 @@ func main() {
 
 // run parses the flags and runs the checks. The environment is not read: everything
 // is typed by the person (or recipe) running the test.
-func run(ctx context.Context, args []string, _ map[string]string, stdin io.Reader, stdout, stderr io.Writer) error {
+func run(ctx context.Context, args []string, environ map[string]string, stdin io.Reader, stdout, stderr io.Writer) error {
 	cfg := smoke.Config{Timeout: smoke.DefaultTimeout}
 	// Errors are reported once, by cli.ExitCode, and the usage only on -h (below).
 	fs := cli.NewFlagSet(name, stdout, io.Discard, func(io.Writer) {})
@@ -57,6 +57,9 @@ func run(ctx context.Context, args []string, _ map[string]string, stdin io.Reade
 		return nil
 	})
 	secretFile := fs.String("jwt-secret-file", "", "")
+	// The replicas' own variables by default: `just promote` runs with the stack's.
+	fs.StringVar(&cfg.JWTAudience, "jwt-audience", environ["ROOMCAST_JWT_AUDIENCE"], "")
+	fs.StringVar(&cfg.JWTIssuer, "jwt-issuer", environ["ROOMCAST_JWT_ISSUER"], "")
 	if err := cli.Parse(fs, args, version, stdout, false); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			usage(stdout)
@@ -93,15 +96,15 @@ func readSecret(path string, stdin io.Reader) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	if len(key) < 16 {
-		return nil, errors.New("want a key of at least 16 bytes, as the servers require")
+	if len(key) < auth.MinSecretBytes {
+		return nil, fmt.Errorf("want a key of at least %d bytes (RFC 7518 §3.2), as the servers require", auth.MinSecretBytes)
 	}
 	return key, nil
 }
 
 func usage(w io.Writer) {
 	fmt.Fprintf(w, `Usage: roomcast-smoke -target HOST:PORT[,HOST:PORT...] -color COLOR [-timeout 60s]
-                      [-jwt-secret-file FILE|-]
+                      [-jwt-secret-file FILE|-] [-jwt-audience AUD] [-jwt-issuer ISS]
        roomcast-smoke -version
 
 roomcast-smoke tests a deployed roomcast color before traffic is sent to it ("just
@@ -139,6 +142,9 @@ Flags:
         the HS256 key of a deployment with auth on (ROOMCAST_JWT_SECRET_FILE of the
         replicas), or - to read it from standard input. The joins then carry a token
         minted with it for the smoke room only, expiring a minute after -timeout.
+  -jwt-audience AUD, -jwt-issuer ISS
+        the aud and iss claims of that token (default ROOMCAST_JWT_AUDIENCE and
+        ROOMCAST_JWT_ISSUER of the environment, the variables the replicas check).
 
   -version
         print the version and exit.

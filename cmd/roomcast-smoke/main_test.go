@@ -160,7 +160,7 @@ func TestAllChecksPassOnReplicasSharingNATS(t *testing.T) {
 }
 
 func TestWithAuthOnTheJoinsCarryATokenMintedWithTheKey(t *testing.T) {
-	const key = "the deployment's HS256 key"
+	const key = "the deployment's HS256 key, 32 bytes or more"
 	v, err := auth.New(auth.Config{Secret: []byte(key)})
 	if err != nil {
 		t.Fatal(err)
@@ -191,9 +191,30 @@ func TestWithAuthOnTheJoinsCarryATokenMintedWithTheKey(t *testing.T) {
 	})
 	t.Run("another key", func(t *testing.T) {
 		args := []string{"-target", targets, "-color", "green", "-jwt-secret-file", "-", "-timeout", "20s"}
-		o := wait(t, startWithInput("not the deployment's key", args...), args...)
+		o := wait(t, startWithInput("not the deployment's key, though long enough", args...), args...)
 		if o.code != 1 || len(lines(o.stdout, "FAIL join ")) != 2 {
 			t.Fatalf("exit %d, want 1 with both joins failing:\n%s", o.code, o.stdout)
+		}
+	})
+	t.Run("a key shorter than the servers accept", func(t *testing.T) {
+		args := []string{"-target", targets, "-color", "green", "-jwt-secret-file", "-"}
+		o := wait(t, startWithInput(key[:31], args...), args...)
+		if o.code != 2 || !strings.Contains(o.stderr, "at least 32 bytes") {
+			t.Fatalf("exit %d, want 2 naming the length:\n%s%s", o.code, o.stdout, o.stderr)
+		}
+	})
+	t.Run("replicas that check aud and iss", func(t *testing.T) {
+		strict, err := auth.New(auth.Config{Secret: []byte(key), Audience: "roomcast", Issuer: "ops"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		targets := startReplicaWithAuth(t, "c", nats, "green", strict) + "," + startReplicaWithAuth(t, "d", nats, "green", strict)
+		o := runSmoke(t, "-target", targets, "-color", "green", "-jwt-secret-file", keyFile, "-timeout", "20s")
+		if o.code != 1 || len(lines(o.stdout, "FAIL join ")) != 2 || !strings.Contains(o.stdout, "401") {
+			t.Fatalf("without -jwt-audience: exit %d, want 1 with both joins failing on 401:\n%s", o.code, o.stdout)
+		}
+		if o := runSmoke(t, "-target", targets, "-color", "green", "-jwt-secret-file", keyFile, "-jwt-audience", "roomcast", "-jwt-issuer", "ops"); o.code != 0 {
+			t.Fatalf("exit %d:\n%s%s", o.code, o.stdout, o.stderr)
 		}
 	})
 }
@@ -367,7 +388,7 @@ func TestBadArgumentsExitTwo(t *testing.T) {
 		{"unknown flag", []string{"-target", "a:1", "-color", "green", "-retries", "3"}, "-retries"},
 		{"positional argument", []string{"-target", "a:1", "-color", "green", "extra"}, `"extra"`},
 		{"-jwt-secret-file missing", []string{"-target", "a:1", "-color", "green", "-jwt-secret-file", "/nonexistent/key"}, "-jwt-secret-file"},
-		{"-jwt-secret-file short key", []string{"-target", "a:1", "-color", "green", "-jwt-secret-file", "-"}, "at least 16 bytes"},
+		{"-jwt-secret-file short key", []string{"-target", "a:1", "-color", "green", "-jwt-secret-file", "-"}, "at least 32 bytes"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

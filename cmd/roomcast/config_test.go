@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -50,6 +51,10 @@ func TestInvalidEnvironmentExitsTwoWithOneLineNamingTheVariable(t *testing.T) {
 		{"ROOMCAST_TRUSTED_PROXIES", "10.0.0.0/8, nginx"},
 		{"ROOMCAST_MAX_CONNECTIONS", "-1"},
 		{"ROOMCAST_HISTORY_REPLICAS", "7"},
+		{"ROOMCAST_HISTORY_MAX_BYTES", "0"},
+		{"ROOMCAST_HISTORY_MAX_BYTES", "-1"},
+		{"ROOMCAST_HISTORY_MAX_BYTES", "1048575"},
+		{"ROOMCAST_HISTORY_MAX_BYTES", "256MiB"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+"="+tt.value, func(t *testing.T) {
@@ -68,6 +73,31 @@ func TestInvalidEnvironmentExitsTwoWithOneLineNamingTheVariable(t *testing.T) {
 			}
 			if !strings.Contains(line, "want") {
 				t.Fatalf("message %q does not say what is allowed", line)
+			}
+		})
+	}
+}
+
+func TestHistoryMaxBytesHoldsSeveralOfTheLargestMessages(t *testing.T) {
+	tests := []struct {
+		name string
+		env  map[string]string
+		ok   bool
+	}{
+		{"defaults", nil, true},
+		{"1 MiB with the default message size", map[string]string{"ROOMCAST_HISTORY_MAX_BYTES": "1048576"}, true},
+		{"2 MB with 1 MiB messages", map[string]string{"ROOMCAST_HISTORY_MAX_BYTES": "2000000", "ROOMCAST_MAX_MESSAGE_BYTES": "1048576", "ROOMCAST_SEND_QUEUE_BYTES": "8388608"}, false},
+		{"2 MB with 1 MiB messages and history off", map[string]string{"ROOMCAST_HISTORY_MAX_BYTES": "2000000", "ROOMCAST_MAX_MESSAGE_BYTES": "1048576", "ROOMCAST_SEND_QUEUE_BYTES": "8388608", "ROOMCAST_HISTORY_SIZE": "0"}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := loadConfig(tt.env)
+			var e *envconfig.Error
+			switch {
+			case tt.ok && err != nil:
+				t.Fatalf("refused: %v", err)
+			case !tt.ok && (!errors.As(err, &e) || e.Var != "ROOMCAST_HISTORY_MAX_BYTES" || !strings.Contains(err.Error(), "largest message")):
+				t.Fatalf("got %v, want an error naming ROOMCAST_HISTORY_MAX_BYTES", err)
 			}
 		})
 	}
@@ -155,7 +185,7 @@ func TestLoggedConfigurationMasksSecrets(t *testing.T) {
 		{"NATS_URL", "nats://alice:hunter22@nats:4222", "hunter22", "alice"},
 		{"NATS_URL", "nats://s3cret-token@nats:4222,nats://n2:4222", "s3cret-token", "nats://n2:4222"},
 		{"NATS_URL", "nats://nats:4222", "", "nats://nats:4222"},
-		{"ROOMCAST_JWT_SECRET", "a secret of sixteen bytes or more", "sixteen", "********"},
+		{"ROOMCAST_JWT_SECRET", "a secret of thirty-two bytes or more", "thirty-two", "********"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+"="+tt.value, func(t *testing.T) {

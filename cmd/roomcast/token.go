@@ -27,6 +27,8 @@ func token(args []string, env map[string]string, stdout io.Writer, now time.Time
 	rooms := fs.String("rooms", "", "")
 	ttl := fs.Duration("ttl", time.Hour, "")
 	readOnly := fs.Bool("read-only", false, "")
+	aud := fs.String("aud", "", "")
+	iss := fs.String("iss", "", "")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			tokenUsage(stdout)
@@ -53,8 +55,16 @@ func token(args []string, env map[string]string, stdout io.Writer, now time.Time
 	if cfg.Server.Auth.Secret == "" {
 		return cli.Usagef("token: no key: set ROOMCAST_JWT_SECRET_FILE (or ROOMCAST_JWT_SECRET) to the HS256 key the servers use")
 	}
+	// The servers' own settings by default, so that the token is one they accept.
+	if *aud == "" {
+		*aud = cfg.Server.Auth.Audience
+	}
+	if *iss == "" {
+		*iss = cfg.Server.Auth.Issuer
+	}
 	s, err := auth.Mint([]byte(cfg.Server.Auth.Secret), auth.Claims{
 		Subject: *sub, Expires: now.Add(*ttl), Rooms: list, ReadOnly: *readOnly,
+		Audience: *aud, Issuer: *iss,
 	})
 	if err != nil {
 		return fmt.Errorf("token: %w", err)
@@ -87,15 +97,18 @@ func parseRoomGrants(s string) ([]string, error) {
 }
 
 func tokenUsage(w io.Writer) {
-	fmt.Fprintf(w, `Usage: roomcast token -sub SUBJECT -rooms ROOM[,PREFIX*...] [-ttl 1h] [-read-only]
+	fmt.Fprintf(w, `Usage: roomcast token -sub SUBJECT -rooms ROOM[,PREFIX*...] [-ttl 1h] [-read-only] [-aud AUD] [-iss ISS]
 
 Prints an HS256 token for the WebSocket upgrade, signed with the key of
-ROOMCAST_JWT_SECRET_FILE (or ROOMCAST_JWT_SECRET), the variables the server reads.
+ROOMCAST_JWT_SECRET_FILE (or ROOMCAST_JWT_SECRET), the variables the server reads;
+the key must be at least %d bytes (RFC 7518 §3.2), as the server requires.
 
   -sub SUBJECT   required: who the token is for (the sub claim)
   -rooms LIST    required: room names or prefixes ending in *, comma-separated;
                  "*" admits every room
   -ttl DURATION  lifetime, at most %s (default 1h)
   -read-only     the holder may join but not send
-`, maxTokenTTL)
+  -aud AUDIENCE  the aud claim (default ROOMCAST_JWT_AUDIENCE)
+  -iss ISSUER    the iss claim (default ROOMCAST_JWT_ISSUER)
+`, auth.MinSecretBytes, maxTokenTTL)
 }

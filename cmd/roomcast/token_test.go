@@ -16,7 +16,7 @@ import (
 	"roomcast/pkg/cli"
 )
 
-const testKey = "a key of more than sixteen bytes"
+const testKey = "an HS256 key of at least 32 bytes"
 
 func TestTokenIsAcceptedByTheServersVerifier(t *testing.T) {
 	keyFile := filepath.Join(t.TempDir(), "jwt-secret")
@@ -66,6 +66,7 @@ func TestTokenRefusesBadArguments(t *testing.T) {
 		{"stray argument", []string{"-sub", "a", "-rooms", "x", "extra"}, withKey, "unexpected argument"},
 		{"no key", []string{"-sub", "a", "-rooms", "x"}, nil, "ROOMCAST_JWT_SECRET_FILE"},
 		{"unreadable key file", []string{"-sub", "a", "-rooms", "x"}, map[string]string{"ROOMCAST_JWT_SECRET_FILE": "/nonexistent"}, "ROOMCAST_JWT_SECRET_FILE"},
+		{"key shorter than 32 bytes", []string{"-sub", "a", "-rooms", "x"}, map[string]string{"ROOMCAST_JWT_SECRET": testKey[:31]}, `ROOMCAST_JWT_SECRET="********": want an HS256 key of at least 32 bytes (RFC 7518`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -97,5 +98,34 @@ func TestTokenHelp(t *testing.T) {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("token -h does not document %s", want)
 		}
+	}
+}
+
+func TestTokenWritesTheAudienceAndIssuerTheServersCheck(t *testing.T) {
+	env := map[string]string{"ROOMCAST_JWT_SECRET": testKey, "ROOMCAST_JWT_AUDIENCE": "roomcast", "ROOMCAST_JWT_ISSUER": "https://id.example"}
+	tests := []struct {
+		name     string
+		args     []string
+		aud, iss string
+	}{
+		{"from the environment", nil, "roomcast", "https://id.example"},
+		{"flags win", []string{"-aud", "other", "-iss", "https://other.example"}, "other", "https://other.example"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			args := append([]string{"token", "-sub", "a", "-rooms", "*"}, tt.args...)
+			if err := run(context.Background(), args, env, &stdout, &stderr); err != nil {
+				t.Fatalf("roomcast token: %v (%s)", err, stderr.String())
+			}
+			v, err := auth.New(auth.Config{Secret: []byte(testKey), Audience: tt.aud, Issuer: tt.iss})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := v.Verify(strings.TrimSpace(stdout.String()))
+			if err != nil || c.Audience != tt.aud || c.Issuer != tt.iss {
+				t.Fatalf("claims %+v, %v; want aud %q iss %q", c, err, tt.aud, tt.iss)
+			}
+		})
 	}
 }

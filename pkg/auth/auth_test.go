@@ -106,7 +106,7 @@ func TestRoomsClaim(t *testing.T) {
 		room  string
 		ok    bool
 	}{
-		{nil, "anything", true},
+		{nil, "anything", false},
 		{[]string{}, "lobby", false},
 		{[]string{"lobby"}, "lobby", true},
 		{[]string{"lobby"}, "Lobby", false},
@@ -146,11 +146,77 @@ func TestNewNeedsAKey(t *testing.T) {
 	if _, err := auth.New(auth.Config{PublicKeyPEM: []byte("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")}); err == nil {
 		t.Fatal("a bad PEM was accepted")
 	}
+	if _, err := auth.New(auth.Config{Secret: secret[:auth.MinSecretBytes-1]}); !errors.Is(err, auth.ErrShortSecret) {
+		t.Fatalf("a key of %d bytes: got %v", auth.MinSecretBytes-1, err)
+	}
+}
+
+func TestAudienceIssuerAndRoomsClaims(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	exp := now.Add(time.Hour).Unix()
+	plain, _ := auth.New(auth.Config{Secret: secret, Now: func() time.Time { return now }})
+	strict, err := auth.New(auth.Config{Secret: secret, Audience: "roomcast", Issuer: "https://id.example", Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims := func(extra jwt.MapClaims) jwt.MapClaims {
+		c := jwt.MapClaims{"sub": "alice", "exp": exp, "rooms": []string{"lobby"}}
+		for k, v := range extra {
+			c[k] = v
+		}
+		return c
+	}
+	tests := []struct {
+		name   string
+		v      *auth.Verifier
+		claims jwt.MapClaims
+		reason auth.Reason // "" means accepted
+		lobby  bool        // accepted and admits lobby
+	}{
+		{"no aud or iss, none asked", plain, claims(nil), "", true},
+		{"aud and iss that are not asked for", plain, claims(jwt.MapClaims{"aud": "other", "iss": "other"}), "", true},
+		{"aud and iss as asked", strict, claims(jwt.MapClaims{"aud": "roomcast", "iss": "https://id.example"}), "", true},
+		{"aud among several", strict, claims(jwt.MapClaims{"aud": []string{"x", "roomcast"}, "iss": "https://id.example"}), "", true},
+		{"no aud", strict, claims(jwt.MapClaims{"iss": "https://id.example"}), auth.ReasonClaims, false},
+		{"another aud", strict, claims(jwt.MapClaims{"aud": "grafana", "iss": "https://id.example"}), auth.ReasonClaims, false},
+		{"no iss", strict, claims(jwt.MapClaims{"aud": "roomcast"}), auth.ReasonClaims, false},
+		{"another iss", strict, claims(jwt.MapClaims{"aud": "roomcast", "iss": "https://evil.example"}), auth.ReasonClaims, false},
+		{"no rooms claim admits no room", plain, jwt.MapClaims{"sub": "a", "exp": exp}, "", false},
+		{"rooms null admits no room", plain, jwt.MapClaims{"sub": "a", "exp": exp, "rooms": nil}, "", false},
+		{"rooms * admits every room", plain, jwt.MapClaims{"sub": "a", "exp": exp, "rooms": []string{"*"}}, "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := tt.v.Verify(sign(t, jwt.SigningMethodHS256, secret, tt.claims))
+			if tt.reason != "" {
+				if ae, ok := errors.AsType[*auth.Error](err); !ok || ae.Reason != tt.reason {
+					t.Fatalf("got %v, want reason %q", err, tt.reason)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("refused: %v", err)
+			}
+			if c.Allows("lobby") != tt.lobby {
+				t.Fatalf("rooms %q: admits lobby = %v, want %v", c.Rooms, !tt.lobby, tt.lobby)
+			}
+		})
+	}
+	t.Run("Mint writes aud and iss", func(t *testing.T) {
+		tok, err := auth.Mint(secret, auth.Claims{Subject: "a", Expires: now.Add(time.Minute), Rooms: []string{"*"}, Audience: "roomcast", Issuer: "https://id.example"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := strict.Verify(tok)
+		if err != nil || c.Audience != "roomcast" || c.Issuer != "https://id.example" {
+			t.Fatalf("got %+v, %v", c, err)
+		}
+	})
 }
 
 // FuzzVerify: no input panics, and only tokens signed with the key pass.
 func FuzzVerify(f *testing.F) {
-	good, _ := auth.Mint(secret, auth.Claims{Subject: "a", Expires: time.Now().Add(time.Hour)})
+	good, _ := auth.Mint(secret, auth.Claims{Subject: "a", Expires: time.Now().Add(time.Hour), Rooms: []string{"*"}})
 	for _, s := range []string{good, "", "a.b.c", "eyJhbGciOiJub25lIn0.e30.", good + "x", "..", "a.b"} {
 		f.Add(s)
 	}

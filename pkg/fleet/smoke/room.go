@@ -38,9 +38,11 @@ func (r *runner) token(room string) (string, error) {
 		return "", nil
 	}
 	return auth.Mint(r.cfg.JWTSecret, auth.Claims{
-		Subject: "roomcast-smoke",
-		Expires: r.start.Add(r.cfg.Timeout + time.Minute),
-		Rooms:   []string{room},
+		Subject:  "roomcast-smoke",
+		Expires:  r.start.Add(r.cfg.Timeout + time.Minute),
+		Rooms:    []string{room},
+		Audience: r.cfg.JWTAudience,
+		Issuer:   r.cfg.JWTIssuer,
 	})
 }
 

@@ -70,6 +70,9 @@ type Config struct {
 	// checks then carry a token signed with it that admits only this run's room and
 	// expires a minute after the run's timeout.
 	JWTSecret []byte
+	// JWTAudience and JWTIssuer are that token's aud and iss claims, for replicas that
+	// check them (ROOMCAST_JWT_AUDIENCE, ROOMCAST_JWT_ISSUER); empty: none.
+	JWTAudience, JWTIssuer string
 }
 
 func (c Config) withDefaults() Config {

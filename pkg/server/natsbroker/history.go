@@ -1,6 +1,7 @@
 package natsbroker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -30,7 +31,23 @@ type HistoryConfig struct {
 	// Replicas is the stream's replication in a NATS cluster (1 on a single server; 3
 	// keeps history and the live path up when one of three nodes goes).
 	Replicas int `env:"ROOMCAST_HISTORY_REPLICAS" envDefault:"1" help:"replication of the history stream in a NATS cluster (3 survives the loss of a node)"`
+	// MaxBytes bounds the whole stream, every room together: at the bound the oldest
+	// messages go first, so a client cycling through fresh room names cannot grow
+	// memory or disk without bound, and the rooms quiet the longest lose their history
+	// first.
+	MaxBytes int64 `env:"ROOMCAST_HISTORY_MAX_BYTES" envDefault:"268435456" help:"bound of the history stream in bytes, all rooms together (default 256 MiB; at least 1 MiB and 16 of the largest messages); at the bound the oldest messages, so the quietest rooms, go first"`
+	// MaxMsgSize is the largest message the stream stores: the envelope of the largest
+	// accepted message (EnvelopeLimit); 0 for no limit.
+	MaxMsgSize int32
 }
+
+// MinHistoryBytes bounds MaxBytes from below: a stream smaller than that keeps too
+// little to be worth a resume.
+const MinHistoryBytes = 1 << 20
+
+// EnvelopeLimit is the largest envelope of a message of at most maxText bytes: JSON
+// escapes a byte into at most six (\u003c), plus the other fields.
+func EnvelopeLimit(maxText int) int32 { return int32(6*maxText + 1024) }
 
 // MaxHistorySize bounds Size: one replay, which a resuming connection holds in memory,
 // is at most that many messages.
@@ -47,6 +64,8 @@ func (c HistoryConfig) Validate(environ map[string]string) error {
 		return bad("ROOMCAST_HISTORY_REPLICAS", "want an integer from 1 to 5")
 	case c.TTL < time.Second:
 		return bad("ROOMCAST_HISTORY_TTL", "want a duration of at least 1s, such as 10m or 1h")
+	case c.MaxBytes < MinHistoryBytes:
+		return bad("ROOMCAST_HISTORY_MAX_BYTES", fmt.Sprintf("want a number of bytes of at least %d (1 MiB), such as 268435456 (256 MiB)", MinHistoryBytes))
 	}
 	return nil
 }
@@ -107,6 +126,9 @@ func newHistory(b *Broker, cfg HistoryConfig, reg prometheus.Registerer) (*histo
 	}
 	for _, op := range []string{"publish", "replay", "stream"} {
 		h.errors.WithLabelValues(op)
+	}
+	if err := reg.Register(streamCollector{h}); err != nil {
+		return nil, fmt.Errorf("registering the history stream's metrics: %w", err)
 	}
 	go h.run()
 	return h, nil
@@ -169,7 +191,8 @@ func (h *history) findStream(ctx context.Context) error {
 			s, err = h.js.Stream(ctx, h.cfg.Stream) // another replica was first
 		}
 		if err == nil {
-			h.b.log.Info("history stream created", "stream", h.cfg.Stream, "per_room", h.cfg.Size, "ttl", h.cfg.TTL.String())
+			h.b.log.Info("history stream created", "stream", h.cfg.Stream, "per_room", h.cfg.Size, "ttl", h.cfg.TTL.String(),
+				"max_bytes", h.cfg.MaxBytes, "max_msg_size", h.cfg.MaxMsgSize)
 		}
 	}
 	if err != nil {
@@ -179,10 +202,14 @@ func (h *history) findStream(ctx context.Context) error {
 	info := s.CachedInfo()
 	epoch := strconv.FormatInt(info.Created.UnixNano(), 36)
 	if old := h.currentEpoch(); old != epoch {
-		if info.Config.MaxMsgsPerSubject != int64(h.cfg.Size) || info.Config.MaxAge != h.cfg.TTL {
+		want := h.streamConfig()
+		if got := info.Config; got.MaxMsgsPerSubject != want.MaxMsgsPerSubject || got.MaxAge != want.MaxAge ||
+			got.MaxBytes != want.MaxBytes || got.MaxMsgSize != want.MaxMsgSize {
 			h.b.log.Info("using the existing history stream with its own limits",
-				"per_room", info.Config.MaxMsgsPerSubject, "ttl", info.Config.MaxAge.String(),
-				"configured_per_room", h.cfg.Size, "configured_ttl", h.cfg.TTL.String())
+				"per_room", got.MaxMsgsPerSubject, "ttl", got.MaxAge.String(),
+				"max_bytes", got.MaxBytes, "max_msg_size", got.MaxMsgSize,
+				"configured_per_room", want.MaxMsgsPerSubject, "configured_ttl", want.MaxAge.String(),
+				"configured_max_bytes", want.MaxBytes, "configured_max_msg_size", want.MaxMsgSize)
 		}
 		if old != "" {
 			h.b.log.Warn("history stream was recreated", "old_epoch", old, "epoch", epoch)
@@ -203,6 +230,8 @@ func (h *history) streamConfig() jetstream.StreamConfig {
 		Subjects:          []string{SubjectPrefix + "*"},
 		MaxMsgsPerSubject: int64(h.cfg.Size),
 		MaxAge:            h.cfg.TTL,
+		MaxBytes:          cmp.Or(h.cfg.MaxBytes, -1),
+		MaxMsgSize:        cmp.Or(h.cfg.MaxMsgSize, -1),
 		Storage:           storage,
 		Replicas:          max(h.cfg.Replicas, 1),
 		Discard:           jetstream.DiscardOld,
@@ -310,8 +339,17 @@ func (h *history) ReadSince(ctx context.Context, room string, since uint64, epoc
 	subject := SubjectPrefix + room
 	newest, err := s.GetLastMsgForSubject(ctx, subject)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		// Nothing kept for this room. If the stream has dropped messages after the
+		// client's since (its bytes bound, or their age), the room may have had some.
 		res.Last = since
-		return res, nil // nothing kept for this room
+		if since > 0 && !res.Truncated {
+			info, err := s.Info(ctx)
+			if err != nil {
+				return fail(err)
+			}
+			res.Truncated = since < info.State.FirstSeq
+		}
+		return res, nil
 	}
 	if err != nil {
 		return fail(err)
@@ -355,4 +393,47 @@ func (h *history) ReadSince(ctx context.Context, room string, since uint64, epoc
 		next = m.Sequence + 1
 	}
 	return res, nil
+}
+
+// streamCollector exports the history stream's size and bound, read from the stream at
+// each scrape (nothing while the stream is unknown): how close history is to its byte
+// bound, past which the oldest rooms' messages are dropped.
+type streamCollector struct{ h *history }
+
+var (
+	streamBytesDesc = prometheus.NewDesc("roomcast_history_stream_bytes",
+		"Bytes the history stream holds, all rooms together.", nil, nil)
+	streamMessagesDesc = prometheus.NewDesc("roomcast_history_stream_messages",
+		"Messages the history stream holds, all rooms together.", nil, nil)
+	streamMaxBytesDesc = prometheus.NewDesc("roomcast_history_stream_max_bytes",
+		"The history stream's byte bound (its own, which an existing stream keeps); -1 for none. At the bound the oldest messages are dropped.", nil, nil)
+	streamFirstSeqDesc = prometheus.NewDesc("roomcast_history_stream_first_seq",
+		"Sequence of the oldest message the history stream holds; it moves on as old messages are dropped.", nil, nil)
+)
+
+// streamInfoTimeout bounds the stream lookup of one scrape.
+const streamInfoTimeout = time.Second
+
+func (c streamCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- streamBytesDesc
+	ch <- streamMessagesDesc
+	ch <- streamMaxBytesDesc
+	ch <- streamFirstSeqDesc
+}
+
+func (c streamCollector) Collect(ch chan<- prometheus.Metric) {
+	s, _ := c.h.current()
+	if s == nil || !c.h.b.nc.IsConnected() {
+		return // a scrape does not wait out a reconnect
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), streamInfoTimeout)
+	defer cancel()
+	info, err := s.Info(ctx)
+	if err != nil {
+		return // history_available and the stream errors say why
+	}
+	ch <- prometheus.MustNewConstMetric(streamBytesDesc, prometheus.GaugeValue, float64(info.State.Bytes))
+	ch <- prometheus.MustNewConstMetric(streamMessagesDesc, prometheus.GaugeValue, float64(info.State.Msgs))
+	ch <- prometheus.MustNewConstMetric(streamMaxBytesDesc, prometheus.GaugeValue, float64(info.Config.MaxBytes))
+	ch <- prometheus.MustNewConstMetric(streamFirstSeqDesc, prometheus.GaugeValue, float64(info.State.FirstSeq))
 }

@@ -29,6 +29,10 @@ type Config struct {
 	// JetStream enables JetStream (for history), storing in a temporary directory that
 	// Shutdown removes.
 	JetStream bool
+	// MaxStoreBytes bounds JetStream's memory and its file store each (0: the server's
+	// default, a share of the machine's memory and disk), so that nothing stored can
+	// outgrow what the history stream was given.
+	MaxStoreBytes int64
 }
 
 // Validate checks the listen address; environ supplies the raw values for the error.
@@ -77,6 +81,7 @@ func Start(cfg Config, log *slog.Logger) (*Server, error) {
 		}
 		storeDir = dir
 		opts.JetStream, opts.StoreDir = true, dir
+		opts.JetStreamMaxMemory, opts.JetStreamMaxStore = cfg.MaxStoreBytes, cfg.MaxStoreBytes
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
@@ -95,6 +100,16 @@ func Start(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, errors.New("embedded NATS server not ready in " + timeout.String())
 	}
 	return &Server{ns: ns, storeDir: storeDir}, nil
+}
+
+// JetStreamLimits are the server's bounds of JetStream's memory and file store, in
+// bytes; zero when JetStream is off.
+func (s *Server) JetStreamLimits() (memory, store int64) {
+	cfg := s.ns.JetStreamConfig()
+	if cfg == nil {
+		return 0, 0
+	}
+	return cfg.MaxMemory, cfg.MaxStore
 }
 
 // ClientURL is the URL other processes use, or "" when the server does not listen.

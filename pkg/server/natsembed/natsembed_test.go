@@ -75,3 +75,16 @@ func TestABadAddressIsAnError(t *testing.T) {
 		}
 	}
 }
+
+func TestJetStreamStoreIsBounded(t *testing.T) {
+	t.Setenv("TMPDIR", t.TempDir())
+	const limit = 8 << 20
+	s, err := natsembed.Start(natsembed.Config{JetStream: true, MaxStoreBytes: limit}, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown()
+	if mem, store := s.JetStreamLimits(); mem != limit || store != limit {
+		t.Fatalf("JetStream limits memory %d, store %d; want %d each", mem, store, limit)
+	}
+}

@@ -2,8 +2,13 @@ package replica_test
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -25,10 +30,14 @@ func withAuth(t *testing.T) func(*replica.Config) {
 	return replicatest.Auth(v)
 }
 
+// mint signs c with testSecret: by default for an hour and every room.
 func mint(t *testing.T, c auth.Claims) string {
 	t.Helper()
 	if c.Expires.IsZero() {
 		c.Expires = time.Now().Add(time.Hour)
+	}
+	if c.Rooms == nil {
+		c.Rooms = []string{"*"}
 	}
 	tok, err := auth.Mint(testSecret, c)
 	if err != nil {
@@ -66,6 +75,10 @@ func TestUpgradesNeedAValidTokenForTheRoom(t *testing.T) {
 		}(), nil, 401, "signature"},
 		{"expired", "/ws/chat/lobby/?token=" + mint(t, auth.Claims{Subject: "a", Expires: time.Now().Add(-time.Minute)}), nil, 401, "expired"},
 		{"room not in the token", "/ws/chat/secret/?token=" + good, nil, 403, "room"},
+		{"no rooms claim", "/ws/chat/lobby/?token=" + func() string {
+			s, _ := auth.Mint(testSecret, auth.Claims{Subject: "a", Expires: time.Now().Add(time.Hour)})
+			return s
+		}(), nil, 403, "room"},
 		{"prefix does not match", "/ws/chat/teams/?token=" + good, nil, 403, "room"},
 	}
 	for _, tt := range tests {
@@ -249,4 +262,132 @@ func TestAdmissionLimits(t *testing.T) {
 		}
 		r.dial(t, "other")
 	})
+}
+
+func TestAudienceAndIssuerAreCheckedWhenSet(t *testing.T) {
+	v, err := auth.New(auth.Config{Secret: testSecret, Audience: "roomcast", Issuer: "https://id.example"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := startReplica(t, "aud", "", replicatest.Auth(v))
+	tests := []struct {
+		name     string
+		aud, iss string
+		status   int
+	}{
+		{"both right", "roomcast", "https://id.example", 101},
+		{"no aud", "", "https://id.example", 401},
+		{"another aud", "grafana", "https://id.example", 401},
+		{"no iss", "roomcast", "", 401},
+		{"another iss", "roomcast", "https://evil.example", 401},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tok := mint(t, auth.Claims{Subject: "a", Audience: tt.aud, Issuer: tt.iss})
+			before := testenv.Metric(t, r.Registry(), "roomcast_auth_failures_total", "reason", "claims")
+			resp := rawGet(t, r.url("/ws/chat/lobby/"), upgradeHeader(http.Header{"Authorization": {"Bearer " + tok}}))
+			if resp.status != tt.status {
+				t.Fatalf("%d %s, want %d", resp.status, resp.body, tt.status)
+			}
+			want := before
+			if tt.status != 101 {
+				want++
+			}
+			if after := testenv.Metric(t, r.Registry(), "roomcast_auth_failures_total", "reason", "claims"); after != want {
+				t.Errorf("auth_failures{reason=claims}: %v -> %v, want %v", before, after, want)
+			}
+		})
+	}
+}
+
+// TestNoTokenIsEverLogged runs tokened sessions of every kind, good and bad, against a
+// replica logging at debug level and looks for each token (and its signature, the part
+// that is a credential) in the log.
+func TestNoTokenIsEverLogged(t *testing.T) {
+	var logs testenv.SyncBuffer
+	cfg := replicatest.Config(t)
+	withAuth(t)(&cfg)
+	cfg.HTTP.Identity.Instance = "nolog"
+	rep, err := replica.New(cfg, slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		_ = rep.Serve()
+	}()
+	t.Cleanup(func() {
+		rep.Close()
+		<-served
+	})
+	base := "ws://" + rep.Addr().String() + "/ws/chat/"
+
+	var tokens []string
+	token := func(c auth.Claims) string {
+		tok := mint(t, c)
+		tokens = append(tokens, tok)
+		return tok
+	}
+	good := func() string { return token(auth.Claims{Subject: "alice", Rooms: []string{"lobby"}}) }
+	forged, _ := auth.Mint([]byte("an attacker's key of 32 bytes or more"), auth.Claims{Subject: "x", Expires: time.Now().Add(time.Hour), Rooms: []string{"*"}})
+	tokens = append(tokens, forged, "not.a.jwt-but-secret")
+	sessions := []struct {
+		name   string
+		url    string
+		header http.Header
+		ok     bool
+	}{
+		{"query", base + "lobby/?token=" + good(), nil, true},
+		{"bearer", base + "lobby/", http.Header{"Authorization": {"Bearer " + good()}}, true},
+		{"subprotocol", base + "lobby/", http.Header{"Sec-WebSocket-Protocol": {wsgateway.SubprotocolV1 + ", bearer." + good()}}, true},
+		{"forged in the query", base + "lobby/?token=" + forged, nil, false},
+		{"garbage as a bearer", base + "lobby/", http.Header{"Authorization": {"Bearer not.a.jwt-but-secret"}}, false},
+		{"another room", base + "secret/?token=" + good(), nil, false},
+		{"expired", base + "lobby/?token=" + token(auth.Claims{Subject: "a", Rooms: []string{"lobby"}, Expires: time.Now().Add(-time.Hour)}), nil, false},
+	}
+	for _, s := range sessions {
+		c, _, err := dialWith(t, s.url, s.header)
+		if (err == nil) != s.ok {
+			t.Fatalf("%s: dial error %v, want success %v", s.name, err, s.ok)
+		}
+		if err != nil {
+			continue
+		}
+		if err := c.Send("hello"); err != nil {
+			t.Fatal(err)
+		}
+		next(t, c)
+		// A refresh with a bad token, then one with a token for another room.
+		for _, bad := range []string{forged, token(auth.Claims{Subject: "a", Rooms: []string{"elsewhere"}})} {
+			if err := c.SendRaw([]byte(`{"type":"refresh","token":"` + bad + `"}`)); err != nil {
+				t.Fatal(err)
+			}
+			expectError(t, c, "forbidden")
+		}
+		c.Close()
+	}
+	// A handshake that fails after the token was read: data before the 101.
+	raw, err := net.Dial("tcp", rep.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(raw, "GET /ws/chat/lobby/?token=%s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\nearly data", good())
+	_ = raw.SetDeadline(time.Now().Add(10 * time.Second))
+	_, _ = io.Copy(io.Discard, raw)
+	raw.Close()
+	rep.Close()
+	<-served
+
+	log := logs.String()
+	if !strings.Contains(log, `"level":"DEBUG"`) {
+		t.Fatalf("no debug line was logged, so the test shows nothing:\n%s", log)
+	}
+	for _, tok := range tokens {
+		sig := tok[strings.LastIndexByte(tok, '.')+1:]
+		if strings.Contains(log, tok) || (len(sig) > 8 && strings.Contains(log, sig)) {
+			t.Errorf("the log holds the token %s…:\n%s", tok[:12], log)
+		}
+	}
 }

@@ -277,3 +277,43 @@ func rawGet(t *testing.T, url string, header http.Header) rawResponse {
 	_ = jsonUnmarshal(b, &out.json)
 	return out
 }
+
+// TestWithoutAllowedOriginsOnlyTheHostsOwnPagesConnect is the default: another site's
+// page cannot open connections with its visitors' browsers.
+func TestWithoutAllowedOriginsOnlyTheHostsOwnPagesConnect(t *testing.T) {
+	own := startReplica(t, "origins-unset", "", nil)
+	star := startReplica(t, "origins-star", "", func(c *replica.Config) { c.Gateway.AllowedOrigins = wsgateway.Origins{"*"} })
+	tests := []struct {
+		name    string
+		r       *testReplica
+		origin  string // "" sends none
+		allowed bool
+	}{
+		{"unset: no Origin (not a browser)", own, "", true},
+		{"unset: the page's own host", own, "http://" + own.Addr().String(), true},
+		{"unset: another site", own, "https://evil.example", false},
+		{"unset: the same address on another port", own, "http://127.0.0.1:1", false},
+		{"star: another site", star, "https://evil.example", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			header := http.Header{}
+			if tt.origin != "" {
+				header.Set("Origin", tt.origin)
+			}
+			before := testenv.Metric(t, tt.r.Registry(), "roomcast_errors_total", "kind", "forbidden_origin")
+			resp := rawGet(t, tt.r.url("/ws/chat/lobby/"), upgradeHeader(header))
+			want := http.StatusSwitchingProtocols
+			if !tt.allowed {
+				want = http.StatusForbidden
+			}
+			if resp.status != want {
+				t.Fatalf("Origin %q: %d %s, want %d", tt.origin, resp.status, resp.body, want)
+			}
+			counted := testenv.Metric(t, tt.r.Registry(), "roomcast_errors_total", "kind", "forbidden_origin") - before
+			if counted != map[bool]float64{true: 0, false: 1}[tt.allowed] {
+				t.Errorf("errors_total{kind=forbidden_origin} grew by %v", counted)
+			}
+		})
+	}
+}

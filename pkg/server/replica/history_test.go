@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -430,5 +432,71 @@ func TestAfterABrokerOutageAReplicaCatchesUpWhatItMissed(t *testing.T) {
 	}
 	if got := collect(t, listener, 0); len(got) != 0 {
 		t.Fatalf("duplicates after the catch-up: %q", got)
+	}
+}
+
+// TestHistoryAtItsByteBoundDropsTheOldestRoomsFirst is a client cycling through fresh
+// room names against a small bound: publishing goes on, the stream stays within its
+// bytes, the first rooms' history is gone (a resume there says history_truncated), the
+// newest rooms keep theirs, and the metrics show the stream at its bound.
+func TestHistoryAtItsByteBoundDropsTheOldestRoomsFirst(t *testing.T) {
+	const maxBytes = 64 << 10
+	r := startReplica(t, "bound", "", func(c *replica.Config) {
+		replicatest.History(100)(c)
+		c.NATS.History.MaxBytes = maxBytes
+	})
+	historyReady(t, r)
+	text := strings.Repeat("x", 1000)
+	const rooms = 150 // about 150 KiB stored in all: more than twice the bound
+	var first, last wsclient.Frame
+	for i := range rooms {
+		c := r.dial(t, "cycle-"+strconv.Itoa(i))
+		f := sendAndCollect(t, c, text)[0]
+		if f.Type != "message" || f.Seq == 0 {
+			t.Fatalf("room %d: got %s, want the message stored and numbered", i, f.Raw)
+		}
+		if i == 0 {
+			first = f
+		}
+		last = f
+		c.Close()
+	}
+
+	stored := testenv.Metric(t, r.Registry(), "roomcast_history_stream_bytes")
+	if stored <= 0 || stored > maxBytes {
+		t.Errorf("roomcast_history_stream_bytes = %v, want within (0, %d]", stored, maxBytes)
+	}
+	if v := testenv.Metric(t, r.Registry(), "roomcast_history_stream_max_bytes"); v != maxBytes {
+		t.Errorf("roomcast_history_stream_max_bytes = %v, want %d", v, maxBytes)
+	}
+	if n := testenv.Metric(t, r.Registry(), "roomcast_history_stream_messages"); n <= 0 || n >= rooms {
+		t.Errorf("roomcast_history_stream_messages = %v, want fewer than the %d sent", n, rooms)
+	}
+	if v := testenv.Metric(t, r.Registry(), "roomcast_history_stream_first_seq"); v <= float64(first.Seq) {
+		t.Errorf("roomcast_history_stream_first_seq = %v, want past the first room's %d", v, first.Seq)
+	}
+
+	t.Run("the first room's history is gone: history_truncated, then live", func(t *testing.T) {
+		c := dialResume(t, r, "cycle-0", first.Seq, first.Epoch)
+		expectError(t, c, "history_truncated")
+		other := r.dial(t, "cycle-0")
+		if err := other.Send("after"); err != nil {
+			t.Fatal(err)
+		}
+		if f := next(t, c); f.Message != "after" {
+			t.Fatalf("got %s, want the live message", f.Raw)
+		}
+	})
+	t.Run("the newest room keeps its history", func(t *testing.T) {
+		c := dialResume(t, r, "cycle-"+strconv.Itoa(rooms-1), 0, "")
+		if f := next(t, c); f.Seq != last.Seq || f.Message != text {
+			t.Fatalf("got %s, want seq %d replayed", f.Raw, last.Seq)
+		}
+	})
+	if status, _ := readyStatus(t, r); status != http.StatusOK {
+		t.Fatalf("/readyz %d after the bound, want 200", status)
+	}
+	if v := testenv.Metric(t, r.Registry(), "roomcast_history_errors_total", "op", "publish"); v != 0 {
+		t.Errorf("history_errors_total{op=publish} = %v, want 0: every message was stored", v)
 	}
 }

@@ -89,8 +89,15 @@ func (c *Config) Load(environ map[string]string) error {
 			return err
 		}
 	}
+	// History must hold a few of the largest messages.
+	if least := int64(minHistoryMessages) * int64(natsbroker.EnvelopeLimit(c.Gateway.MaxMessageBytes)); c.NATS.History.Size > 0 && c.NATS.History.MaxBytes < least {
+		return envconfig.Invalid(environ, "ROOMCAST_HISTORY_MAX_BYTES", fmt.Sprintf("want at least %d (%d of the largest message's envelope, as ROOMCAST_MAX_MESSAGE_BYTES allows)", least, minHistoryMessages))
+	}
 	return nil
 }
+
+// minHistoryMessages is how many of the largest messages the history stream must hold.
+const minHistoryMessages = 16
 
 // Replica is one running server.
 type Replica struct {
@@ -126,11 +133,14 @@ func (r *Replica) build() error {
 	cfg, log := r.cfg, r.log
 	natsCfg := cfg.NATS
 	natsCfg.Name = "roomcast-" + cfg.HTTP.Identity.Instance
+	natsCfg.History.MaxMsgSize = natsbroker.EnvelopeLimit(cfg.Gateway.MaxMessageBytes)
 	if natsCfg.URL == "" {
 		// The embedded server keeps history in memory: it lives as long as the process.
 		natsCfg.History.Memory = true
 		embeddedCfg := cfg.Embedded
 		embeddedCfg.JetStream = natsCfg.History.Size > 0
+		// The stream reserves its MaxBytes; JetStream's own bookkeeping gets an eighth more.
+		embeddedCfg.MaxStoreBytes = natsCfg.History.MaxBytes + natsCfg.History.MaxBytes/8
 		embedded, err := natsembed.Start(embeddedCfg, log)
 		if err != nil {
 			return err

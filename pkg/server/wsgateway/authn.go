@@ -53,7 +53,7 @@ func (g *Gateway) authorize(r *http.Request, room string) (*auth.Claims, []strin
 		return nil, offered, err
 	}
 	if !c.Allows(room) {
-		return nil, offered, &auth.Error{Reason: auth.ReasonRoom, Err: errRoomNotAllowed}
+		return nil, offered, &auth.Error{Reason: auth.ReasonRoom, Err: roomRefused(c)}
 	}
 	return &c, offered, nil
 }
@@ -81,7 +81,18 @@ func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request, req *upgr
 	return true
 }
 
-var errRoomNotAllowed = authError("the token's rooms claim does not include this room")
+var (
+	errRoomNotAllowed = authError("the token's rooms claim does not include this room")
+	errNoRoomsClaim   = authError(`the token has no rooms claim, which admits no room (["*"] admits every room)`)
+)
+
+// roomRefused says why a valid token does not admit the room.
+func roomRefused(c auth.Claims) error {
+	if c.Rooms == nil {
+		return errNoRoomsClaim
+	}
+	return errRoomNotAllowed
+}
 
 type authError string
 
@@ -119,7 +130,7 @@ func (g *Gateway) refreshToken(c *wsConn, token string) {
 	}
 	claims, err := g.cfg.Auth.Verify(token)
 	if err == nil && !claims.Allows(c.member.Room()) {
-		err = errRoomNotAllowed
+		err = roomRefused(claims)
 	}
 	if err == nil && claims.Expires.UnixNano() <= c.expires.Load() {
 		err = authError("the new token does not expire later than the current one")

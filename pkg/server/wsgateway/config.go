@@ -100,17 +100,16 @@ func parsePrefix(s string) (netip.Prefix, error) {
 // AuthConfig is the token section of the server's configuration: the keys, given in the
 // environment or in files (Swarm secrets), and the Verifier built from them.
 type AuthConfig struct {
-	Secret        string `env:"ROOMCAST_JWT_SECRET" secret:"true" help:"HS256 key; when set (or a public key), every upgrade needs a token"`
+	Secret        string `env:"ROOMCAST_JWT_SECRET" secret:"true" help:"HS256 key, at least 32 bytes; when set (or a public key), every upgrade needs a token"`
 	SecretFile    string `env:"ROOMCAST_JWT_SECRET_FILE" help:"file holding the HS256 key (a Swarm secret), instead of ROOMCAST_JWT_SECRET"`
 	PublicKey     string `env:"ROOMCAST_JWT_PUBLIC_KEY" help:"PEM public key (RSA for RS256, Ed25519 for EdDSA) for tokens"`
 	PublicKeyFile string `env:"ROOMCAST_JWT_PUBLIC_KEY_FILE" help:"file holding the PEM public key, instead of ROOMCAST_JWT_PUBLIC_KEY"`
+	Audience      string `env:"ROOMCAST_JWT_AUDIENCE" help:"when set, a token's aud claim must include it (roomcast token writes it)"`
+	Issuer        string `env:"ROOMCAST_JWT_ISSUER" help:"when set, a token's iss claim must be it (roomcast token writes it)"`
 	// Verifier checks the tokens; nil when no key is configured (no token needed). Load
 	// builds it from the keys; tests may set it directly.
 	Verifier *auth.Verifier
 }
-
-// minSecretBytes is the shortest HS256 key accepted.
-const minSecretBytes = 16
 
 // tokenLeeway tolerates clock skew between the token's issuer and the replica.
 const tokenLeeway = 5 * time.Second
@@ -139,13 +138,21 @@ func (a *AuthConfig) Load(environ map[string]string) error {
 		}
 		a.PublicKey = string(b)
 	}
-	if a.Secret != "" && len(a.Secret) < minSecretBytes {
-		return &envconfig.Error{Var: "ROOMCAST_JWT_SECRET", Value: "********", Allowed: fmt.Sprintf("want at least %d bytes", minSecretBytes)}
+	if a.Secret != "" && len(a.Secret) < auth.MinSecretBytes {
+		name, value := "ROOMCAST_JWT_SECRET", "********"
+		if a.SecretFile != "" {
+			name, value = "ROOMCAST_JWT_SECRET_FILE", a.SecretFile
+		}
+		return &envconfig.Error{Var: name, Value: value, Allowed: fmt.Sprintf(
+			"want an HS256 key of at least %d bytes (RFC 7518 §3.2), such as the output of openssl rand -base64 48", auth.MinSecretBytes)}
 	}
 	if a.Secret == "" && a.PublicKey == "" {
 		return nil
 	}
-	v, err := auth.New(auth.Config{Secret: []byte(a.Secret), PublicKeyPEM: []byte(a.PublicKey), Leeway: tokenLeeway})
+	v, err := auth.New(auth.Config{
+		Secret: []byte(a.Secret), PublicKeyPEM: []byte(a.PublicKey), Leeway: tokenLeeway,
+		Audience: a.Audience, Issuer: a.Issuer,
+	})
 	if err != nil {
 		// The secret is checked above: only the public key can be refused here.
 		name := "ROOMCAST_JWT_PUBLIC_KEY"

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"roomcast/pkg/envconfig"
@@ -53,7 +54,7 @@ func TestAuthConfigLoadsTheKeysOnce(t *testing.T) {
 		}
 		return path
 	}
-	secret := write("secret", "a key of more than sixteen bytes\n")
+	secret := write("secret", "a key of more than thirty-two bytes\n")
 	tests := []struct {
 		name    string
 		cfg     wsgateway.AuthConfig
@@ -61,11 +62,15 @@ func TestAuthConfigLoadsTheKeysOnce(t *testing.T) {
 		enabled bool
 	}{
 		{"no key: no tokens", wsgateway.AuthConfig{}, "", false},
-		{"secret", wsgateway.AuthConfig{Secret: "a key of more than sixteen bytes"}, "", true},
+		{"secret", wsgateway.AuthConfig{Secret: "a key of more than thirty-two bytes"}, "", true},
 		{"secret file", wsgateway.AuthConfig{SecretFile: secret}, "", true},
 		{"public key file", wsgateway.AuthConfig{PublicKeyFile: write("pub.pem", ed25519PublicKey)}, "", true},
 		{"short secret", wsgateway.AuthConfig{Secret: "short"}, "ROOMCAST_JWT_SECRET", false},
-		{"both secrets", wsgateway.AuthConfig{Secret: "a key of more than sixteen bytes", SecretFile: secret}, "ROOMCAST_JWT_SECRET_FILE", false},
+		{"secret of 31 bytes", wsgateway.AuthConfig{Secret: strings.Repeat("k", 31)}, "ROOMCAST_JWT_SECRET", false},
+		{"secret of 32 bytes", wsgateway.AuthConfig{Secret: strings.Repeat("k", 32)}, "", true},
+		{"short secret file", wsgateway.AuthConfig{SecretFile: write("short", strings.Repeat("k", 31)+"\n")}, "ROOMCAST_JWT_SECRET_FILE", false},
+		{"audience and issuer", wsgateway.AuthConfig{Secret: strings.Repeat("k", 32), Audience: "roomcast", Issuer: "https://id.example"}, "", true},
+		{"both secrets", wsgateway.AuthConfig{Secret: "a key of more than thirty-two bytes", SecretFile: secret}, "ROOMCAST_JWT_SECRET_FILE", false},
 		{"empty secret file", wsgateway.AuthConfig{SecretFile: write("empty", "\n")}, "ROOMCAST_JWT_SECRET_FILE", false},
 		{"not a PEM key", wsgateway.AuthConfig{PublicKey: "nope"}, "ROOMCAST_JWT_PUBLIC_KEY", false},
 		{"not a PEM key file", wsgateway.AuthConfig{PublicKeyFile: secret}, "ROOMCAST_JWT_PUBLIC_KEY_FILE", false},
@@ -86,4 +91,11 @@ func TestAuthConfigLoadsTheKeysOnce(t *testing.T) {
 			}
 		})
 	}
+	t.Run("a short key's error says how long and never shows the key", func(t *testing.T) {
+		cfg := wsgateway.AuthConfig{Secret: "tooshort-but-secret"}
+		err := cfg.Load(map[string]string{"ROOMCAST_JWT_SECRET": cfg.Secret})
+		if err == nil || !strings.Contains(err.Error(), "at least 32 bytes (RFC 7518") || strings.Contains(err.Error(), "tooshort") {
+			t.Fatalf("got %v", err)
+		}
+	})
 }

@@ -27,8 +27,10 @@ type Config struct {
 	// RateLimit is applied to every frame a client sends (WarnEvery default 1s,
 	// CloseAfter 10s).
 	RateLimit ratelimit.Config
-	// AllowedOrigins, when not empty, is the list of Origin values browsers may use.
-	AllowedOrigins Origins `env:"ROOMCAST_ALLOWED_ORIGINS" help:"comma-separated allowed Origin values; empty allows any"`
+	// AllowedOrigins is the list of Origin values browsers may use; when empty, only pages
+	// of the host a browser connects to (its Origin names the request's Host); "*" allows
+	// any. Clients that send no Origin (not browsers) are not checked.
+	AllowedOrigins Origins `env:"ROOMCAST_ALLOWED_ORIGINS" help:"comma-separated Origin values browsers may connect from (such as https://chat.example); empty: only pages of the host connected to; * allows any"`
 	// IdleTimeout closes a connection that has sent nothing for that long.
 	IdleTimeout time.Duration
 	// ResponseHeader is added to the 101 response (color and instance).

@@ -70,10 +70,14 @@ func (g *Gateway) checkRequest(w http.ResponseWriter, r *http.Request) (upgradeR
 			"a room name is 1 to 64 characters of [A-Za-z0-9_-]: "+err.Error())
 		return upgradeRequest{}, false
 	}
-	if origin := r.Header.Get("Origin"); origin != "" && len(g.cfg.AllowedOrigins) > 0 &&
-		!slices.Contains(g.cfg.AllowedOrigins, origin) {
+	// No Origin header: not a browser, which no other site can make connect.
+	if origin := r.Header.Get("Origin"); origin != "" && !g.cfg.AllowedOrigins.Allows(origin, r.Host) {
 		g.errs.Count(chat.KindForbiddenOrigin)
-		writeJSONError(w, http.StatusForbidden, "origin not allowed", "Origin "+strconv.Quote(origin)+" is not in ROOMCAST_ALLOWED_ORIGINS")
+		detail := "Origin " + strconv.Quote(origin) + " is not in ROOMCAST_ALLOWED_ORIGINS"
+		if len(g.cfg.AllowedOrigins) == 0 {
+			detail = "Origin " + strconv.Quote(origin) + " is not this host; ROOMCAST_ALLOWED_ORIGINS lists the origins of pages served elsewhere"
+		}
+		writeJSONError(w, http.StatusForbidden, "origin not allowed", detail)
 		return upgradeRequest{}, false
 	}
 	resume, err := parseResume(r)

@@ -1,0 +1,102 @@
+package natsbroker_test
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"roomcast/pkg/server/natsbroker"
+	"roomcast/pkg/testenv"
+	"roomcast/pkg/testenv/natstest"
+)
+
+// connectHistory connects a broker with history on to url, logging into logs.
+func connectHistory(t *testing.T, url string, cfg natsbroker.HistoryConfig, logs *testenv.SyncBuffer) *prometheus.Registry {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	b, err := natsbroker.Connect(natsbroker.Config{URL: url, Name: "test", ReconnectWait: 50 * time.Millisecond, History: cfg},
+		slog.New(slog.NewJSONHandler(logs, nil)), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if v, ok := testenv.LookupMetric(t, reg, "roomcast_history_available"); ok && v == 1 {
+			return reg
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the history stream never became available")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func streamConfig(t *testing.T, url string) jetstream.StreamConfig {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, natsbroker.DefaultStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.CachedInfo().Config
+}
+
+var bounded = natsbroker.HistoryConfig{Size: 10, TTL: time.Hour, Replicas: 1, MaxBytes: 2 << 20, MaxMsgSize: natsbroker.EnvelopeLimit(4096)}
+
+func TestTheHistoryStreamIsBoundedInBytesAndItsSizeExported(t *testing.T) {
+	url := natstest.Start(t, natstest.JetStream(t)).ClientURL()
+	var logs testenv.SyncBuffer
+	reg := connectHistory(t, url, bounded, &logs)
+	got := streamConfig(t, url)
+	if got.MaxBytes != bounded.MaxBytes || got.MaxMsgSize != bounded.MaxMsgSize || got.Discard != jetstream.DiscardOld {
+		t.Fatalf("stream max_bytes %d, max_msg_size %d, discard %v; want %d, %d, old",
+			got.MaxBytes, got.MaxMsgSize, got.Discard, bounded.MaxBytes, bounded.MaxMsgSize)
+	}
+	if v := testenv.Metric(t, reg, "roomcast_history_stream_max_bytes"); v != float64(bounded.MaxBytes) {
+		t.Errorf("roomcast_history_stream_max_bytes = %v", v)
+	}
+	if v := testenv.Metric(t, reg, "roomcast_history_stream_bytes"); v != 0 {
+		t.Errorf("roomcast_history_stream_bytes = %v, want 0 for a new stream", v)
+	}
+	problems, err := testutil.GatherAndLint(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("lint: %s: %s", p.Metric, p.Text)
+	}
+}
+
+func TestAnExistingStreamKeepsItsOwnLimitsAndTheLogSaysSo(t *testing.T) {
+	url := natstest.Start(t, natstest.JetStream(t)).ClientURL()
+	var first testenv.SyncBuffer
+	connectHistory(t, url, natsbroker.HistoryConfig{Size: 10, TTL: time.Hour, Replicas: 1}, &first) // an older release: no byte bound
+	var logs testenv.SyncBuffer
+	connectHistory(t, url, bounded, &logs)
+	if got := streamConfig(t, url); got.MaxBytes != -1 {
+		t.Fatalf("the existing stream's max_bytes became %d", got.MaxBytes)
+	}
+	log := logs.String()
+	if !strings.Contains(log, "using the existing history stream with its own limits") ||
+		!strings.Contains(log, `"max_bytes":-1`) || !strings.Contains(log, `"configured_max_bytes":2097152`) {
+		t.Fatalf("no log line names the differing byte bound:\n%s", log)
+	}
+}

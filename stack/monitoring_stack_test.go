@@ -23,6 +23,12 @@ type rendered struct {
 			Source string `yaml:"source"`
 			Target string `yaml:"target"`
 		} `yaml:"configs"`
+		Secrets []struct {
+			Source string `yaml:"source"`
+			Target string `yaml:"target"`
+			UID    string `yaml:"uid"`
+			Mode   int    `yaml:"mode"`
+		} `yaml:"secrets"`
 		Volumes []struct {
 			Source string `yaml:"source"`
 			Target string `yaml:"target"`
@@ -41,6 +47,10 @@ type rendered struct {
 		Name string `yaml:"name"`
 		File string `yaml:"file"`
 	} `yaml:"configs"`
+	Secrets map[string]struct {
+		Name     string `yaml:"name"`
+		External bool   `yaml:"external"`
+	} `yaml:"secrets"`
 }
 
 func renderEdge(t *testing.T, env ...string) rendered {
@@ -106,6 +116,47 @@ func TestEdgeStackMonitoringImagesAreVariablesDefaultingToOfficialImages(t *test
 	// The existing services still render as before.
 	if set.Services["nginx"].Image != "roomcast/edge:latest" || set.Services["nats"].Image != "nats:2.10" {
 		t.Errorf("nginx %q, nats %q changed", set.Services["nginx"].Image, set.Services["nats"].Image)
+	}
+}
+
+// TestGrafanaLetsInOnlyTheAdminWithThePasswordOfTheSwarmSecret: the admin's password
+// is the Swarm secret roomcast-release makes (never a literal in the file), readable by
+// Grafana's user only; no sign-up, no anonymous access.
+func TestGrafanaLetsInOnlyTheAdminWithThePasswordOfTheSwarmSecret(t *testing.T) {
+	for _, tt := range []struct {
+		test       string
+		env        []string
+		user, name string
+	}{
+		// A deploy that is not roomcast-release's fails on a secret that does not exist.
+		{"defaults", nil, "admin", "roomcast_grafana_admin_missing-deploy-with-roomcast-release"},
+		{"as roomcast-release deploys", []string{"GRAFANA_ADMIN_SECRET_ID=0123abcd", "GRAFANA_ADMIN_USER=ops"}, "ops", "roomcast_grafana_admin_0123abcd"},
+	} {
+		t.Run(tt.test, func(t *testing.T) {
+			r := renderEdge(t, tt.env...)
+			g := r.Services["grafana"]
+			want := map[string]string{
+				"GF_SECURITY_ADMIN_USER":           tt.user,
+				"GF_SECURITY_ADMIN_PASSWORD__FILE": "/run/secrets/grafana_admin_password",
+				"GF_USERS_ALLOW_SIGN_UP":           "false",
+				"GF_AUTH_ANONYMOUS_ENABLED":        "false",
+			}
+			for k, v := range want {
+				if g.Environment[k] != v {
+					t.Errorf("grafana %s=%q, want %q", k, g.Environment[k], v)
+				}
+			}
+			if v, ok := g.Environment["GF_SECURITY_ADMIN_PASSWORD"]; ok {
+				t.Errorf("grafana's password is a literal in the file: %q", v)
+			}
+			if len(g.Secrets) != 1 || "/run/secrets/"+g.Secrets[0].Target != want["GF_SECURITY_ADMIN_PASSWORD__FILE"] ||
+				g.Secrets[0].UID != "472" || g.Secrets[0].Mode != 0o400 {
+				t.Fatalf("grafana mounts secrets %+v, want one at the __FILE path, 0400 for Grafana's uid 472", g.Secrets)
+			}
+			if s := r.Secrets[g.Secrets[0].Source]; s.Name != tt.name || !s.External {
+				t.Errorf("secret %s is %+v, want the external %s", g.Secrets[0].Source, s, tt.name)
+			}
+		})
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -504,10 +505,16 @@ func grafanaLetsInOnly(t *testing.T, env swarmEnv, user, password string) {
 	base := "http://127.0.0.1:" + envVar(env, "GRAFANA_PORT")
 	c := http.Client{Timeout: 3 * time.Second}
 	do := func(method, path, user, password string) (int, error) {
-		req, err := http.NewRequest(method, base+path, nil)
+		var body io.Reader
+		if method == http.MethodPost {
+			// Grafana reads the form before it says that sign-up is off.
+			body = strings.NewReader(`{"email":"someone@example.com"}`)
+		}
+		req, err := http.NewRequest(method, base+path, body)
 		if err != nil {
 			return 0, err
 		}
+		req.Header.Set("Content-Type", "application/json")
 		if user != "" {
 			req.SetBasicAuth(user, password)
 		}

@@ -551,8 +551,11 @@ func grafanaLetsInOnly(t *testing.T, env swarmEnv, user, password string) {
 		{"GET", "/api/user", user, password, http.StatusOK},
 	} {
 		who := "without credentials"
-		if r.user != "" {
-			who = fmt.Sprintf("as %s with %s", r.user, map[bool]string{true: "the secret's password", false: "password " + r.password}[r.password == password])
+		switch {
+		case r.password == password:
+			who = "as " + r.user + " with the secret's password"
+		case r.user != "":
+			who = fmt.Sprintf("as %s:%s", r.user, r.password)
 		}
 		if code, err := do(r.method, r.path, r.user, r.password); code != r.want {
 			t.Errorf("Grafana %s %s %s: %d %v, want %d", r.method, r.path, who, code, err, r.want)

@@ -192,9 +192,8 @@ func releaseConfig(cfg config) bluegreen.Config {
 		DrainTimeout:  time.Duration(cfg.DrainTimeout) * time.Second,
 		SmokeTimeout:  cfg.SmokeTimeout, EdgeURL: cfg.EdgeURL,
 		JWTSecretFile: cfg.JWTSecretFile, DefaultJWTSecretFile: ".secrets/jwt-secret",
-		GrafanaAdminPasswordFile: cfg.GrafanaPassword, DefaultGrafanaAdminPasswordFile: ".secrets/grafana-admin-password",
-		GrafanaAdminUser: cfg.GrafanaUser,
-		NATSCluster:      cfg.NATSCluster, NATSReplicas: cfg.NATSReplicas, HistoryReplicas: cfg.HistoryReplicas,
+		GrafanaAdminUser: cfg.GrafanaUser, GrafanaAdminPasswordFile: cfg.GrafanaPassword, DefaultGrafanaAdminPasswordFile: ".secrets/grafana-admin-password",
+		NATSCluster: cfg.NATSCluster, NATSReplicas: cfg.NATSReplicas, HistoryReplicas: cfg.HistoryReplicas,
 		AppStack: "stack/app.yml", EdgeStack: "stack/edge.yml", NATSClusterStack: "stack/nats-cluster.yml",
 		Network: "roomcast", LockStaleAfter: cfg.LockStaleAfter,
 	}

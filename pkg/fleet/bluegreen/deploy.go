@@ -231,8 +231,7 @@ func (r *Release) ensureSecret(ctx context.Context, s secretFile) (string, error
 			return "", fmt.Errorf("making %s: %w", s.file, err)
 		}
 	}
-	// The servers and the smoke test read the file alike: surrounding white space is
-	// not part of the key.
+	// White space does not count: the servers and the smoke test trim it from a key.
 	if len(strings.Join(strings.Fields(string(data)), "")) < 16 {
 		return "", fmt.Errorf("%s=%s holds less than 16 bytes; %s", s.variable, s.file, s.refusal)
 	}

@@ -1,14 +1,23 @@
 package stack_test
 
 import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -23,6 +32,12 @@ type rendered struct {
 			Source string `yaml:"source"`
 			Target string `yaml:"target"`
 		} `yaml:"configs"`
+		Secrets []struct {
+			Source string `yaml:"source"`
+			Target string `yaml:"target"`
+			UID    string `yaml:"uid"`
+			Mode   int    `yaml:"mode"`
+		} `yaml:"secrets"`
 		Volumes []struct {
 			Source string `yaml:"source"`
 			Target string `yaml:"target"`
@@ -41,6 +56,10 @@ type rendered struct {
 		Name string `yaml:"name"`
 		File string `yaml:"file"`
 	} `yaml:"configs"`
+	Secrets map[string]struct {
+		Name     string `yaml:"name"`
+		External bool   `yaml:"external"`
+	} `yaml:"secrets"`
 }
 
 func renderEdge(t *testing.T, env ...string) rendered {
@@ -106,6 +125,47 @@ func TestEdgeStackMonitoringImagesAreVariablesDefaultingToOfficialImages(t *test
 	// The existing services still render as before.
 	if set.Services["nginx"].Image != "roomcast/edge:latest" || set.Services["nats"].Image != "nats:2.10" {
 		t.Errorf("nginx %q, nats %q changed", set.Services["nginx"].Image, set.Services["nats"].Image)
+	}
+}
+
+// TestGrafanaLetsInOnlyTheAdminWithThePasswordOfTheSwarmSecret: the admin's password
+// is the Swarm secret roomcast-release makes (never a literal in the file), readable by
+// Grafana's user only; no sign-up, no anonymous access.
+func TestGrafanaLetsInOnlyTheAdminWithThePasswordOfTheSwarmSecret(t *testing.T) {
+	for _, tt := range []struct {
+		test       string
+		env        []string
+		user, name string
+	}{
+		// A deploy that is not roomcast-release's fails on a secret that does not exist.
+		{"defaults", nil, "admin", "roomcast_grafana_admin_missing-deploy-with-roomcast-release"},
+		{"as roomcast-release deploys", []string{"GRAFANA_ADMIN_SECRET_ID=0123abcd", "GRAFANA_ADMIN_USER=ops"}, "ops", "roomcast_grafana_admin_0123abcd"},
+	} {
+		t.Run(tt.test, func(t *testing.T) {
+			r := renderEdge(t, tt.env...)
+			g := r.Services["grafana"]
+			want := map[string]string{
+				"GF_SECURITY_ADMIN_USER":           tt.user,
+				"GF_SECURITY_ADMIN_PASSWORD__FILE": "/run/secrets/grafana_admin_password",
+				"GF_USERS_ALLOW_SIGN_UP":           "false",
+				"GF_AUTH_ANONYMOUS_ENABLED":        "false",
+			}
+			for k, v := range want {
+				if g.Environment[k] != v {
+					t.Errorf("grafana %s=%q, want %q", k, g.Environment[k], v)
+				}
+			}
+			if v, ok := g.Environment["GF_SECURITY_ADMIN_PASSWORD"]; ok {
+				t.Errorf("grafana's password is a literal in the file: %q", v)
+			}
+			if len(g.Secrets) != 1 || "/run/secrets/"+g.Secrets[0].Target != want["GF_SECURITY_ADMIN_PASSWORD__FILE"] ||
+				g.Secrets[0].UID != "472" || g.Secrets[0].Mode != 0o400 {
+				t.Fatalf("grafana mounts secrets %+v, want one at the __FILE path, 0400 for Grafana's uid 472", g.Secrets)
+			}
+			if s := r.Secrets[g.Secrets[0].Source]; s.Name != tt.name || !s.External {
+				t.Errorf("secret %s is %+v, want the external %s", g.Secrets[0].Source, s, tt.name)
+			}
+		})
 	}
 }
 
@@ -331,4 +391,174 @@ func mapsEqual(a, b map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// TestGrafanaOnARealSwarm: the first deploy makes Grafana's admin password a Swarm
+// secret, and Grafana lets in its admin with it and nobody else: not admin/admin, not
+// an anonymous viewer, no sign-up (GRAFANA_IMAGE is a stand-in that honours Grafana's
+// variables for this: stack/images/grafana-standin). A new password file is a new
+// secret, which the next deploy mounts; no password is ever in the release's output or
+// the service's spec.
+func TestGrafanaOnARealSwarm(t *testing.T) {
+	requireSwarm(t)
+	env := newSwarmEnv(t, "TAG=gf1", "GRAFANA_ADMIN_USER=ops")
+	env.vars = append(env.vars, standinVars(t, env)...)
+	mustSh(t, env, 5*time.Minute, "just", "build", "gf1")
+
+	out := mustSh(t, env, 5*time.Minute, "just", "deploy")
+	first := envVar(env, "GRAFANA_ADMIN_PASSWORD_FILE")
+	name, password := grafanaSecretOf(t, first)
+	expectMountedOnlyByName(t, out, name, password)
+	grafanaLetsInOnly(t, env, "ops", password)
+
+	// Rotation: a new file, a new secret, mounted by the next deploy.
+	second := filepath.Join(filepath.Dir(first), "rotated")
+	if err := os.WriteFile(second, []byte(randomPassword(t)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env.vars = append(env.vars, "GRAFANA_ADMIN_PASSWORD_FILE="+second)
+	out = mustSh(t, env, 5*time.Minute, "just", "deploy")
+	rotated, newPassword := grafanaSecretOf(t, second)
+	if rotated == name {
+		t.Fatalf("the new file gave the old secret %s", name)
+	}
+	expectMountedOnlyByName(t, out, rotated, newPassword)
+}
+
+// withGrafanaPassword gives env Grafana's admin password in a file of its own, so the
+// recipes never make the repository's default .secrets/grafana-admin-password; once
+// the test's stacks are gone, it removes the Swarm secret made of each file in that
+// file's directory.
+func withGrafanaPassword(t *testing.T, env *swarmEnv) {
+	t.Helper()
+	dir := t.TempDir()
+	file := filepath.Join(dir, "grafana-admin-password")
+	if err := os.WriteFile(file, []byte(randomPassword(t)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env.vars = append(env.vars, "GRAFANA_ADMIN_PASSWORD_FILE="+file)
+	// Registered before newSwarmEnv's teardown, so it runs after: a secret in use
+	// cannot be removed.
+	t.Cleanup(func() {
+		files, _ := filepath.Glob(filepath.Join(dir, "*"))
+		for _, f := range files {
+			name, _ := grafanaSecretOf(t, f)
+			_ = exec.Command("docker", "secret", "rm", name).Run()
+		}
+	})
+}
+
+func randomPassword(t *testing.T) string {
+	t.Helper()
+	var b [24]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		t.Fatal(err)
+	}
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// grafanaSecretOf is the Swarm secret roomcast-release makes of file, and the
+// password Grafana reads from it (without trailing newlines).
+func grafanaSecretOf(t *testing.T, file string) (name, password string) {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(b)
+	return "roomcast_grafana_admin_" + hex.EncodeToString(sum[:])[:12], strings.TrimRight(string(b), "\n")
+}
+
+// envVar is the value of name in env.vars (the last one wins, as in the environment).
+func envVar(env swarmEnv, name string) string {
+	v := ""
+	for _, kv := range env.vars {
+		if val, ok := strings.CutPrefix(kv, name+"="); ok {
+			v = val
+		}
+	}
+	return v
+}
+
+// expectMountedOnlyByName checks that edge_grafana mounts the secret name, and that
+// the password is neither in the release's output nor in the service's spec.
+func expectMountedOnlyByName(t *testing.T, out, name, password string) {
+	t.Helper()
+	spec, err := exec.Command("docker", "service", "inspect", "edge_grafana", "--format",
+		"{{range .Spec.TaskTemplate.ContainerSpec.Secrets}}{{.SecretName}} {{end}}\n{{json .Spec}}").Output()
+	if err != nil {
+		t.Fatalf("inspecting edge_grafana: %v", err)
+	}
+	mounts, _, _ := strings.Cut(string(spec), "\n")
+	if secrets := strings.Fields(mounts); !slices.Equal(secrets, []string{name}) {
+		t.Errorf("edge_grafana mounts %v, want %s", secrets, name)
+	}
+	if strings.Contains(out, password) || strings.Contains(string(spec), password) {
+		t.Error("Grafana's password is in the release's output or edge_grafana's spec")
+	}
+}
+
+// grafanaLetsInOnly waits for Grafana on its published port, then checks that its API
+// answers the admin user with password, and nobody else.
+func grafanaLetsInOnly(t *testing.T, env swarmEnv, user, password string) {
+	t.Helper()
+	base := "http://127.0.0.1:" + envVar(env, "GRAFANA_PORT")
+	c := http.Client{Timeout: 3 * time.Second}
+	do := func(method, path, user, password string) (int, error) {
+		var body io.Reader
+		if method == http.MethodPost {
+			// Grafana reads the form before it says that sign-up is off.
+			body = strings.NewReader(`{"email":"someone@example.com"}`)
+		}
+		req, err := http.NewRequest(method, base+path, body)
+		if err != nil {
+			return 0, err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		if user != "" {
+			req.SetBasicAuth(user, password)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		code, err := do("GET", "/api/health", "", "")
+		if code == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			_, _ = sh(t, env, time.Minute, "docker", "service", "ps", "--no-trunc", "edge_grafana")
+			_, _ = sh(t, env, time.Minute, "docker", "service", "logs", "--tail", "50", "edge_grafana")
+			t.Fatalf("Grafana at %s: /api/health %d, %v after 90s", base, code, err)
+		}
+		time.Sleep(time.Second)
+	}
+	for _, r := range []struct {
+		method, path, user, password string
+		want                         int
+	}{
+		{"GET", "/api/org", "", "", http.StatusUnauthorized},
+		{"GET", "/api/org", "admin", "admin", http.StatusUnauthorized},
+		{"GET", "/api/org", user, "admin", http.StatusUnauthorized},
+		{"GET", "/api/user", "", "", http.StatusUnauthorized},
+		{"POST", "/api/user/signup", "", "", http.StatusUnauthorized},
+		{"GET", "/api/org", user, password, http.StatusOK},
+		{"GET", "/api/user", user, password, http.StatusOK},
+	} {
+		who := "without credentials"
+		switch {
+		case r.password == password:
+			who = "as " + r.user + " with the secret's password"
+		case r.user != "":
+			who = fmt.Sprintf("as %s:%s", r.user, r.password)
+		}
+		if code, err := do(r.method, r.path, r.user, r.password); code != r.want {
+			t.Errorf("Grafana %s %s %s: %d %v, want %d", r.method, r.path, who, code, err, r.want)
+		}
+	}
 }

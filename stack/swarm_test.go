@@ -56,6 +56,7 @@ func newSwarmEnv(t *testing.T, vars ...string) swarmEnv {
 		"SMOKE_TIMEOUT=30s",
 	}, vars...)
 	withJWTKey(t, &env)
+	withGrafanaPassword(t, &env)
 	t.Cleanup(func() { teardown(t, env) })
 	return env
 }

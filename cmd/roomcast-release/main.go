@@ -16,6 +16,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -61,6 +62,8 @@ type config struct {
 	DrainTimeout    int           `env:"DRAIN_TIMEOUT" envDefault:"120" help:"seconds to wait for the old color to drain"`
 	SmokeTimeout    time.Duration `env:"SMOKE_TIMEOUT" envDefault:"60s" help:"roomcast-smoke's -timeout"`
 	JWTSecretFile   string        `env:"JWT_SECRET_FILE" envDefault:".secrets/jwt-secret" help:"the app's HS256 key (the default is made on first use); the Swarm secret is named after its content"`
+	GrafanaPassword string        `env:"GRAFANA_ADMIN_PASSWORD_FILE" envDefault:".secrets/grafana-admin-password" help:"Grafana's admin password (the default is made on first use); the Swarm secret is named after its content"`
+	GrafanaUser     string        `env:"GRAFANA_ADMIN_USER" envDefault:"admin" help:"login of Grafana's admin"`
 	NATSCluster     string        `env:"NATS_CLUSTER" defaultHelp:"what is deployed" help:"true: NATS as a JetStream cluster (stack/nats-cluster.yml); false: one node"`
 	NATSReplicas    int           `env:"NATS_REPLICAS" envDefault:"3" help:"nodes of the NATS cluster"`
 	HistoryReplicas string        `env:"HISTORY_REPLICAS" defaultHelp:"3 with a cluster, else 1" help:"replicas of the history stream"`
@@ -93,6 +96,10 @@ func checkConfig(c *config, bad cli.Bad) error {
 	}
 	if c.NATSCluster != "" && c.NATSCluster != "true" && c.NATSCluster != "false" {
 		return bad("NATS_CLUSTER", "want true or false")
+	}
+	// Basic authentication ends the user name at the first colon.
+	if strings.TrimSpace(c.GrafanaUser) != c.GrafanaUser || strings.Contains(c.GrafanaUser, ":") {
+		return bad("GRAFANA_ADMIN_USER", "want a login without a colon or surrounding white space")
 	}
 	if c.EdgeURL == "" {
 		c.EdgeURL = "http://127.0.0.1:" + strconv.Itoa(c.HTTPPort)
@@ -185,6 +192,7 @@ func releaseConfig(cfg config) bluegreen.Config {
 		DrainTimeout:  time.Duration(cfg.DrainTimeout) * time.Second,
 		SmokeTimeout:  cfg.SmokeTimeout, EdgeURL: cfg.EdgeURL,
 		JWTSecretFile: cfg.JWTSecretFile, DefaultJWTSecretFile: ".secrets/jwt-secret",
+		GrafanaAdminUser: cfg.GrafanaUser, GrafanaAdminPasswordFile: cfg.GrafanaPassword, DefaultGrafanaAdminPasswordFile: ".secrets/grafana-admin-password",
 		NATSCluster: cfg.NATSCluster, NATSReplicas: cfg.NATSReplicas, HistoryReplicas: cfg.HistoryReplicas,
 		AppStack: "stack/app.yml", EdgeStack: "stack/edge.yml", NATSClusterStack: "stack/nats-cluster.yml",
 		Network: "roomcast", LockStaleAfter: cfg.LockStaleAfter,

@@ -14,10 +14,6 @@ import (
 	"strings"
 )
 
-// jwtSecretPrefix starts the name of the Swarm secret holding the app's key; the rest
-// is the start of the key file's SHA-256, so a new key is a new secret.
-const jwtSecretPrefix = "roomcast_jwt_"
-
 // Deploy deploys the edge stack and the active color (blue at first). It never undoes
 // a release: it runs under the lock, and the active color keeps its live image and
 // replica count, the edge its labels (and its image unless EdgeTag says otherwise).
@@ -69,6 +65,10 @@ func (r *Release) Deploy(ctx context.Context) error {
 	}
 	env, err := r.stackEnv(ctx)
 	if err != nil {
+		return err
+	}
+	// Only the edge stack mounts Grafana's password: promote needs none.
+	if env["GRAFANA_ADMIN_SECRET_ID"], err = r.ensureGrafanaSecret(ctx); err != nil {
 		return err
 	}
 	if err := r.deployEdge(ctx, env, mine, active, previous, edgeTag); err != nil {
@@ -125,7 +125,7 @@ func (r *Release) deployEdge(ctx context.Context, env map[string]string, mine, a
 	e := map[string]string{
 		"ACTIVE_COLOR": active, "PREVIOUS_COLOR": previous, "RELEASE_LOCK": mine,
 		"EDGE_IMAGE": r.Config.EdgeImage, "EDGE_TAG": edgeTag, "ROOMCAST_IMAGE": r.Config.AppImage,
-		"NATS_REPLICAS": fmt.Sprint(r.Config.NATSReplicas),
+		"NATS_REPLICAS": fmt.Sprint(r.Config.NATSReplicas), "GRAFANA_ADMIN_USER": r.Config.GrafanaAdminUser,
 	}
 	for k, v := range r.Config.EdgeEnv {
 		e[k] = v
@@ -150,31 +150,41 @@ func (r *Release) stackEnv(ctx context.Context) (map[string]string, error) {
 	return map[string]string{"JWT_SECRET_ID": id, "NATS_CLUSTER": cluster, "HISTORY_REPLICAS": history}, nil
 }
 
+// The Swarm secrets a release makes from files of the operator's: each named after the
+// start of its file's SHA-256, so a new file is a new secret (a secret cannot change)
+// and the next deploy mounts it.
+const (
+	// jwtSecretPrefix starts the name of the secret holding the app's key.
+	jwtSecretPrefix = "roomcast_jwt_"
+	// grafanaSecretPrefix starts the name of the secret holding Grafana's admin password.
+	grafanaSecretPrefix = "roomcast_grafana_admin_"
+)
+
+// secretFile is a file that becomes a Swarm secret.
+type secretFile struct {
+	// variable names the file's variable in messages.
+	variable, file, defaultFile string
+	// prefix starts the secret's name; label is set to "true" on it.
+	prefix, label string
+	// what the file holds and why to keep it, for the line saying the default is made.
+	what, keep string
+	// refusal says who refuses a file of fewer than 16 bytes other than white space.
+	refusal string
+}
+
 // ensureJWTSecret returns the ID of the Swarm secret holding JWTSecretFile, creating
-// the secret if missing. The default file is made on first use, 32 random bytes in
-// base64; a file that was named but is missing is an error, not a new key.
+// the secret if missing, and warns when a color mounts another key.
 func (r *Release) ensureJWTSecret(ctx context.Context) (string, error) {
 	file := r.Config.JWTSecretFile
-	data, err := os.ReadFile(file)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return "", fmt.Errorf("reading JWT_SECRET_FILE: %w", err)
+	id, err := r.ensureSecret(ctx, secretFile{
+		variable: "JWT_SECRET_FILE", file: file, defaultFile: r.Config.DefaultJWTSecretFile,
+		prefix: jwtSecretPrefix, label: "roomcast.jwt",
+		what: "the app's JWT key", keep: "keep it: tokens are signed with it",
+		refusal: "the servers refuse such a key",
+	})
+	if err != nil {
+		return "", err
 	}
-	if len(data) == 0 {
-		if file != r.Config.DefaultJWTSecretFile {
-			return "", fmt.Errorf("JWT_SECRET_FILE=%s is missing or empty", file)
-		}
-		r.logf("creating the app's JWT key in %s (keep it: tokens are signed with it)", file)
-		if data, err = newKeyFile(file); err != nil {
-			return "", err
-		}
-	}
-	// The servers and the smoke test read the file alike: surrounding white space is
-	// not part of the key.
-	if len(strings.Join(strings.Fields(string(data)), "")) < 16 {
-		return "", fmt.Errorf("JWT_SECRET_FILE=%s holds less than 16 bytes; the servers refuse such a key", file)
-	}
-	sum := sha256.Sum256(data)
-	id := hex.EncodeToString(sum[:])[:12]
 	name := jwtSecretPrefix + id
 	for _, c := range Colors {
 		svc, err := r.Docker.Service(ctx, appService(c))
@@ -188,20 +198,60 @@ func (r *Release) ensureJWTSecret(ctx context.Context) (string, error) {
 			}
 		}
 	}
+	return id, nil
+}
+
+// ensureGrafanaSecret returns the ID of the Swarm secret holding
+// GrafanaAdminPasswordFile, creating the secret if missing.
+func (r *Release) ensureGrafanaSecret(ctx context.Context) (string, error) {
+	return r.ensureSecret(ctx, secretFile{
+		variable: "GRAFANA_ADMIN_PASSWORD_FILE", file: r.Config.GrafanaAdminPasswordFile,
+		defaultFile: r.Config.DefaultGrafanaAdminPasswordFile,
+		prefix:      grafanaSecretPrefix, label: "roomcast.grafana",
+		what: "Grafana's admin password", keep: "Grafana's admin logs in with it",
+		refusal: "too weak a password",
+	})
+}
+
+// ensureSecret returns the ID of the Swarm secret made of s.file, creating the secret
+// if missing. The default file is made on first use, 32 random bytes in base64; a file
+// that was named but is missing is an error, not a new secret. The content is never
+// logged.
+func (r *Release) ensureSecret(ctx context.Context, s secretFile) (string, error) {
+	data, err := os.ReadFile(s.file)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("reading %s: %w", s.variable, err)
+	}
+	if len(data) == 0 {
+		if s.file != s.defaultFile {
+			return "", fmt.Errorf("%s=%s is missing or empty", s.variable, s.file)
+		}
+		r.logf("creating %s in %s (%s)", s.what, s.file, s.keep)
+		if data, err = newKeyFile(s.file); err != nil {
+			return "", fmt.Errorf("making %s: %w", s.file, err)
+		}
+	}
+	// White space does not count: the servers and the smoke test trim it from a key.
+	if len(strings.Join(strings.Fields(string(data)), "")) < 16 {
+		return "", fmt.Errorf("%s=%s holds less than 16 bytes; %s", s.variable, s.file, s.refusal)
+	}
+	sum := sha256.Sum256(data)
+	id := hex.EncodeToString(sum[:])[:12]
+	name := s.prefix + id
 	ok, err := r.Docker.SecretExists(ctx, name)
 	if err != nil {
 		return "", err
 	}
 	if !ok {
-		r.logf("creating Swarm secret %s from %s", name, file)
-		if err := r.Docker.CreateSecret(ctx, name, data, map[string]string{"roomcast.jwt": "true"}); err != nil {
+		r.logf("creating Swarm secret %s from %s", name, s.file)
+		if err := r.Docker.CreateSecret(ctx, name, data, map[string]string{s.label: "true"}); err != nil {
 			return "", fmt.Errorf("creating the Swarm secret %s failed: %w", name, err)
 		}
 	}
 	return id, nil
 }
 
-// newKeyFile writes a new key to file, readable by its owner only.
+// newKeyFile writes 32 random bytes in base64 to file, readable by its owner only.
 func newKeyFile(file string) ([]byte, error) {
 	var raw [32]byte
 	if _, err := rand.Read(raw[:]); err != nil {
@@ -209,10 +259,10 @@ func newKeyFile(file string) ([]byte, error) {
 	}
 	data := []byte(base64.StdEncoding.EncodeToString(raw[:]) + "\n")
 	if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
-		return nil, fmt.Errorf("making the JWT key: %w", err)
+		return nil, err
 	}
 	if err := os.WriteFile(file, data, 0o600); err != nil {
-		return nil, fmt.Errorf("making the JWT key: %w", err)
+		return nil, err
 	}
 	return data, nil
 }

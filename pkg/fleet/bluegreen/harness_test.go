@@ -37,6 +37,9 @@ type harness struct {
 	out    *testenv.SyncBuffer
 	clock  *fakeClock
 
+	// grafanaPassword is the default GRAFANA_ADMIN_PASSWORD_FILE of every release.
+	grafanaPassword string
+
 	mu    sync.Mutex
 	color func() string // what nginx answers; nil: the active label
 }
@@ -44,7 +47,8 @@ type harness struct {
 func newHarness(t *testing.T) *harness {
 	t.Helper()
 	h := &harness{t: t, fake: swarmtest.NewServer(t), out: &testenv.SyncBuffer{},
-		clock: &fakeClock{now: time.Date(2026, 12, 6, 4, 0, 0, 0, time.UTC)}}
+		clock:           &fakeClock{now: time.Date(2026, 12, 6, 4, 0, 0, 0, time.UTC)},
+		grafanaPassword: filepath.Join(t.TempDir(), "secrets", "grafana-admin-password")}
 	h.stacks = &fakeStacks{fake: h.fake}
 	nginx := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h.mu.Lock()
@@ -80,6 +84,8 @@ func (h *harness) release(holder, edgeURL, key string) *bluegreen.Release {
 			HealthTimeout: 10 * time.Second, FlipTimeout: 5 * time.Second, DrainTimeout: 10 * time.Second,
 			SmokeTimeout: 30 * time.Second, EdgeURL: edgeURL,
 			JWTSecretFile: key, DefaultJWTSecretFile: filepath.Join(h.t.TempDir(), "default-key"),
+			// Made by the first deploy, as .secrets/grafana-admin-password is.
+			GrafanaAdminPasswordFile: h.grafanaPassword, DefaultGrafanaAdminPasswordFile: h.grafanaPassword,
 			NATSReplicas: 3, AppStack: "stack/app.yml", EdgeStack: "stack/edge.yml", NATSClusterStack: "stack/nats-cluster.yml",
 			Network: "roomcast", LockStaleAfter: 30 * time.Minute,
 		},

@@ -30,6 +30,11 @@ type Config struct {
 	// JWTSecretFile is the app's HS256 key; when it is DefaultJWTSecretFile and
 	// missing, the first release makes it.
 	JWTSecretFile, DefaultJWTSecretFile string
+	// GrafanaAdminPasswordFile is Grafana's admin password; when it is
+	// DefaultGrafanaAdminPasswordFile and missing, the first deploy makes it.
+	GrafanaAdminPasswordFile, DefaultGrafanaAdminPasswordFile string
+	// GrafanaAdminUser is the login of Grafana's admin.
+	GrafanaAdminUser string
 	// NATSCluster is "true", "false" or empty (what is deployed); NATSReplicas its
 	// size; HistoryReplicas the history stream's replicas (empty: 3 for a cluster, 1
 	// else).

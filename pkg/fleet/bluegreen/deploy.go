@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"roomcast/pkg/auth"
 	"strings"
 )
 
@@ -168,8 +169,10 @@ type secretFile struct {
 	prefix, label string
 	// what the file holds and why to keep it, for the line saying the default is made.
 	what, keep string
-	// refusal says who refuses a file of fewer than 16 bytes other than white space.
-	refusal string
+	// minBytes is the least the file must hold, white space aside; refusal says who
+	// refuses less.
+	minBytes int
+	refusal  string
 }
 
 // ensureJWTSecret returns the ID of the Swarm secret holding JWTSecretFile, creating
@@ -180,7 +183,7 @@ func (r *Release) ensureJWTSecret(ctx context.Context) (string, error) {
 		variable: "JWT_SECRET_FILE", file: file, defaultFile: r.Config.DefaultJWTSecretFile,
 		prefix: jwtSecretPrefix, label: "roomcast.jwt",
 		what: "the app's JWT key", keep: "keep it: tokens are signed with it",
-		refusal: "the servers refuse such a key",
+		minBytes: auth.MinSecretBytes, refusal: "the servers refuse such a key (RFC 7518 §3.2)",
 	})
 	if err != nil {
 		return "", err
@@ -209,7 +212,7 @@ func (r *Release) ensureGrafanaSecret(ctx context.Context) (string, error) {
 		defaultFile: r.Config.DefaultGrafanaAdminPasswordFile,
 		prefix:      grafanaSecretPrefix, label: "roomcast.grafana",
 		what: "Grafana's admin password", keep: "Grafana's admin logs in with it",
-		refusal: "too weak a password",
+		minBytes: 16, refusal: "too weak a password",
 	})
 }
 
@@ -232,8 +235,8 @@ func (r *Release) ensureSecret(ctx context.Context, s secretFile) (string, error
 		}
 	}
 	// White space does not count: the servers and the smoke test trim it from a key.
-	if len(strings.Join(strings.Fields(string(data)), "")) < 16 {
-		return "", fmt.Errorf("%s=%s holds less than 16 bytes; %s", s.variable, s.file, s.refusal)
+	if len(strings.Join(strings.Fields(string(data)), "")) < s.minBytes {
+		return "", fmt.Errorf("%s=%s holds less than %d bytes; %s", s.variable, s.file, s.minBytes, s.refusal)
 	}
 	sum := sha256.Sum256(data)
 	id := hex.EncodeToString(sum[:])[:12]

@@ -165,3 +165,21 @@ func TestGrafanaPasswordFilesRefused(t *testing.T) {
 }
 
 func ptrTo(s string) *string { return &s }
+
+func TestJWTKeyShorterThanTheServersTakeIsRefused(t *testing.T) {
+	h := newHarness(t)
+	file := filepath.Join(t.TempDir(), "jwt-secret")
+	// 31 bytes: what the servers refuse (HS256 keys of at least 32 bytes, RFC 7518).
+	if err := os.WriteFile(file, []byte(strings.Repeat("k", 31)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.rel.Config.JWTSecretFile = file
+	err := h.rel.Deploy(h.ctx())
+	h.expectErr(err, "JWT_SECRET_FILE="+file+" holds less than 32 bytes")
+	if d := h.stacks.Deploys(); len(d) != 0 {
+		t.Errorf("deployed %v", d)
+	}
+	if n := h.fake.Count("POST /v1.41/secrets/create"); n != 0 {
+		t.Errorf("%d secrets created, want none", n)
+	}
+}

@@ -57,14 +57,6 @@ func loadConfig(environ map[string]string) (config, error) {
 // checkConfig checks what the types alone do not.
 func checkConfig(cfg *config, bad cli.Bad) error {
 	switch {
-	case cfg.Controller != "" && cfg.DockerHost != "":
-		return bad("ROOMCAST_EDGE_CONTROLLER", "set it or DOCKER_HOST, not both")
-	case cfg.Controller == "" && cfg.DockerHost == "":
-		return bad("ROOMCAST_EDGE_CONTROLLER", "want the edge controller's http://host:port (or set DOCKER_HOST to read Docker directly)")
-	case cfg.Controller != "" && !validController(cfg.Controller):
-		return bad("ROOMCAST_EDGE_CONTROLLER", "want http://host:port")
-	case cfg.DockerHost != "" && !cli.ValidDockerHost(cfg.DockerHost):
-		return bad("DOCKER_HOST", "want unix:///path/to/docker.sock or tcp://host:port")
 	case !cli.ValidServiceName(cfg.Service):
 		return bad("ROOMCAST_EDGE_SERVICE", "want a service name of letters, digits, _ . -")
 	case !bluegreen.ValidColor(cfg.DefaultColor):
@@ -104,6 +96,15 @@ func checkConfig(cfg *config, bad cli.Bad) error {
 		return bad("ROOMCAST_EDGE_ERROR_LOG", "want stderr or an absolute path")
 	case cfg.MetricsAddr != "off" && !cli.ValidListenAddr(cfg.MetricsAddr):
 		return bad("ROOMCAST_EDGE_METRICS_ADDR", "want host:port, :port or off")
+	// Where the labels come from, last: a bad value elsewhere is named first.
+	case cfg.Controller != "" && cfg.DockerHost != "":
+		return bad("ROOMCAST_EDGE_CONTROLLER", "want it or DOCKER_HOST set, not both")
+	case cfg.Controller == "" && cfg.DockerHost == "":
+		return bad("ROOMCAST_EDGE_CONTROLLER", "want the edge controller's http://host:port (or set DOCKER_HOST to read Docker directly)")
+	case cfg.Controller != "" && !validController(cfg.Controller):
+		return bad("ROOMCAST_EDGE_CONTROLLER", "want http://host:port")
+	case cfg.DockerHost != "" && !cli.ValidDockerHost(cfg.DockerHost):
+		return bad("DOCKER_HOST", "want unix:///path/to/docker.sock or tcp://host:port")
 	}
 	return nil
 }

@@ -99,7 +99,14 @@ func status(ctx context.Context, args []string, env map[string]string, stdout, s
 	if *want != "" && !bluegreen.ValidColor(*want) {
 		return cli.Usagef("-color %q: want blue or green", *want)
 	}
-	cfg, err := loadConfig(env)
+	// Only the listen port matters here: status also runs where nothing says where
+	// the labels come from (docker exec with another environment, tests).
+	cfg, err := cli.Load(env, func(cfg *config, bad cli.Bad) error {
+		if !validPort(cfg.ListenPort) {
+			return bad("ROOMCAST_EDGE_LISTEN_PORT", "want a port from 1 to 65535")
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}

@@ -130,15 +130,9 @@ func TestControllerCommand(t *testing.T) {
 	t.Run("serves the release labels, read-only", func(t *testing.T) {
 		w := newWorld(t, "blue")
 		w.fake.SetLabel("edge_nginx", "roomcast.lock", "someone 2026-12-06T04:00:00Z")
-		var d edge.Desired
 		clitest.Eventually(t, 5*time.Second, "labels served", func() error {
-			resp, err := client.Get("http://" + w.ctrlAddr + edge.LabelsPath)
+			d, err := w.desired()
 			if err != nil {
-				return err
-			}
-			defer resp.Body.Close()
-			d = edge.Desired{}
-			if err := json.NewDecoder(resp.Body).Decode(&d); err != nil {
 				return err
 			}
 			if _, ok := d.Labels["roomcast.lock"]; ok || d.Labels[bluegreen.LabelActive] != "blue" {
@@ -229,6 +223,33 @@ func (w *world) startController(t *testing.T) {
 	clitest.Eventually(t, 10*time.Second, "controller healthy", func() error {
 		return cli.Healthcheck(context.Background(), nil, map[string]string{"A": w.ctrlAddr}, "A", "", io.Discard)
 	})
+}
+
+// waitControllerServes waits until the controller serves color as the active one (it
+// follows Docker a moment after a change, as the nginx tasks follow it).
+func (w *world) waitControllerServes(t *testing.T, color string) {
+	t.Helper()
+	clitest.Eventually(t, 5*time.Second, "controller serving "+color, func() error {
+		d, err := w.desired()
+		if err != nil {
+			return err
+		}
+		if got := d.Labels[bluegreen.LabelActive]; got != color {
+			return fmt.Errorf("serves %q", got)
+		}
+		return nil
+	})
+}
+
+// desired is what the controller serves now.
+func (w *world) desired() (edge.Desired, error) {
+	var d edge.Desired
+	resp, err := client.Get("http://" + w.ctrlAddr + edge.LabelsPath)
+	if err != nil {
+		return d, err
+	}
+	defer resp.Body.Close()
+	return d, json.NewDecoder(resp.Body).Decode(&d)
 }
 
 func (w *world) stopController(t *testing.T) {
@@ -790,6 +811,7 @@ func TestARestartedEdgeReadsTheLabel(t *testing.T) {
 
 	// While it was down the label moved on; the default color is blue.
 	w.fake.SetLabel("edge_nginx", bluegreen.LabelActive, "green")
+	w.waitControllerServes(t, "green")
 	blueHits := w.blue.hits.Load()
 	second := w.start(t, map[string]string{"ROOMCAST_EDGE_DEFAULT_COLOR": "blue"})
 	second.waitServing("green", 10*time.Second)

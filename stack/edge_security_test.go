@@ -121,6 +121,7 @@ func inspectPublishedTasks(t *testing.T, env swarmEnv) {
 		t.Errorf("edge_edge-control: internal %v attachable %v", network.Internal, network.Attachable)
 	}
 	published := 0
+	checked := map[string]int{} // processes of nginx tasks whose user was checked
 	for _, svc := range services {
 		for _, n := range svc.Spec.TaskTemplate.Networks {
 			if n.Target == network.ID && svc.Spec.Name != "edge_nginx" && svc.Spec.Name != "edge_controller" {
@@ -157,19 +158,23 @@ func inspectPublishedTasks(t *testing.T, env swarmEnv) {
 				}
 			}
 			// The processes' real user, as the kernel sees them.
-			top := mustSh(t, env, time.Minute, "docker", "top", ctr, "-eo", "uid,comm")
-			t.Logf("%s %s user %q:\n%s", svc.Spec.Name, c[0].Name, c[0].Config.User, top)
+			// (docker top needs the pid column.)
+			top := mustSh(t, env, time.Minute, "docker", "top", ctr, "-eo", "pid,uid,comm")
 			for _, line := range strings.Split(strings.TrimSpace(top), "\n")[1:] {
 				f := strings.Fields(line)
-				if len(f) == 2 && (f[1] == "roomcast-edge" || f[1] == "nginx") && (f[0] == "0" || f[0] == "root") {
-					t.Errorf("%s (%s): %s runs as root", svc.Spec.Name, c[0].Name, f[1])
+				if len(f) == 3 && (f[2] == "roomcast-edge" || f[2] == "nginx") {
+					checked[f[2]]++
+					if f[1] == "0" || f[1] == "root" {
+						t.Errorf("%s (%s): %s runs as root", svc.Spec.Name, c[0].Name, f[2])
+					}
 				}
 			}
 		}
 	}
-	if published == 0 {
-		t.Fatal("found no task that publishes a port")
+	if published == 0 || checked["roomcast-edge"] == 0 || checked["nginx"] == 0 {
+		t.Fatalf("checked %d tasks that publish a port and the users of %v; want nginx tasks among them", published, checked)
 	}
+	t.Logf("%d tasks publish a port; users checked of %v", published, checked)
 }
 
 func hasHostPort(ports map[string][]struct{ HostPort string }) bool {

@@ -125,7 +125,7 @@ unlock *FLAGS:
 token SUB ROOMS TTL="1h":
     @ROOMCAST_JWT_SECRET_FILE="${JWT_SECRET_FILE:-.secrets/jwt-secret}" go run ./cmd/roomcast token -sub {{quote(SUB)}} -rooms {{quote(ROOMS)}} -ttl {{quote(TTL)}}
 
-# Run a k6 script of k6/ (fanout.js, smoke.js, soak.js, release.js) in the grafana/k6 image (K6_IMAGE) on the Swarm overlay network, against nginx (K6_URL, default ws://edge_nginx); ARGS go to `k6 run`, e.g. `just k6 release.js -e ROOMS=50` while `just promote TAG` runs.
+# Run a k6 script of k6/ (fanout.js, smoke.js, soak.js, release.js) in the grafana/k6 image (K6_IMAGE) on the Swarm overlay network, against nginx (K6_URL, default ws://edge_nginx:8080); ARGS go to `k6 run`, e.g. `just k6 release.js -e ROOMS=50` while `just promote TAG` runs.
 k6 SCRIPT *ARGS:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -136,4 +136,4 @@ k6 SCRIPT *ARGS:
       exit 2
     fi
     docker run --rm --network roomcast -v "$dir:/scripts:ro" "${K6_IMAGE:-grafana/k6:latest}" \
-      run -e URL="${K6_URL:-ws://edge_nginx}" {{ARGS}} "/scripts/$script"
+      run -e URL="${K6_URL:-ws://edge_nginx:8080}" {{ARGS}} "/scripts/$script"

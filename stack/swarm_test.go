@@ -269,6 +269,15 @@ func TestBlueGreenReleaseOnARealSwarm(t *testing.T) {
 		return
 	}
 
+	t.Run("nothing that publishes a port reaches the Docker API", func(t *testing.T) {
+		inspectPublishedTasks(t, env)
+		// The release tool's check of every local nginx task still works.
+		out := mustSh(t, env, time.Minute, "sh", "-c", "docker exec $(docker ps -q --filter label=com.docker.swarm.service.name=edge_nginx | head -1) /usr/local/bin/roomcast-edge status -color blue")
+		if !strings.Contains(out, `"color":"blue"`) {
+			t.Fatalf("roomcast-edge status in the nginx task: %s", out)
+		}
+	})
+
 	t.Run("promote under load", func(t *testing.T) {
 		load := startLoad(t, env, 200)
 		probe := startProbe(t, env)

@@ -11,11 +11,13 @@ import (
 	"roomcast/pkg/cli"
 	"roomcast/pkg/fleet/bluegreen"
 	"roomcast/pkg/fleet/edge"
+	"roomcast/pkg/fleet/swarm"
 )
 
 // config is roomcast-edge's environment. A set but empty variable means its default.
 type config struct {
-	DockerHost        string        `env:"DOCKER_HOST" envDefault:"unix:///var/run/docker.sock" help:"Docker Engine API (unix:// or tcp://); only the nginx service is read"`
+	Controller        string        `env:"ROOMCAST_EDGE_CONTROLLER" help:"edge controller (http://host:port) serving the labels; unset: DOCKER_HOST is read instead"`
+	DockerHost        string        `env:"DOCKER_HOST" help:"Docker Engine API (unix:// or tcp://), read only when ROOMCAST_EDGE_CONTROLLER is unset; only the nginx service is read"`
 	Service           string        `env:"ROOMCAST_EDGE_SERVICE" envDefault:"edge_nginx" help:"the nginx service whose label roomcast.active names the active color"`
 	DefaultColor      string        `env:"ROOMCAST_EDGE_DEFAULT_COLOR" envDefault:"blue" help:"color used only when the label is absent at start (blue or green)"`
 	AppService        string        `env:"ROOMCAST_EDGE_APP_SERVICE" envDefault:"{color}_app" help:"app service name of a color; {color} is replaced"`
@@ -55,8 +57,6 @@ func loadConfig(environ map[string]string) (config, error) {
 // checkConfig checks what the types alone do not.
 func checkConfig(cfg *config, bad cli.Bad) error {
 	switch {
-	case !cli.ValidDockerHost(cfg.DockerHost):
-		return bad("DOCKER_HOST", "want unix:///path/to/docker.sock or tcp://host:port")
 	case !cli.ValidServiceName(cfg.Service):
 		return bad("ROOMCAST_EDGE_SERVICE", "want a service name of letters, digits, _ . -")
 	case !bluegreen.ValidColor(cfg.DefaultColor):
@@ -96,8 +96,41 @@ func checkConfig(cfg *config, bad cli.Bad) error {
 		return bad("ROOMCAST_EDGE_ERROR_LOG", "want stderr or an absolute path")
 	case cfg.MetricsAddr != "off" && !cli.ValidListenAddr(cfg.MetricsAddr):
 		return bad("ROOMCAST_EDGE_METRICS_ADDR", "want host:port, :port or off")
+	// Where the labels come from, last: a bad value elsewhere is named first.
+	case cfg.Controller != "" && cfg.DockerHost != "":
+		return bad("ROOMCAST_EDGE_CONTROLLER", "want it or DOCKER_HOST set, not both")
+	case cfg.Controller == "" && cfg.DockerHost == "":
+		return bad("ROOMCAST_EDGE_CONTROLLER", "want the edge controller's http://host:port (or set DOCKER_HOST to read Docker directly)")
+	case cfg.Controller != "" && !validController(cfg.Controller):
+		return bad("ROOMCAST_EDGE_CONTROLLER", "want http://host:port")
+	case cfg.DockerHost != "" && !cli.ValidDockerHost(cfg.DockerHost):
+		return bad("DOCKER_HOST", "want unix:///path/to/docker.sock or tcp://host:port")
 	}
 	return nil
+}
+
+// controllerWait is how long each long poll of the controller asks it to wait.
+const controllerWait = 25 * time.Second
+
+func validController(s string) bool {
+	_, err := edge.NewControllerClient(s, controllerWait)
+	return err == nil
+}
+
+// services is where the labels are read: the controller, or Docker when none is set.
+func (c config) services() (edge.Services, func(), error) {
+	if c.Controller != "" {
+		cc, err := edge.NewControllerClient(c.Controller, controllerWait)
+		if err != nil {
+			return nil, nil, err
+		}
+		return cc, cc.Close, nil
+	}
+	docker, err := swarm.New(c.DockerHost)
+	if err != nil {
+		return nil, nil, err
+	}
+	return docker, func() { _ = docker.Close() }, nil
 }
 
 func validPort(p int) bool { return p >= 1 && p <= 65535 }

@@ -1,8 +1,10 @@
 // Command roomcast-edge is the entrypoint of the nginx container of the edge stack.
-// It reads the active color from the nginx service's label roomcast.active through
-// the Docker Engine API, renders the nginx config for that color, starts nginx in the
+// It reads the active color from the nginx service's label roomcast.active, served by
+// `roomcast-edge controller` (the edge's only holder of the Docker Engine API, in its
+// own service), renders the nginx config for that color, starts nginx in the
 // foreground as its child, and reloads it in place whenever the label changes (no
-// task restart). `roomcast-edge status` asks the local nginx which color it serves.
+// task restart). Without a controller it can read the Docker Engine API itself.
+// `roomcast-edge status` asks the local nginx which color it serves.
 package main
 
 import (
@@ -15,7 +17,6 @@ import (
 	"roomcast/pkg/envconfig"
 	"roomcast/pkg/fleet/bluegreen"
 	"roomcast/pkg/fleet/edge"
-	"roomcast/pkg/fleet/swarm"
 )
 
 // name is the command's name in its messages.
@@ -30,8 +31,13 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, env map[string]string, stdout, stderr io.Writer) error {
-	if len(args) > 0 && args[0] == "status" {
-		return status(ctx, args[1:], env, stdout, stderr)
+	if len(args) > 0 {
+		switch args[0] {
+		case "status":
+			return status(ctx, args[1:], env, stdout, stderr)
+		case "controller":
+			return controller(ctx, args[1:], env, stdout, stderr)
+		}
 	}
 	cfg, log, err := cli.Setup(cli.Command{Name: name, Version: version, Usage: usage}, args, env, stdout, stderr, loadConfig)
 	if err != nil {
@@ -42,15 +48,15 @@ func run(ctx context.Context, args []string, env map[string]string, stdout, stde
 	if err != nil {
 		return err
 	}
-	docker, err := swarm.New(cfg.DockerHost)
+	services, closeServices, err := cfg.services()
 	if err != nil {
 		return err
 	}
-	defer docker.Close()
+	defer closeServices()
 
 	reg := cli.NewRegistry()
 	e, err := edge.New(cfg.edge(), edge.Deps{
-		Services:   docker,
+		Services:   services,
 		Nginx:      edge.NewNginx(cfg.Nginx, cfg.Config, stdout, stderr),
 		Template:   tmpl,
 		Logger:     log,
@@ -74,8 +80,8 @@ func run(ctx context.Context, args []string, env map[string]string, stdout, stde
 	// connections, bounded by worker_shutdown_timeout), a second signal at once
 	// (SIGTERM), and Run returns once nginx has exited, with nginx's status, which is
 	// what run returns (a failing metrics server stops nginx gracefully too). Then the
-	// signal handler and the metrics server stop; the Docker client closes last
-	// (deferred above).
+	// signal handler and the metrics server stop; the controller's (or Docker's)
+	// client closes last (deferred above).
 	return cli.Lifecycle(ctx, log, e.Run, e.Abort, metrics, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT)
 }
 
@@ -93,7 +99,14 @@ func status(ctx context.Context, args []string, env map[string]string, stdout, s
 	if *want != "" && !bluegreen.ValidColor(*want) {
 		return cli.Usagef("-color %q: want blue or green", *want)
 	}
-	cfg, err := loadConfig(env)
+	// Only the listen port matters here: status also runs where nothing says where
+	// the labels come from (docker exec with another environment, tests).
+	cfg, err := cli.Load(env, func(cfg *config, bad cli.Bad) error {
+		if !validPort(cfg.ListenPort) {
+			return bad("ROOMCAST_EDGE_LISTEN_PORT", "want a port from 1 to 65535")
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
@@ -111,15 +124,19 @@ func status(ctx context.Context, args []string, env map[string]string, stdout, s
 func usage(w io.Writer) {
 	fmt.Fprint(w, `Usage: roomcast-edge [-h] [-version]
        roomcast-edge status [-color blue|green]
+       roomcast-edge controller [-h]
 
 roomcast-edge is the entrypoint of the edge's nginx container. It reads the active
 color from the label roomcast.active of its own Swarm service (ROOMCAST_EDGE_SERVICE)
-through the Docker Engine API (1.41 and newer, negotiated), waits until that color's
+from the edge controller at ROOMCAST_EDGE_CONTROLLER (roomcast-edge controller -h),
+which alone holds the Docker API; or, with ROOMCAST_EDGE_CONTROLLER unset and
+DOCKER_HOST set, through the Docker Engine API itself (1.41 and newer, negotiated;
+one of the two must be set). It waits until that color's
 app service resolves in DNS, renders the nginx config template, checks it with
-nginx -t and runs nginx in the foreground. When the label changes (Docker events,
-with a poll as fallback) it re-renders, checks and reloads nginx in place. A label
+nginx -t and runs nginx in the foreground. When the label changes (the controller's
+long poll or Docker events, with a poll as fallback) it re-renders, checks and reloads nginx in place. A label
 value that is not blue or green, a color that does not resolve, a config nginx
-rejects or a Docker API error keeps the running config; it is logged, counted in
+rejects or a controller or Docker API error keeps the running config; it is logged, counted in
 roomcast_edge_errors_total{kind} and retried. The label absent at start means
 ROOMCAST_EDGE_DEFAULT_COLOR; a restarted task reads the label, so it never falls
 back to an older color.

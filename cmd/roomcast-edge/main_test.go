@@ -35,7 +35,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestHelpDocumentsEveryVariableWithItsDefault(t *testing.T) {
 	clitest.Help(t, name, run,
-		"DOCKER_HOST", "unix:///var/run/docker.sock",
+		"ROOMCAST_EDGE_CONTROLLER", "DOCKER_HOST",
 		"ROOMCAST_EDGE_SERVICE", "edge_nginx",
 		"ROOMCAST_EDGE_DEFAULT_COLOR", "blue",
 		"ROOMCAST_EDGE_APP_SERVICE", "{color}_app",
@@ -84,9 +84,74 @@ func TestInvalidEnvironmentExitsTwoWithOneLineNamingTheVariable(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+"="+tt.value, func(t *testing.T) {
-			clitest.InvalidEnv(t, name, run, map[string]string{tt.name: tt.value}, tt.name, tt.value)
+			env := map[string]string{tt.name: tt.value}
+			if tt.name != "DOCKER_HOST" {
+				env["ROOMCAST_EDGE_CONTROLLER"] = "http://edge_controller:9190"
+			}
+			clitest.InvalidEnv(t, name, run, env, tt.name, tt.value)
 		})
 	}
+	// Where the labels come from: the controller or Docker, exactly one.
+	for _, env := range []map[string]string{
+		{"ROOMCAST_EDGE_CONTROLLER": "edge_controller:9190"},
+		{"ROOMCAST_EDGE_CONTROLLER": "http://edge_controller:9190/v1"},
+		{"ROOMCAST_EDGE_CONTROLLER": "http://edge_controller:9190", "DOCKER_HOST": "unix:///var/run/docker.sock"},
+		{"ROOMCAST_EDGE_CONTROLLER": ""},
+	} {
+		t.Run(fmt.Sprint(env), func(t *testing.T) {
+			clitest.InvalidEnv(t, name, run, env, "ROOMCAST_EDGE_CONTROLLER", env["ROOMCAST_EDGE_CONTROLLER"])
+		})
+	}
+}
+
+func TestControllerCommand(t *testing.T) {
+	t.Run("help", func(t *testing.T) {
+		clitest.Help(t, name+" controller", runController,
+			"DOCKER_HOST", "unix:///var/run/docker.sock",
+			"ROOMCAST_EDGE_SERVICE", "edge_nginx",
+			"ROOMCAST_EDGE_CONTROLLER_ADDR", ":9190",
+			"ROOMCAST_EDGE_POLL_INTERVAL", "5s",
+			"ROOMCAST_EDGE_CONTROLLER_MAX_WAIT", "30s",
+			"/v1/labels", "after=", "healthcheck",
+		)
+	})
+	for _, tt := range []struct{ name, value string }{
+		{"DOCKER_HOST", "/var/run/docker.sock"},
+		{"ROOMCAST_EDGE_SERVICE", "edge nginx"},
+		{"ROOMCAST_EDGE_CONTROLLER_ADDR", "9190"},
+		{"ROOMCAST_EDGE_POLL_INTERVAL", "1ms"},
+		{"ROOMCAST_EDGE_CONTROLLER_MAX_WAIT", "1h"},
+		{"ROOMCAST_LOG_LEVEL", "loud"},
+	} {
+		t.Run(tt.name+"="+tt.value, func(t *testing.T) {
+			clitest.InvalidEnv(t, name+" controller", runController, map[string]string{tt.name: tt.value}, tt.name, tt.value)
+		})
+	}
+	t.Run("serves the release labels, read-only", func(t *testing.T) {
+		w := newWorld(t, "blue")
+		w.fake.SetLabel("edge_nginx", "roomcast.lock", "someone 2026-12-06T04:00:00Z")
+		clitest.Eventually(t, 5*time.Second, "labels served", func() error {
+			d, err := w.desired()
+			if err != nil {
+				return err
+			}
+			if _, ok := d.Labels["roomcast.lock"]; ok || d.Labels[bluegreen.LabelActive] != "blue" {
+				return fmt.Errorf("served %v", d.Labels)
+			}
+			return nil
+		})
+		resp, err := client.Post("http://"+w.ctrlAddr+edge.LabelsPath, "application/json", strings.NewReader(`{"labels":{"roomcast.active":"green"}}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusMethodNotAllowed || w.fake.Labels("edge_nginx")[bluegreen.LabelActive] != "blue" {
+			t.Fatalf("POST: %d, label %v", resp.StatusCode, w.fake.Labels("edge_nginx"))
+		}
+		if code, out := clitest.Exit(name, run, []string{"controller", "healthcheck"}, map[string]string{"ROOMCAST_EDGE_CONTROLLER_ADDR": w.ctrlAddr}); code != 0 {
+			t.Fatalf("healthcheck: exit %d: %s", code, out)
+		}
+	})
 }
 
 func TestUnknownFlagOrArgumentExitsTwo(t *testing.T) {
@@ -132,6 +197,71 @@ type world struct {
 	dns         *edgetest.DNS
 	port        int
 	blue, green *app
+	// ctrl is the edge controller on the fake Engine API, at ctrlAddr, which the
+	// edges read (as in the stack); with direct they read the fake Engine API.
+	ctrl     *clitest.Process
+	ctrlAddr string
+	direct   bool
+}
+
+// runController is `roomcast-edge controller`.
+func runController(ctx context.Context, args []string, env map[string]string, stdout, stderr io.Writer) error {
+	return run(ctx, append([]string{"controller"}, args...), env, stdout, stderr)
+}
+
+// startController runs the edge controller of w (poll every 200ms) at w.ctrlAddr until
+// the test ends or stopController.
+func (w *world) startController(t *testing.T) {
+	t.Helper()
+	w.ctrl = clitest.Start(t, name+" controller", runController, map[string]string{
+		"DOCKER_HOST":                       w.fake.Host(),
+		"ROOMCAST_EDGE_CONTROLLER_ADDR":     w.ctrlAddr,
+		"ROOMCAST_EDGE_POLL_INTERVAL":       "200ms",
+		"ROOMCAST_EDGE_CONTROLLER_MAX_WAIT": "5s",
+		"ROOMCAST_LOG_LEVEL":                "debug",
+	})
+	clitest.Eventually(t, 10*time.Second, "controller healthy", func() error {
+		return cli.Healthcheck(context.Background(), nil, map[string]string{"A": w.ctrlAddr}, "A", "", io.Discard)
+	})
+}
+
+// waitControllerServes waits until the controller serves color as the active one (it
+// follows Docker a moment after a change, as the nginx tasks follow it).
+func (w *world) waitControllerServes(t *testing.T, color string) {
+	t.Helper()
+	clitest.Eventually(t, 5*time.Second, "controller serving "+color, func() error {
+		d, err := w.desired()
+		if err != nil {
+			return err
+		}
+		if got := d.Labels[bluegreen.LabelActive]; got != color {
+			return fmt.Errorf("serves %q", got)
+		}
+		return nil
+	})
+}
+
+// desired is what the controller serves now.
+func (w *world) desired() (edge.Desired, error) {
+	var d edge.Desired
+	resp, err := client.Get("http://" + w.ctrlAddr + edge.LabelsPath)
+	if err != nil {
+		return d, err
+	}
+	defer resp.Body.Close()
+	return d, json.NewDecoder(resp.Body).Decode(&d)
+}
+
+func (w *world) stopController(t *testing.T) {
+	t.Helper()
+	if err := w.ctrl.Stop(10 * time.Second); err != nil {
+		t.Fatalf("stopping the controller: %v", err)
+	}
+}
+
+// ctrlMetric is the value of one series of the controller's /metrics, -1 if absent.
+func (w *world) ctrlMetric(series string) float64 {
+	return clitest.Scrape("http://"+w.ctrlAddr+"/metrics", series)
 }
 
 func newWorld(t *testing.T, label string) *world {
@@ -172,6 +302,8 @@ func newWorld(t *testing.T, label string) *world {
 		t.Cleanup(func() { _ = srv.Close() })
 	}
 	w.dns.Set("blue_app", "127.0.0.2")
+	w.ctrlAddr = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	w.startController(t)
 	return w
 }
 
@@ -196,7 +328,7 @@ func (w *world) start(t *testing.T, extra map[string]string) *edgeRun {
 	}
 	e := &edgeRun{t: t, dir: t.TempDir(), listen: testenv.FreePort(t), metrics: testenv.FreePort(t)}
 	env := map[string]string{
-		"DOCKER_HOST":                           w.fake.Host(),
+		"ROOMCAST_EDGE_CONTROLLER":              "http://" + w.ctrlAddr,
 		"ROOMCAST_EDGE_RESOLVER":                w.dns.Addr(),
 		"ROOMCAST_EDGE_RESOLVER_VALID":          "1s",
 		"ROOMCAST_EDGE_APP_PORT":                strconv.Itoa(w.port),
@@ -211,6 +343,10 @@ func (w *world) start(t *testing.T, extra map[string]string) *edgeRun {
 		"ROOMCAST_EDGE_POLL_INTERVAL":           "200ms",
 		"ROOMCAST_EDGE_START_TIMEOUT":           "20s",
 		"ROOMCAST_LOG_LEVEL":                    "debug",
+	}
+	if w.direct {
+		delete(env, "ROOMCAST_EDGE_CONTROLLER")
+		env["DOCKER_HOST"] = w.fake.Host()
 	}
 	for k, v := range extra {
 		env[k] = v
@@ -481,24 +617,80 @@ func TestFlipFromBlueToGreenFailsNoRequest(t *testing.T) {
 }
 
 func TestFlipByPollWhenTheEventStreamFails(t *testing.T) {
+	// Whoever reads Docker (the controller, or the edge itself) polls while its event
+	// stream is refused, counts the failure and reopens the stream once it works.
+	for _, tc := range []struct {
+		name   string
+		direct bool
+	}{{"through the controller", false}, {"edge reading Docker", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t, "blue")
+			w.direct = tc.direct
+			w.deployGreen()
+			w.fake.RefuseStreams(true)
+			w.fake.CutStreams()
+			e := w.start(t, nil) // poll every 200ms
+			e.waitServing("blue", 10*time.Second)
+			w.fake.SetLabelQuietly("edge_nginx", bluegreen.LabelActive, "green")
+			e.waitServing("green", 5*time.Second)
+			counted := e.errorsOf(edge.KindEventStream)
+			if !tc.direct {
+				counted = w.ctrlMetric(`roomcast_edge_controller_errors_total{kind="event_stream"}`)
+			}
+			if counted < 1 {
+				t.Fatalf("event stream failures counted %v", counted)
+			}
+			w.fake.RefuseStreams(false)
+			clitest.Eventually(t, 10*time.Second, "event stream reopened", func() error {
+				if w.fake.Streams() == 0 {
+					return errors.New("no stream")
+				}
+				return nil
+			})
+		})
+	}
+}
+
+func TestTheControllerDownKeepsTheRunningColor(t *testing.T) {
 	w := newWorld(t, "blue")
 	w.deployGreen()
-	w.fake.RefuseStreams(true)
-	e := w.start(t, nil) // poll every 200ms
+	e := w.start(t, nil)
 	e.waitServing("blue", 10*time.Second)
-	w.fake.SetLabelQuietly("edge_nginx", bluegreen.LabelActive, "green")
-	e.waitServing("green", 5*time.Second)
-	if n := e.errorsOf(edge.KindEventStream); n < 1 {
-		t.Fatalf("event stream failures counted %v", n)
-	}
-	// The stream is tried again (with backoff) and used once it works.
-	w.fake.RefuseStreams(false)
-	clitest.Eventually(t, 10*time.Second, "event stream reopened", func() error {
-		if w.fake.Streams() == 0 {
-			return errors.New("no stream")
+	// The controller goes away: the long poll is lost, counted, and nginx keeps blue.
+	w.stopController(t)
+	clitest.Eventually(t, 10*time.Second, "lost controller counted", func() error {
+		if e.errorsOf(edge.KindEventStream) < 1 || e.errorsOf(edge.KindController) < 1 {
+			return fmt.Errorf("event_stream %v, controller %v", e.errorsOf(edge.KindEventStream), e.errorsOf(edge.KindController))
 		}
 		return nil
 	})
+	e.waitServing("blue", time.Second)
+	// The label flips while it is down; once it is back the edge follows.
+	w.fake.SetLabel("edge_nginx", bluegreen.LabelActive, "green")
+	w.startController(t)
+	e.waitServing("green", 10*time.Second)
+}
+
+func TestAtStartItWaitsForTheController(t *testing.T) {
+	w := newWorld(t, "green")
+	w.deployGreen()
+	w.stopController(t)
+	// Like Docker down at start: no guess (the default color is blue), a bounded wait.
+	e := w.start(t, map[string]string{"ROOMCAST_EDGE_DEFAULT_COLOR": "blue"})
+	clitest.Eventually(t, 10*time.Second, "waiting counted", func() error {
+		if e.errorsOf(edge.KindController) < 2 {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	if _, err := e.status(); err == nil {
+		t.Fatal("nginx answers before the controller did")
+	}
+	w.startController(t)
+	e.waitServing("green", 10*time.Second)
+	if w.blue.hits.Load() != 0 {
+		t.Fatal("requests went to blue")
+	}
 }
 
 func TestRefusedChangesKeepTheOldColor(t *testing.T) {
@@ -520,6 +712,7 @@ func TestRefusedChangesKeepTheOldColor(t *testing.T) {
 		refuse func(w *world)
 		mend   func(w *world) // nil: stays refused
 		kind   string
+		direct bool // the edge reads Docker (a controller keeps its last labels)
 	}{
 		{
 			name:   "green does not resolve",
@@ -549,8 +742,9 @@ func TestRefusedChangesKeepTheOldColor(t *testing.T) {
 				w.fake.Fail(`^/services/`, http.StatusInternalServerError, -1)
 				w.fake.SetLabel("edge_nginx", bluegreen.LabelActive, "green")
 			},
-			mend: func(w *world) { w.fake.Fail(`^/services/`, 0, 0) },
-			kind: edge.KindDockerAPI,
+			mend:   func(w *world) { w.fake.Fail(`^/services/`, 0, 0) },
+			kind:   edge.KindDockerAPI,
+			direct: true,
 		},
 		{
 			name: "nginx -t rejects the green config",
@@ -564,6 +758,7 @@ func TestRefusedChangesKeepTheOldColor(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			w := newWorld(t, "blue")
+			w.direct = tt.direct
 			var env map[string]string
 			if tt.env != nil {
 				env = tt.env(t)
@@ -616,6 +811,7 @@ func TestARestartedEdgeReadsTheLabel(t *testing.T) {
 
 	// While it was down the label moved on; the default color is blue.
 	w.fake.SetLabel("edge_nginx", bluegreen.LabelActive, "green")
+	w.waitControllerServes(t, "green")
 	blueHits := w.blue.hits.Load()
 	second := w.start(t, map[string]string{"ROOMCAST_EDGE_DEFAULT_COLOR": "blue"})
 	second.waitServing("green", 10*time.Second)
@@ -705,11 +901,11 @@ func TestNginxDyingOnItsOwnEndsRoomcastEdge(t *testing.T) {
 }
 
 func TestDefaultsAndEmptyValues(t *testing.T) {
-	cfg, err := loadConfig(map[string]string{"ROOMCAST_EDGE_METRICS_ADDR": "", "ROOMCAST_EDGE_SERVICE": ""})
+	cfg, err := loadConfig(map[string]string{"ROOMCAST_EDGE_METRICS_ADDR": "", "ROOMCAST_EDGE_SERVICE": "", "ROOMCAST_EDGE_CONTROLLER": "http://edge_controller:9190"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.MetricsAddr != ":9180" || cfg.Service != "edge_nginx" || cfg.DockerHost != "unix:///var/run/docker.sock" ||
+	if cfg.MetricsAddr != ":9180" || cfg.Service != "edge_nginx" || cfg.DockerHost != "" ||
 		cfg.ShutdownTimeout != 40*time.Second || cfg.ListenPort != 80 || cfg.AppPort != 8080 || cfg.Resolver != "127.0.0.11" {
 		t.Fatalf("defaults: %+v", cfg)
 	}
@@ -717,7 +913,7 @@ func TestDefaultsAndEmptyValues(t *testing.T) {
 	if p.PidPath != "/run/roomcast-edge/nginx.pid" || p.TempDir != "/run/roomcast-edge/tmp" || p.User != "" {
 		t.Fatalf("paths: %+v", p)
 	}
-	if cfg, err := loadConfig(map[string]string{"ROOMCAST_EDGE_METRICS_ADDR": "off", "ROOMCAST_EDGE_RESOLVER": "fd00::53"}); err != nil ||
+	if cfg, err := loadConfig(map[string]string{"ROOMCAST_EDGE_METRICS_ADDR": "off", "ROOMCAST_EDGE_RESOLVER": "fd00::53", "DOCKER_HOST": "unix:///d.sock"}); err != nil ||
 		cfg.MetricsAddr != "off" || cfg.params().Resolver != "[fd00::53]" {
 		t.Fatalf("off / IPv6 resolver: %+v %v", cfg, err)
 	}

@@ -1,6 +1,7 @@
 // Package edge keeps nginx routing to the active color. It reads the color from the
-// nginx service's label roomcast.active (through Services, which package swarm
-// implements), checks that the color's app service resolves in DNS, renders the nginx
+// nginx service's label roomcast.active (through Services: the edge Controller's HTTP
+// API by a ControllerClient, so that the internet-facing task holds no Docker API, or
+// package swarm directly), checks that the color's app service resolves in DNS, renders the nginx
 // config from a template, has nginx test it, and starts nginx or reloads it in place.
 // It then follows the label: Docker events wake it at once, a poll catches what the
 // event stream missed, and the stream is reopened with backoff when it fails.
@@ -13,6 +14,10 @@
 // than route to a dead color, and it never falls back to an older color: the label
 // is the only source of truth, and the default color is used only when the label is
 // absent at start.
+//
+// The Controller is the one component that holds the Docker API: it follows the same
+// labels with the same events, poll and resync, and serves only the release labels,
+// read-only, with a long poll that wakes the nginx tasks at once on a flip.
 //
 // Concurrency: Run drives everything from one goroutine (plus one that reads events);
 // Abort and Applied may be called from any goroutine.
@@ -39,6 +44,7 @@ import (
 // Error kinds of roomcast_edge_errors_total.
 const (
 	KindDockerAPI       = "docker_api"        // reading the service failed
+	KindController      = "controller"        // reading the edge controller failed
 	KindServiceNotFound = "service_not_found" // the nginx service does not exist
 	KindLabelMissing    = "label_missing"     // the label disappeared after start
 	KindBadLabel        = "bad_label"         // the label is not a color
@@ -49,10 +55,11 @@ const (
 	KindEventStream     = "event_stream"      // the Docker event stream failed or ended
 )
 
-var kinds = []string{KindDockerAPI, KindServiceNotFound, KindLabelMissing, KindBadLabel,
+var kinds = []string{KindDockerAPI, KindController, KindServiceNotFound, KindLabelMissing, KindBadLabel,
 	KindUnresolved, KindRender, KindConfigTest, KindReload, KindEventStream}
 
-// Services reads the nginx service (implemented by *swarm.Client).
+// Services reads the nginx service (implemented by *swarm.Client, and by
+// *ControllerClient without Docker).
 type Services interface {
 	// ServiceLabels returns the service's labels; swarm.ErrServiceNotFound when it
 	// does not exist.
@@ -180,7 +187,7 @@ func New(cfg Config, deps Deps) (*Edge, error) {
 		abort: make(chan struct{}),
 		errorsTotal: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "roomcast_edge_errors_total",
-			Help: "Label changes refused, Docker API and event stream failures, by kind; the running config is kept.",
+			Help: "Label changes refused, Docker API, edge controller and event stream failures, by kind; the running config is kept.",
 		}, []string{"kind"}),
 		reloads: f.NewCounter(prometheus.CounterOpts{
 			Name: "roomcast_edge_reloads_total",

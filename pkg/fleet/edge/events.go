@@ -3,12 +3,15 @@ package edge
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"time"
 )
 
-// watch reads the service's events and kicks a reconcile for each, and after every
-// (re)connection, since changes made while no stream was open were missed.
-func (e *Edge) watch(ctx context.Context, kicks chan<- struct{}) {
+// follow reads the events of service name and kicks a reconcile for each, and after
+// every (re)connection, since changes made while no stream was open were missed. A
+// lost stream is passed to lost (with the wait before the next attempt) and reopened
+// with backoff; follow returns when ctx is done.
+func follow(ctx context.Context, svc Services, name string, log *slog.Logger, kicks chan<- struct{}, lost func(err error, retryIn time.Duration)) {
 	kick := func() {
 		select {
 		case kicks <- struct{}{}:
@@ -18,10 +21,10 @@ func (e *Edge) watch(ctx context.Context, kicks chan<- struct{}) {
 	delay := streamMinWait
 	for ctx.Err() == nil {
 		opened := time.Now()
-		events, errs := e.deps.Services.WatchService(ctx, e.cfg.Service)
+		events, errs := svc.WatchService(ctx, name)
 		kick()
 		for ev := range events {
-			e.log.Debug("service event", "action", ev.Action, "service", ev.Name)
+			log.Debug("service event", "action", ev.Action, "service", ev.Name)
 			kick()
 		}
 		err := <-errs
@@ -34,7 +37,7 @@ func (e *Edge) watch(ctx context.Context, kicks chan<- struct{}) {
 		if err == nil {
 			err = errors.New("event stream ended")
 		}
-		e.count(KindEventStream, "event stream lost, polling until it is back", err, "retry_in", delay.String())
+		lost(err, delay)
 		kick()
 		select {
 		case <-ctx.Done():
@@ -43,4 +46,11 @@ func (e *Edge) watch(ctx context.Context, kicks chan<- struct{}) {
 		}
 		delay = min(2*delay, streamMaxWait)
 	}
+}
+
+// watch follows the nginx service for Run.
+func (e *Edge) watch(ctx context.Context, kicks chan<- struct{}) {
+	follow(ctx, e.deps.Services, e.cfg.Service, e.log, kicks, func(err error, retryIn time.Duration) {
+		e.count(KindEventStream, "event stream lost, polling until it is back", err, "retry_in", retryIn.String())
+	})
 }

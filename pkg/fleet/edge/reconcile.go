@@ -89,6 +89,8 @@ func (e *Edge) desired(ctx context.Context, atStart bool) (color, kind string, e
 	switch {
 	case errors.Is(err, swarm.ErrServiceNotFound):
 		return "", KindServiceNotFound, err
+	case errors.Is(err, ErrController):
+		return "", KindController, err
 	case err != nil:
 		return "", KindDockerAPI, err
 	}

@@ -121,9 +121,9 @@ scale N:
 unlock *FLAGS:
     {{release}} unlock {{FLAGS}}
 
-# Print a token for the app on Swarm, signed with JWT_SECRET_FILE (default .secrets/jwt-secret, made by the first deploy): `just token alice 'lobby,team-*' 8h`.
+# Print a token for the app on Swarm, signed with JWT_SECRET_FILE (default .secrets/jwt-secret, made by the first deploy), for the audience and issuer the stack checks (JWT_AUDIENCE, default roomcast; JWT_ISSUER, default roomcast-swarm): `just token alice 'lobby,team-*' 8h`.
 token SUB ROOMS TTL="1h":
-    @ROOMCAST_JWT_SECRET_FILE="${JWT_SECRET_FILE:-.secrets/jwt-secret}" go run ./cmd/roomcast token -sub {{quote(SUB)}} -rooms {{quote(ROOMS)}} -ttl {{quote(TTL)}}
+    @ROOMCAST_JWT_SECRET_FILE="${JWT_SECRET_FILE:-.secrets/jwt-secret}" ROOMCAST_JWT_AUDIENCE="${JWT_AUDIENCE:-roomcast}" ROOMCAST_JWT_ISSUER="${JWT_ISSUER:-roomcast-swarm}" go run ./cmd/roomcast token -sub {{quote(SUB)}} -rooms {{quote(ROOMS)}} -ttl {{quote(TTL)}}
 
 # Run a k6 script of k6/ (fanout.js, smoke.js, soak.js, release.js) in the grafana/k6 image (K6_IMAGE) on the Swarm overlay network, against nginx (K6_URL, default ws://edge_nginx:8080); ARGS go to `k6 run`, e.g. `just k6 release.js -e ROOMS=50` while `just promote TAG` runs.
 k6 SCRIPT *ARGS:

@@ -62,6 +62,8 @@ type config struct {
 	DrainTimeout    int           `env:"DRAIN_TIMEOUT" envDefault:"120" help:"seconds to wait for the old color to drain"`
 	SmokeTimeout    time.Duration `env:"SMOKE_TIMEOUT" envDefault:"60s" help:"roomcast-smoke's -timeout"`
 	JWTSecretFile   string        `env:"JWT_SECRET_FILE" envDefault:".secrets/jwt-secret" help:"the app's HS256 key (the default is made on first use); the Swarm secret is named after its content"`
+	JWTAudience     string        `env:"JWT_AUDIENCE" envDefault:"roomcast" help:"the aud claim the app's replicas require (ROOMCAST_JWT_AUDIENCE); just token and the smoke test write it"`
+	JWTIssuer       string        `env:"JWT_ISSUER" envDefault:"roomcast-swarm" help:"the iss claim the app's replicas require (ROOMCAST_JWT_ISSUER); just token and the smoke test write it"`
 	GrafanaPassword string        `env:"GRAFANA_ADMIN_PASSWORD_FILE" envDefault:".secrets/grafana-admin-password" help:"Grafana's admin password (the default is made on first use); the Swarm secret is named after its content"`
 	GrafanaUser     string        `env:"GRAFANA_ADMIN_USER" envDefault:"admin" help:"login of Grafana's admin"`
 	NATSCluster     string        `env:"NATS_CLUSTER" defaultHelp:"what is deployed" help:"true: NATS as a JetStream cluster (stack/nats-cluster.yml); false: one node"`
@@ -92,6 +94,12 @@ func checkConfig(c *config, bad cli.Bad) error {
 	} {
 		if !v.ok {
 			return bad(v.name, "want a number above 0")
+		}
+	}
+	// Empty would turn the replicas' check off while tokens still carried a value.
+	for _, v := range []struct{ name, value string }{{"JWT_AUDIENCE", c.JWTAudience}, {"JWT_ISSUER", c.JWTIssuer}} {
+		if v.value == "" || strings.TrimSpace(v.value) != v.value {
+			return bad(v.name, "want a value without surrounding white space")
 		}
 	}
 	if c.NATSCluster != "" && c.NATSCluster != "true" && c.NATSCluster != "false" {
@@ -192,6 +200,7 @@ func releaseConfig(cfg config) bluegreen.Config {
 		DrainTimeout:  time.Duration(cfg.DrainTimeout) * time.Second,
 		SmokeTimeout:  cfg.SmokeTimeout, EdgeURL: cfg.EdgeURL,
 		JWTSecretFile: cfg.JWTSecretFile, DefaultJWTSecretFile: ".secrets/jwt-secret",
+		JWTAudience: cfg.JWTAudience, JWTIssuer: cfg.JWTIssuer,
 		GrafanaAdminUser: cfg.GrafanaUser, GrafanaAdminPasswordFile: cfg.GrafanaPassword, DefaultGrafanaAdminPasswordFile: ".secrets/grafana-admin-password",
 		NATSCluster: cfg.NATSCluster, NATSReplicas: cfg.NATSReplicas, HistoryReplicas: cfg.HistoryReplicas,
 		AppStack: "stack/app.yml", EdgeStack: "stack/edge.yml", NATSClusterStack: "stack/nats-cluster.yml",

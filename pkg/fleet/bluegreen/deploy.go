@@ -137,8 +137,8 @@ func (r *Release) deployEdge(ctx context.Context, env map[string]string, mine, a
 	return r.Stacks.Deploy(ctx, "edge", files, e)
 }
 
-// stackEnv makes sure the JWT secret exists and settles the NATS settings: the
-// variables every stack deploy of this release gets.
+// stackEnv makes sure the JWT secret exists and settles the NATS settings and the
+// tokens' audience and issuer: the variables every stack deploy of this release gets.
 func (r *Release) stackEnv(ctx context.Context) (map[string]string, error) {
 	id, err := r.ensureJWTSecret(ctx)
 	if err != nil {
@@ -148,7 +148,8 @@ func (r *Release) stackEnv(ctx context.Context) (map[string]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	return map[string]string{"JWT_SECRET_ID": id, "NATS_CLUSTER": cluster, "HISTORY_REPLICAS": history}, nil
+	return map[string]string{"JWT_SECRET_ID": id, "JWT_AUDIENCE": r.Config.JWTAudience, "JWT_ISSUER": r.Config.JWTIssuer,
+		"NATS_CLUSTER": cluster, "HISTORY_REPLICAS": history}, nil
 }
 
 // The Swarm secrets a release makes from files of the operator's: each named after the

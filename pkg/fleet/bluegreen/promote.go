@@ -228,7 +228,9 @@ func (r *Release) smoke(ctx context.Context, env map[string]string, color, image
 		Name:  "roomcast_smoke_" + color,
 		Image: image,
 		Command: []string{"/usr/local/bin/roomcast-smoke", "-target", "tasks." + appService(color) + ":8080",
-			"-color", color, "-timeout", r.Config.SmokeTimeout.String(), "-jwt-secret-file", "/run/secrets/roomcast_jwt"},
+			"-color", color, "-timeout", r.Config.SmokeTimeout.String(), "-jwt-secret-file", "/run/secrets/roomcast_jwt",
+			// The values the stack gave the replicas, or they refuse the job's token.
+			"-jwt-audience", env["JWT_AUDIENCE"], "-jwt-issuer", env["JWT_ISSUER"]},
 		Network:      r.Config.Network,
 		Secret:       jwtSecretPrefix + env["JWT_SECRET_ID"],
 		SecretTarget: "roomcast_jwt",

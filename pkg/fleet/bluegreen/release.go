@@ -30,6 +30,9 @@ type Config struct {
 	// JWTSecretFile is the app's HS256 key; when it is DefaultJWTSecretFile and
 	// missing, the first release makes it.
 	JWTSecretFile, DefaultJWTSecretFile string
+	// JWTAudience and JWTIssuer are the aud and iss the replicas check (the stack's
+	// JWT_AUDIENCE and JWT_ISSUER); the smoke job's token carries them.
+	JWTAudience, JWTIssuer string
 	// GrafanaAdminPasswordFile is Grafana's admin password; when it is
 	// DefaultGrafanaAdminPasswordFile and missing, the first deploy makes it.
 	GrafanaAdminPasswordFile, DefaultGrafanaAdminPasswordFile string

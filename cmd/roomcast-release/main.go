@@ -96,9 +96,10 @@ func checkConfig(c *config, bad cli.Bad) error {
 			return bad(v.name, "want a number above 0")
 		}
 	}
-	// Empty would turn the replicas' check off while tokens still carried a value.
+	// Empty is the default (as in stack/app.yml: never a check turned off); white space
+	// is a value no one means, and `just token` would not write it.
 	for _, v := range []struct{ name, value string }{{"JWT_AUDIENCE", c.JWTAudience}, {"JWT_ISSUER", c.JWTIssuer}} {
-		if v.value == "" || strings.TrimSpace(v.value) != v.value {
+		if strings.TrimSpace(v.value) != v.value {
 			return bad(v.name, "want a value without surrounding white space")
 		}
 	}

@@ -84,6 +84,7 @@ func (h *harness) release(holder, edgeURL, key string) *bluegreen.Release {
 			HealthTimeout: 10 * time.Second, FlipTimeout: 5 * time.Second, DrainTimeout: 10 * time.Second,
 			SmokeTimeout: 30 * time.Second, EdgeURL: edgeURL,
 			JWTSecretFile: key, DefaultJWTSecretFile: filepath.Join(h.t.TempDir(), "default-key"),
+			JWTAudience: jwtAudience, JWTIssuer: jwtIssuer,
 			// Made by the first deploy, as .secrets/grafana-admin-password is.
 			GrafanaAdminPasswordFile: h.grafanaPassword, DefaultGrafanaAdminPasswordFile: h.grafanaPassword,
 			NATSReplicas: 3, AppStack: "stack/app.yml", EdgeStack: "stack/edge.yml", NATSClusterStack: "stack/nats-cluster.yml",

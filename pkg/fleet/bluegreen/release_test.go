@@ -69,8 +69,13 @@ func (h *harness) edgeID() string {
 	return "none"
 }
 
+// The tokens' audience and issuer of the harness' releases: not the defaults of
+// roomcast-release, so a value that skipped Config would show.
+const jwtAudience, jwtIssuer = "chat.example", "release-test"
+
 // TestSmokeJobGetsTheKeyAsASecretFile: the smoke test runs as a one-off job with the
-// key mounted from the Swarm secret, never as a literal in its command or environment.
+// key mounted from the Swarm secret, never as a literal in its command or environment,
+// and its token carries the audience and issuer the stack gives the replicas.
 func TestSmokeJobGetsTheKeyAsASecretFile(t *testing.T) {
 	h := newHarness(t)
 	h.deployed("blue", "", "t1", "")
@@ -82,12 +87,43 @@ func TestSmokeJobGetsTheKeyAsASecretFile(t *testing.T) {
 		t.Fatalf("created %+v, want one job", created)
 	}
 	job := created[0]
-	want := "/usr/local/bin/roomcast-smoke -target tasks.green_app:8080 -color green -timeout 30s -jwt-secret-file /run/secrets/roomcast_jwt"
+	want := "/usr/local/bin/roomcast-smoke -target tasks.green_app:8080 -color green -timeout 30s -jwt-secret-file /run/secrets/roomcast_jwt" +
+		" -jwt-audience " + jwtAudience + " -jwt-issuer " + jwtIssuer
 	if strings.Join(job.Command, " ") != want || job.Image != appImage+":t2" {
 		t.Errorf("job runs %s %q, want %q", job.Image, job.Command, want)
 	}
 	if len(job.Secrets) != 1 || !strings.HasPrefix(job.Secrets[0], "roomcast_jwt_") {
 		t.Errorf("job mounts %v", job.Secrets)
+	}
+}
+
+// TestEveryStackDeployGetsTheTokensAudienceAndIssuer: the app stack reads JWT_AUDIENCE
+// and JWT_ISSUER on every deploy (first deploy, promote, rollback), or a deploy would
+// reset the replicas to the file's defaults while tokens carry other values.
+func TestEveryStackDeployGetsTheTokensAudienceAndIssuer(t *testing.T) {
+	h := newHarness(t)
+	var got []string
+	h.stacks.before = func(name string, env map[string]string) error {
+		got = append(got, name+" aud="+env["JWT_AUDIENCE"]+" iss="+env["JWT_ISSUER"])
+		return nil
+	}
+	ctx := h.ctx()
+	if err := h.rel.Deploy(ctx); err != nil {
+		t.Fatalf("deploy: %v\n%s", err, h.out)
+	}
+	if err := h.rel.Promote(ctx, "t2"); err != nil {
+		t.Fatalf("promote: %v\n%s", err, h.out)
+	}
+	if err := h.rel.Rollback(ctx); err != nil {
+		t.Fatalf("rollback: %v\n%s", err, h.out)
+	}
+	if len(got) < 4 {
+		t.Fatalf("stack deploys %q, want edge, blue, green and blue again", got)
+	}
+	for _, d := range got {
+		if _, rest, _ := strings.Cut(d, " "); rest != "aud="+jwtAudience+" iss="+jwtIssuer {
+			t.Errorf("stack deploy %q, want aud=%s iss=%s", d, jwtAudience, jwtIssuer)
+		}
 	}
 }
 

@@ -32,6 +32,8 @@ func TestAppStackNeedsColorTagReplicasAndTheJWTSecret(t *testing.T) {
 		"stop_grace_period: 35s", "external: true", "name: roomcast",
 		// Auth on, the key a Swarm secret (never a literal in the stack file).
 		"ROOMCAST_JWT_SECRET_FILE: /run/secrets/roomcast_jwt", "name: roomcast_jwt_0123abcd", "target: roomcast_jwt",
+		// roomcast-release's defaults of JWT_AUDIENCE and JWT_ISSUER, which just token writes.
+		"ROOMCAST_JWT_AUDIENCE: roomcast", "ROOMCAST_JWT_ISSUER: roomcast-swarm",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("rendered app.yml lacks %q:\n%s", want, out)

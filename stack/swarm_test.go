@@ -34,6 +34,9 @@ type swarmEnv struct {
 	// key is the app's HS256 key (JWT_SECRET_FILE of the recipes): auth is on in the
 	// stacks, so every client through nginx carries a token signed with it.
 	key []byte
+	// audience and issuer are the aud and iss the stacks check (JWT_AUDIENCE and
+	// JWT_ISSUER of the recipes), written into every token.
+	audience, issuer string
 }
 
 // newSwarmEnv is the environment of a test that deploys the stacks: nginx and Grafana
@@ -63,6 +66,8 @@ func newSwarmEnv(t *testing.T, vars ...string) swarmEnv {
 
 // withJWTKey gives env a fresh key in a file of its own, so the recipes never make the
 // repository's default .secrets/jwt-secret; teardown removes the Swarm secret made of it.
+// The audience and issuer are not roomcast-release's defaults: one it failed to pass on
+// to the stack deploy or the smoke job would fail the test.
 func withJWTKey(t *testing.T, env *swarmEnv) {
 	t.Helper()
 	var b [32]byte
@@ -74,13 +79,22 @@ func withJWTKey(t *testing.T, env *swarmEnv) {
 	if err := os.WriteFile(file, append(env.key, '\n'), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	env.vars = append(env.vars, "JWT_SECRET_FILE="+file)
+	env.audience, env.issuer = "roomcast-stack-test", "stack-test"
+	env.vars = append(env.vars, "JWT_SECRET_FILE="+file, "JWT_AUDIENCE="+env.audience, "JWT_ISSUER="+env.issuer)
 }
 
-// token is a token for every room, signed with env's key.
+// token is a token for every room, signed with env's key, for the stacks' audience and
+// issuer.
 func (e swarmEnv) token(t *testing.T) string {
 	t.Helper()
-	tok, err := auth.Mint(e.key, auth.Claims{Subject: "stack-test", Expires: time.Now().Add(time.Hour), Rooms: []string{"*"}})
+	return e.mint(t, e.key, e.audience, e.issuer)
+}
+
+// mint is a token for every room with these key, aud and iss.
+func (e swarmEnv) mint(t *testing.T, key []byte, audience, issuer string) string {
+	t.Helper()
+	tok, err := auth.Mint(key, auth.Claims{Subject: "stack-test", Expires: time.Now().Add(time.Hour), Rooms: []string{"*"},
+		Audience: audience, Issuer: issuer})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -509,16 +523,20 @@ func chatThroughNginx(t *testing.T, env swarmEnv) {
 }
 
 // refusedWithoutAValidToken shows auth is on in the stacks: an upgrade through nginx
-// without a token, or with one signed by another key, is answered 401 before the upgrade.
+// without a token, with one signed by another key, or with one signed by this key for
+// another audience or issuer (another deployment sharing the key), is answered 401
+// before the upgrade.
 func refusedWithoutAValidToken(t *testing.T, env swarmEnv) {
 	t.Helper()
-	forged, err := auth.Mint([]byte("not the key of this deployment"), auth.Claims{Subject: "x", Expires: time.Now().Add(time.Hour)})
-	if err != nil {
-		t.Fatal(err)
+	bearer := func(token string) wsclient.Options {
+		return wsclient.Options{Header: http.Header{"Authorization": {"Bearer " + token}}}
 	}
 	for name, opts := range map[string]wsclient.Options{
-		"no token":           {},
-		"a token of another": {Header: http.Header{"Authorization": {"Bearer " + forged}}},
+		"no token":                   {},
+		"a token of another key":     bearer(env.mint(t, []byte("not the key of this deployment, 32+ bytes"), env.audience, env.issuer)),
+		"a token of another aud":     bearer(env.mint(t, env.key, "another-deployment", env.issuer)),
+		"a token of another iss":     bearer(env.mint(t, env.key, env.audience, "another-issuer")),
+		"a token without aud or iss": bearer(env.mint(t, env.key, "", "")),
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		c, resp, err := wsclient.Dial(ctx, env.wsURL("hello"), opts)

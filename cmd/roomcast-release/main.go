@@ -96,8 +96,8 @@ func checkConfig(c *config, bad cli.Bad) error {
 			return bad(v.name, "want a number above 0")
 		}
 	}
-	// Empty is the default (as in stack/app.yml: never a check turned off); white space
-	// is a value no one means, and `just token` would not write it.
+	// Empty is the default (as in stack/app.yml), never a check turned off; surrounding
+	// white space is a value no one means, and tokens written without it would be refused.
 	for _, v := range []struct{ name, value string }{{"JWT_AUDIENCE", c.JWTAudience}, {"JWT_ISSUER", c.JWTIssuer}} {
 		if strings.TrimSpace(v.value) != v.value {
 			return bad(v.name, "want a value without surrounding white space")

@@ -272,6 +272,7 @@ func TestBlueGreenReleaseOnARealSwarm(t *testing.T) {
 
 	t.Run("nothing that publishes a port reaches the Docker API", func(t *testing.T) {
 		inspectPublishedTasks(t, env)
+		internalPathsAreNotPublished(t, env)
 		// The release tool's check of every local nginx task still works.
 		out := mustSh(t, env, time.Minute, "sh", "-c", "docker exec $(docker ps -q --filter label=com.docker.swarm.service.name=edge_nginx | head -1) /usr/local/bin/roomcast-edge status -color blue")
 		if !strings.Contains(out, `"color":"blue"`) {

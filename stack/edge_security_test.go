@@ -190,10 +190,11 @@ func inspectPublishedTasks(t *testing.T, env swarmEnv) {
 	t.Logf("%d tasks publish a port; users checked of %v", published, checked)
 }
 
-// internalPathsAreNotPublished asks the published port, as an internet client would
-// (through the routing mesh, so from a 10.0.0.x address), for what is only for the
-// inside: the app's metrics and readiness and nginx's status paths all answer 404,
-// while the public paths still answer. The nginx tasks have the nofile ulimit nginx's
+// internalPathsAreNotPublished asks the published port, as an internet client would,
+// for what is only for the inside: the app's metrics and readiness and nginx's status
+// paths all answer 404, while the public paths still answer. The test's client is
+// 127.0.0.1 (host mode here), an address nginx once trusted for its status: no client
+// address opens them now. The nginx tasks have the nofile ulimit nginx's
 // worker_rlimit_nofile needs.
 func internalPathsAreNotPublished(t *testing.T, env swarmEnv) {
 	t.Helper()

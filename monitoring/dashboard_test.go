@@ -145,7 +145,7 @@ func TestEveryMetricNamedIsExported(t *testing.T) {
 	replicaNames := sampleNames(t, rep.Addr().String())
 
 	reg := prometheus.NewRegistry()
-	cfg := edgeConfig(t.TempDir(), 80, 8080, "127.0.0.11")
+	cfg := edgeConfig(t.TempDir(), 80, 8081, 8080, "127.0.0.11")
 	newEdge(t, cfg, edge.NewNginx("nginx", cfg.ConfigPath, nil, nil), reg)
 	edgeNames := sampleNames(t, serveMetrics(t, reg))
 

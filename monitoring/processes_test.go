@@ -98,7 +98,7 @@ func (labelOnly) WatchService(ctx context.Context, _ string) (<-chan swarm.Servi
 
 // edgeConfig is the edge of the edge stack with every path in dir, nginx on listenPort
 // and the app's color names resolved by dns to backendPort on 127.0.0.1.
-func edgeConfig(dir string, listenPort, backendPort int, resolver string) edge.Config {
+func edgeConfig(dir string, listenPort, statusPort, backendPort int, resolver string) edge.Config {
 	return edge.Config{
 		Service:       "edge_nginx",
 		DefaultColor:  "blue",
@@ -110,6 +110,7 @@ func edgeConfig(dir string, listenPort, backendPort int, resolver string) edge.C
 		Params: edge.Params{
 			BackendPort:           backendPort,
 			ListenPort:            listenPort,
+			StatusPort:            statusPort,
 			Resolver:              resolver,
 			ResolverValid:         time.Second,
 			WorkerShutdownTimeout: time.Second,
@@ -146,12 +147,12 @@ func newEdge(t *testing.T, cfg edge.Config, nginx edge.Process, reg prometheus.R
 
 // runningEdge is roomcast-edge's core with a real nginx, routing "blue" to 127.0.0.1:
 // backendPort. It returns nginx's port and the address of the edge's /metrics.
-func runningEdge(t *testing.T, nginxBin string, backendPort int) (nginxPort int, metricsAddr string) {
+func runningEdge(t *testing.T, nginxBin string, backendPort int) (nginxPort, statusPort int, metricsAddr string) {
 	t.Helper()
 	dns := edgetest.NewDNS(t)
 	dns.Set("blue_app", "127.0.0.1")
-	nginxPort = testenv.FreePort(t)
-	cfg := edgeConfig(t.TempDir(), nginxPort, backendPort, dns.Addr())
+	nginxPort, statusPort = testenv.FreePort(t), testenv.FreePort(t)
+	cfg := edgeConfig(t.TempDir(), nginxPort, statusPort, backendPort, dns.Addr())
 	var nginxOut testenv.SyncBuffer
 	nginx := edge.NewNginx(nginxBin, cfg.ConfigPath, io.Discard, &nginxOut)
 	reg := prometheus.NewRegistry()
@@ -186,7 +187,7 @@ func runningEdge(t *testing.T, nginxBin string, backendPort int) (nginxPort int,
 			t.Fatalf("nginx not serving blue after 30s\n%s", nginxOut.String())
 		}
 	}
-	return nginxPort, serveMetrics(t, reg)
+	return nginxPort, statusPort, serveMetrics(t, reg)
 }
 
 // --- outside programs, stopped by PID --------------------------------------------------

@@ -133,11 +133,11 @@ func TestDashboardAndRuleExpressionsOnARealPrometheus(t *testing.T) {
 	ns := natstest.Start(t)
 	blue := startReplica(t, "blue", ns.ClientURL())
 	green := startReplica(t, "green", ns.ClientURL())
-	nginxPort, edgeMetrics := runningEdge(t, nginxBin, blue.Addr().(*net.TCPAddr).Port)
+	nginxPort, statusPort, edgeMetrics := runningEdge(t, nginxBin, blue.Addr().(*net.TCPAddr).Port)
 
 	exporterAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	exporter := start(t, "nginx-prometheus-exporter", exporterBin,
-		fmt.Sprintf("--nginx.scrape-uri=http://127.0.0.1:%d/.roomcast/nginx_status", nginxPort),
+		fmt.Sprintf("--nginx.scrape-uri=http://127.0.0.1:%d/.roomcast/nginx_status", statusPort),
 		"--web.listen-address="+exporterAddr)
 	exporter.waitHTTP(t, "http://"+exporterAddr+"/metrics", 20*time.Second)
 

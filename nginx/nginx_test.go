@@ -1,5 +1,5 @@
 // Tests of the edge's nginx config template (nginx.conf.tmpl) with a real nginx:
-// `nginx -t` on rendered value sets, then nginx serving /.roomcast/edge, proxying to
+// `nginx -t` on rendered value sets, then nginx serving /.roomcast/edge on its status listener, proxying to
 // a backend with WebSocket upgrade and retrying the next replica. They need nginx on
 // PATH (Debian's package is enough) and skip without it unless ROOMCAST_TEST_ALL=1.
 package nginx_test
@@ -34,6 +34,7 @@ func params(dir string) edge.Params {
 		Backend:               "green_app",
 		BackendPort:           8080,
 		ListenPort:            80,
+		StatusPort:            8081,
 		Resolver:              "127.0.0.11",
 		ResolverValid:         5 * time.Second,
 		WorkerShutdownTimeout: 40 * time.Second,
@@ -44,6 +45,15 @@ func params(dir string) edge.Params {
 		AccessLog:             filepath.Join(dir, "access.log"),
 		TempDir:               filepath.Join(dir, "tmp"),
 	}
+}
+
+// serveParams are params(dir) for an nginx a test runs: both listeners on free ports,
+// proxying to host:port, stopping fast.
+func serveParams(tb testing.TB, dir, host string, port int) edge.Params {
+	p := params(dir)
+	p.Backend, p.BackendPort, p.ListenPort, p.StatusPort = host, port, testenv.FreePort(tb), testenv.FreePort(tb)
+	p.WorkerShutdownTimeout = time.Second
+	return p
 }
 
 // MustTemplate parses nginx.conf.tmpl.
@@ -104,19 +114,20 @@ func TestRenderedConfigsPassNginxTest(t *testing.T) {
 				"proxy_next_upstream error timeout http_502 http_503;",
 				"proxy_next_upstream_tries 3;",
 				"location = /.roomcast/edge {",
-				"geo $roomcast_internal {", "127.0.0.0/8    1;", "10.0.0.0/8     1;", "172.16.0.0/12  1;", "192.168.0.0/16 1;",
-				"if ($roomcast_internal = 0) {",
+				"location ~ ^/(metrics|readyz)/*$ {", "location ^~ /.roomcast/ {",
+				"listen 8081;",
+				"worker_rlimit_nofile 16384;",
 				`'{"color":"green","applied_at":"2026-11-26T20:15:35.123Z"}\n'`,
 			},
-			notWant: []string{"user ", "proxy_hide_header", "daemon", "listen [::]"},
+			notWant: []string{"user ", "proxy_hide_header", "daemon", "listen [::]", "geo ", "limit_conn"},
 		},
 		{
 			name: "blue on other ports, stdio logs, a user",
 			change: func(p *edge.Params) {
-				p.Color, p.Backend, p.BackendPort, p.ListenPort = "blue", "blue_app", 9000, 8081
+				p.Color, p.Backend, p.BackendPort, p.ListenPort, p.StatusPort = "blue", "blue_app", 9000, 8081, 9001
 				p.ErrorLog, p.AccessLog, p.User = "stderr", "/dev/stdout", "www-data"
 			},
-			want: []string{"user www-data;", "set $backend blue_app;", "proxy_pass http://$backend:9000;", "listen 8081;",
+			want: []string{"user www-data;", "set $backend blue_app;", "proxy_pass http://$backend:9000;", "listen 8081;", "listen 9001;",
 				`error_log "stderr" warn;`, `access_log "/dev/stdout" roomcast;`, `"color":"blue"`},
 		},
 		{
@@ -127,6 +138,12 @@ func TestRenderedConfigsPassNginxTest(t *testing.T) {
 			},
 			want: []string{"worker_shutdown_timeout 1500ms;", "proxy_connect_timeout 250ms;",
 				"resolver 127.0.0.1:5353 valid=2s ipv6=off;", "listen [::]:80;", "access_log off;", "proxy_next_upstream_tries 0;"},
+		},
+		{
+			name:   "a connection limit per client address",
+			change: func(p *edge.Params) { p.LimitConn = 20 },
+			want: []string{"limit_conn_zone $binary_remote_addr zone=roomcast_addr:10m;", "limit_conn_status 429;",
+				"limit_conn roomcast_addr 20;"},
 		},
 		{
 			name:   "backend as an IP address",
@@ -188,6 +205,8 @@ func TestUnsafeValuesAreNotRendered(t *testing.T) {
 		{"no port", func(p *edge.Params) { p.BackendPort = 0 }},
 		{"no time", func(p *edge.Params) { p.AppliedAt = time.Time{} }},
 		{"no shutdown timeout", func(p *edge.Params) { p.WorkerShutdownTimeout = 0 }},
+		{"status on the public port", func(p *edge.Params) { p.StatusPort = p.ListenPort }},
+		{"negative connection limit", func(p *edge.Params) { p.LimitConn = -1 }},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			p := params(t.TempDir())
@@ -302,9 +321,7 @@ func TestNginxServesEdgeStatusAndProxiesToTheColor(t *testing.T) {
 	bin := testenv.Program(t, "nginx")
 	green := backend(t, "127.0.0.1:0", "green", http.StatusOK)
 	dir := t.TempDir()
-	p := params(dir)
-	p.Backend, p.BackendPort, p.ListenPort = "127.0.0.1", green.port(), testenv.FreePort(t)
-	p.WorkerShutdownTimeout = time.Second
+	p := serveParams(t, dir, "127.0.0.1", green.port())
 	ipv6 := false
 	if ln, err := net.Listen("tcp6", fmt.Sprintf("[::1]:%d", p.ListenPort)); err == nil {
 		ln.Close()
@@ -314,8 +331,10 @@ func TestNginxServesEdgeStatusAndProxiesToTheColor(t *testing.T) {
 	MustServe(t, bin, path, p.ListenPort)
 	base := fmt.Sprintf("http://127.0.0.1:%d", p.ListenPort)
 
-	t.Run("edge status", func(t *testing.T) {
-		resp, body := get(t, base+"/.roomcast/edge")
+	status := fmt.Sprintf("http://127.0.0.1:%d", p.StatusPort)
+
+	t.Run("edge status on the status listener", func(t *testing.T) {
+		resp, body := get(t, status+"/.roomcast/edge")
 		var st edge.Status
 		if err := json.Unmarshal([]byte(body), &st); err != nil || resp.StatusCode != 200 {
 			t.Fatalf("status %d body %q: %v", resp.StatusCode, body, err)
@@ -326,24 +345,39 @@ func TestNginxServesEdgeStatusAndProxiesToTheColor(t *testing.T) {
 		if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
 			t.Errorf("Content-Type %q", ct)
 		}
+		if resp, body := get(t, status+"/.roomcast/nginx_status"); resp.StatusCode != 200 || !strings.Contains(body, "Active connections:") {
+			t.Fatalf("stub_status: %d %q", resp.StatusCode, body)
+		}
+		if resp, _ := get(t, status+"/"); resp.StatusCode != http.StatusNotFound {
+			t.Fatalf("status listener /: %d, want 404 (it proxies nothing)", resp.StatusCode)
+		}
 		if green.hits.Load() != 0 {
-			t.Error("the status request reached the backend")
+			t.Error("a status request reached the backend")
 		}
 	})
-	t.Run("edge status is for internal addresses only", func(t *testing.T) {
-		if !ipv6 {
-			testenv.Unavailable(t, "needs ::1 to come from an address outside the allowed ranges")
+	t.Run("internal paths are 404 on the public listener from any address", func(t *testing.T) {
+		bases := []string{base}
+		if ipv6 {
+			bases = append(bases, fmt.Sprintf("http://[::1]:%d", p.ListenPort))
 		}
-		resp, _ := get(t, fmt.Sprintf("http://[::1]:%d/.roomcast/edge", p.ListenPort))
-		if resp.StatusCode != http.StatusForbidden {
-			t.Fatalf("from ::1: status %d, want 403", resp.StatusCode)
+		before := green.hits.Load()
+		for _, b := range bases {
+			for _, path := range []string{
+				"/metrics", "/metrics/", "/metrics?x=1", "/metrics/?format=text", "//metrics", "/%6detrics",
+				"/readyz", "/readyz/", "/readyz?x=1", "/readyz//",
+				"/.roomcast/edge", "/.roomcast/edge?x", "/.roomcast/nginx_status", "/.roomcast/nginx_status/", "/.roomcast/edge/other",
+			} {
+				if resp, _ := get(t, b+path); resp.StatusCode != http.StatusNotFound {
+					t.Errorf("%s%s: status %d, want 404", b, path, resp.StatusCode)
+				}
+			}
 		}
-		if resp, _ := get(t, fmt.Sprintf("http://[::1]:%d/readyz", p.ListenPort)); resp.StatusCode != 200 {
-			t.Fatalf("other paths from ::1: status %d, want 200", resp.StatusCode)
+		if n := green.hits.Load() - before; n != 0 {
+			t.Errorf("%d internal requests reached the backend", n)
 		}
 	})
 	t.Run("other paths reach the color with its headers", func(t *testing.T) {
-		for _, path := range []string{"/", "/readyz", "/ws/chat/lobby/", "/.roomcast/edge/other"} {
+		for _, path := range []string{"/", "/healthz", "/?token=x", "/ws/chat/lobby/", "/metricsx", "/rooms/metrics"} {
 			resp, body := get(t, base+path)
 			if resp.StatusCode != 200 || strings.TrimSpace(body) != "green" {
 				t.Fatalf("%s: status %d body %q", path, resp.StatusCode, body)
@@ -364,19 +398,7 @@ func TestNginxServesEdgeStatusAndProxiesToTheColor(t *testing.T) {
 		}
 	})
 	t.Run("websocket upgrade", func(t *testing.T) {
-		conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", p.ListenPort), 2*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
-		fmt.Fprintf(conn, "GET /ws/chat/lobby/ HTTP/1.1\r\nHost: chat.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-		r := bufio.NewReader(conn)
-		resp, err := http.ReadResponse(r, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		conn, r, resp := upgrade(t, p.ListenPort)
 		if resp.StatusCode != http.StatusSwitchingProtocols || resp.Header.Get("X-Roomcast-Color") != "green" {
 			t.Fatalf("upgrade: status %d, color %q", resp.StatusCode, resp.Header.Get("X-Roomcast-Color"))
 		}
@@ -392,13 +414,81 @@ func TestNginxServesEdgeStatusAndProxiesToTheColor(t *testing.T) {
 	})
 }
 
+// upgrade asks nginx on port for a WebSocket upgrade of /ws/chat/lobby/ and reads the
+// answer; the connection is closed in t.Cleanup.
+func upgrade(tb testing.TB, port int) (net.Conn, *bufio.Reader, *http.Response) {
+	tb.Helper()
+	conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 2*time.Second)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { conn.Close() })
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(conn, "GET /ws/chat/lobby/ HTTP/1.1\r\nHost: chat.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	r := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return conn, r, resp
+}
+
+// With LimitConn, a client address holds at most that many connections through nginx
+// (an open WebSocket is one); one more gets 429 without reaching the app, and a closed
+// one frees its place.
+func TestNginxLimitsConnectionsPerClientAddress(t *testing.T) {
+	bin := testenv.Program(t, "nginx")
+	green := backend(t, "127.0.0.1:0", "green", http.StatusOK)
+	dir := t.TempDir()
+	p := serveParams(t, dir, "127.0.0.1", green.port())
+	p.LimitConn = 2
+	path, _ := MustRender(t, MustTemplate(t), dir, p)
+	MustServe(t, bin, path, p.ListenPort)
+	base := fmt.Sprintf("http://127.0.0.1:%d", p.ListenPort)
+
+	var open []net.Conn
+	for i := range p.LimitConn {
+		conn, _, resp := upgrade(t, p.ListenPort)
+		if resp.StatusCode != http.StatusSwitchingProtocols {
+			t.Fatalf("WebSocket %d of %d: status %d, want 101", i+1, p.LimitConn, resp.StatusCode)
+		}
+		open = append(open, conn)
+	}
+	hits := green.hits.Load()
+	if _, _, resp := upgrade(t, p.ListenPort); resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("WebSocket over the limit: status %d, want 429", resp.StatusCode)
+	}
+	if resp, _ := get(t, base+"/"); resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("GET / over the limit: status %d, want 429", resp.StatusCode)
+	}
+	if n := green.hits.Load() - hits; n != 0 {
+		t.Fatalf("%d requests over the limit reached the app", n)
+	}
+	// The status listener has no limit: the exporter keeps scraping.
+	if resp, _ := get(t, fmt.Sprintf("http://127.0.0.1:%d/.roomcast/nginx_status", p.StatusPort)); resp.StatusCode != 200 {
+		t.Fatalf("stub_status over the limit: %d", resp.StatusCode)
+	}
+
+	open[0].Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		resp, body := get(t, base+"/")
+		if resp.StatusCode == 200 && strings.TrimSpace(body) == "green" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after closing a WebSocket: status %d, want 200 within 5s", resp.StatusCode)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func TestNginxLogsNoToken(t *testing.T) {
 	bin := testenv.Program(t, "nginx")
 	green := backend(t, "127.0.0.1:0", "green", http.StatusOK)
 	dir := t.TempDir()
-	p := params(dir)
-	p.Backend, p.BackendPort, p.ListenPort = "127.0.0.1", green.port(), testenv.FreePort(t)
-	p.WorkerShutdownTimeout = time.Second
+	p := serveParams(t, dir, "127.0.0.1", green.port())
 	path, _ := MustRender(t, MustTemplate(t), dir, p)
 	MustServe(t, bin, path, p.ListenPort)
 	addr := fmt.Sprintf("127.0.0.1:%d", p.ListenPort)
@@ -447,9 +537,7 @@ func TestBrowsersThroughNginxPassTheAppsOriginCheck(t *testing.T) {
 	app := replicatest.Start(t)
 	appPort := app.Addr().(*net.TCPAddr).Port
 	dir := t.TempDir()
-	p := params(dir)
-	p.Backend, p.BackendPort, p.ListenPort = "127.0.0.1", appPort, testenv.FreePort(t)
-	p.WorkerShutdownTimeout = time.Second
+	p := serveParams(t, dir, "127.0.0.1", appPort)
 	path, _ := MustRender(t, MustTemplate(t), dir, p)
 	MustServe(t, bin, path, p.ListenPort)
 	edgeAddr := fmt.Sprintf("127.0.0.1:%d", p.ListenPort)
@@ -507,9 +595,8 @@ func TestNginxTriesTheNextReplica(t *testing.T) {
 			name := fmt.Sprintf("green%d_app", i)
 			dns.Set(name, "127.0.0.2", "127.0.0.3")
 			dir := t.TempDir()
-			p := params(dir)
-			p.Backend, p.BackendPort, p.ListenPort, p.Resolver = name, ok.port(), testenv.FreePort(t), dns.Addr()
-			p.WorkerShutdownTimeout, p.ConnectTimeout = time.Second, 500*time.Millisecond
+			p := serveParams(t, dir, name, ok.port())
+			p.Resolver, p.ConnectTimeout = dns.Addr(), 500*time.Millisecond
 			path, _ := MustRender(t, MustTemplate(t), dir, p)
 			MustServe(t, bin, path, p.ListenPort)
 			for n := range 10 {

@@ -131,7 +131,7 @@ func TestStandInRootfs(t *testing.T) {
 		t.Cleanup(app.Close)
 		q := p
 		q.Backend, q.BackendPort, q.ListenPort = "127.0.0.1", app.Listener.Addr().(*net.TCPAddr).Port, testenv.FreePort(t)
-		q.WorkerShutdownTimeout = time.Second
+		q.StatusPort, q.WorkerShutdownTimeout = testenv.FreePort(t), time.Second
 		conf := render(t, q)
 		var out testenv.SyncBuffer
 		cmd := exec.Command(chroot, root, "/usr/sbin/nginx", "-e", "stderr", "-c", conf, "-g", "daemon off;")
@@ -155,7 +155,7 @@ func TestStandInRootfs(t *testing.T) {
 		base := fmt.Sprintf("http://127.0.0.1:%d", q.ListenPort)
 		deadline := time.Now().Add(10 * time.Second)
 		for {
-			resp, err := http.Get(base + "/.roomcast/edge")
+			resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/.roomcast/edge", q.StatusPort))
 			if err == nil {
 				var st edge.Status
 				err = json.NewDecoder(resp.Body).Decode(&st)
@@ -275,7 +275,7 @@ func testEdgeImage(t *testing.T, chroot, base string) {
 	backend(t, fmt.Sprintf("127.0.0.3:%d", port), "green", http.StatusOK)
 	dns.Set("blue_app", "127.0.0.2")
 	dns.Set("green_app", "127.0.0.3")
-	listen := testenv.FreePort(t)
+	listen, statusPort := testenv.FreePort(t), testenv.FreePort(t)
 
 	// The image's environment (base, then edge), then what a stack file would set.
 	env := append(readDockerfile(t, "base/Dockerfile").env, edgeFile.env...)
@@ -284,6 +284,7 @@ func testEdgeImage(t *testing.T, chroot, base string) {
 		"ROOMCAST_EDGE_RESOLVER="+dns.Addr(),
 		fmt.Sprintf("ROOMCAST_EDGE_APP_PORT=%d", port),
 		fmt.Sprintf("ROOMCAST_EDGE_LISTEN_PORT=%d", listen),
+		fmt.Sprintf("ROOMCAST_EDGE_STATUS_PORT=%d", statusPort),
 		"ROOMCAST_EDGE_METRICS_ADDR=127.0.0.1:0",
 		"ROOMCAST_EDGE_WORKER_SHUTDOWN_TIMEOUT=1s",
 		"ROOMCAST_EDGE_ACCESS_LOG=/tmp/access.log", // a chroot has no /dev; a container has
@@ -331,7 +332,7 @@ func testEdgeImage(t *testing.T, chroot, base string) {
 		deadline := time.Now().Add(10 * time.Second)
 		for {
 			var st edge.Status
-			resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/.roomcast/edge", listen))
+			resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/.roomcast/edge", statusPort))
 			if err == nil {
 				err = json.NewDecoder(resp.Body).Decode(&st)
 				resp.Body.Close()

@@ -3,7 +3,9 @@ package stack_test
 import (
 	"encoding/json"
 	"maps"
+	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -66,6 +68,17 @@ func TestEdgeStackKeepsTheDockerAPIAwayFromPublishedServices(t *testing.T) {
 	}
 	if published == 0 {
 		t.Fatal("no service publishes a port")
+	}
+	// nginx publishes its listen port only, never the status listener.
+	nginx := st.Services["nginx"]
+	listen, status := nginx.Environment["ROOMCAST_EDGE_LISTEN_PORT"], nginx.Environment["ROOMCAST_EDGE_STATUS_PORT"]
+	if status == "" || status == listen {
+		t.Errorf("nginx: status port %q, listen port %q: want a status listener of its own", status, listen)
+	}
+	for _, port := range nginx.Ports {
+		if strconv.Itoa(port.Target) != listen {
+			t.Errorf("nginx publishes %d, want only its listen port %s", port.Target, listen)
+		}
 	}
 	// The controller holds the socket, on a manager, on a network only nginx shares.
 	ctrl, ok := st.Services["controller"]
@@ -175,6 +188,60 @@ func inspectPublishedTasks(t *testing.T, env swarmEnv) {
 		t.Fatalf("checked %d tasks that publish a port and the users of %v; want nginx tasks among them", published, checked)
 	}
 	t.Logf("%d tasks publish a port; users checked of %v", published, checked)
+}
+
+// internalPathsAreNotPublished asks the published port, as an internet client would,
+// for what is only for the inside: the app's metrics and readiness and nginx's status
+// paths all answer 404, while the public paths still answer. The test's client is
+// 127.0.0.1 (host mode here), an address nginx once trusted for its status: no client
+// address opens them now. The nginx tasks have the nofile ulimit nginx's
+// worker_rlimit_nofile needs.
+func internalPathsAreNotPublished(t *testing.T, env swarmEnv) {
+	t.Helper()
+	c := http.Client{Timeout: 5 * time.Second}
+	status := func(path string) int {
+		resp, err := c.Get(env.edgeURL(path))
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, path := range []string{"/metrics", "/metrics/", "/metrics?x=1", "/readyz", "/readyz/", "/readyz?x=1",
+		"/.roomcast/edge", "/.roomcast/nginx_status"} {
+		if got := status(path); got != http.StatusNotFound {
+			t.Errorf("GET %s through the published port: %d, want 404", path, got)
+		}
+	}
+	for _, path := range []string{"/", "/healthz"} {
+		if got := status(path); got != http.StatusOK {
+			t.Errorf("GET %s through the published port: %d, want 200", path, got)
+		}
+	}
+	ctrs := strings.Fields(mustSh(t, env, time.Minute, "docker", "ps", "-q", "--filter", "label=com.docker.swarm.service.name=edge_nginx"))
+	if len(ctrs) == 0 {
+		t.Fatal("no edge_nginx container")
+	}
+	for _, ctr := range ctrs {
+		var c []struct {
+			HostConfig struct {
+				Ulimits []struct {
+					Name       string
+					Soft, Hard int64
+				}
+			}
+		}
+		decode(t, mustSh(t, env, time.Minute, "docker", "container", "inspect", ctr), &c)
+		found := false
+		for _, u := range c[0].HostConfig.Ulimits {
+			if u.Name == "nofile" {
+				found = u.Soft >= 16384 && u.Hard >= 16384
+			}
+		}
+		if !found {
+			t.Errorf("nginx container %s: ulimits %+v, want nofile of at least 16384 (worker_rlimit_nofile)", ctr, c[0].HostConfig.Ulimits)
+		}
+	}
 }
 
 func hasHostPort(ports map[string][]struct{ HostPort string }) bool {

@@ -329,16 +329,20 @@ func TestScrapeTargetsAreServicesOfTheStacks(t *testing.T) {
 func TestExportersReachWhatTheyExport(t *testing.T) {
 	r := renderEdge(t)
 
-	// nginx-exporter reads the stub_status location of the edge's nginx template.
+	// nginx-exporter reads the stub_status location of the edge's nginx template, on
+	// nginx's status listener (the published port answers 404 for it).
 	uri, err := url.Parse(flagValue(r.Services["nginx-exporter"].Command, "--nginx.scrape-uri"))
 	if err != nil || uri.Hostname() != "edge_nginx" {
 		t.Fatalf("nginx-exporter scrape URI %v (%v), want edge_nginx", uri, err)
+	}
+	if status := r.Services["nginx"].Environment["ROOMCAST_EDGE_STATUS_PORT"]; uri.Port() != status {
+		t.Errorf("nginx-exporter scrapes port %s, nginx's status listener is on %q", uri.Port(), status)
 	}
 	tmpl, err := os.ReadFile(filepath.Join("..", "nginx", "nginx.conf.tmpl"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	loc := regexp.MustCompile(`(?s)location = ` + regexp.QuoteMeta(uri.Path) + ` \{[^}]*\}[^}]*?stub_status;`)
+	loc := regexp.MustCompile(`(?s)location = ` + regexp.QuoteMeta(uri.Path) + ` \{[^}]*stub_status;`)
 	if !loc.Match(tmpl) {
 		t.Errorf("nginx/nginx.conf.tmpl has no stub_status at %s", uri.Path)
 	}

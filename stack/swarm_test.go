@@ -220,10 +220,11 @@ func waitGone(t *testing.T, env swarmEnv, filter string) {
 	t.Logf("containers matching %s still present after 2 minutes", filter)
 }
 
-// edgeColor is the color nginx answers /readyz with, or "" when the request fails.
+// edgeColor is the color nginx answers /healthz with (public; /readyz is not), or ""
+// when the request fails.
 func edgeColor(env swarmEnv) (string, error) {
 	c := http.Client{Timeout: 3 * time.Second}
-	resp, err := c.Get(env.edgeURL("/readyz"))
+	resp, err := c.Get(env.edgeURL("/healthz"))
 	if err != nil {
 		return "", err
 	}
@@ -285,6 +286,7 @@ func TestBlueGreenReleaseOnARealSwarm(t *testing.T) {
 
 	t.Run("nothing that publishes a port reaches the Docker API", func(t *testing.T) {
 		inspectPublishedTasks(t, env)
+		internalPathsAreNotPublished(t, env)
 		// The release tool's check of every local nginx task still works.
 		out := mustSh(t, env, time.Minute, "sh", "-c", "docker exec $(docker ps -q --filter label=com.docker.swarm.service.name=edge_nginx | head -1) /usr/local/bin/roomcast-edge status -color blue")
 		if !strings.Contains(out, `"color":"blue"`) {
@@ -714,7 +716,7 @@ func startProbe(t *testing.T, env swarmEnv) *probe {
 	}
 	every(20*time.Millisecond, 100000, func() { // a request every 20ms, bounded by the stop
 		color, err := edgeColor(env)
-		record("GET /readyz", color, err)
+		record("GET /healthz", color, err)
 	})
 	every(100*time.Millisecond, 20000, func() { // a fresh WebSocket upgrade every 100ms
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -24,6 +24,8 @@ type config struct {
 	AppPort           int           `env:"ROOMCAST_EDGE_APP_PORT" envDefault:"8080" help:"app port on every replica"`
 	ListenPort        int           `env:"ROOMCAST_EDGE_LISTEN_PORT" envDefault:"80" help:"nginx listen port (all IPv4 interfaces)"`
 	ListenIPv6        bool          `env:"ROOMCAST_EDGE_LISTEN_IPV6" envDefault:"false" help:"also listen on [::]"`
+	StatusPort        int           `env:"ROOMCAST_EDGE_STATUS_PORT" envDefault:"8081" help:"nginx's status listener (/.roomcast/edge, stub_status at /.roomcast/nginx_status); never publish it"`
+	LimitConn         int           `env:"ROOMCAST_EDGE_LIMIT_CONN" envDefault:"0" help:"open connections per client address on the listen port, beyond which nginx answers 429 (0: no limit)"`
 	Resolver          string        `env:"ROOMCAST_EDGE_RESOLVER" envDefault:"127.0.0.11" help:"DNS server (ip or ip:port) nginx and the resolve check ask for the app service"`
 	ResolverValid     time.Duration `env:"ROOMCAST_EDGE_RESOLVER_VALID" envDefault:"5s" help:"how long nginx caches the app service's addresses"`
 	ShutdownTimeout   time.Duration `env:"ROOMCAST_EDGE_WORKER_SHUTDOWN_TIMEOUT" envDefault:"40s" help:"nginx worker_shutdown_timeout; must outlast the app's drain delay + drain timeout"`
@@ -68,6 +70,12 @@ func checkConfig(cfg *config, bad cli.Bad) error {
 		return bad("ROOMCAST_EDGE_APP_PORT", "want a port from 1 to 65535")
 	case !validPort(cfg.ListenPort):
 		return bad("ROOMCAST_EDGE_LISTEN_PORT", "want a port from 1 to 65535")
+	case !validPort(cfg.StatusPort):
+		return bad("ROOMCAST_EDGE_STATUS_PORT", "want a port from 1 to 65535")
+	case cfg.StatusPort == cfg.ListenPort:
+		return bad("ROOMCAST_EDGE_STATUS_PORT", "want a port other than ROOMCAST_EDGE_LISTEN_PORT (the status is not public)")
+	case cfg.LimitConn < 0:
+		return bad("ROOMCAST_EDGE_LIMIT_CONN", "want an integer of 0 or more")
 	case !validResolver(cfg.Resolver):
 		return bad("ROOMCAST_EDGE_RESOLVER", "want an IP address or ip:port, e.g. 127.0.0.11")
 	case cfg.ResolverValid < time.Second || cfg.ResolverValid%time.Second != 0:
@@ -171,6 +179,8 @@ func (c config) params() edge.Params {
 		BackendPort:           c.AppPort,
 		ListenPort:            c.ListenPort,
 		ListenIPv6:            c.ListenIPv6,
+		StatusPort:            c.StatusPort,
+		LimitConn:             c.LimitConn,
 		Resolver:              resolver,
 		ResolverValid:         c.ResolverValid,
 		WorkerShutdownTimeout: c.ShutdownTimeout,

@@ -99,18 +99,18 @@ func status(ctx context.Context, args []string, env map[string]string, stdout, s
 	if *want != "" && !bluegreen.ValidColor(*want) {
 		return cli.Usagef("-color %q: want blue or green", *want)
 	}
-	// Only the listen port matters here: status also runs where nothing says where
+	// Only the status port matters here: status also runs where nothing says where
 	// the labels come from (docker exec with another environment, tests).
 	cfg, err := cli.Load(env, func(cfg *config, bad cli.Bad) error {
-		if !validPort(cfg.ListenPort) {
-			return bad("ROOMCAST_EDGE_LISTEN_PORT", "want a port from 1 to 65535")
+		if !validPort(cfg.StatusPort) {
+			return bad("ROOMCAST_EDGE_STATUS_PORT", "want a port from 1 to 65535")
 		}
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	st, err := edge.HTTPProbe(cfg.ListenPort)(ctx)
+	st, err := edge.HTTPProbe(cfg.StatusPort)(ctx)
 	if err != nil {
 		return err
 	}
@@ -146,7 +146,8 @@ stops it at once. roomcast-edge exits with nginx's status, and non-zero when ngi
 exits on its own or no usable color appears within ROOMCAST_EDGE_START_TIMEOUT.
 
 "roomcast-edge status" prints {"color":...,"applied_at":...} from
-http://127.0.0.1:$ROOMCAST_EDGE_LISTEN_PORT/.roomcast/edge and exits 0 (1 when nginx
+http://127.0.0.1:$ROOMCAST_EDGE_STATUS_PORT/.roomcast/edge (nginx's status listener,
+which answers that and stub_status; the listen port answers 404 for both) and exits 0 (1 when nginx
 does not answer, or does not serve the color given with -color).
 
 Configuration (environment variables):

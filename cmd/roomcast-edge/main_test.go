@@ -41,6 +41,8 @@ func TestHelpDocumentsEveryVariableWithItsDefault(t *testing.T) {
 		"ROOMCAST_EDGE_APP_SERVICE", "{color}_app",
 		"ROOMCAST_EDGE_APP_PORT", "8080",
 		"ROOMCAST_EDGE_LISTEN_PORT", "80",
+		"ROOMCAST_EDGE_STATUS_PORT", "8081",
+		"ROOMCAST_EDGE_LIMIT_CONN",
 		"ROOMCAST_EDGE_RESOLVER", "127.0.0.11",
 		"ROOMCAST_EDGE_WORKER_SHUTDOWN_TIMEOUT", "40s",
 		"ROOMCAST_EDGE_POLL_INTERVAL", "5s",
@@ -65,6 +67,9 @@ func TestInvalidEnvironmentExitsTwoWithOneLineNamingTheVariable(t *testing.T) {
 		{"ROOMCAST_EDGE_APP_PORT", "http"},
 		{"ROOMCAST_EDGE_LISTEN_PORT", "70000"},
 		{"ROOMCAST_EDGE_LISTEN_IPV6", "maybe"},
+		{"ROOMCAST_EDGE_STATUS_PORT", "70000"},
+		{"ROOMCAST_EDGE_STATUS_PORT", "80"}, // the listen port: the status would be public
+		{"ROOMCAST_EDGE_LIMIT_CONN", "-1"},
 		{"ROOMCAST_EDGE_RESOLVER", "dns.example"},
 		{"ROOMCAST_EDGE_RESOLVER_VALID", "1500ms"},
 		{"ROOMCAST_EDGE_WORKER_SHUTDOWN_TIMEOUT", "40"},
@@ -312,10 +317,11 @@ func (w *world) deployGreen() { w.dns.Set("green_app", "127.0.0.3") }
 // edgeRun is one roomcast-edge (run in this process) with a real nginx child.
 type edgeRun struct {
 	*clitest.Process
-	t       *testing.T
-	dir     string
-	listen  int
-	metrics int
+	t          *testing.T
+	dir        string
+	listen     int
+	statusPort int
+	metrics    int
 }
 
 // start runs roomcast-edge in w with test values (poll 200ms) changed by extra, and
@@ -326,13 +332,14 @@ func (w *world) start(t *testing.T, extra map[string]string) *edgeRun {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &edgeRun{t: t, dir: t.TempDir(), listen: testenv.FreePort(t), metrics: testenv.FreePort(t)}
+	e := &edgeRun{t: t, dir: t.TempDir(), listen: testenv.FreePort(t), statusPort: testenv.FreePort(t), metrics: testenv.FreePort(t)}
 	env := map[string]string{
 		"ROOMCAST_EDGE_CONTROLLER":              "http://" + w.ctrlAddr,
 		"ROOMCAST_EDGE_RESOLVER":                w.dns.Addr(),
 		"ROOMCAST_EDGE_RESOLVER_VALID":          "1s",
 		"ROOMCAST_EDGE_APP_PORT":                strconv.Itoa(w.port),
 		"ROOMCAST_EDGE_LISTEN_PORT":             strconv.Itoa(e.listen),
+		"ROOMCAST_EDGE_STATUS_PORT":             strconv.Itoa(e.statusPort),
 		"ROOMCAST_EDGE_TEMPLATE":                tmpl,
 		"ROOMCAST_EDGE_CONFIG":                  filepath.Join(e.dir, "run", "nginx.conf"),
 		"ROOMCAST_EDGE_NGINX":                   w.nginx,
@@ -380,7 +387,7 @@ var client = &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{D
 
 func (e *edgeRun) status() (edge.Status, error) {
 	var st edge.Status
-	resp, err := client.Get(fmt.Sprintf("http://127.0.0.1:%d/.roomcast/edge", e.listen))
+	resp, err := client.Get(fmt.Sprintf("http://127.0.0.1:%d/.roomcast/edge", e.statusPort))
 	if err != nil {
 		return st, err
 	}
@@ -596,11 +603,11 @@ func TestFlipFromBlueToGreenFailsNoRequest(t *testing.T) {
 		}
 	}
 	var out bytes.Buffer
-	err = run(context.Background(), []string{"status", "-color", "green"}, map[string]string{"ROOMCAST_EDGE_LISTEN_PORT": strconv.Itoa(e.listen)}, &out, io.Discard)
+	err = run(context.Background(), []string{"status", "-color", "green"}, map[string]string{"ROOMCAST_EDGE_STATUS_PORT": strconv.Itoa(e.statusPort)}, &out, io.Discard)
 	if err != nil || !strings.Contains(out.String(), `"color":"green"`) {
 		t.Fatalf("roomcast-edge status: %q %v", out.String(), err)
 	}
-	if err := run(context.Background(), []string{"status", "-color", "blue"}, map[string]string{"ROOMCAST_EDGE_LISTEN_PORT": strconv.Itoa(e.listen)}, io.Discard, io.Discard); cli.ExitCode(name, err, io.Discard) != 1 {
+	if err := run(context.Background(), []string{"status", "-color", "blue"}, map[string]string{"ROOMCAST_EDGE_STATUS_PORT": strconv.Itoa(e.statusPort)}, io.Discard, io.Discard); cli.ExitCode(name, err, io.Discard) != 1 {
 		t.Fatalf("status -color blue on green: %v, want exit 1", err)
 	}
 
@@ -906,7 +913,7 @@ func TestDefaultsAndEmptyValues(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.MetricsAddr != ":9180" || cfg.Service != "edge_nginx" || cfg.DockerHost != "" ||
-		cfg.ShutdownTimeout != 40*time.Second || cfg.ListenPort != 80 || cfg.AppPort != 8080 || cfg.Resolver != "127.0.0.11" {
+		cfg.ShutdownTimeout != 40*time.Second || cfg.ListenPort != 80 || cfg.StatusPort != 8081 || cfg.LimitConn != 0 || cfg.AppPort != 8080 || cfg.Resolver != "127.0.0.11" {
 		t.Fatalf("defaults: %+v", cfg)
 	}
 	p := cfg.params()

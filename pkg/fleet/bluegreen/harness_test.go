@@ -51,6 +51,11 @@ func newHarness(t *testing.T) *harness {
 		grafanaPassword: filepath.Join(t.TempDir(), "secrets", "grafana-admin-password")}
 	h.stacks = &fakeStacks{fake: h.fake}
 	nginx := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Like the real edge: /readyz is not public, /healthz is and carries the color.
+		if r.URL.Path != "/healthz" {
+			http.NotFound(w, r)
+			return
+		}
 		h.mu.Lock()
 		color := h.color
 		h.mu.Unlock()
@@ -59,7 +64,7 @@ func newHarness(t *testing.T) *harness {
 			c = color()
 		}
 		w.Header().Set("X-Roomcast-Color", c)
-		_, _ = w.Write([]byte(`{"status":"ready"}`))
+		_, _ = w.Write([]byte(`{"status":"ok"}`))
 	}))
 	t.Cleanup(nginx.Close)
 	key := filepath.Join(t.TempDir(), "jwt-secret")

@@ -25,7 +25,7 @@ type Config struct {
 	HealthTimeout, FlipTimeout, DrainTimeout time.Duration
 	// SmokeTimeout is roomcast-smoke's -timeout.
 	SmokeTimeout time.Duration
-	// EdgeURL is where nginx answers (/readyz with X-Roomcast-Color).
+	// EdgeURL is where nginx answers (/healthz with X-Roomcast-Color).
 	EdgeURL string
 	// JWTSecretFile is the app's HS256 key; when it is DefaultJWTSecretFile and
 	// missing, the first release makes it.
@@ -226,13 +226,14 @@ func (r *Release) waitReplicas(ctx context.Context, service string, want uint64,
 	}
 }
 
-// edgeColor is the X-Roomcast-Color of nginx's answer to /readyz ("" on failure).
+// edgeColor is the X-Roomcast-Color of nginx's answer to /healthz ("" on failure):
+// a public path (nginx answers /readyz with 404) that every replica answers with it.
 func (r *Release) edgeColor(ctx context.Context) string {
 	c := r.HTTP
 	if c == nil {
 		c = &http.Client{Timeout: 2 * time.Second}
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.Config.EdgeURL+"/readyz", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.Config.EdgeURL+"/healthz", nil)
 	if err != nil {
 		return ""
 	}

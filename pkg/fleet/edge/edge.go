@@ -109,7 +109,7 @@ type Deps struct {
 	Nginx      Process
 	Template   *Template
 	Lookup     LookupFunc // default: DNSLookup(Params.Resolver)
-	Probe      ProbeFunc  // default: HTTPProbe(Params.ListenPort)
+	Probe      ProbeFunc  // default: HTTPProbe(Params.StatusPort)
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 	Now        func() time.Time
@@ -171,7 +171,7 @@ func New(cfg Config, deps Deps) (*Edge, error) {
 		deps.Lookup = DNSLookup(cfg.Params.Resolver)
 	}
 	if deps.Probe == nil {
-		deps.Probe = HTTPProbe(cfg.Params.ListenPort)
+		deps.Probe = HTTPProbe(cfg.Params.StatusPort)
 	}
 	if deps.Now == nil {
 		deps.Now = time.Now

@@ -30,6 +30,12 @@ type Params struct {
 	ListenPort int
 	// ListenIPv6 also listens on [::]:ListenPort.
 	ListenIPv6 bool
+	// StatusPort is the second listener (all IPv4 interfaces), never published: it
+	// alone serves /.roomcast/edge and stub_status, which ListenPort answers with 404.
+	StatusPort int
+	// LimitConn caps the open connections (WebSockets included) of one client address
+	// on ListenPort; 0 sets no cap.
+	LimitConn int
 	// Resolver is the DNS server nginx asks, address[:port] (Docker's is 127.0.0.11).
 	Resolver string
 	// ResolverValid is how long nginx caches an answer.
@@ -92,6 +98,13 @@ func (p Params) Validate() error {
 	}
 	port("BackendPort", p.BackendPort)
 	port("ListenPort", p.ListenPort)
+	port("StatusPort", p.StatusPort)
+	if p.StatusPort == p.ListenPort {
+		errs = append(errs, fmt.Errorf("template value StatusPort=%d is ListenPort too: the status must not be public", p.StatusPort))
+	}
+	if p.LimitConn < 0 {
+		errs = append(errs, fmt.Errorf("template value LimitConn=%d is negative", p.LimitConn))
+	}
 	positive := func(name string, d time.Duration) {
 		if d < time.Millisecond {
 			errs = append(errs, fmt.Errorf("template value %s=%s is under 1ms", name, d))

@@ -422,6 +422,13 @@ func upgrade(tb testing.TB, port int) (net.Conn, *bufio.Reader, *http.Response) 
 	if err != nil {
 		tb.Fatal(err)
 	}
+	r, resp := upgradeOn(tb, conn)
+	return conn, r, resp
+}
+
+// upgradeOn asks for the WebSocket upgrade on conn (plain or TLS), closed in t.Cleanup.
+func upgradeOn(tb testing.TB, conn net.Conn) (*bufio.Reader, *http.Response) {
+	tb.Helper()
 	tb.Cleanup(func() { conn.Close() })
 	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
 	fmt.Fprintf(conn, "GET /ws/chat/lobby/ HTTP/1.1\r\nHost: chat.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
@@ -431,7 +438,7 @@ func upgrade(tb testing.TB, port int) (net.Conn, *bufio.Reader, *http.Response) 
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return conn, r, resp
+	return r, resp
 }
 
 // With LimitConn, a client address holds at most that many connections through nginx

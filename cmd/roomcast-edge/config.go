@@ -1,7 +1,13 @@
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -39,6 +45,10 @@ type config struct {
 	NginxUser         string        `env:"ROOMCAST_EDGE_NGINX_USER" help:"nginx user directive for the workers; empty: nginx's built-in default"`
 	AccessLog         string        `env:"ROOMCAST_EDGE_ACCESS_LOG" envDefault:"/dev/stdout" help:"nginx access log (JSON lines): a path or off"`
 	ErrorLog          string        `env:"ROOMCAST_EDGE_ERROR_LOG" envDefault:"stderr" help:"nginx error log: stderr or a path"`
+	TLSCertFile       string        `env:"ROOMCAST_EDGE_TLS_CERT_FILE" help:"certificate chain (PEM) for HTTPS; with ROOMCAST_EDGE_TLS_KEY_FILE, the listen port redirects to https; unset: HTTP only"`
+	TLSKeyFile        string        `env:"ROOMCAST_EDGE_TLS_KEY_FILE" help:"the certificate's private key (PEM); set with ROOMCAST_EDGE_TLS_CERT_FILE or not at all"`
+	TLSListenPort     int           `env:"ROOMCAST_EDGE_TLS_LISTEN_PORT" envDefault:"8443" help:"nginx's HTTPS port (all IPv4 interfaces), with the TLS files only"`
+	TLSPublicPort     int           `env:"ROOMCAST_EDGE_TLS_PUBLIC_PORT" envDefault:"443" help:"the HTTPS port clients reach, named by the listen port's redirect"`
 	MetricsAddr       string        `env:"ROOMCAST_EDGE_METRICS_ADDR" envDefault:":9180" help:"address of roomcast-edge's own /metrics, or off"`
 	Log               cli.Log
 }
@@ -104,6 +114,18 @@ func checkConfig(cfg *config, bad cli.Bad) error {
 		return bad("ROOMCAST_EDGE_ERROR_LOG", "want stderr or an absolute path")
 	case cfg.MetricsAddr != "off" && !cli.ValidListenAddr(cfg.MetricsAddr):
 		return bad("ROOMCAST_EDGE_METRICS_ADDR", "want host:port, :port or off")
+	case cfg.TLSCertFile != "" && cfg.TLSKeyFile == "":
+		return bad("ROOMCAST_EDGE_TLS_KEY_FILE", "want the key's file, set with ROOMCAST_EDGE_TLS_CERT_FILE (both or neither)")
+	case cfg.TLSCertFile == "" && cfg.TLSKeyFile != "":
+		return bad("ROOMCAST_EDGE_TLS_CERT_FILE", "want the certificate's file, set with ROOMCAST_EDGE_TLS_KEY_FILE (both or neither)")
+	case !validPort(cfg.TLSListenPort) || cfg.TLSListenPort == cfg.ListenPort || cfg.TLSListenPort == cfg.StatusPort:
+		return bad("ROOMCAST_EDGE_TLS_LISTEN_PORT", "want a port from 1 to 65535 other than the listen and status ports")
+	case !validPort(cfg.TLSPublicPort):
+		return bad("ROOMCAST_EDGE_TLS_PUBLIC_PORT", "want a port from 1 to 65535")
+	case cfg.TLSCertFile != "":
+		if variable, err := checkTLSFiles(cfg.TLSCertFile, cfg.TLSKeyFile); err != nil {
+			return bad(variable, err.Error())
+		}
 	// Where the labels come from, last: a bad value elsewhere is named first.
 	case cfg.Controller != "" && cfg.DockerHost != "":
 		return bad("ROOMCAST_EDGE_CONTROLLER", "want it or DOCKER_HOST set, not both")
@@ -139,6 +161,38 @@ func (c config) services() (edge.Services, func(), error) {
 		return nil, nil, err
 	}
 	return docker, func() { _ = docker.Close() }, nil
+}
+
+// checkTLSFiles reads the certificate and key as nginx will, so that a file that is
+// missing, unreadable or not a matching pair stops the edge at start with the variable
+// named, not at nginx -t with nginx's words. It returns the variable at fault.
+func checkTLSFiles(certFile, keyFile string) (string, error) {
+	const certVar, keyVar = "ROOMCAST_EDGE_TLS_CERT_FILE", "ROOMCAST_EDGE_TLS_KEY_FILE"
+	if !pathRe.MatchString(certFile) {
+		return certVar, errors.New("want an absolute file path of letters, digits and . _ - / + @")
+	}
+	if !pathRe.MatchString(keyFile) {
+		return keyVar, errors.New("want an absolute file path of letters, digits and . _ - / + @")
+	}
+	certPEM, err := os.ReadFile(certFile)
+	if err != nil {
+		return certVar, fmt.Errorf("want a readable certificate file: %w", err)
+	}
+	keyPEM, err := os.ReadFile(keyFile)
+	if err != nil {
+		return keyVar, fmt.Errorf("want a readable key file: %w", err)
+	}
+	block, _ := pem.Decode(certPEM)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return certVar, errors.New("want a PEM certificate (chain)")
+	}
+	if _, err := x509.ParseCertificate(block.Bytes); err != nil {
+		return certVar, fmt.Errorf("want a PEM certificate (chain): %w", err)
+	}
+	if _, err := tls.X509KeyPair(certPEM, keyPEM); err != nil {
+		return keyVar, fmt.Errorf("want the PEM private key of the certificate: %w", err)
+	}
+	return "", nil
 }
 
 func validPort(p int) bool { return p >= 1 && p <= 65535 }
@@ -191,5 +245,9 @@ func (c config) params() edge.Params {
 		AccessLog:             c.AccessLog,
 		TempDir:               filepath.Join(dir, "tmp"),
 		User:                  c.NginxUser,
+		TLSCertFile:           c.TLSCertFile,
+		TLSKeyFile:            c.TLSKeyFile,
+		TLSListenPort:         c.TLSListenPort,
+		TLSPublicPort:         c.TLSPublicPort,
 	}
 }

@@ -50,6 +50,9 @@ func TestHelpDocumentsEveryVariableWithItsDefault(t *testing.T) {
 		"ROOMCAST_EDGE_TEMPLATE", "/etc/roomcast-edge/nginx.conf.tmpl",
 		"ROOMCAST_EDGE_CONFIG", "/run/roomcast-edge/nginx.conf",
 		"ROOMCAST_EDGE_NGINX", "nginx",
+		"ROOMCAST_EDGE_TLS_CERT_FILE", "ROOMCAST_EDGE_TLS_KEY_FILE",
+		"ROOMCAST_EDGE_TLS_LISTEN_PORT", "8443",
+		"ROOMCAST_EDGE_TLS_PUBLIC_PORT", "443",
 		"ROOMCAST_EDGE_METRICS_ADDR", ":9180",
 		"roomcast.active", "status",
 	)
@@ -923,5 +926,73 @@ func TestDefaultsAndEmptyValues(t *testing.T) {
 	if cfg, err := loadConfig(map[string]string{"ROOMCAST_EDGE_METRICS_ADDR": "off", "ROOMCAST_EDGE_RESOLVER": "fd00::53", "DOCKER_HOST": "unix:///d.sock"}); err != nil ||
 		cfg.MetricsAddr != "off" || cfg.params().Resolver != "[fd00::53]" {
 		t.Fatalf("off / IPv6 resolver: %+v %v", cfg, err)
+	}
+}
+
+// The TLS files come both or neither, readable, and as a certificate with its key:
+// anything else stops the edge at start (exit 2) naming the variable at fault.
+func TestTLSFilesAreCheckedAtStart(t *testing.T) {
+	dir := t.TempDir()
+	ca := edgetest.NewCA(t, dir)
+	other := edgetest.NewCA(t, t.TempDir())
+	garbage := filepath.Join(dir, "garbage.pem")
+	if err := os.WriteFile(garbage, []byte("not a certificate\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(dir, "missing.pem")
+	const certVar, keyVar = "ROOMCAST_EDGE_TLS_CERT_FILE", "ROOMCAST_EDGE_TLS_KEY_FILE"
+	tests := []struct {
+		name, cert, key, variable string
+	}{
+		{"cert without key", ca.CertFile, "", keyVar},
+		{"key without cert", "", ca.KeyFile, certVar},
+		{"missing cert", missing, ca.KeyFile, certVar},
+		{"missing key", ca.CertFile, missing, keyVar},
+		{"garbage cert", garbage, ca.KeyFile, certVar},
+		{"key as cert", ca.KeyFile, ca.KeyFile, certVar},
+		{"garbage key", ca.CertFile, garbage, keyVar},
+		{"another certificate's key", ca.CertFile, other.KeyFile, keyVar},
+		{"relative path", "tls.crt", ca.KeyFile, certVar},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := map[string]string{"ROOMCAST_EDGE_CONTROLLER": "http://edge_controller:9190", certVar: tt.cert, keyVar: tt.key}
+			value := tt.cert
+			if tt.variable == keyVar {
+				value = tt.key
+			}
+			clitest.InvalidEnv(t, name, run, env, tt.variable, value)
+		})
+	}
+	for _, tt := range []struct{ name, value string }{
+		{"ROOMCAST_EDGE_TLS_LISTEN_PORT", "0"},
+		{"ROOMCAST_EDGE_TLS_LISTEN_PORT", "8081"}, // the status port
+		{"ROOMCAST_EDGE_TLS_PUBLIC_PORT", "70000"},
+	} {
+		t.Run(tt.name+"="+tt.value, func(t *testing.T) {
+			env := map[string]string{"ROOMCAST_EDGE_CONTROLLER": "http://edge_controller:9190", tt.name: tt.value}
+			clitest.InvalidEnv(t, name, run, env, tt.name, tt.value)
+		})
+	}
+}
+
+// A good pair reaches the template values; none leaves the edge on HTTP.
+func TestTLSFilesReachTheTemplate(t *testing.T) {
+	ca := edgetest.NewCA(t, t.TempDir())
+	cfg, err := loadConfig(map[string]string{"ROOMCAST_EDGE_CONTROLLER": "http://edge_controller:9190",
+		"ROOMCAST_EDGE_TLS_CERT_FILE": ca.CertFile, "ROOMCAST_EDGE_TLS_KEY_FILE": ca.KeyFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := cfg.params()
+	if !p.TLS() || p.TLSCertFile != ca.CertFile || p.TLSKeyFile != ca.KeyFile || p.TLSListenPort != 8443 || p.TLSPublicPort != 443 || p.RedirectPort() != "" {
+		t.Fatalf("params %+v: want the files, 8443 inside, 443 outside", p)
+	}
+	cfg, err = loadConfig(map[string]string{"ROOMCAST_EDGE_CONTROLLER": "http://edge_controller:9190"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.params().TLS() {
+		t.Fatal("TLS without the files")
 	}
 }

@@ -59,6 +59,28 @@ type Params struct {
 	// User is nginx's user directive; empty leaves it out (nginx's built-in default
 	// user when started as root, the current user otherwise).
 	User string
+	// TLSCertFile and TLSKeyFile are the certificate chain and its key (PEM). Both set:
+	// HTTPS and WSS on TLSListenPort, and ListenPort answers everything but /healthz
+	// with a redirect to https on TLSPublicPort. Both empty: HTTP only.
+	TLSCertFile string
+	TLSKeyFile  string
+	// TLSListenPort is nginx's HTTPS port on all IPv4 interfaces (and [::] with
+	// ListenIPv6).
+	TLSListenPort int
+	// TLSPublicPort is the HTTPS port clients reach (what the redirect names); 443 is
+	// left out of the URL.
+	TLSPublicPort int
+}
+
+// TLS reports whether p serves HTTPS.
+func (p Params) TLS() bool { return p.TLSCertFile != "" }
+
+// RedirectPort is the ":port" of the redirect's URL, empty for https' default 443.
+func (p Params) RedirectPort() string {
+	if p.TLSPublicPort == 443 {
+		return ""
+	}
+	return fmt.Sprintf(":%d", p.TLSPublicPort)
 }
 
 // safe is what an unquoted value (a name, an address) may contain: nothing that
@@ -91,6 +113,8 @@ func (p Params) Validate() error {
 	check(safePath, "ErrorLog", p.ErrorLog, true)
 	check(safePath, "AccessLog", p.AccessLog, true)
 	check(safePath, "TempDir", p.TempDir, true)
+	check(safePath, "TLSCertFile", p.TLSCertFile, p.TLSKeyFile != "")
+	check(safePath, "TLSKeyFile", p.TLSKeyFile, p.TLSCertFile != "")
 	port := func(name string, v int) {
 		if v < 1 || v > 65535 {
 			errs = append(errs, fmt.Errorf("template value %s=%d is not a port", name, v))
@@ -101,6 +125,13 @@ func (p Params) Validate() error {
 	port("StatusPort", p.StatusPort)
 	if p.StatusPort == p.ListenPort {
 		errs = append(errs, fmt.Errorf("template value StatusPort=%d is ListenPort too: the status must not be public", p.StatusPort))
+	}
+	if p.TLS() {
+		port("TLSListenPort", p.TLSListenPort)
+		port("TLSPublicPort", p.TLSPublicPort)
+		if p.TLSListenPort == p.ListenPort || p.TLSListenPort == p.StatusPort {
+			errs = append(errs, fmt.Errorf("template value TLSListenPort=%d is ListenPort or StatusPort too", p.TLSListenPort))
+		}
 	}
 	if p.LimitConn < 0 {
 		errs = append(errs, fmt.Errorf("template value LimitConn=%d is negative", p.LimitConn))

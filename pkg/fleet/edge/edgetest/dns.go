@@ -1,4 +1,5 @@
-// Package edgetest has test doubles for the edge: a tiny DNS server that answers A
+// Package edgetest has test doubles for the edge: a CA that makes a certificate for
+// 127.0.0.1 and localhost (NewCA), and a tiny DNS server that answers A
 // queries from a table, standing in for Docker's embedded DNS (127.0.0.11), so that
 // nginx's resolver and the edge's resolve check can be pointed at it.
 //

@@ -66,6 +66,8 @@ type config struct {
 	JWTIssuer       string        `env:"JWT_ISSUER" envDefault:"roomcast-swarm" help:"the iss claim the app's replicas require (ROOMCAST_JWT_ISSUER); just token and the smoke test write it"`
 	GrafanaPassword string        `env:"GRAFANA_ADMIN_PASSWORD_FILE" envDefault:".secrets/grafana-admin-password" help:"Grafana's admin password (the default is made on first use); the Swarm secret is named after its content"`
 	GrafanaUser     string        `env:"GRAFANA_ADMIN_USER" envDefault:"admin" help:"login of Grafana's admin"`
+	TLSCertFile     string        `env:"TLS_CERT_FILE" help:"nginx's certificate chain (PEM): with TLS_KEY_FILE, the edge serves HTTPS on HTTPS_PORT (443) and redirects HTTP_PORT to it (stack/edge-tls.yml); unset: HTTP only. A Swarm secret named after its content"`
+	TLSKeyFile      string        `env:"TLS_KEY_FILE" help:"the certificate's private key (PEM), set with TLS_CERT_FILE or not at all; a Swarm secret named after its content, never logged"`
 	NATSCluster     string        `env:"NATS_CLUSTER" defaultHelp:"what is deployed" help:"true: NATS as a JetStream cluster (stack/nats-cluster.yml); false: one node"`
 	NATSReplicas    int           `env:"NATS_REPLICAS" envDefault:"3" help:"nodes of the NATS cluster"`
 	HistoryReplicas string        `env:"HISTORY_REPLICAS" defaultHelp:"3 with a cluster, else 1" help:"replicas of the history stream"`
@@ -109,6 +111,12 @@ func checkConfig(c *config, bad cli.Bad) error {
 	// Basic authentication ends the user name at the first colon.
 	if strings.TrimSpace(c.GrafanaUser) != c.GrafanaUser || strings.Contains(c.GrafanaUser, ":") {
 		return bad("GRAFANA_ADMIN_USER", "want a login without a colon or surrounding white space")
+	}
+	if c.TLSCertFile != "" && c.TLSKeyFile == "" {
+		return bad("TLS_KEY_FILE", "want the key's file, set with TLS_CERT_FILE (both or neither)")
+	}
+	if c.TLSCertFile == "" && c.TLSKeyFile != "" {
+		return bad("TLS_CERT_FILE", "want the certificate's file, set with TLS_KEY_FILE (both or neither)")
 	}
 	if c.EdgeURL == "" {
 		c.EdgeURL = "http://127.0.0.1:" + strconv.Itoa(c.HTTPPort)
@@ -204,7 +212,8 @@ func releaseConfig(cfg config) bluegreen.Config {
 		JWTAudience: cfg.JWTAudience, JWTIssuer: cfg.JWTIssuer,
 		GrafanaAdminUser: cfg.GrafanaUser, GrafanaAdminPasswordFile: cfg.GrafanaPassword, DefaultGrafanaAdminPasswordFile: ".secrets/grafana-admin-password",
 		NATSCluster: cfg.NATSCluster, NATSReplicas: cfg.NATSReplicas, HistoryReplicas: cfg.HistoryReplicas,
-		AppStack: "stack/app.yml", EdgeStack: "stack/edge.yml", NATSClusterStack: "stack/nats-cluster.yml",
+		TLSCertFile: cfg.TLSCertFile, TLSKeyFile: cfg.TLSKeyFile,
+		AppStack: "stack/app.yml", EdgeStack: "stack/edge.yml", NATSClusterStack: "stack/nats-cluster.yml", EdgeTLSStack: "stack/edge-tls.yml",
 		Network: "roomcast", LockStaleAfter: cfg.LockStaleAfter,
 	}
 }

@@ -21,7 +21,7 @@ func TestHelpListsEveryVariableTheRecipesRead(t *testing.T) {
 		"TAG", "ROOMCAST_IMAGE", "EDGE_IMAGE", "EDGE_TAG", "HTTP_PORT", "EDGE_URL", "REPLICAS", "HEALTH_TIMEOUT",
 		"FLIP_TIMEOUT", "DRAIN_TIMEOUT", "SMOKE_TIMEOUT", "JWT_SECRET_FILE", "NATS_CLUSTER", "NATS_REPLICAS",
 		"HISTORY_REPLICAS", "DOCKER_HOST", "RELEASE_LOCK_STALE_AFTER", "ROOMCAST_LOG_LEVEL",
-		"GRAFANA_ADMIN_PASSWORD_FILE", "GRAFANA_ADMIN_USER", "JWT_AUDIENCE", "JWT_ISSUER",
+		"GRAFANA_ADMIN_PASSWORD_FILE", "GRAFANA_ADMIN_USER", "JWT_AUDIENCE", "JWT_ISSUER", "TLS_CERT_FILE", "TLS_KEY_FILE", "HTTPS_PORT",
 	)
 }
 
@@ -43,6 +43,8 @@ func TestUsageAndConfigurationErrorsExit2(t *testing.T) {
 		{[]string{"status"}, map[string]string{"GRAFANA_ADMIN_USER": "ad:min"}, "GRAFANA_ADMIN_USER"},
 		{[]string{"status"}, map[string]string{"JWT_AUDIENCE": "roomcast "}, "JWT_AUDIENCE"},
 		{[]string{"status"}, map[string]string{"JWT_ISSUER": " roomcast"}, "JWT_ISSUER"},
+		{[]string{"status"}, map[string]string{"TLS_CERT_FILE": "tls.crt"}, "TLS_KEY_FILE"},
+		{[]string{"status"}, map[string]string{"TLS_KEY_FILE": "tls.key"}, "TLS_CERT_FILE"},
 	} {
 		if code, line := clitest.Exit(name, run, tt.args, tt.env); code != 2 || !strings.Contains(line, tt.want) {
 			t.Errorf("%v %v: exit %d, stderr %q; want 2 saying %q", tt.args, tt.env, code, line, tt.want)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -72,6 +73,9 @@ func (r *Release) Deploy(ctx context.Context) error {
 	if env["GRAFANA_ADMIN_SECRET_ID"], err = r.ensureGrafanaSecret(ctx); err != nil {
 		return err
 	}
+	if err := r.ensureTLSSecrets(ctx, env); err != nil {
+		return err
+	}
 	if err := r.deployEdge(ctx, env, mine, active, previous, edgeTag); err != nil {
 		return err
 	}
@@ -123,6 +127,10 @@ func (r *Release) deployEdge(ctx context.Context, env map[string]string, mine, a
 		r.logf("NATS as a cluster of %d nodes (%s)", r.Config.NATSReplicas, r.Config.NATSClusterStack)
 		files = append(files, r.Config.NATSClusterStack)
 	}
+	if env["TLS_CERT_SECRET_ID"] != "" {
+		r.logf("nginx serves HTTPS with %s (%s)", r.Config.TLSCertFile, r.Config.EdgeTLSStack)
+		files = append(files, r.Config.EdgeTLSStack)
+	}
 	e := map[string]string{
 		"ACTIVE_COLOR": active, "PREVIOUS_COLOR": previous, "RELEASE_LOCK": mine,
 		"EDGE_IMAGE": r.Config.EdgeImage, "EDGE_TAG": edgeTag, "ROOMCAST_IMAGE": r.Config.AppImage,
@@ -160,6 +168,10 @@ const (
 	jwtSecretPrefix = "roomcast_jwt_"
 	// grafanaSecretPrefix starts the name of the secret holding Grafana's admin password.
 	grafanaSecretPrefix = "roomcast_grafana_admin_"
+	// tlsCertSecretPrefix and tlsKeySecretPrefix start the names of nginx's certificate
+	// chain and key.
+	tlsCertSecretPrefix = "roomcast_tls_cert_"
+	tlsKeySecretPrefix  = "roomcast_tls_key_"
 )
 
 // secretFile is a file that becomes a Swarm secret.
@@ -215,6 +227,38 @@ func (r *Release) ensureGrafanaSecret(ctx context.Context) (string, error) {
 		what: "Grafana's admin password", keep: "Grafana's admin logs in with it",
 		minBytes: 16, refusal: "too weak a password",
 	})
+}
+
+// ensureTLSSecrets makes the Swarm secrets of TLSCertFile and TLSKeyFile, when set, and
+// puts their IDs in env as TLS_CERT_SECRET_ID and TLS_KEY_SECRET_ID (which also select
+// EdgeTLSStack). The pair is checked first, as nginx will load it: a file that is not
+// a certificate, or a key that is not the certificate's, fails the deploy before any
+// secret is made or the edge is touched. Unset, env is left alone: HTTP only.
+func (r *Release) ensureTLSSecrets(ctx context.Context, env map[string]string) error {
+	cert, key := r.Config.TLSCertFile, r.Config.TLSKeyFile
+	switch {
+	case cert == "" && key == "":
+		return nil
+	case cert == "" || key == "":
+		return errors.New("TLS_CERT_FILE and TLS_KEY_FILE: want both set or neither")
+	}
+	if _, err := tls.LoadX509KeyPair(cert, key); err != nil {
+		// The error names the files or what is wrong with them, never their content.
+		return fmt.Errorf("TLS_CERT_FILE=%s and TLS_KEY_FILE=%s are not a certificate and its key: %w", cert, key, err)
+	}
+	for _, s := range []struct {
+		variable, file, prefix, env string
+	}{
+		{"TLS_CERT_FILE", cert, tlsCertSecretPrefix, "TLS_CERT_SECRET_ID"},
+		{"TLS_KEY_FILE", key, tlsKeySecretPrefix, "TLS_KEY_SECRET_ID"},
+	} {
+		id, err := r.ensureSecret(ctx, secretFile{variable: s.variable, file: s.file, prefix: s.prefix, label: "roomcast.tls", minBytes: 1})
+		if err != nil {
+			return err
+		}
+		env[s.env] = id
+	}
+	return nil
 }
 
 // ensureSecret returns the ID of the Swarm secret made of s.file, creating the secret

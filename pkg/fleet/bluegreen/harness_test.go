@@ -93,7 +93,7 @@ func (h *harness) release(holder, edgeURL, key string) *bluegreen.Release {
 			// Made by the first deploy, as .secrets/grafana-admin-password is.
 			GrafanaAdminPasswordFile: h.grafanaPassword, DefaultGrafanaAdminPasswordFile: h.grafanaPassword,
 			NATSReplicas: 3, AppStack: "stack/app.yml", EdgeStack: "stack/edge.yml", NATSClusterStack: "stack/nats-cluster.yml",
-			Network: "roomcast", LockStaleAfter: 30 * time.Minute,
+			EdgeTLSStack: "stack/edge-tls.yml", Network: "roomcast", LockStaleAfter: 30 * time.Minute,
 		},
 		Docker: c, Stacks: h.stacks, Out: h.out, Holder: holder,
 		Now: h.clock.Now, Sleep: h.clock.Sleep,
@@ -211,6 +211,8 @@ type fakeStacks struct {
 
 	mu      sync.Mutex
 	deploys []string
+	// edgeFiles are the compose files of each edge deploy.
+	edgeFiles [][]string
 	// before runs first in each deploy; an error fails it.
 	before func(name string, env map[string]string) error
 }
@@ -219,6 +221,9 @@ func (s *fakeStacks) Deploy(ctx context.Context, name string, files []string, en
 	s.mu.Lock()
 	before := s.before
 	s.deploys = append(s.deploys, name+" "+env["TAG"])
+	if name == "edge" {
+		s.edgeFiles = append(s.edgeFiles, files)
+	}
 	s.mu.Unlock()
 	if before != nil {
 		if err := before(name, env); err != nil {
@@ -248,6 +253,13 @@ func (s *fakeStacks) Deploy(ctx context.Context, name string, files []string, en
 	spec.Secrets = []string{"roomcast_jwt_" + env["JWT_SECRET_ID"]}
 	s.fake.DeployService(name+"_app", spec)
 	return nil
+}
+
+// EdgeFiles are the compose files of each edge deploy so far.
+func (s *fakeStacks) EdgeFiles() [][]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([][]string(nil), s.edgeFiles...)
 }
 
 func (s *fakeStacks) Deploys() []string {

@@ -44,8 +44,11 @@ type Config struct {
 	NATSCluster     string
 	NATSReplicas    int
 	HistoryReplicas string
-	// AppStack, EdgeStack and NATSClusterStack are the compose files.
-	AppStack, EdgeStack, NATSClusterStack string
+	// TLSCertFile and TLSKeyFile are nginx's certificate chain and key (PEM), both or
+	// neither: set, the edge is deployed with EdgeTLSStack too and serves HTTPS.
+	TLSCertFile, TLSKeyFile string
+	// AppStack, EdgeStack, NATSClusterStack and EdgeTLSStack are the compose files.
+	AppStack, EdgeStack, NATSClusterStack, EdgeTLSStack string
 	// EdgeEnv is added to the environment of the edge stack's deploy (config IDs).
 	EdgeEnv map[string]string
 	// Network is the overlay network of the smoke test.

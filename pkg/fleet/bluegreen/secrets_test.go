@@ -1,8 +1,6 @@
 package bluegreen_test
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,12 +10,8 @@ import (
 // grafanaSecret is the Swarm secret name a deploy gives the password in file.
 func grafanaSecret(t *testing.T, file string) (name, password string) {
 	t.Helper()
-	data, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(data)
-	return "roomcast_grafana_admin_" + hex.EncodeToString(sum[:])[:12], string(data)
+	name, data := contentSecret(t, "roomcast_grafana_admin_", file)
+	return name, string(data)
 }
 
 // edgeEnv records the environment of each edge stack deploy.

@@ -207,6 +207,17 @@ func TestUnsafeValuesAreNotRendered(t *testing.T) {
 		{"no shutdown timeout", func(p *edge.Params) { p.WorkerShutdownTimeout = 0 }},
 		{"status on the public port", func(p *edge.Params) { p.StatusPort = p.ListenPort }},
 		{"negative connection limit", func(p *edge.Params) { p.LimitConn = -1 }},
+		{"certificate without key", func(p *edge.Params) { p.TLSCertFile, p.TLSListenPort, p.TLSPublicPort = "/tls.crt", 8443, 443 }},
+		{"key without certificate", func(p *edge.Params) { p.TLSKeyFile, p.TLSListenPort, p.TLSPublicPort = "/tls.key", 8443, 443 }},
+		{"quote in the key's path", func(p *edge.Params) {
+			p.TLSCertFile, p.TLSKeyFile, p.TLSListenPort, p.TLSPublicPort = "/tls.crt", `/tls".key`, 8443, 443
+		}},
+		{"HTTPS on the plain port", func(p *edge.Params) {
+			p.TLSCertFile, p.TLSKeyFile, p.TLSListenPort, p.TLSPublicPort = "/tls.crt", "/tls.key", p.ListenPort, 443
+		}},
+		{"HTTPS without a public port", func(p *edge.Params) {
+			p.TLSCertFile, p.TLSKeyFile, p.TLSListenPort = "/tls.crt", "/tls.key", 8443
+		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			p := params(t.TempDir())

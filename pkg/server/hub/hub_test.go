@@ -699,6 +699,36 @@ func TestAHeldMemberGetsItsReplayThenTheLiveMessagesItDidNotHave(t *testing.T) {
 	}
 }
 
+func TestALateLiveCopyOfAReplayedMessageIsDroppedAfterTheHold(t *testing.T) {
+	// The replay read seq 3 from the stream before the stream's live copy of it arrived:
+	// the hold ends with nothing held, then the copy comes live.
+	f := newFixture(t, nil)
+	m, err := f.hub.JoinHeld(context.Background(), "lobby")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newSocket()
+	m.Attach(s)
+	t.Cleanup(func() { s.Close(wsframe.CloseNormal, ""); f.hub.Leave(m) })
+	for _, seq := range []uint64{2, 3} {
+		if err := m.SendMessage(context.Background(), []byte(fmt.Sprint("replay", seq)), time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := m.Release(context.Background(), 3); err != nil {
+		t.Fatal(err)
+	}
+	for _, seq := range []uint64{3, 0, 4, 5} {
+		if err := f.broker.Publish(context.Background(), chat.Message{Room: "lobby", Text: fmt.Sprint("live", seq), Seq: seq}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []string{"replay2", "replay3", "lobby:live0", "lobby:live4", "lobby:live5"}
+	if got := s.waitFrames(t, len(want)); !slices.Equal(got, want) {
+		t.Fatalf("got %q\nwant %q", got, want)
+	}
+}
+
 func TestSendMessageWaitsForRoomInsteadOfOverflowing(t *testing.T) {
 	f := newFixture(t, func(c *hub.Config) { c.SendQueueFrames = 8 })
 	s := newSocket()

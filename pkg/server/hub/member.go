@@ -31,7 +31,12 @@ type Member struct {
 	// While a resuming member's replay runs, its live messages are held; see resume.go.
 	holding bool
 	held    []heldFrame
-	space   chan struct{} // closed by the writer when it has made room; see SendMessage
+	// skipThrough is the seq the replay reached, once the hold has ended: a message
+	// stored before the replay read the stream can still come live after the hold (its
+	// republished copy was late), and it is dropped for this member until a live message
+	// beyond the replay arrives. 0: nothing to skip.
+	skipThrough uint64
+	space       chan struct{} // closed by the writer when it has made room; see SendMessage
 }
 
 // Room returns the name of the member's room.

@@ -73,6 +73,7 @@ func (m *Member) Release(ctx context.Context, after uint64) error {
 		m.mu.Lock()
 		if len(m.held) == 0 {
 			m.holding = false
+			m.skipThrough = after
 			m.mu.Unlock()
 			return nil
 		}
@@ -101,6 +102,13 @@ func (m *Member) deliverLive(frame []byte, seq uint64, accepted int64) {
 		m.held = append(m.held, heldFrame{frame: frame, seq: seq, accepted: accepted})
 		m.mu.Unlock()
 		return
+	}
+	if m.skipThrough != 0 && seq != 0 {
+		if seq <= m.skipThrough {
+			m.mu.Unlock() // the replay had it
+			return
+		}
+		m.skipThrough = 0 // live is past the replay: nothing more to skip
 	}
 	m.mu.Unlock()
 	m.enqueue(frame, true, accepted)

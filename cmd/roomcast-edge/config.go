@@ -34,7 +34,9 @@ type config struct {
 	LimitConn         int           `env:"ROOMCAST_EDGE_LIMIT_CONN" envDefault:"0" help:"open connections per client address on the listen port, beyond which nginx answers 429 (0: no limit)"`
 	Resolver          string        `env:"ROOMCAST_EDGE_RESOLVER" envDefault:"127.0.0.11" help:"DNS server (ip or ip:port) nginx and the resolve check ask for the app service"`
 	ResolverValid     time.Duration `env:"ROOMCAST_EDGE_RESOLVER_VALID" envDefault:"5s" help:"how long nginx caches the app service's addresses"`
-	ShutdownTimeout   time.Duration `env:"ROOMCAST_EDGE_WORKER_SHUTDOWN_TIMEOUT" envDefault:"40s" help:"nginx worker_shutdown_timeout; must outlast the app's drain delay + drain timeout"`
+	ShutdownTimeout   time.Duration `env:"ROOMCAST_EDGE_WORKER_SHUTDOWN_TIMEOUT" envDefault:"40s" help:"nginx worker_shutdown_timeout, how long connections on an old config last after a reload; must outlast the app's drain delay + drain timeout"`
+	DrainDelay        time.Duration `env:"ROOMCAST_EDGE_DRAIN_DELAY" envDefault:"0s" help:"when told to stop, how long /edgez (the load balancer's health check) answers 503 while nginx still serves, before nginx stops accepting: longer than the balancer's failover (0: no balancer)"`
+	StopTimeout       time.Duration `env:"ROOMCAST_EDGE_STOP_TIMEOUT" envDefault:"1s" help:"once nginx stopped accepting, how long open connections (WebSockets) are kept before nginx closes them and exits"`
 	ConnectTimeout    time.Duration `env:"ROOMCAST_EDGE_CONNECT_TIMEOUT" envDefault:"2s" help:"proxy_connect_timeout before the next replica is tried"`
 	NextUpstreamTries int           `env:"ROOMCAST_EDGE_NEXT_UPSTREAM_TRIES" envDefault:"3" help:"replicas tried per request on error, timeout, 502 or 503 (0: no limit)"`
 	PollInterval      time.Duration `env:"ROOMCAST_EDGE_POLL_INTERVAL" envDefault:"5s" help:"label read besides Docker events (fallback when the event stream fails)"`
@@ -92,6 +94,10 @@ func checkConfig(cfg *config, bad cli.Bad) error {
 		return bad("ROOMCAST_EDGE_RESOLVER_VALID", "want whole seconds, at least 1s")
 	case cfg.ShutdownTimeout < time.Second:
 		return bad("ROOMCAST_EDGE_WORKER_SHUTDOWN_TIMEOUT", "want a duration of at least 1s")
+	case cfg.DrainDelay < 0:
+		return bad("ROOMCAST_EDGE_DRAIN_DELAY", "want a duration of 0 or more")
+	case cfg.StopTimeout < 10*time.Millisecond:
+		return bad("ROOMCAST_EDGE_STOP_TIMEOUT", "want a duration of at least 10ms")
 	case cfg.ConnectTimeout < 10*time.Millisecond:
 		return bad("ROOMCAST_EDGE_CONNECT_TIMEOUT", "want a duration of at least 10ms")
 	case cfg.NextUpstreamTries < 0:
@@ -217,6 +223,8 @@ func (c config) edge() edge.Config {
 		AppService:   c.AppService,
 		PollInterval: c.PollInterval,
 		StartTimeout: c.StartTimeout,
+		DrainDelay:   c.DrainDelay,
+		StopTimeout:  c.StopTimeout,
 		ConfigPath:   c.Config,
 		Params:       c.params(),
 	}
@@ -244,6 +252,7 @@ func (c config) params() edge.Params {
 		ErrorLog:              c.ErrorLog,
 		AccessLog:             c.AccessLog,
 		TempDir:               filepath.Join(dir, "tmp"),
+		HealthDir:             filepath.Join(dir, "health"),
 		User:                  c.NginxUser,
 		TLSCertFile:           c.TLSCertFile,
 		TLSKeyFile:            c.TLSKeyFile,

@@ -76,8 +76,9 @@ func run(ctx context.Context, args []string, env map[string]string, stdout, stde
 	}
 
 	// The lifecycle. The edge ends first: the first SIGTERM, SIGINT or SIGQUIT, or the
-	// caller's ctx, stops nginx gracefully (SIGQUIT to nginx: workers finish their
-	// connections, bounded by worker_shutdown_timeout), a second signal at once
+	// caller's ctx, drains nginx (/edgez fails, ROOMCAST_EDGE_DRAIN_DELAY, SIGQUIT to
+	// nginx: it stops accepting and finishes its requests, ROOMCAST_EDGE_STOP_TIMEOUT,
+	// then SIGTERM closes the WebSockets still open), a second signal stops it at once
 	// (SIGTERM), and Run returns once nginx has exited, with nginx's status, which is
 	// what run returns (a failing metrics server stops nginx gracefully too). Then the
 	// signal handler and the metrics server stop; the controller's (or Docker's)
@@ -141,9 +142,14 @@ roomcast_edge_errors_total{kind} and retried. The label absent at start means
 ROOMCAST_EDGE_DEFAULT_COLOR; a restarted task reads the label, so it never falls
 back to an older color.
 
-SIGTERM, SIGINT or SIGQUIT stops nginx gracefully (SIGQUIT to nginx); a second signal
-stops it at once. roomcast-edge exits with nginx's status, and non-zero when nginx
-exits on its own or no usable color appears within ROOMCAST_EDGE_START_TIMEOUT.
+SIGTERM, SIGINT or SIGQUIT drains the edge for the operator's load balancer: the
+public /edgez (its health check: 200 while nginx serves here) answers 503 at once while
+nginx serves everything else for ROOMCAST_EDGE_DRAIN_DELAY; then nginx stops accepting
+(SIGQUIT), its requests get ROOMCAST_EDGE_STOP_TIMEOUT to finish, and the connections
+still open (WebSockets) are closed (SIGTERM), so that their clients resume elsewhere
+at once. A second signal stops nginx at once. roomcast-edge exits with nginx's status,
+and non-zero when nginx exits on its own or no usable color appears within
+ROOMCAST_EDGE_START_TIMEOUT.
 
 "roomcast-edge status" prints {"color":...,"applied_at":...} from
 http://127.0.0.1:$ROOMCAST_EDGE_STATUS_PORT/.roomcast/edge (nginx's status listener,

@@ -45,6 +45,9 @@ func TestHelpDocumentsEveryVariableWithItsDefault(t *testing.T) {
 		"ROOMCAST_EDGE_LIMIT_CONN",
 		"ROOMCAST_EDGE_RESOLVER", "127.0.0.11",
 		"ROOMCAST_EDGE_WORKER_SHUTDOWN_TIMEOUT", "40s",
+		"ROOMCAST_EDGE_DRAIN_DELAY", "0s",
+		"ROOMCAST_EDGE_STOP_TIMEOUT", "1s",
+		"/edgez",
 		"ROOMCAST_EDGE_POLL_INTERVAL", "5s",
 		"ROOMCAST_EDGE_START_TIMEOUT", "2m",
 		"ROOMCAST_EDGE_TEMPLATE", "/etc/roomcast-edge/nginx.conf.tmpl",
@@ -77,6 +80,9 @@ func TestInvalidEnvironmentExitsTwoWithOneLineNamingTheVariable(t *testing.T) {
 		{"ROOMCAST_EDGE_RESOLVER_VALID", "1500ms"},
 		{"ROOMCAST_EDGE_WORKER_SHUTDOWN_TIMEOUT", "40"},
 		{"ROOMCAST_EDGE_WORKER_SHUTDOWN_TIMEOUT", "10ms"},
+		{"ROOMCAST_EDGE_DRAIN_DELAY", "-1s"},
+		{"ROOMCAST_EDGE_DRAIN_DELAY", "5"},
+		{"ROOMCAST_EDGE_STOP_TIMEOUT", "1ms"},
 		{"ROOMCAST_EDGE_CONNECT_TIMEOUT", "1ms"},
 		{"ROOMCAST_EDGE_NEXT_UPSTREAM_TRIES", "-1"},
 		{"ROOMCAST_EDGE_POLL_INTERVAL", "1ms"},
@@ -916,11 +922,11 @@ func TestDefaultsAndEmptyValues(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.MetricsAddr != ":9180" || cfg.Service != "edge_nginx" || cfg.DockerHost != "" ||
-		cfg.ShutdownTimeout != 40*time.Second || cfg.ListenPort != 80 || cfg.StatusPort != 8081 || cfg.LimitConn != 0 || cfg.AppPort != 8080 || cfg.Resolver != "127.0.0.11" {
+		cfg.ShutdownTimeout != 40*time.Second || cfg.DrainDelay != 0 || cfg.StopTimeout != time.Second || cfg.ListenPort != 80 || cfg.StatusPort != 8081 || cfg.LimitConn != 0 || cfg.AppPort != 8080 || cfg.Resolver != "127.0.0.11" {
 		t.Fatalf("defaults: %+v", cfg)
 	}
 	p := cfg.params()
-	if p.PidPath != "/run/roomcast-edge/nginx.pid" || p.TempDir != "/run/roomcast-edge/tmp" || p.User != "" {
+	if p.PidPath != "/run/roomcast-edge/nginx.pid" || p.TempDir != "/run/roomcast-edge/tmp" || p.HealthDir != "/run/roomcast-edge/health" || p.User != "" {
 		t.Fatalf("paths: %+v", p)
 	}
 	if cfg, err := loadConfig(map[string]string{"ROOMCAST_EDGE_METRICS_ADDR": "off", "ROOMCAST_EDGE_RESOLVER": "fd00::53", "DOCKER_HOST": "unix:///d.sock"}); err != nil ||
@@ -994,5 +1000,100 @@ func TestTLSFilesReachTheTemplate(t *testing.T) {
 	}
 	if cfg.params().TLS() {
 		t.Fatal("TLS without the files")
+	}
+}
+
+// A stop drains in the order a load balancer needs: /edgez answers 503 at once while
+// nginx serves everything else for ROOMCAST_EDGE_DRAIN_DELAY; then nginx stops
+// accepting and the WebSockets still open are closed after ROOMCAST_EDGE_STOP_TIMEOUT,
+// long before worker_shutdown_timeout, and roomcast-edge exits 0.
+func TestStopDrainsForTheLoadBalancer(t *testing.T) {
+	const drainDelay, stopTimeout = 1500 * time.Millisecond, 500 * time.Millisecond
+	w := newWorld(t, "blue")
+	e := w.start(t, map[string]string{
+		"ROOMCAST_EDGE_DRAIN_DELAY":             drainDelay.String(),
+		"ROOMCAST_EDGE_STOP_TIMEOUT":            stopTimeout.String(),
+		"ROOMCAST_EDGE_WORKER_SHUTDOWN_TIMEOUT": "40s",
+	})
+	e.waitServing("blue", 10*time.Second)
+	// nginx's workers, run by root, are nginx's default user: let them reach the file.
+	for _, d := range []string{filepath.Dir(e.dir), e.dir} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	edgez := func() (int, error) {
+		resp, err := client.Get(fmt.Sprintf("http://127.0.0.1:%d/edgez", e.listen))
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	if code, err := edgez(); code != http.StatusOK {
+		t.Fatalf("/edgez while serving: %d %v, want 200", code, err)
+	}
+	conn, r := dialWS(t, e)
+	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+	echo := func(msg string) error {
+		if _, err := fmt.Fprintf(conn, "%s\n", msg); err != nil {
+			return err
+		}
+		line, err := r.ReadString('\n')
+		if err == nil && line != "blue "+msg+"\n" {
+			err = fmt.Errorf("echo %q", line)
+		}
+		return err
+	}
+	if err := echo("before"); err != nil {
+		t.Fatal(err)
+	}
+
+	stopped := time.Now()
+	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	clitest.Eventually(t, time.Second, "/edgez answering 503", func() error {
+		if code, err := edgez(); code != http.StatusServiceUnavailable {
+			return fmt.Errorf("/edgez %d %v", code, err)
+		}
+		return nil
+	})
+	// Still within the drain delay: everything else is served, the WebSocket too.
+	if c, err := e.color(); err != nil || c != "blue" {
+		t.Fatalf("GET / while draining: %q %v", c, err)
+	}
+	if err := echo("draining"); err != nil {
+		t.Fatalf("the WebSocket while draining: %v", err)
+	}
+	if since := time.Since(stopped); since >= drainDelay {
+		t.Fatalf("the checks took %s, past the drain delay: the test proves nothing", since)
+	}
+
+	// Then the WebSocket is closed, after the drain delay and the stop timeout but
+	// long before worker_shutdown_timeout (40s).
+	_, err := r.ReadString('\n')
+	closed := time.Since(stopped)
+	if err == nil {
+		t.Fatal("the WebSocket got data after the stop")
+	}
+	if closed < drainDelay || closed > drainDelay+stopTimeout+5*time.Second {
+		t.Fatalf("the WebSocket was closed %s after the stop (%v), want between %s and %s",
+			closed.Round(time.Millisecond), err, drainDelay, drainDelay+stopTimeout+5*time.Second)
+	}
+	if err := e.Wait(10 * time.Second); err != nil {
+		t.Fatalf("roomcast-edge: %v, want exit 0", err)
+	}
+	if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", e.listen), time.Second); err == nil {
+		c.Close()
+		t.Fatal("nginx still accepts after roomcast-edge returned")
+	}
+	t.Logf("WebSocket closed %s after SIGTERM (drain delay %s, stop timeout %s)", closed.Round(time.Millisecond), drainDelay, stopTimeout)
+	logs := e.Stderr.String()
+	for _, want := range []string{`"msg":"health check failing"`, `"msg":"draining: health check failing, nginx still serving","drain_delay":"1.5s"`,
+		`"signal":"quit","graceful":true`, `"msg":"closing the connections still open","signal":"terminated","stop_timeout":"500ms"`} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("the log lacks %s:\n%s", want, logs)
+		}
 	}
 }

@@ -96,6 +96,16 @@ type Config struct {
 	// ReloadTimeout bounds the wait for nginx to report a new config after a start or
 	// reload (default 10s).
 	ReloadTimeout time.Duration
+	// DrainDelay is how long, once Run is told to stop, the load balancer's health
+	// check (/edgez, Params.HealthDir) fails while nginx still serves everything else,
+	// before nginx stops accepting: longer than the balancer takes to stop sending here.
+	// 0 (no balancer) stops accepting at once.
+	DrainDelay time.Duration
+	// StopTimeout is how long, once nginx stopped accepting, the open connections are
+	// given before nginx is stopped at once, which closes the WebSockets still open so
+	// that their clients resume elsewhere now (default 1s). Reloads keep
+	// Params.WorkerShutdownTimeout.
+	StopTimeout time.Duration
 	// ConfigPath is where the rendered config is written (its directory is created).
 	ConfigPath string
 	// Params are the template values.
@@ -155,11 +165,16 @@ func New(cfg Config, deps Deps) (*Edge, error) {
 		return nil, errors.New("edge: poll interval and start timeout must be positive")
 	case cfg.ConfigPath == "":
 		return nil, errors.New("edge: no config path")
+	case cfg.DrainDelay < 0 || cfg.StopTimeout < 0:
+		return nil, errors.New("edge: drain delay and stop timeout must not be negative")
 	case deps.Services == nil || deps.Nginx == nil || deps.Template == nil || deps.Logger == nil:
 		return nil, errors.New("edge: Services, Nginx, Template and Logger are required")
 	}
 	if cfg.ReloadTimeout <= 0 {
 		cfg.ReloadTimeout = 10 * time.Second
+	}
+	if cfg.StopTimeout == 0 {
+		cfg.StopTimeout = time.Second
 	}
 	// Check the static values now, with a stand-in color, rather than at the first flip.
 	probe := cfg.Params
@@ -224,7 +239,8 @@ func (e *Edge) Applied() Params {
 func (e *Edge) Abort() { e.abortOnce.Do(func() { close(e.abort) }) }
 
 // Run starts nginx for the active color and keeps it there until ctx is done, then
-// stops nginx gracefully (SIGQUIT; Abort makes it SIGTERM) and returns nil or an
+// drains and stops nginx (drain: the health check fails, DrainDelay, SIGQUIT,
+// StopTimeout, SIGTERM; Abort makes it SIGTERM at once) and returns nil or an
 // *ExitError with nginx's status. It returns an *ExitError at once if nginx exits on
 // its own, and an error if no usable color appeared within StartTimeout or nginx
 // could not start. ctx done before nginx started returns nil.
@@ -250,9 +266,10 @@ func (e *Edge) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			stopWatch()
-			return e.stop(syscall.SIGQUIT)
+			return e.drain()
 		case <-e.abort:
 			stopWatch()
+			e.unready()
 			return e.stop(syscall.SIGTERM)
 		case <-e.deps.Nginx.Done():
 			return e.exited(true)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -317,6 +318,8 @@ type options struct {
 	poll         time.Duration
 	startTimeout time.Duration
 	user         string // rendered for green only: "bogus" makes nginx -t fail for green
+	drainDelay   time.Duration
+	stopTimeout  time.Duration
 }
 
 func newHarness(t *testing.T, o options) *harness {
@@ -354,12 +357,14 @@ func newHarness(t *testing.T, o options) *harness {
 		AppService:   "{color}_app",
 		PollInterval: o.poll,
 		StartTimeout: o.startTimeout,
+		DrainDelay:   o.drainDelay,
+		StopTimeout:  o.stopTimeout,
 		ConfigPath:   cfgPath,
 		Params: edge.Params{
 			BackendPort: 8080, ListenPort: 80, StatusPort: 8081, Resolver: "127.0.0.11", ResolverValid: 5 * time.Second,
 			WorkerShutdownTimeout: 40 * time.Second, ConnectTimeout: 2 * time.Second, NextUpstreamTries: 3,
 			PidPath: filepath.Join(dir, "run", "nginx.pid"), ErrorLog: "stderr", AccessLog: "off",
-			TempDir: filepath.Join(dir, "run", "tmp"), User: o.user,
+			TempDir: filepath.Join(dir, "run", "tmp"), User: o.user, HealthDir: filepath.Join(dir, "run", "health"),
 		},
 	}, edge.Deps{
 		Services:   h.svc,
@@ -706,6 +711,53 @@ func TestTheEventStreamIsReopenedWithBackoff(t *testing.T) {
 }
 
 func TestStopAndExit(t *testing.T) {
+	t.Run("drain: the health check fails, nginx stops accepting after the drain delay, open connections are closed after the stop timeout", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			h := runningHarness(t, options{resolvable: []string{"blue_app"}, drainDelay: 10 * time.Second, stopTimeout: 2 * time.Second})
+			health := filepath.Join(h.dir, "run", "health", edge.HealthFile)
+			if _, err := os.Stat(health); err != nil {
+				t.Fatalf("health file while serving: %v", err)
+			}
+			h.cancel()
+			synctest.Wait()
+			if _, err := os.Stat(health); !errors.Is(err, fs.ErrNotExist) {
+				t.Fatalf("health file once told to stop: %v, want none", err)
+			}
+			advance(10*time.Second - time.Millisecond)
+			if _, _, _, sigs := h.nginx.state(); len(sigs) != 0 {
+				t.Fatalf("signals %v within the drain delay, want none", sigs)
+			}
+			advance(time.Millisecond)
+			if _, _, _, sigs := h.nginx.state(); len(sigs) != 1 || sigs[0] != syscall.SIGQUIT {
+				t.Fatalf("signals %v after the drain delay, want SIGQUIT", sigs)
+			}
+			advance(2*time.Second - time.Millisecond)
+			if _, _, _, sigs := h.nginx.state(); len(sigs) != 1 {
+				t.Fatalf("signals %v within the stop timeout, want SIGQUIT alone", sigs)
+			}
+			advance(time.Millisecond)
+			if err := <-h.result; err != nil {
+				t.Fatal(err)
+			}
+			if _, _, _, sigs := h.nginx.state(); len(sigs) != 2 || sigs[1] != syscall.SIGTERM {
+				t.Fatalf("signals %v, want SIGQUIT then SIGTERM", sigs)
+			}
+		})
+	})
+	t.Run("a second stop within the drain delay is at once", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			h := runningHarness(t, options{resolvable: []string{"blue_app"}, drainDelay: 10 * time.Second})
+			h.cancel()
+			advance(time.Second)
+			h.edge.Abort()
+			if err := <-h.result; err != nil {
+				t.Fatal(err)
+			}
+			if _, _, _, sigs := h.nginx.state(); len(sigs) != 1 || sigs[0] != syscall.SIGTERM {
+				t.Fatalf("signals %v, want SIGTERM alone", sigs)
+			}
+		})
+	})
 	t.Run("second stop is at once", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			h := runningHarness(t, options{resolvable: []string{"blue_app"}})

@@ -28,6 +28,9 @@ func (e *Edge) start(ctx context.Context) error {
 	if err := e.deps.Nginx.Test(ctx, e.cfg.ConfigPath); err != nil {
 		return fmt.Errorf("testing the first config: %w", err)
 	}
+	if err := e.ready(); err != nil {
+		return err
+	}
 	if err := e.deps.Nginx.Start(); err != nil {
 		return err
 	}

@@ -56,6 +56,10 @@ type Params struct {
 	AccessLog string
 	// TempDir holds nginx's temp directories (it must exist; nginx creates the rest).
 	TempDir string
+	// HealthDir holds HealthFile, which the edge writes before nginx starts and removes
+	// as soon as it is told to stop: the public /edgez, the load balancer's health
+	// check, answers 200 while the file is there and 503 without it. Empty: no /edgez.
+	HealthDir string
 	// User is nginx's user directive; empty leaves it out (nginx's built-in default
 	// user when started as root, the current user otherwise).
 	User string
@@ -74,6 +78,9 @@ type Params struct {
 
 // TLS reports whether p serves HTTPS.
 func (p Params) TLS() bool { return p.TLSCertFile != "" }
+
+// HealthFile is the package's HealthFile, for the template.
+func (Params) HealthFile() string { return HealthFile }
 
 // RedirectPort is the ":port" of the redirect's URL, empty for https' default 443.
 func (p Params) RedirectPort() string {
@@ -113,6 +120,7 @@ func (p Params) Validate() error {
 	check(safePath, "ErrorLog", p.ErrorLog, true)
 	check(safePath, "AccessLog", p.AccessLog, true)
 	check(safePath, "TempDir", p.TempDir, true)
+	check(safePath, "HealthDir", p.HealthDir, false)
 	check(safePath, "TLSCertFile", p.TLSCertFile, p.TLSKeyFile != "")
 	check(safePath, "TLSKeyFile", p.TLSKeyFile, p.TLSCertFile != "")
 	port := func(name string, v int) {

@@ -566,9 +566,15 @@ type load struct {
 
 func startLoad(t *testing.T, env swarmEnv, n int) *load {
 	t.Helper()
+	return startLoadIn(t, env, 20, n/20)
+}
+
+// startLoadIn is startLoad with rooms rooms of members clients each.
+func startLoadIn(t *testing.T, env swarmEnv, rooms, members int) *load {
+	t.Helper()
 	cfg := loadgen.DefaultConfig(loadgen.Release)
 	cfg.URLs = []string{fmt.Sprintf("ws://127.0.0.1:%d", env.port)}
-	cfg.Rooms, cfg.Members = 20, n/20
+	cfg.Rooms, cfg.Members = rooms, members
 	cfg.Token = env.token(t)
 	cfg.Duration = 10 * time.Minute // stopped by stopAfterAllOn long before
 	cfg.Log = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -675,6 +681,8 @@ type probeReport struct {
 	total, failures int
 	colors          map[string]int
 	firstFailures   []string
+	// firstFailed and lastFailed are when the first and the last failure were seen.
+	firstFailed, lastFailed time.Time
 }
 
 func (r probeReport) String() string {
@@ -693,6 +701,10 @@ func startProbe(t *testing.T, env swarmEnv) *probe {
 		r.total++
 		if err != nil {
 			r.failures++
+			if r.firstFailed.IsZero() {
+				r.firstFailed = time.Now()
+			}
+			r.lastFailed = time.Now()
 			if len(r.firstFailures) < 5 {
 				r.firstFailures = append(r.firstFailures, fmt.Sprintf("%s at %s: %v", what, time.Now().Format("15:04:05.000"), err))
 			}

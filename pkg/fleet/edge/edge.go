@@ -15,6 +15,11 @@
 // is the only source of truth, and the default color is used only when the label is
 // absent at start.
 //
+// It also owns the order of a stop, for the operator's load balancer: the health check
+// /edgez (a file in Params.HealthDir that nginx serves) fails at once, nginx serves on
+// for Config.DrainDelay, then stops accepting, and the WebSockets still open after
+// Config.StopTimeout are closed rather than held for worker_shutdown_timeout.
+//
 // The Controller is the one component that holds the Docker API: it follows the same
 // labels with the same events, poll and resync, and serves only the release labels,
 // read-only, with a long poll that wakes the nginx tasks at once on a flip.

@@ -35,8 +35,7 @@ type pacedListener struct {
 	mu   sync.Mutex
 	held map[net.Conn]*time.Timer
 
-	inProgress prometheus.GaugeFunc
-	waits      prometheus.Counter
+	waits prometheus.Counter
 }
 
 func newPacedListener(maxHandshakes int, reg prometheus.Registerer) *pacedListener {
@@ -46,10 +45,14 @@ func newPacedListener(maxHandshakes int, reg prometheus.Registerer) *pacedListen
 		held:   make(map[net.Conn]*time.Timer),
 	}
 	f := promauto.With(reg)
-	l.inProgress = f.NewGaugeFunc(prometheus.GaugeOpts{
+	f.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "roomcast_handshakes_in_progress",
 		Help: "Connections of the public listener accepted and not yet through their first request (at most ROOMCAST_MAX_HANDSHAKES).",
-	}, func() float64 { return float64(len(l.slots)) })
+	}, func() float64 {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return float64(len(l.held))
+	})
 	l.waits = f.NewCounter(prometheus.CounterOpts{
 		Name: "roomcast_accept_waits_total",
 		Help: "Times the public listener stopped accepting because ROOMCAST_MAX_HANDSHAKES handshakes were in progress; the next connections waited in the kernel's backlog.",

@@ -303,8 +303,16 @@ func TestScrapeTargetsAreServicesOfTheStacks(t *testing.T) {
 				switch {
 				case name == "tasks.blue_app" || name == "tasks.green_app":
 					out, err := stackConfig(t, "app.yml", "COLOR=blue", "TAG=t", "REPLICAS=1", "JWT_SECRET_ID=t")
-					if err != nil || !strings.Contains(out, "  app:") || d.Port != 8080 {
-						t.Errorf("job %s: %s:%d is not app.yml's service app on 8080: %v", sc.JobName, name, d.Port, err)
+					// The probe listener when app.yml sets one, else the public one.
+					var app struct {
+						Services map[string]struct {
+							Environment map[string]string `yaml:"environment"`
+						} `yaml:"services"`
+					}
+					readYAMLFile(t, "stack/app.yml", &app)
+					want := portOf(t, app.Services["app"].Environment["ROOMCAST_PROBE_ADDR"], 8080)
+					if err != nil || !strings.Contains(out, "  app:") || d.Port != want {
+						t.Errorf("job %s: %s:%d is not app.yml's service app on %d: %v", sc.JobName, name, d.Port, want, err)
 					}
 				case strings.HasPrefix(name, "tasks.edge_"):
 					svc := strings.TrimPrefix(name, "tasks.edge_")

@@ -21,6 +21,10 @@ func TestInvalidEnvironmentExitsTwoWithOneLineNamingTheVariable(t *testing.T) {
 		name, value string
 	}{
 		{"ROOMCAST_ADDR", "8080"},
+		{"ROOMCAST_PROBE_ADDR", "8091"},
+		{"ROOMCAST_PROBE_ADDR", ":8080"}, // the public listener's port
+		{"ROOMCAST_MAX_HANDSHAKES", "-1"},
+		{"ROOMCAST_MAX_HANDSHAKES", "many"},
 		{"ROOMCAST_EMBEDDED_NATS_ADDR", "localhost"},
 		{"ROOMCAST_MAX_MESSAGE_BYTES", "0"},
 		{"ROOMCAST_MAX_MESSAGE_BYTES", "huge"},

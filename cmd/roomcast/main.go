@@ -72,7 +72,11 @@ func serve(ctx context.Context, cfg replica.Config, log *slog.Logger) error {
 		_ = signals() // returns at once, releasing the signals
 		return err
 	}
-	log.Info("listening", "addr", rep.Addr().String(), "color", cfg.HTTP.Identity.Color, "instance", cfg.HTTP.Identity.Instance)
+	attrs := []any{"addr", rep.Addr().String(), "color", cfg.HTTP.Identity.Color, "instance", cfg.HTTP.Identity.Instance}
+	if probe := rep.ProbeAddr(); probe != nil {
+		attrs = append(attrs, "probe_addr", probe.String())
+	}
+	log.Info("listening", attrs...)
 
 	var g oklog.Group
 	g.Add(signals, stopSignals)
@@ -116,12 +120,14 @@ func usage(w io.Writer) {
        roomcast token -sub SUBJECT -rooms ROOM[,PREFIX*...] [-ttl 1h] [-read-only]
 
 roomcast is one replica of the roomcast chat server. It serves WebSocket rooms at
-/ws/chat/{room}/, /healthz, /readyz, /metrics and a chat page at /. With NATS_URL
-empty it starts an embedded NATS server, so one process is a complete system.
+/ws/chat/{room}/, /healthz, /readyz, /metrics and a chat page at /; with
+ROOMCAST_PROBE_ADDR also /healthz, /readyz and /metrics alone on that address. With
+NATS_URL empty it starts an embedded NATS server, so one process is a complete system.
 SIGTERM or SIGINT drains it gracefully; a second signal exits at once.
 
-"roomcast healthcheck" probes /healthz on 127.0.0.1 at the port of ROOMCAST_ADDR and
-exits 0 if it answers 200, else 1. "roomcast token" prints a token signed with the
+"roomcast healthcheck" probes /healthz on 127.0.0.1 at the port of ROOMCAST_PROBE_ADDR
+(then also connects to the port of ROOMCAST_ADDR), or of ROOMCAST_ADDR when that is
+unset, and exits 0 if it answers 200, else 1. "roomcast token" prints a token signed with the
 HS256 key of ROOMCAST_JWT_SECRET_FILE or ROOMCAST_JWT_SECRET (see roomcast token -h).
 
 Configuration (environment variables):

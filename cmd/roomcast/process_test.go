@@ -274,22 +274,38 @@ func testEmbeddedAndHealthcheck(t *testing.T, bins binaries) {
 	}
 
 	_, port, _ := net.SplitHostPort(r.addr)
+	// A second replica with a probe listener.
+	probed := startRoomcast(t, bins, "probed", "ROOMCAST_PROBE_ADDR=127.0.0.1:0")
+	probeAddr := probed.probeAddr(t)
+	waitReadyz(t, probed, 200, "ready")
+	if resp := get(t, "http://"+probeAddr+"/readyz"); resp.code != 200 {
+		t.Errorf("GET /readyz on the probe listener: %d", resp.code)
+	}
+	_, probedPort, _ := net.SplitHostPort(probed.addr)
+	_, probePort, _ := net.SplitHostPort(probeAddr)
+	free := strconv.Itoa(testenv.FreePort(t))
 	tests := []struct {
-		name, addr string
-		code       int
+		name, addr, probeAddr string
+		code                  int
+		says                  string // in stderr when it fails
 	}{
-		{"a running replica", "127.0.0.1:" + port, 0},
-		{"a running replica given as :port", ":" + port, 0},
-		{"nothing listens", "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t)), 1},
+		{"a running replica", "127.0.0.1:" + port, "", 0, ""},
+		{"a running replica given as :port", ":" + port, "", 0, ""},
+		{"nothing listens", "127.0.0.1:" + free, "", 1, "/healthz"},
+		{"a running replica's probe listener", ":" + probedPort, ":" + probePort, 0, ""},
+		{"nothing listens on the probe address", ":" + probedPort, "127.0.0.1:" + free, 1, "/healthz"},
+		// The probe listener answers, the public one is not where ROOMCAST_ADDR says.
+		{"nothing listens on the public address", ":" + free, ":" + probePort, 1, "ROOMCAST_ADDR"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := startProcess(t, "roomcast healthcheck", bins.roomcast, []string{"ROOMCAST_ADDR=" + tt.addr}, "healthcheck")
+			env := []string{"ROOMCAST_ADDR=" + tt.addr, "ROOMCAST_PROBE_ADDR=" + tt.probeAddr}
+			p := startProcess(t, "roomcast healthcheck", bins.roomcast, env, "healthcheck")
 			if code := p.wait(t, 10*time.Second); code != tt.code {
-				t.Fatalf("roomcast healthcheck with ROOMCAST_ADDR=%s exited %d, want %d; stderr:\n%s", tt.addr, code, tt.code, p.stderr)
+				t.Fatalf("roomcast healthcheck with %v exited %d, want %d; stderr:\n%s", env, code, tt.code, p.stderr)
 			}
-			if tt.code != 0 && !p.stderr.has("/healthz") {
-				t.Errorf("a failed healthcheck does not say what it probed: %q", p.stderr)
+			if tt.code != 0 && !p.stderr.has(tt.says) {
+				t.Errorf("a failed healthcheck does not say what it probed (%s): %q", tt.says, p.stderr)
 			}
 		})
 	}
@@ -465,6 +481,18 @@ func (o *output) hasJSON(key, value string) bool {
 type roomcastProc struct {
 	*process
 	addr string // host:port it listens on
+}
+
+// probeAddr is the probe listener's address, from the replica's "listening" line.
+func (r *roomcastProc) probeAddr(t *testing.T) string {
+	t.Helper()
+	for _, m := range r.stderr.jsonLines() {
+		if addr, ok := m["probe_addr"].(string); ok && m["msg"] == "listening" {
+			return addr
+		}
+	}
+	t.Fatalf("roomcast %s logged no probe_addr; stderr:\n%s", r.name, r.stderr)
+	return ""
 }
 
 // startRoomcast starts a replica on a free port of 127.0.0.1 with short drain times;

@@ -1,6 +1,8 @@
 // Package httpapi is a replica's HTTP surface: liveness, readiness, metrics, the chat
-// page, and the WebSocket route handed to the gateway. Every response carries the
-// replica's color and instance, so a proxy in front of several colors can be checked.
+// page, and the WebSocket route handed to the gateway, on the public listener; the
+// probes and metrics alone on an optional probe listener; and the pacing of the public
+// listener's accepts. Every response carries the replica's color and instance, so a
+// proxy in front of several colors can be checked.
 //
 // A Server is started once and stopped once; its handlers are safe for concurrent use.
 package httpapi
@@ -55,6 +57,9 @@ type Readiness struct {
 	Draining func() bool
 	// Broker returns why messages cannot be sent now, or nil.
 	Broker func() error
+	// History returns why the replica's history is not usable yet, or nil; nil itself
+	// when history is off.
+	History func() error
 }
 
 func (r Readiness) state() (status, reason string) {
@@ -64,33 +69,60 @@ func (r Readiness) state() (status, reason string) {
 	if err := r.Broker(); err != nil {
 		return "not_ready", err.Error()
 	}
+	if r.History != nil {
+		if err := r.History(); err != nil {
+			return "not_ready", err.Error()
+		}
+	}
 	return "ready", ""
 }
 
 // Config says where to listen and who this replica is: the HTTP section of the
 // server's configuration.
 type Config struct {
-	Addr     string `env:"ROOMCAST_ADDR" envDefault:":8080" help:"listen address"`
-	Identity Identity
+	Addr string `env:"ROOMCAST_ADDR" envDefault:":8080" help:"listen address"`
+	// ProbeAddr, when set, is a second listener serving only /healthz, /readyz and
+	// /metrics, so that probes and scrapes never queue behind a storm of upgrades on the
+	// public one. The public listener serves them too, either way.
+	ProbeAddr string `env:"ROOMCAST_PROBE_ADDR" help:"listen address of a second listener serving only /healthz, /readyz and /metrics (empty: none; ROOMCAST_ADDR serves them either way)"`
+	// MaxHandshakes caps the connections of the public listener accepted but not yet
+	// through their first request (see pacedListener).
+	MaxHandshakes int `env:"ROOMCAST_MAX_HANDSHAKES" envDefault:"64" help:"connections accepted at once before their first request (upgrade) is through; more wait in the kernel's backlog (0: no limit)"`
+	Identity      Identity
 }
 
-// Validate checks the listen address; environ supplies the raw values for the error.
+// Validate checks the listen addresses and the handshake cap; environ supplies the raw
+// values for the error.
 func (c Config) Validate(environ map[string]string) error {
 	if !cli.ValidListenAddr(c.Addr) {
 		return envconfig.Invalid(environ, "ROOMCAST_ADDR", "want host:port or :port")
+	}
+	if c.ProbeAddr != "" {
+		if !cli.ValidListenAddr(c.ProbeAddr) {
+			return envconfig.Invalid(environ, "ROOMCAST_PROBE_ADDR", "want host:port or :port, or empty for none")
+		}
+		_, port, _ := net.SplitHostPort(c.Addr)
+		if _, probePort, _ := net.SplitHostPort(c.ProbeAddr); probePort == port && port != "0" {
+			return envconfig.Invalid(environ, "ROOMCAST_PROBE_ADDR", "want a port other than ROOMCAST_ADDR's")
+		}
+	}
+	if c.MaxHandshakes < 0 {
+		return envconfig.Invalid(environ, "ROOMCAST_MAX_HANDSHAKES", "want 0 (no limit) or more")
 	}
 	return nil
 }
 
 // Server is the replica's HTTP server.
 type Server struct {
-	cfg   Config
-	ready Readiness
-	ws    http.Handler
-	mux   *http.ServeMux
-	srv   *http.Server
-	ln    net.Listener
-	log   *slog.Logger
+	cfg    Config
+	ready  Readiness
+	ws     http.Handler
+	mux    *http.ServeMux
+	srv    *http.Server
+	ln     net.Listener
+	paced  *pacedListener // nil without a handshake cap
+	probes *probeServer   // nil without ProbeAddr
+	log    *slog.Logger
 }
 
 //go:embed page/index.html
@@ -99,6 +131,9 @@ var chatPage []byte
 // New builds the server. ws serves /ws/chat/...; gatherer is what /metrics exposes.
 func New(cfg Config, ws http.Handler, ready Readiness, gatherer prometheus.Gatherer, log *slog.Logger, reg prometheus.Registerer) *Server {
 	s := &Server{cfg: cfg, ready: ready, ws: ws, mux: http.NewServeMux(), log: log}
+	if cfg.MaxHandshakes > 0 {
+		s.paced = newPacedListener(cfg.MaxHandshakes, reg)
+	}
 	f := promauto.With(reg)
 	f.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "roomcast_ready", Help: "1 when /readyz would answer 200.",
@@ -122,34 +157,54 @@ func New(cfg Config, ws http.Handler, ready Readiness, gatherer prometheus.Gathe
 	}).Set(1)
 
 	errorLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
-	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
-	s.mux.HandleFunc("GET /readyz", s.readyz)
-	s.mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{ErrorLog: errorLog}))
+	metrics := promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{ErrorLog: errorLog})
+	s.probeRoutes(s.mux, metrics)
+	if cfg.ProbeAddr != "" {
+		s.probes = s.newProbeServer(metrics, errorLog)
+	}
 	s.mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-cache")
 		_, _ = w.Write(chatPage)
 	})
-	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": "not found", "path": r.URL.Path})
-	})
+	s.mux.HandleFunc("/", notFound)
 	s.srv = &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          errorLog,
 	}
+	if s.paced != nil {
+		s.srv.ConnState = s.paced.connState
+	}
 	return s
+}
+
+// probeRoutes registers liveness, readiness and metrics on mux: the public listener's
+// and the probe listener's.
+func (s *Server) probeRoutes(mux *http.ServeMux, metrics http.Handler) {
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.Handle("GET /metrics", metrics)
+}
+
+func notFound(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusNotFound, map[string]string{"error": "not found", "path": r.URL.Path})
+}
+
+// setIdentity puts the replica's color and instance on a response.
+func (s *Server) setIdentity(w http.ResponseWriter) {
+	h := w.Header()
+	h.Set(HeaderColor, s.cfg.Identity.Color)
+	h.Set(HeaderInstance, s.cfg.Identity.Instance)
 }
 
 // ServeHTTP routes a request; WebSocket paths bypass the mux, whose path cleaning would
 // redirect /ws/chat// instead of refusing it.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	h := w.Header()
-	h.Set(HeaderColor, s.cfg.Identity.Color)
-	h.Set(HeaderInstance, s.cfg.Identity.Instance)
+	s.setIdentity(w)
 	if r.URL.Path == "/ws/chat" || strings.HasPrefix(r.URL.Path, "/ws/chat/") {
 		s.ws.ServeHTTP(w, r)
 		return
@@ -173,32 +228,77 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, code, body)
 }
 
-// Listen binds the address, so that a bad address fails at start and tests can use
-// port 0 and ask Addr.
+// Listen binds the addresses, so that a bad address fails at start and tests can use
+// port 0 and ask Addr and ProbeAddr. On an error nothing stays bound.
 func (s *Server) Listen() error {
 	ln, err := net.Listen("tcp", s.cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", s.cfg.Addr, err)
 	}
+	if s.probes != nil {
+		if err := s.probes.listen(s.cfg.ProbeAddr); err != nil {
+			_ = ln.Close()
+			return err
+		}
+	}
 	s.ln = ln
-	return nil
-}
-
-// Addr is the bound address; valid after Listen.
-func (s *Server) Addr() net.Addr { return s.ln.Addr() }
-
-// Serve serves until Shutdown; it returns nil after a Shutdown.
-func (s *Server) Serve() error {
-	if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serving HTTP: %w", err)
+	if s.paced != nil {
+		s.paced.Listener = ln
+		s.ln = s.paced
 	}
 	return nil
 }
 
-// Shutdown stops accepting and waits for plain HTTP requests to finish. WebSocket
-// connections are hijacked and not its business: the hub closes them.
+// Addr is the public listener's bound address; valid after Listen.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// ProbeAddr is the probe listener's bound address, nil without one; valid after Listen.
+func (s *Server) ProbeAddr() net.Addr {
+	if s.probes == nil {
+		return nil
+	}
+	return s.probes.ln.Addr()
+}
+
+// Serve serves both listeners until Shutdown; it returns nil after a Shutdown. If the
+// probe listener fails, the public one is closed: a replica nobody can probe is
+// restarted rather than left serving.
+func (s *Server) Serve() error {
+	probeErr := make(chan error, 1)
+	if s.probes != nil {
+		go func() {
+			err := serveHTTP(s.probes.srv, s.probes.ln, "probe")
+			if err != nil {
+				_ = s.srv.Close()
+			}
+			probeErr <- err
+		}()
+	} else {
+		probeErr <- nil
+	}
+	err := serveHTTP(s.srv, s.ln, "public")
+	if err != nil && s.probes != nil {
+		_ = s.probes.srv.Close()
+	}
+	return errors.Join(err, <-probeErr)
+}
+
+func serveHTTP(srv *http.Server, ln net.Listener, which string) error {
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serving HTTP on the %s listener: %w", which, err)
+	}
+	return nil
+}
+
+// Shutdown stops accepting and waits for plain HTTP requests to finish, on both
+// listeners. WebSocket connections are hijacked and not its business: the hub closes
+// them.
 func (s *Server) Shutdown(ctx context.Context) error {
-	if err := s.srv.Shutdown(ctx); err != nil {
+	err := s.srv.Shutdown(ctx)
+	if s.probes != nil {
+		err = errors.Join(err, s.probes.srv.Shutdown(ctx))
+	}
+	if err != nil {
 		return fmt.Errorf("shutting down HTTP server: %w", err)
 	}
 	return nil

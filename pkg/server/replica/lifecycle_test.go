@@ -62,6 +62,7 @@ func TestDrainGoesNotReadyThenCloses1012ThenStops(t *testing.T) {
 	draining := startReplica(t, "old", ns.ClientURL(), func(c *replica.Config) {
 		c.Drain.Delay = time.Second
 		c.Drain.Timeout = 300 * time.Millisecond
+		c.HTTP.ProbeAddr = "127.0.0.1:0"
 	})
 	survivor := startReplica(t, "new", ns.ClientURL(), nil)
 	var clients []*wsclient.Client
@@ -78,6 +79,9 @@ func TestDrainGoesNotReadyThenCloses1012ThenStops(t *testing.T) {
 		code, status := readyStatus(t, draining)
 		return code == 503 && status == "draining"
 	})
+	if code, body, _ := getJSON(t, "http://"+draining.ProbeAddr().String()+"/readyz"); code != 503 || body["status"] != "draining" {
+		t.Errorf("the probe listener's /readyz while draining: %d %v", code, body)
+	}
 	for i, c := range clients {
 		select {
 		case <-c.Done():

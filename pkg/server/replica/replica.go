@@ -173,9 +173,14 @@ func (r *Replica) build() error {
 	gwCfg.ResponseHeader = cfg.HTTP.Identity.ResponseHeader()
 	gwCfg.History = r.broker.History()
 	gwCfg.Auth = cfg.Auth.Verifier
-	gateway := wsgateway.New(gwCfg, r.hub, r.broker, errs, log.With("component", "gateway"), r.reg)
-	r.http = httpapi.New(cfg.HTTP, gateway,
-		httpapi.Readiness{Draining: r.hub.Draining, Broker: r.broker.Ready}, r.reg, log.With("component", "http"), r.reg)
+	ready := httpapi.Readiness{Draining: r.hub.Draining, Broker: r.broker.Ready}
+	if gwCfg.History != nil {
+		ready.History = historyGate(r.broker.HistoryReady)
+	}
+	// Upgrades are refused (503 not_ready, which nginx passes to the next replica) for as
+	// long as /readyz would answer 503.
+	gateway := wsgateway.New(gwCfg, r.hub, gatedBroker{r.broker, ready}, errs, log.With("component", "gateway"), r.reg)
+	r.http = httpapi.New(cfg.HTTP, gateway, ready, r.reg, log.With("component", "http"), r.reg)
 	if err := r.http.Listen(); err != nil {
 		return err
 	}
@@ -190,8 +195,11 @@ func (r *Replica) build() error {
 	return nil
 }
 
-// Addr is the HTTP listener's address.
+// Addr is the public HTTP listener's address.
 func (r *Replica) Addr() net.Addr { return r.http.Addr() }
+
+// ProbeAddr is the probe listener's address, nil without ROOMCAST_PROBE_ADDR.
+func (r *Replica) ProbeAddr() net.Addr { return r.http.ProbeAddr() }
 
 // Registry is the replica's own metrics registry.
 func (r *Replica) Registry() *prometheus.Registry { return r.reg }

@@ -1,20 +1,37 @@
 package natsbroker
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
+	"unicode"
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"roomcast/pkg/auth"
+	"roomcast/pkg/envconfig"
 )
 
 // Config says how to reach NATS.
 type Config struct {
 	// URL is a comma-separated list of servers; ignored when Options connect in-process.
+	// A host name stands for every address it resolves to (nats.go dials them in random
+	// order), so tasks.<service> of a NATS cluster in Swarm names every member.
 	URL string `env:"NATS_URL" secret:"userinfo" help:"NATS servers, comma-separated; empty starts an embedded NATS server in-process"`
+	// User and PasswordFile are the replica's NATS credentials (a Swarm secret holds the
+	// password); both or neither. Load reads the file into Password.
+	User         string `env:"ROOMCAST_NATS_USER" help:"NATS user the replica connects as (with ROOMCAST_NATS_PASSWORD_FILE); empty: no credentials"`
+	PasswordFile string `env:"ROOMCAST_NATS_PASSWORD_FILE" help:"file holding the NATS user's password (a Swarm secret)"`
+	// Password is PasswordFile's content, never logged.
+	Password string
+	// ConnectTimeout bounds a dial and the handshake with one server (default
+	// DefaultConnectTimeout); a host name's addresses share it.
+	ConnectTimeout time.Duration
 	// Name identifies this client on the NATS server (the replica's instance name).
 	Name string
 	// ReconnectWait is the pause between reconnect attempts (default 1s).
@@ -26,9 +43,41 @@ type Config struct {
 	History HistoryConfig
 }
 
-// Validate checks the values Config takes from the environment (the URL is checked by
-// connecting); environ supplies the raw values for the error.
-func (c Config) Validate(environ map[string]string) error { return c.History.Validate(environ) }
+// DefaultConnectTimeout bounds one connection attempt to one server. nats.go's 2s
+// default made a replica wait out a dead cluster node (a killed task's address does not
+// refuse, it stays silent) before it tried a live one; on a Swarm overlay a live node
+// answers in milliseconds, and a loaded one still well within a second.
+const DefaultConnectTimeout = time.Second
+
+// Load checks the values Config takes from the environment (the URL is checked by
+// connecting) and reads the password file; environ supplies the raw values for the
+// error, which never holds the password.
+func (c *Config) Load(environ map[string]string) error {
+	bad := func(name, allowed string) error { return envconfig.Invalid(environ, name, allowed) }
+	switch {
+	case c.User == "" && c.PasswordFile == "":
+	case c.URL == "":
+		name := "ROOMCAST_NATS_USER"
+		if c.User == "" {
+			name = "ROOMCAST_NATS_PASSWORD_FILE"
+		}
+		return bad(name, "want it empty when NATS_URL is: the embedded NATS server has no users")
+	case c.User == "" || strings.ContainsFunc(c.User, unicode.IsSpace):
+		return bad("ROOMCAST_NATS_USER", "want a user name without white space when ROOMCAST_NATS_PASSWORD_FILE is set")
+	case c.PasswordFile == "":
+		return bad("ROOMCAST_NATS_PASSWORD_FILE", "want the file holding the password of ROOMCAST_NATS_USER")
+	case strings.Contains(c.URL, "@"):
+		return &envconfig.Error{Var: "NATS_URL", Value: envconfig.MaskUserinfo(c.URL),
+			Allowed: "want no credentials in it when ROOMCAST_NATS_USER is set: one of the two"}
+	default:
+		b, err := auth.ReadFile(c.PasswordFile, nil)
+		if err != nil || len(b) == 0 {
+			return bad("ROOMCAST_NATS_PASSWORD_FILE", "want a readable, non-empty file")
+		}
+		c.Password = string(b)
+	}
+	return c.History.Validate(environ)
+}
 
 // Connect creates the connection. It returns at once even if no server is reachable:
 // the connection keeps trying in the background and Ready reports the state.
@@ -59,6 +108,7 @@ func Connect(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Broker, 
 	}
 	opts := []nats.Option{
 		nats.Name(cfg.Name),
+		nats.Timeout(cmp.Or(cfg.ConnectTimeout, DefaultConnectTimeout)),
 		nats.RetryOnFailedConnect(true),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(wait),
@@ -103,6 +153,9 @@ func Connect(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Broker, 
 			}
 			log.Error("nats async error", "kind", kind, "subject", subject, "err", err)
 		}),
+	}
+	if cfg.User != "" {
+		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password))
 	}
 	opts = append(opts, cfg.Options...)
 	url := cfg.URL

@@ -44,15 +44,24 @@ func TestNATSClusterStackOptionMergesIntoTheEdgeStack(t *testing.T) {
 			t.Errorf("merged edge stack lacks %q", want)
 		}
 	}
-	b, err := os.ReadFile(repoFile(t, "stack/nats-cluster.conf"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	conf := string(b)
-	for _, want := range []string{"server_name: $NATS_SERVER_NAME", "store_dir: /data", "routes: [nats://tasks.edge_nats:6222]"} {
-		if !strings.Contains(conf, want) {
-			t.Errorf("stack/nats-cluster.conf lacks %q", want)
+	// The cluster's nodes are the single node's (nats.conf) with routes; the route URL,
+	// tasks.edge_nats with the route password, is the secret's (TestNATSConfigs...).
+	for file, wants := range map[string][]string{
+		"stack/nats-cluster.conf": {"include nats.conf", "routes: $ROOMCAST_ROUTES", "password: $ROOMCAST_ROUTE_PASSWORD"},
+		"stack/nats.conf":         {"server_name: $NATS_SERVER_NAME", "store_dir: /data", "include nats-auth.conf"},
+	} {
+		b, err := os.ReadFile(repoFile(t, file))
+		if err != nil {
+			t.Fatal(err)
 		}
+		for _, want := range wants {
+			if !strings.Contains(string(b), want) {
+				t.Errorf("%s lacks %q", file, want)
+			}
+		}
+	}
+	if !strings.Contains(string(merged), "name: roomcast_nats_routes_") || !strings.Contains(nats, "target: nats_routes.conf") {
+		t.Errorf("the cluster's nodes do not mount the routes secret:\n%s", nats)
 	}
 }
 

@@ -248,7 +248,7 @@ func configIDs() (map[string]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	nats, err := hashFiles("stack/nats-cluster.conf")
+	nats, err := hashFiles("stack/nats.conf", "stack/nats-auth.conf", "stack/nats-cluster.conf")
 	if err != nil {
 		return nil, err
 	}

@@ -64,13 +64,22 @@ func (r *Release) ensureNATSSecrets(ctx context.Context, env map[string]string) 
 	if env["NATS_APP_SECRET_ID"], err = r.ensureSecretData(ctx, natsAppSecretPrefix, app.label, app.file, appData); err != nil {
 		return err
 	}
-	users := fmt.Sprintf("# Made by roomcast-release from %s (stack/nats-auth.conf).\nROOMCAST_APP_PASSWORD: \"%s\"\n", app.file, appPassword)
-	if env["NATS_USERS_SECRET_ID"], err = r.ensureSecretData(ctx, natsUsersSecretPrefix, app.label, app.file, []byte(users)); err != nil {
+	if env["NATS_USERS_SECRET_ID"], err = r.ensureSecretData(ctx, natsUsersSecretPrefix, app.label, app.file, NATSUsersFile(appPassword)); err != nil {
 		return err
 	}
-	routeURL := url.URL{Scheme: "nats", User: url.UserPassword("route", routePassword), Host: natsRoute}
-	routes := fmt.Sprintf("# Made by roomcast-release from %s (stack/nats-cluster.conf).\nROOMCAST_ROUTE_PASSWORD: \"%s\"\nROOMCAST_ROUTES: [\"%s\"]\n",
-		route.file, routePassword, routeURL.String())
-	env["NATS_ROUTES_SECRET_ID"], err = r.ensureSecretData(ctx, natsRoutesSecretPrefix, app.label, route.file, []byte(routes))
+	env["NATS_ROUTES_SECRET_ID"], err = r.ensureSecretData(ctx, natsRoutesSecretPrefix, app.label, route.file, NATSRoutesFile(routePassword, natsRoute))
 	return err
+}
+
+// NATSUsersFile is the file the NATS nodes include for the app's password
+// (stack/nats-auth.conf), which holds no quote, backslash or white space.
+func NATSUsersFile(password string) []byte {
+	return fmt.Appendf(nil, "# Made by roomcast-release (stack/nats-auth.conf).\nROOMCAST_APP_PASSWORD: \"%s\"\n", password)
+}
+
+// NATSRoutesFile is the file the nodes of the NATS cluster include for their route
+// password and the route URL that carries it to route (host:port; stack/nats-cluster.conf).
+func NATSRoutesFile(password, route string) []byte {
+	u := url.URL{Scheme: "nats", User: url.UserPassword("route", password), Host: route}
+	return fmt.Appendf(nil, "# Made by roomcast-release (stack/nats-cluster.conf).\nROOMCAST_ROUTE_PASSWORD: \"%s\"\nROOMCAST_ROUTES: [\"%s\"]\n", password, u.String())
 }

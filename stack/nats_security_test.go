@@ -1,6 +1,8 @@
 package stack_test
 
 import (
+	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +13,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"roomcast/pkg/cli/clitest"
 	"roomcast/pkg/server/natsbroker"
 	"roomcast/pkg/testenv"
 )
@@ -253,4 +256,39 @@ func TestNATSIsClosedToThePublicOnARealSwarm(t *testing.T) {
 		t.Errorf("the app's credentials cannot read its stream's info, or the stream is gone:\n%s", out)
 	}
 	chatThroughNginx(t, env)
+
+	// Prometheus still reaches everything it scrapes, over roomcast-monitoring and
+	// roomcast-autoscale (the NATS exporter where an image of it runs).
+	prometheus := containerOf(t, env, "edge_prometheus")
+	want := []string{"roomcast", "edge", "nginx", "autoscaler", "prometheus"}
+	if !slices.Contains(env.vars, "NATS_EXPORTER_REPLICAS=0") {
+		want = append(want, "nats")
+	}
+	clitest.Poll(t, 90*time.Second, time.Second, "every scrape job up", func() error {
+		var targets struct {
+			Data struct {
+				ActiveTargets []struct {
+					Labels    map[string]string `json:"labels"`
+					Health    string            `json:"health"`
+					LastError string            `json:"lastError"`
+				} `json:"activeTargets"`
+			} `json:"data"`
+		}
+		if err := json.Unmarshal(inContainer(t, env, prometheus, "http://127.0.0.1:9090/api/v1/targets"), &targets); err != nil {
+			return err
+		}
+		up := map[string]bool{}
+		for _, tg := range targets.Data.ActiveTargets {
+			if tg.Health != "up" {
+				return fmt.Errorf("job %s target %s is %s: %s", tg.Labels["job"], tg.Labels["instance"], tg.Health, tg.LastError)
+			}
+			up[tg.Labels["job"]] = true
+		}
+		for _, job := range want {
+			if !up[job] {
+				return fmt.Errorf("no target of job %s up", job)
+			}
+		}
+		return nil
+	})
 }

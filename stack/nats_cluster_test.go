@@ -48,7 +48,7 @@ func TestNATSClusterStackOptionMergesIntoTheEdgeStack(t *testing.T) {
 	// The cluster's nodes are the single node's (nats.conf) with routes; the route URL,
 	// tasks.edge_nats with the route password, is the secret's (TestNATSConfigs...).
 	for file, wants := range map[string][]string{
-		"stack/nats-cluster.conf": {"include nats.conf", "routes: $ROOMCAST_ROUTES", "password: $ROOMCAST_ROUTE_PASSWORD"},
+		"stack/nats-cluster.conf": {"include nats.conf", "routes: $ROOMCAST_ROUTES", "password: $ROOMCAST_ROUTE_PASSWORD", "no_advertise: true"},
 		"stack/nats.conf":         {"server_name: $NATS_SERVER_NAME", "store_dir: /data", "include nats-auth.conf"},
 	} {
 		b, err := os.ReadFile(repoFile(t, file))

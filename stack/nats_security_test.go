@@ -216,16 +216,27 @@ func TestNATSIsClosedToThePublicOnARealSwarm(t *testing.T) {
 			t.Errorf("nginx's task (public) reaches NATS' monitoring at %s:8222: %.80q", a, out)
 		}
 	}
-	// A container of one's own: on the public network it is not refused, but NATS is
-	// not there; onto the backend network it is refused.
+	// A container of one's own (the app's image, a server with its embedded NATS): on
+	// the public network it runs, but NATS is not there; onto the backend network it is
+	// refused.
 	image := "roomcast/roomcast:ns1"
 	if out, err := sh(t, env, time.Minute, "docker", "run", "--rm", "--network", "roomcast-backend", image, "-version"); err == nil {
 		t.Errorf("docker run --network roomcast-backend was allowed:\n%s", out)
 	} else if !strings.Contains(out, "attach") {
 		t.Errorf("docker run --network roomcast-backend failed, but not for being unattachable:\n%s", out)
 	}
-	if out, err := sh(t, env, time.Minute, "docker", "run", "--rm", "--network", "roomcast", image, "-version"); err != nil {
-		t.Errorf("docker run --network roomcast (the control): %v\n%s", err, out)
+	own := strings.TrimSpace(mustSh(t, env, time.Minute, "docker", "run", "-d", "--rm", "--network", "roomcast", image))
+	t.Cleanup(func() { _, _ = sh(t, env, time.Minute, "docker", "rm", "-f", own) })
+	// The control: from there, nginx answers (HTTP, to the probe's bare line).
+	nginxIP := strings.TrimSpace(mustSh(t, env, 30*time.Second, "docker", "inspect", "-f",
+		`{{(index .NetworkSettings.Networks "roomcast").IPAddress}}`, nginx))
+	if out := natsProtocol(t, env, own, nginxIP+":8080"); !strings.Contains(out, "HTTP/") {
+		t.Fatalf("a container on the public network does not reach nginx at %s:8080 (the probe's control): %q", nginxIP, out)
+	}
+	for _, a := range addrs {
+		if out := natsProtocol(t, env, own, a+":4222"); strings.Contains(out, "INFO") {
+			t.Errorf("a container of one's own on the public network reaches NATS at %s:4222", a)
+		}
 	}
 
 	// On the backend network (the app's task): no credentials, or a guessed password.

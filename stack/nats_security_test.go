@@ -1,6 +1,7 @@
 package stack_test
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -216,21 +217,28 @@ func TestNATSIsClosedToThePublicOnARealSwarm(t *testing.T) {
 			t.Errorf("nginx's task (public) reaches NATS' monitoring at %s:8222: %.80q", a, out)
 		}
 	}
-	// A container of one's own (the app's image, a server with its embedded NATS): on
-	// the public network it runs, but NATS is not there; onto the backend network it is
-	// refused.
-	image := "roomcast/roomcast:ns1"
-	if out, err := sh(t, env, time.Minute, "docker", "run", "--rm", "--network", "roomcast-backend", image, "-version"); err == nil {
+	// A container of one's own (a NATS server of the stack's image, which runs without
+	// arguments): on the public network it runs, but NATS is not there; onto the backend
+	// network it is refused.
+	image := cmp.Or(envVar(env, "NATS_IMAGE"), "nats:2.10")
+	if out, err := sh(t, env, time.Minute, "docker", "run", "--rm", "--network", "roomcast-backend", image, "--version"); err == nil {
 		t.Errorf("docker run --network roomcast-backend was allowed:\n%s", out)
 	} else if !strings.Contains(out, "attach") {
 		t.Errorf("docker run --network roomcast-backend failed, but not for being unattachable:\n%s", out)
 	}
-	own := strings.TrimSpace(mustSh(t, env, time.Minute, "docker", "run", "-d", "--rm", "--network", "roomcast", image))
+	own := strings.TrimSpace(mustSh(t, env, time.Minute, "docker", "run", "-d", "--network", "roomcast", image))
 	t.Cleanup(func() { _, _ = sh(t, env, time.Minute, "docker", "rm", "-f", own) })
-	// The control: from there, nginx answers (HTTP, to the probe's bare line).
+	clitest.Poll(t, 30*time.Second, 250*time.Millisecond, "the container of one's own running", func() error {
+		if out, _ := sh(t, env, 30*time.Second, "docker", "inspect", "-f", "{{.State.Running}}", own); strings.TrimSpace(out) != "true" {
+			logs, _ := sh(t, env, 30*time.Second, "docker", "logs", own)
+			return fmt.Errorf("not running: %s", logs)
+		}
+		return nil
+	})
+	// The control: from there, nginx answers.
 	nginxIP := strings.TrimSpace(mustSh(t, env, 30*time.Second, "docker", "inspect", "-f",
 		`{{(index .NetworkSettings.Networks "roomcast").IPAddress}}`, nginx))
-	if out := natsProtocol(t, env, own, nginxIP+":8080"); !strings.Contains(out, "HTTP/") {
+	if out := natsProtocol(t, env, own, nginxIP+":8080", "GET /healthz HTTP/1.0", ""); !strings.Contains(out, "HTTP/") {
 		t.Fatalf("a container on the public network does not reach nginx at %s:8080 (the probe's control): %q", nginxIP, out)
 	}
 	for _, a := range addrs {

@@ -265,8 +265,9 @@ ENTRYPOINT ["/bin/prometheus", "--config.file=/etc/prometheus/prometheus.yml", "
 	mustSh(t, e, 2*time.Minute, "docker", "build", "-q", "-t", testPrometheusImage, dir)
 }
 
-// startTestPrometheus runs it as a service on the roomcast network (dnsrr: no VIP here),
-// published on 127.0.0.1:port for the test; removed before the teardown.
+// startTestPrometheus runs it as a service on the autoscaler's network (dnsrr: no VIP
+// here), published on 127.0.0.1:port for the test (through roomcast: the autoscaler's
+// network is internal); removed before the teardown.
 func startTestPrometheus(t *testing.T, env swarmEnv, port int) {
 	t.Helper()
 	_, _ = sh(t, env, time.Minute, "docker", "service", "rm", testPrometheus)
@@ -275,7 +276,7 @@ func startTestPrometheus(t *testing.T, env swarmEnv, port int) {
 		waitGone(t, env, "label=com.docker.swarm.service.name="+testPrometheus)
 	})
 	mustSh(t, env, 2*time.Minute, "timeout", "100", "docker", "service", "create", "--detach=false", "--no-resolve-image",
-		"--name", testPrometheus, "--network", "roomcast", "--endpoint-mode", "dnsrr",
+		"--name", testPrometheus, "--network", "roomcast", "--network", "roomcast-autoscale", "--endpoint-mode", "dnsrr",
 		"--publish", fmt.Sprintf("mode=host,target=9090,published=%d", port), testPrometheusImage)
 }
 
@@ -611,7 +612,7 @@ func TestEdgeStackRunsTheAutoscaler(t *testing.T) {
 		`AUTOSCALER_QUERY: sum(roomcast_connections_active{color="{color}"})`,
 		`AUTOSCALER_TARGET: "5000"`, `AUTOSCALER_MIN_REPLICAS: "2"`, `AUTOSCALER_MAX_REPLICAS: "20"`,
 		`AUTOSCALER_TOLERANCE: "0.1"`, "AUTOSCALER_INTERVAL: 15s", "AUTOSCALER_SCALE_DOWN_WINDOW: 5m",
-		`AUTOSCALER_DRY_RUN: "false"`, "AUTOSCALER_ADDR: :8081", "roomcast: null",
+		`AUTOSCALER_DRY_RUN: "false"`, "AUTOSCALER_ADDR: :8081", "autoscale: null",
 	} {
 		if !strings.Contains(svc, want) {
 			t.Errorf("rendered autoscaler service lacks %q:\n%s", want, svc)

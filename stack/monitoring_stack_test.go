@@ -118,7 +118,8 @@ func TestEdgeStackMonitoringImagesAreVariablesDefaultingToOfficialImages(t *test
 		t.Errorf("grafana ports %+v endpoint mode %q, want 3300 -> 3000 in host mode, dnsrr", g.Ports, g.Deploy.EndpointMode)
 	}
 	for key, c := range set.Configs {
-		if !strings.HasSuffix(c.Name, "-abc123") {
+		// NATS' own configs are versioned by NATS_CONFIG_ID.
+		if !strings.HasSuffix(c.Name, "-abc123") && !strings.HasPrefix(key, "nats_") {
 			t.Errorf("config %s is named %q: MONITORING_CONFIG_ID does not version it", key, c.Name)
 		}
 	}
@@ -302,7 +303,7 @@ func TestScrapeTargetsAreServicesOfTheStacks(t *testing.T) {
 			for _, name := range d.Names {
 				switch {
 				case name == "tasks.blue_app" || name == "tasks.green_app":
-					out, err := stackConfig(t, "app.yml", "COLOR=blue", "TAG=t", "REPLICAS=1", "JWT_SECRET_ID=t")
+					out, err := stackConfig(t, "app.yml", "COLOR=blue", "TAG=t", "REPLICAS=1", "JWT_SECRET_ID=t", "NATS_APP_SECRET_ID=t")
 					// The probe listener when app.yml sets one, else the public one.
 					var app struct {
 						Services map[string]struct {
@@ -361,8 +362,13 @@ func TestExportersReachWhatTheyExport(t *testing.T) {
 	if err != nil || natsURL.Hostname() != "edge_nats" {
 		t.Fatalf("nats-exporter reads %q, want edge_nats", cmd[len(cmd)-1])
 	}
-	if httpPort := flagValue(r.Services["nats"].Command, "--http_port"); httpPort != natsURL.Port() {
-		t.Errorf("nats-exporter reads port %s, NATS monitors on %q", natsURL.Port(), httpPort)
+	conf, err := os.ReadFile(repoFile(t, "stack/nats.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	httpPort := regexp.MustCompile(`(?m)^http_port: (\d+)$`).FindSubmatch(conf)
+	if httpPort == nil || string(httpPort[1]) != natsURL.Port() {
+		t.Errorf("nats-exporter reads port %s, stack/nats.conf monitors on %q", natsURL.Port(), httpPort)
 	}
 }
 

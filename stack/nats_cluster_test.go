@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"roomcast/pkg/server/natsbroker"
 	"roomcast/pkg/testenv"
 )
 
@@ -44,15 +45,24 @@ func TestNATSClusterStackOptionMergesIntoTheEdgeStack(t *testing.T) {
 			t.Errorf("merged edge stack lacks %q", want)
 		}
 	}
-	b, err := os.ReadFile(repoFile(t, "stack/nats-cluster.conf"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	conf := string(b)
-	for _, want := range []string{"server_name: $NATS_SERVER_NAME", "store_dir: /data", "routes: [nats://tasks.edge_nats:6222]"} {
-		if !strings.Contains(conf, want) {
-			t.Errorf("stack/nats-cluster.conf lacks %q", want)
+	// The cluster's nodes are the single node's (nats.conf) with routes; the route URL,
+	// tasks.edge_nats with the route password, is the secret's (TestNATSConfigs...).
+	for file, wants := range map[string][]string{
+		"stack/nats-cluster.conf": {"include nats.conf", "routes: $ROOMCAST_ROUTES", "password: $ROOMCAST_ROUTE_PASSWORD", "no_advertise: true"},
+		"stack/nats.conf":         {"server_name: $NATS_SERVER_NAME", "store_dir: /data", "include nats-auth.conf"},
+	} {
+		b, err := os.ReadFile(repoFile(t, file))
+		if err != nil {
+			t.Fatal(err)
 		}
+		for _, want := range wants {
+			if !strings.Contains(string(b), want) {
+				t.Errorf("%s lacks %q", file, want)
+			}
+		}
+	}
+	if !strings.Contains(string(merged), "name: roomcast_nats_routes_") || !strings.Contains(nats, "target: nats_routes.conf") {
+		t.Errorf("the cluster's nodes do not mount the routes secret:\n%s", nats)
 	}
 }
 
@@ -145,6 +155,15 @@ func TestNATSClusterOnARealSwarm(t *testing.T) {
 	}
 	if len(report.otherCloses) != 0 {
 		t.Errorf("connections closed when a NATS node went: %v", report.otherCloses)
+	}
+	// Each replica that lost its node dials the live ones (tasks of edge_nats, random
+	// order, DefaultConnectTimeout each), never the dead one's advertised address.
+	gaps := reconnectGaps(t, env, "blue_app")
+	fmt.Printf("=== Swarm: NATS node %s killed: %d replicas reconnected after %v\n", victim.name, len(gaps), gaps)
+	for _, g := range gaps {
+		if g > 3*time.Second {
+			t.Errorf("a replica took %v to reconnect to NATS (want under 3s: the connect timeout is %v)", g, natsbroker.DefaultConnectTimeout)
+		}
 	}
 
 	// Swarm restarts the task in the same slot, with the same store.
@@ -299,4 +318,38 @@ func appMetricSum(t *testing.T, env swarmEnv, service, series string) int64 {
 		}
 	}
 	return sum
+}
+
+// reconnectGaps reads the log of every running task of service on this node and returns,
+// for each NATS disconnect, the time until the replica logged its reconnect.
+func reconnectGaps(t *testing.T, env swarmEnv, service string) []time.Duration {
+	t.Helper()
+	var gaps []time.Duration
+	for _, id := range strings.Fields(mustSh(t, env, 30*time.Second, "docker", "ps", "-q", "--filter", "label=com.docker.swarm.service.name="+service)) {
+		out, err := exec.Command("docker", "logs", id).CombinedOutput()
+		if err != nil {
+			t.Fatalf("docker logs %s: %v", id, err)
+		}
+		var lost time.Time
+		for _, line := range strings.Split(string(out), "\n") {
+			var e struct {
+				Time time.Time `json:"time"`
+				Msg  string    `json:"msg"`
+			}
+			if json.Unmarshal([]byte(line), &e) != nil {
+				continue
+			}
+			switch {
+			case e.Msg == "nats disconnected":
+				lost = e.Time
+			case e.Msg == "nats reconnected" && !lost.IsZero():
+				gaps = append(gaps, e.Time.Sub(lost).Round(time.Millisecond))
+				lost = time.Time{}
+			}
+		}
+		if !lost.IsZero() {
+			t.Errorf("container %s of %s lost NATS at %v and has not reconnected", id, service, lost)
+		}
+	}
+	return gaps
 }

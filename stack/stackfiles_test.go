@@ -21,7 +21,7 @@ func stackConfig(t *testing.T, file string, env ...string) (string, error) {
 }
 
 func TestAppStackNeedsColorTagReplicasAndTheJWTSecret(t *testing.T) {
-	full := []string{"COLOR=green", "TAG=v7", "REPLICAS=3", "JWT_SECRET_ID=0123abcd"}
+	full := []string{"COLOR=green", "TAG=v7", "REPLICAS=3", "JWT_SECRET_ID=0123abcd", "NATS_APP_SECRET_ID=4567cdef"}
 	out, err := stackConfig(t, "app.yml", full...)
 	if err != nil {
 		t.Fatalf("app.yml with COLOR, TAG and REPLICAS: %v\n%s", err, out)
@@ -34,6 +34,9 @@ func TestAppStackNeedsColorTagReplicasAndTheJWTSecret(t *testing.T) {
 		"ROOMCAST_JWT_SECRET_FILE: /run/secrets/roomcast_jwt", "name: roomcast_jwt_0123abcd", "target: roomcast_jwt",
 		// roomcast-release's defaults of JWT_AUDIENCE and JWT_ISSUER, which just token writes.
 		"ROOMCAST_JWT_AUDIENCE: roomcast", "ROOMCAST_JWT_ISSUER: roomcast-swarm",
+		// NATS credentials: the password a Swarm secret too.
+		"ROOMCAST_NATS_USER: roomcast", "ROOMCAST_NATS_PASSWORD_FILE: /run/secrets/roomcast_nats_password",
+		"name: roomcast_nats_app_4567cdef", "target: roomcast_nats_password",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("rendered app.yml lacks %q:\n%s", want, out)
@@ -46,7 +49,7 @@ func TestAppStackNeedsColorTagReplicasAndTheJWTSecret(t *testing.T) {
 	if !strings.Contains(out, "image: registry.example/rc:v7") {
 		t.Errorf("ROOMCAST_IMAGE not used:\n%s", out)
 	}
-	for i, missing := range []string{"COLOR", "TAG", "REPLICAS", "JWT_SECRET_ID"} {
+	for i, missing := range []string{"COLOR", "TAG", "REPLICAS", "JWT_SECRET_ID", "NATS_APP_SECRET_ID"} {
 		env := append(append([]string{}, full[:i]...), full[i+1:]...)
 		if out, err := stackConfig(t, "app.yml", env...); err == nil || !strings.Contains(out, missing) {
 			t.Errorf("app.yml without %s: err=%v, output should name it:\n%s", missing, err, out)
@@ -66,7 +69,7 @@ func TestEdgeStackCarriesTheLiveColorAndImageVariables(t *testing.T) {
 	}
 	for _, want := range []string{
 		"roomcast.active: green", "roomcast.previous: blue", "roomcast.lock: alice@box", "image: my/edge:v3", "image: my/nats:1",
-		"published: 8088", "mode: host", "node.role == manager", "attachable: true", "--jetstream",
+		"published: 8088", "mode: host", "node.role == manager", "attachable: true", "/etc/nats/nats.conf",
 		"target: /var/run/docker.sock", "stop_signal: SIGQUIT",
 	} {
 		if !strings.Contains(out, want) {

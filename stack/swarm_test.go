@@ -60,6 +60,7 @@ func newSwarmEnv(t *testing.T, vars ...string) swarmEnv {
 	}, vars...)
 	withJWTKey(t, &env)
 	withGrafanaPassword(t, &env)
+	withNATSPasswords(t, &env)
 	t.Cleanup(func() { teardown(t, env) })
 	return env
 }

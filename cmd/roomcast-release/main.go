@@ -50,30 +50,32 @@ func main() {
 
 // config is the environment the recipes (and stack/swarm before them) read.
 type config struct {
-	Tag             string        `env:"TAG" envDefault:"latest" help:"app image tag of a first deploy (later deploys keep the live one)"`
-	EdgeTag         string        `env:"EDGE_TAG" help:"tag of the edge (nginx) and autoscaler images a deploy sets; empty keeps the live one (TAG on a first deploy)"`
-	AppImage        string        `env:"ROOMCAST_IMAGE" envDefault:"roomcast/roomcast" help:"app image name, without tag"`
-	EdgeImage       string        `env:"EDGE_IMAGE" envDefault:"roomcast/edge" help:"edge (nginx) image name, without tag"`
-	HTTPPort        int           `env:"HTTP_PORT" envDefault:"80" help:"nginx's published port"`
-	EdgeURL         string        `env:"EDGE_URL" defaultHelp:"http://127.0.0.1:HTTP_PORT" help:"where the release asks nginx for its color"`
-	Replicas        uint64        `env:"REPLICAS" envDefault:"2" help:"replicas of a first deploy (later: the live count)"`
-	HealthTimeout   int           `env:"HEALTH_TIMEOUT" envDefault:"120" help:"seconds to wait for healthy replicas"`
-	FlipTimeout     int           `env:"FLIP_TIMEOUT" envDefault:"30" help:"seconds to wait for nginx to answer with the new color"`
-	DrainTimeout    int           `env:"DRAIN_TIMEOUT" envDefault:"120" help:"seconds to wait for the old color to drain"`
-	SmokeTimeout    time.Duration `env:"SMOKE_TIMEOUT" envDefault:"60s" help:"roomcast-smoke's -timeout"`
-	JWTSecretFile   string        `env:"JWT_SECRET_FILE" envDefault:".secrets/jwt-secret" help:"the app's HS256 key (the default is made on first use); the Swarm secret is named after its content"`
-	JWTAudience     string        `env:"JWT_AUDIENCE" envDefault:"roomcast" help:"the aud claim the app's replicas require (ROOMCAST_JWT_AUDIENCE); just token and the smoke test write it"`
-	JWTIssuer       string        `env:"JWT_ISSUER" envDefault:"roomcast-swarm" help:"the iss claim the app's replicas require (ROOMCAST_JWT_ISSUER); just token and the smoke test write it"`
-	GrafanaPassword string        `env:"GRAFANA_ADMIN_PASSWORD_FILE" envDefault:".secrets/grafana-admin-password" help:"Grafana's admin password (the default is made on first use); the Swarm secret is named after its content"`
-	GrafanaUser     string        `env:"GRAFANA_ADMIN_USER" envDefault:"admin" help:"login of Grafana's admin"`
-	TLSCertFile     string        `env:"TLS_CERT_FILE" help:"nginx's certificate chain (PEM): with TLS_KEY_FILE, the edge serves HTTPS on HTTPS_PORT (443) and redirects HTTP_PORT to it (stack/edge-tls.yml); unset: HTTP only. A Swarm secret named after its content"`
-	TLSKeyFile      string        `env:"TLS_KEY_FILE" help:"the certificate's private key (PEM), set with TLS_CERT_FILE or not at all; a Swarm secret named after its content, never logged"`
-	NATSCluster     string        `env:"NATS_CLUSTER" defaultHelp:"what is deployed" help:"true: NATS as a JetStream cluster (stack/nats-cluster.yml); false: one node"`
-	NATSReplicas    int           `env:"NATS_REPLICAS" envDefault:"3" help:"nodes of the NATS cluster"`
-	HistoryReplicas string        `env:"HISTORY_REPLICAS" defaultHelp:"3 with a cluster, else 1" help:"replicas of the history stream"`
-	DockerHost      string        `env:"DOCKER_HOST" envDefault:"unix:///var/run/docker.sock" help:"the Docker engine (a Swarm manager)"`
-	LockStaleAfter  time.Duration `env:"RELEASE_LOCK_STALE_AFTER" envDefault:"30m" help:"age from which a release lock may be broken (just unlock)"`
-	Log             cli.Log
+	Tag               string        `env:"TAG" envDefault:"latest" help:"app image tag of a first deploy (later deploys keep the live one)"`
+	EdgeTag           string        `env:"EDGE_TAG" help:"tag of the edge (nginx) and autoscaler images a deploy sets; empty keeps the live one (TAG on a first deploy)"`
+	AppImage          string        `env:"ROOMCAST_IMAGE" envDefault:"roomcast/roomcast" help:"app image name, without tag"`
+	EdgeImage         string        `env:"EDGE_IMAGE" envDefault:"roomcast/edge" help:"edge (nginx) image name, without tag"`
+	HTTPPort          int           `env:"HTTP_PORT" envDefault:"80" help:"nginx's published port"`
+	EdgeURL           string        `env:"EDGE_URL" defaultHelp:"http://127.0.0.1:HTTP_PORT" help:"where the release asks nginx for its color"`
+	Replicas          uint64        `env:"REPLICAS" envDefault:"2" help:"replicas of a first deploy (later: the live count)"`
+	HealthTimeout     int           `env:"HEALTH_TIMEOUT" envDefault:"120" help:"seconds to wait for healthy replicas"`
+	FlipTimeout       int           `env:"FLIP_TIMEOUT" envDefault:"30" help:"seconds to wait for nginx to answer with the new color"`
+	DrainTimeout      int           `env:"DRAIN_TIMEOUT" envDefault:"120" help:"seconds to wait for the old color to drain"`
+	SmokeTimeout      time.Duration `env:"SMOKE_TIMEOUT" envDefault:"60s" help:"roomcast-smoke's -timeout"`
+	JWTSecretFile     string        `env:"JWT_SECRET_FILE" envDefault:".secrets/jwt-secret" help:"the app's HS256 key (the default is made on first use); the Swarm secret is named after its content"`
+	JWTAudience       string        `env:"JWT_AUDIENCE" envDefault:"roomcast" help:"the aud claim the app's replicas require (ROOMCAST_JWT_AUDIENCE); just token and the smoke test write it"`
+	JWTIssuer         string        `env:"JWT_ISSUER" envDefault:"roomcast-swarm" help:"the iss claim the app's replicas require (ROOMCAST_JWT_ISSUER); just token and the smoke test write it"`
+	GrafanaPassword   string        `env:"GRAFANA_ADMIN_PASSWORD_FILE" envDefault:".secrets/grafana-admin-password" help:"Grafana's admin password (the default is made on first use); the Swarm secret is named after its content"`
+	GrafanaUser       string        `env:"GRAFANA_ADMIN_USER" envDefault:"admin" help:"login of Grafana's admin"`
+	NATSAppPassword   string        `env:"NATS_APP_PASSWORD_FILE" envDefault:".secrets/nats-app-password" help:"the app's NATS password (the default is made on first use); Swarm secrets named after its content, for the app and for NATS"`
+	NATSRoutePassword string        `env:"NATS_ROUTE_PASSWORD_FILE" envDefault:".secrets/nats-route-password" help:"the NATS cluster's route password (the default is made on first use); a Swarm secret named after its content"`
+	TLSCertFile       string        `env:"TLS_CERT_FILE" help:"nginx's certificate chain (PEM): with TLS_KEY_FILE, the edge serves HTTPS on HTTPS_PORT (443) and redirects HTTP_PORT to it (stack/edge-tls.yml); unset: HTTP only. A Swarm secret named after its content"`
+	TLSKeyFile        string        `env:"TLS_KEY_FILE" help:"the certificate's private key (PEM), set with TLS_CERT_FILE or not at all; a Swarm secret named after its content, never logged"`
+	NATSCluster       string        `env:"NATS_CLUSTER" defaultHelp:"what is deployed" help:"true: NATS as a JetStream cluster (stack/nats-cluster.yml); false: one node"`
+	NATSReplicas      int           `env:"NATS_REPLICAS" envDefault:"3" help:"nodes of the NATS cluster"`
+	HistoryReplicas   string        `env:"HISTORY_REPLICAS" defaultHelp:"3 with a cluster, else 1" help:"replicas of the history stream"`
+	DockerHost        string        `env:"DOCKER_HOST" envDefault:"unix:///var/run/docker.sock" help:"the Docker engine (a Swarm manager)"`
+	LockStaleAfter    time.Duration `env:"RELEASE_LOCK_STALE_AFTER" envDefault:"30m" help:"age from which a release lock may be broken (just unlock)"`
+	Log               cli.Log
 }
 
 // Logging is the log section, for cli.Load.
@@ -211,6 +213,8 @@ func releaseConfig(cfg config) bluegreen.Config {
 		JWTSecretFile: cfg.JWTSecretFile, DefaultJWTSecretFile: ".secrets/jwt-secret",
 		JWTAudience: cfg.JWTAudience, JWTIssuer: cfg.JWTIssuer,
 		GrafanaAdminUser: cfg.GrafanaUser, GrafanaAdminPasswordFile: cfg.GrafanaPassword, DefaultGrafanaAdminPasswordFile: ".secrets/grafana-admin-password",
+		NATSAppPasswordFile: cfg.NATSAppPassword, DefaultNATSAppPasswordFile: ".secrets/nats-app-password",
+		NATSRoutePasswordFile: cfg.NATSRoutePassword, DefaultNATSRoutePasswordFile: ".secrets/nats-route-password",
 		NATSCluster: cfg.NATSCluster, NATSReplicas: cfg.NATSReplicas, HistoryReplicas: cfg.HistoryReplicas,
 		TLSCertFile: cfg.TLSCertFile, TLSKeyFile: cfg.TLSKeyFile,
 		AppStack: "stack/app.yml", EdgeStack: "stack/edge.yml", NATSClusterStack: "stack/nats-cluster.yml", EdgeTLSStack: "stack/edge-tls.yml",
@@ -244,7 +248,7 @@ func configIDs() (map[string]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	nats, err := hashFiles("stack/nats-cluster.conf")
+	nats, err := hashFiles("stack/nats.conf", "stack/nats-auth.conf", "stack/nats-cluster.conf")
 	if err != nil {
 		return nil, err
 	}

@@ -145,7 +145,7 @@ func (r *Release) deployEdge(ctx context.Context, env map[string]string, mine, a
 	return r.Stacks.Deploy(ctx, "edge", files, e)
 }
 
-// stackEnv makes sure the JWT secret exists and settles the NATS settings and the
+// stackEnv makes sure the JWT and NATS secrets exist and settles the NATS settings and the
 // tokens' audience and issuer: the variables every stack deploy of this release gets.
 func (r *Release) stackEnv(ctx context.Context) (map[string]string, error) {
 	id, err := r.ensureJWTSecret(ctx)
@@ -156,8 +156,12 @@ func (r *Release) stackEnv(ctx context.Context) (map[string]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	return map[string]string{"JWT_SECRET_ID": id, "JWT_AUDIENCE": r.Config.JWTAudience, "JWT_ISSUER": r.Config.JWTIssuer,
-		"NATS_CLUSTER": cluster, "HISTORY_REPLICAS": history}, nil
+	env := map[string]string{"JWT_SECRET_ID": id, "JWT_AUDIENCE": r.Config.JWTAudience, "JWT_ISSUER": r.Config.JWTIssuer,
+		"NATS_CLUSTER": cluster, "HISTORY_REPLICAS": history}
+	if err := r.ensureNATSSecrets(ctx, env); err != nil {
+		return nil, err
+	}
+	return env, nil
 }
 
 // The Swarm secrets a release makes from files of the operator's: each named after the
@@ -266,33 +270,49 @@ func (r *Release) ensureTLSSecrets(ctx context.Context, env map[string]string) e
 // that was named but is missing is an error, not a new secret. The content is never
 // logged.
 func (r *Release) ensureSecret(ctx context.Context, s secretFile) (string, error) {
+	data, err := r.readSecretFile(s)
+	if err != nil {
+		return "", err
+	}
+	return r.ensureSecretData(ctx, s.prefix, s.label, s.file, data)
+}
+
+// readSecretFile reads s.file, making the default file on first use, and checks its
+// size.
+func (r *Release) readSecretFile(s secretFile) ([]byte, error) {
 	data, err := os.ReadFile(s.file)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return "", fmt.Errorf("reading %s: %w", s.variable, err)
+		return nil, fmt.Errorf("reading %s: %w", s.variable, err)
 	}
 	if len(data) == 0 {
 		if s.file != s.defaultFile {
-			return "", fmt.Errorf("%s=%s is missing or empty", s.variable, s.file)
+			return nil, fmt.Errorf("%s=%s is missing or empty", s.variable, s.file)
 		}
 		r.logf("creating %s in %s (%s)", s.what, s.file, s.keep)
 		if data, err = newKeyFile(s.file); err != nil {
-			return "", fmt.Errorf("making %s: %w", s.file, err)
+			return nil, fmt.Errorf("making %s: %w", s.file, err)
 		}
 	}
 	// White space does not count: the servers and the smoke test trim it from a key.
 	if len(strings.Join(strings.Fields(string(data)), "")) < s.minBytes {
-		return "", fmt.Errorf("%s=%s holds less than %d bytes; %s", s.variable, s.file, s.minBytes, s.refusal)
+		return nil, fmt.Errorf("%s=%s holds less than %d bytes; %s", s.variable, s.file, s.minBytes, s.refusal)
 	}
+	return data, nil
+}
+
+// ensureSecretData returns the ID of the Swarm secret prefix<ID> holding data (from,
+// for the log line), creating it if missing: the ID is the start of data's SHA-256.
+func (r *Release) ensureSecretData(ctx context.Context, prefix, label, from string, data []byte) (string, error) {
 	sum := sha256.Sum256(data)
 	id := hex.EncodeToString(sum[:])[:12]
-	name := s.prefix + id
+	name := prefix + id
 	ok, err := r.Docker.SecretExists(ctx, name)
 	if err != nil {
 		return "", err
 	}
 	if !ok {
-		r.logf("creating Swarm secret %s from %s", name, s.file)
-		if err := r.Docker.CreateSecret(ctx, name, data, map[string]string{s.label: "true"}); err != nil {
+		r.logf("creating Swarm secret %s from %s", name, from)
+		if err := r.Docker.CreateSecret(ctx, name, data, map[string]string{label: "true"}); err != nil {
 			return "", fmt.Errorf("creating the Swarm secret %s failed: %w", name, err)
 		}
 	}

@@ -83,6 +83,8 @@ func (h *harness) release(holder, edgeURL, key string) *bluegreen.Release {
 		h.t.Fatal(err)
 	}
 	h.t.Cleanup(func() { _ = c.Close() })
+	natsApp := filepath.Join(filepath.Dir(h.grafanaPassword), "nats-app-password")
+	natsRoute := filepath.Join(filepath.Dir(h.grafanaPassword), "nats-route-password")
 	return &bluegreen.Release{
 		Config: bluegreen.Config{
 			AppImage: appImage, EdgeImage: edgeImage, Tag: "t1", Replicas: 2,
@@ -92,6 +94,9 @@ func (h *harness) release(holder, edgeURL, key string) *bluegreen.Release {
 			JWTAudience: jwtAudience, JWTIssuer: jwtIssuer,
 			// Made by the first deploy, as .secrets/grafana-admin-password is.
 			GrafanaAdminPasswordFile: h.grafanaPassword, DefaultGrafanaAdminPasswordFile: h.grafanaPassword,
+			// Made by the first deploy, as .secrets/nats-*-password are.
+			NATSAppPasswordFile: natsApp, DefaultNATSAppPasswordFile: natsApp,
+			NATSRoutePasswordFile: natsRoute, DefaultNATSRoutePasswordFile: natsRoute,
 			NATSReplicas: 3, AppStack: "stack/app.yml", EdgeStack: "stack/edge.yml", NATSClusterStack: "stack/nats-cluster.yml",
 			EdgeTLSStack: "stack/edge-tls.yml", Network: "roomcast", LockStaleAfter: 30 * time.Minute,
 		},

@@ -38,6 +38,11 @@ type Config struct {
 	GrafanaAdminPasswordFile, DefaultGrafanaAdminPasswordFile string
 	// GrafanaAdminUser is the login of Grafana's admin.
 	GrafanaAdminUser string
+	// NATSAppPasswordFile is the app's NATS password and NATSRoutePasswordFile the NATS
+	// cluster's route password; when one is its default and missing, the first deploy
+	// makes it.
+	NATSAppPasswordFile, DefaultNATSAppPasswordFile     string
+	NATSRoutePasswordFile, DefaultNATSRoutePasswordFile string
 	// NATSCluster is "true", "false" or empty (what is deployed); NATSReplicas its
 	// size; HistoryReplicas the history stream's replicas (empty: 3 for a cluster, 1
 	// else).

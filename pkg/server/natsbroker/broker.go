@@ -19,7 +19,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"roomcast/pkg/chat"
 )
@@ -32,25 +31,6 @@ const SubjectPrefix = "roomcast.room."
 // republishes each stored message on, with its stream sequence; with history on,
 // replicas subscribe to it.
 const LivePrefix = "roomcast.live."
-
-// Config says how to reach NATS.
-type Config struct {
-	// URL is a comma-separated list of servers; ignored when Options connect in-process.
-	URL string `env:"NATS_URL" secret:"userinfo" help:"NATS servers, comma-separated; empty starts an embedded NATS server in-process"`
-	// Name identifies this client on the NATS server (the replica's instance name).
-	Name string
-	// ReconnectWait is the pause between reconnect attempts (default 1s).
-	ReconnectWait time.Duration
-	// Options are added to the connection's options (the embedded server's in-process
-	// dialer, in tests a shorter timeout).
-	Options []nats.Option
-	// History keeps each room's recent messages in JetStream; Size 0 turns it off.
-	History HistoryConfig
-}
-
-// Validate checks the values Config takes from the environment (the URL is checked by
-// connecting); environ supplies the raw values for the error.
-func (c Config) Validate(environ map[string]string) error { return c.History.Validate(environ) }
 
 // Broker is a chat.Broker backed by one NATS connection.
 type Broker struct {
@@ -69,114 +49,6 @@ type Broker struct {
 	disconnects  prometheus.Counter
 	asyncErrors  *prometheus.CounterVec
 	decodeErrors prometheus.Counter
-}
-
-// Connect creates the connection. It returns at once even if no server is reachable:
-// the connection keeps trying in the background and Ready reports the state.
-func Connect(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Broker, error) {
-	f := promauto.With(reg)
-	b := &Broker{
-		log:    log,
-		closed: make(chan struct{}),
-		connected: f.NewGauge(prometheus.GaugeOpts{
-			Name: "roomcast_broker_connected", Help: "1 while the replica has a NATS connection.",
-		}),
-		disconnects: f.NewCounter(prometheus.CounterOpts{
-			Name: "roomcast_broker_disconnects_total", Help: "Times the NATS connection was lost.",
-		}),
-		asyncErrors: f.NewCounterVec(prometheus.CounterOpts{
-			Name: "roomcast_broker_async_errors_total",
-			Help: "Asynchronous NATS errors by kind (slow_consumer: messages dropped by the client library).",
-		}, []string{"kind"}),
-		decodeErrors: f.NewCounter(prometheus.CounterOpts{
-			Name: "roomcast_broker_decode_errors_total", Help: "NATS messages that were not a roomcast envelope.",
-		}),
-	}
-	b.asyncErrors.WithLabelValues("slow_consumer")
-	b.asyncErrors.WithLabelValues("other")
-	wait := cfg.ReconnectWait
-	if wait <= 0 {
-		wait = time.Second
-	}
-	opts := []nats.Option{
-		nats.Name(cfg.Name),
-		nats.RetryOnFailedConnect(true),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(wait),
-		nats.ReconnectJitter(wait/4, wait/4),
-		// No reconnect buffer: a publish while disconnected must fail, not wait in memory
-		// for a reconnect that may never come.
-		nats.ReconnectBufSize(-1),
-		nats.ConnectHandler(func(*nats.Conn) {
-			b.connected.Set(1)
-			log.Info("nats connected")
-		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) {
-			b.connected.Set(1)
-			log.Info("nats reconnected", "server", nc.ConnectedUrlRedacted())
-			go b.resync(nc)
-			if hook := b.reconnectHook.Load(); hook != nil {
-				go (*hook)()
-			}
-		}),
-		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
-			b.connected.Set(0)
-			b.resyncing.Store(true)
-			if nc.IsClosed() || nc.IsDraining() {
-				return // our own Drain or Close
-			}
-			b.disconnects.Inc()
-			log.Warn("nats disconnected", "err", err)
-		}),
-		nats.ClosedHandler(func(*nats.Conn) {
-			b.connected.Set(0)
-			close(b.closed)
-		}),
-		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
-			kind := "other"
-			if errors.Is(err, nats.ErrSlowConsumer) {
-				kind = "slow_consumer"
-			}
-			b.asyncErrors.WithLabelValues(kind).Inc()
-			subject := ""
-			if sub != nil {
-				subject = sub.Subject
-			}
-			log.Error("nats async error", "kind", kind, "subject", subject, "err", err)
-		}),
-	}
-	opts = append(opts, cfg.Options...)
-	url := cfg.URL
-	if url == "" {
-		url = nats.DefaultURL
-	}
-	nc, err := nats.Connect(url, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("connecting to NATS %q: %w", url, err)
-	}
-	b.nc = nc
-	if nc.IsConnected() {
-		b.connected.Set(1)
-	}
-	if cfg.History.Size > 0 {
-		b.hist, err = newHistory(b, cfg.History, reg)
-		if err != nil {
-			nc.Close()
-			return nil, err
-		}
-	}
-	return b, nil
-}
-
-// resync waits, bounded per try, for a round trip on the new connection, which the
-// server answers after the subscriptions nats.go resent ahead of it.
-func (b *Broker) resync(nc *nats.Conn) {
-	for nc.IsConnected() {
-		if err := nc.FlushTimeout(2 * time.Second); err == nil {
-			b.resyncing.Store(false)
-			return
-		}
-	}
 }
 
 // OnReconnect sets a function run (in its own goroutine) after every reconnect.

@@ -83,7 +83,7 @@ func (c *Config) Load(environ map[string]string) error {
 		return envconfig.Invalid(environ, "ROOMCAST_SEND_QUEUE_BYTES", fmt.Sprintf("want at least %d (one frame of the largest message)", least))
 	}
 	for _, v := range []func(map[string]string) error{
-		c.NATS.Validate, c.Drain.Validate, c.Auth.Load,
+		c.NATS.Load, c.Drain.Validate, c.Auth.Load,
 	} {
 		if err := v(environ); err != nil {
 			return err

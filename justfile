@@ -125,15 +125,25 @@ unlock *FLAGS:
 token SUB ROOMS TTL="1h":
     @ROOMCAST_JWT_SECRET_FILE="${JWT_SECRET_FILE:-.secrets/jwt-secret}" ROOMCAST_JWT_AUDIENCE="${JWT_AUDIENCE:-roomcast}" ROOMCAST_JWT_ISSUER="${JWT_ISSUER:-roomcast-swarm}" go run ./cmd/roomcast token -sub {{quote(SUB)}} -rooms {{quote(ROOMS)}} -ttl {{quote(TTL)}}
 
-# Run a k6 script of k6/ (fanout.js, smoke.js, soak.js, release.js) in the grafana/k6 image (K6_IMAGE) on the Swarm overlay network, against nginx (K6_URL, default ws://edge_nginx:8080); ARGS go to `k6 run`, e.g. `just k6 release.js -e ROOMS=50` while `just promote TAG` runs.
+# Run a k6 script of k6/ (fanout.js, smoke.js, soak.js, release.js) in the k6 image (K6_IMAGE, default grafana/k6:1.0.0) on the Swarm overlay network, against nginx (K6_URL, default ws://edge_nginx:8080), with a token for its rooms (k6-*) valid for K6_TOKEN_TTL (default 24h; K6_TOKEN overrides it); ARGS go to `k6 run`, e.g. `just k6 release.js -e ROOMS=50` while `just promote TAG` runs.
+[positional-arguments]
 k6 SCRIPT *ARGS:
     #!/usr/bin/env bash
     set -euo pipefail
-    dir="{{justfile_directory()}}/k6"
-    script=$(basename "{{SCRIPT}}")
+    dir={{quote(justfile_directory() / "k6")}}
+    script=$(basename -- {{quote(SCRIPT)}})
     if [ ! -f "$dir/$script" ]; then
       echo "no k6 script k6/$script; there are: $(cd "$dir" && ls -- *.js | tr '\n' ' ')" >&2
       exit 2
     fi
-    docker run --rm --network roomcast -v "$dir:/scripts:ro" "${K6_IMAGE:-grafana/k6:latest}" \
-      run -e URL="${K6_URL:-ws://edge_nginx:8080}" {{ARGS}} "/scripts/$script"
+    # The stacks require a token; the run's rooms are k6-<run>-<n>. The token goes through
+    # the environment (k6 reads it as __ENV.TOKEN), never on a command line.
+    TOKEN=${K6_TOKEN:-$({{quote(just_executable())}} --justfile {{quote(justfile())}} token k6 'k6-*' "${K6_TOKEN_TTL:-24h}")}
+    export TOKEN
+    # Copied in, not bind-mounted: the engine may be a remote one (DOCKER_HOST).
+    # Each of ARGS stays one argument of `k6 run`, spaces and quotes included.
+    id=$(docker create --network roomcast -e TOKEN -e URL="${K6_URL:-ws://edge_nginx:8080}" \
+      "${K6_IMAGE:-grafana/k6:1.0.0}" run "${@:2}" "/scripts/$script")
+    trap 'docker rm -f "$id" >/dev/null' EXIT
+    docker cp "$dir/." "$id:/scripts"
+    docker start -a "$id"

@@ -66,6 +66,7 @@ type config struct {
 	JWTIssuer       string        `env:"JWT_ISSUER" envDefault:"roomcast-swarm" help:"the iss claim the app's replicas require (ROOMCAST_JWT_ISSUER); just token and the smoke test write it"`
 	GrafanaPassword string        `env:"GRAFANA_ADMIN_PASSWORD_FILE" envDefault:".secrets/grafana-admin-password" help:"Grafana's admin password (the default is made on first use); the Swarm secret is named after its content"`
 	GrafanaUser     string        `env:"GRAFANA_ADMIN_USER" envDefault:"admin" help:"login of Grafana's admin"`
+	AlertWebhookURL string        `env:"ALERTMANAGER_WEBHOOK_URL_FILE" help:"a file holding the URL Alertmanager posts every alert to (its webhook receiver); unset: alerts reach no one. Alertmanager's rendered configuration is a Swarm secret named after its content"`
 	TLSCertFile     string        `env:"TLS_CERT_FILE" help:"nginx's certificate chain (PEM): with TLS_KEY_FILE, the edge serves HTTPS on HTTPS_PORT (443) and redirects HTTP_PORT to it (stack/edge-tls.yml); unset: HTTP only. A Swarm secret named after its content"`
 	TLSKeyFile      string        `env:"TLS_KEY_FILE" help:"the certificate's private key (PEM), set with TLS_CERT_FILE or not at all; a Swarm secret named after its content, never logged"`
 	NATSCluster     string        `env:"NATS_CLUSTER" defaultHelp:"what is deployed" help:"true: NATS as a JetStream cluster (stack/nats-cluster.yml); false: one node"`
@@ -213,6 +214,7 @@ func releaseConfig(cfg config) bluegreen.Config {
 		GrafanaAdminUser: cfg.GrafanaUser, GrafanaAdminPasswordFile: cfg.GrafanaPassword, DefaultGrafanaAdminPasswordFile: ".secrets/grafana-admin-password",
 		NATSCluster: cfg.NATSCluster, NATSReplicas: cfg.NATSReplicas, HistoryReplicas: cfg.HistoryReplicas,
 		TLSCertFile: cfg.TLSCertFile, TLSKeyFile: cfg.TLSKeyFile,
+		AlertmanagerTemplate: "monitoring/alertmanager/alertmanager.yml.tmpl", AlertmanagerWebhookURLFile: cfg.AlertWebhookURL,
 		AppStack: "stack/app.yml", EdgeStack: "stack/edge.yml", NATSClusterStack: "stack/nats-cluster.yml", EdgeTLSStack: "stack/edge-tls.yml",
 		Network: "roomcast", LockStaleAfter: cfg.LockStaleAfter,
 	}

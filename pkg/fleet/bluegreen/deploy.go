@@ -73,6 +73,9 @@ func (r *Release) Deploy(ctx context.Context) error {
 	if env["GRAFANA_ADMIN_SECRET_ID"], err = r.ensureGrafanaSecret(ctx); err != nil {
 		return err
 	}
+	if env["ALERTMANAGER_SECRET_ID"], err = r.ensureAlertmanagerSecret(ctx); err != nil {
+		return err
+	}
 	if err := r.ensureTLSSecrets(ctx, env); err != nil {
 		return err
 	}
@@ -283,16 +286,23 @@ func (r *Release) ensureSecret(ctx context.Context, s secretFile) (string, error
 	if len(strings.Join(strings.Fields(string(data)), "")) < s.minBytes {
 		return "", fmt.Errorf("%s=%s holds less than %d bytes; %s", s.variable, s.file, s.minBytes, s.refusal)
 	}
+	return r.ensureSecretData(ctx, s.prefix, s.label, s.file, data)
+}
+
+// ensureSecretData returns the ID of the Swarm secret holding data, named prefix + the
+// start of data's SHA-256 and labelled label=true, creating the secret if missing;
+// source says where data comes from.
+func (r *Release) ensureSecretData(ctx context.Context, prefix, label, source string, data []byte) (string, error) {
 	sum := sha256.Sum256(data)
 	id := hex.EncodeToString(sum[:])[:12]
-	name := s.prefix + id
+	name := prefix + id
 	ok, err := r.Docker.SecretExists(ctx, name)
 	if err != nil {
 		return "", err
 	}
 	if !ok {
-		r.logf("creating Swarm secret %s from %s", name, s.file)
-		if err := r.Docker.CreateSecret(ctx, name, data, map[string]string{s.label: "true"}); err != nil {
+		r.logf("creating Swarm secret %s from %s", name, source)
+		if err := r.Docker.CreateSecret(ctx, name, data, map[string]string{label: "true"}); err != nil {
 			return "", fmt.Errorf("creating the Swarm secret %s failed: %w", name, err)
 		}
 	}

@@ -152,7 +152,7 @@ func TestDashboardAndRuleExpressionsOnARealPrometheus(t *testing.T) {
 	exporterBin := testenv.Program(t, "nginx-prometheus-exporter")
 	began := time.Now()
 
-	ns := natstest.Start(t)
+	ns := natstest.Start(t, natstest.JetStream(t))
 	blue := startReplica(t, "blue", ns.ClientURL())
 	green := startReplica(t, "green", ns.ClientURL())
 	nginxPort, statusPort, edgeMetrics := runningEdge(t, nginxBin, blue.Addr().(*net.TCPAddr).Port)

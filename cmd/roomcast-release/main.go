@@ -126,6 +126,10 @@ func checkConfig(c *config, bad cli.Bad) error {
 }
 
 func run(ctx context.Context, args []string, environ map[string]string, stdout, stderr io.Writer) error {
+	// Before any subcommand: each answers -version, none runs.
+	if err := cli.AskedVersion(name, version, args, stdout); err != nil {
+		return err
+	}
 	fs := cli.NewFlagSet(name, stdout, stderr, usage)
 	breakStale := fs.Bool("break-stale-lock", false, "")
 	force := fs.Bool("force", false, "")

@@ -280,7 +280,7 @@ func TestEveryCommandAnswersVersionWithoutLdflags(t *testing.T) {
 		cmd := exec.Command(filepath.Join(dir, args[0]), args[1:]...)
 		cmd.Env = []string{"PATH=/nonexistent", "DOCKER_HOST=tcp://127.0.0.1:1"} // nothing it could reach if it ran
 		out, err := cmd.CombinedOutput()
-		if err != nil || !regexp.MustCompile(`^` + args[0] + `( [a-z]+)* \S+ \(go1\.\d+`).Match(out) {
+		if err != nil || !regexp.MustCompile(`^`+args[0]+`( [a-z]+)* \S+ \(go1\.\d+`).Match(out) {
 			t.Errorf("%q: %v, printed %q; want the version and exit 0", args, err, out)
 		}
 	}

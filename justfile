@@ -121,6 +121,72 @@ scale N:
 unlock *FLAGS:
     {{release}} unlock {{FLAGS}}
 
+# Remove the Swarm secrets (old JWT keys, passwords, certificates, Alertmanager configurations) and edge configs that releases made and no service mounts any more; `just prune -dry-run` lists them.
+[positional-arguments]
+prune *FLAGS:
+    {{release}} prune "$@"
+
+# Remove both colors and the edge stack; their volumes (NATS, Prometheus, Alertmanager and Grafana data) stay unless `just down remove-volumes`. Refused while a release holds the lock.
+down VOLUMES="keep":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    volumes={{quote(VOLUMES)}}
+    case $volumes in
+      keep|remove-volumes) ;;
+      *) echo "usage: just down [remove-volumes]" >&2; exit 2 ;;
+    esac
+    lock=$(docker service inspect edge_nginx --format '{{{{index .Spec.Labels "roomcast.lock"}}' 2>/dev/null || true)
+    if [ -n "$lock" ]; then
+      echo "a release is under way (release lock: $lock): let it end, or just unlock" >&2
+      exit 1
+    fi
+    docker stack rm blue green edge
+    if [ "$volumes" = remove-volumes ]; then
+      # A volume can go once no container of its stack is left.
+      for _ in $(seq 1 120); do
+        [ -z "$(docker ps -aq --filter label=com.docker.stack.namespace=edge)" ] && break
+        sleep 1
+      done
+      mapfile -t vols < <(docker volume ls -q --filter label=com.docker.stack.namespace=edge)
+      if [ ${#vols[@]} -gt 0 ]; then
+        docker volume rm "${vols[@]}"
+      fi
+    fi
+
+# Follow the logs of SERVICE (edge_nginx, blue_app, or short: nginx, prometheus, blue, green); without it, the last LOG_LINES (100) lines of every service of the edge stack and both colors.
+logs SERVICE="":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    service={{quote(SERVICE)}}
+    lines=${LOG_LINES:-100}
+    if [ -z "$service" ]; then
+      for s in $(docker service ls --format '{{{{.Name}}' --filter label=com.docker.stack.namespace=edge) \
+               $(docker service ls --format '{{{{.Name}}' --filter name=blue_app --filter name=green_app); do
+        echo "== $s"
+        docker service logs --timestamps --tail "$lines" "$s" 2>&1
+      done
+      exit 0
+    fi
+    case $service in
+      blue|green) service=${service}_app ;;
+      *_*) ;;
+      *) service=edge_$service ;;
+    esac
+    exec docker service logs --follow --timestamps --tail "$lines" "$service"
+
+# Push the app and edge images of TAG (ROOMCAST_IMAGE, EDGE_IMAGE) to REGISTRY, a registry every node pulls from (host[:port]); names without it are tagged REGISTRY/NAME first. Deploy with ROOMCAST_IMAGE and EDGE_IMAGE under REGISTRY.
+push TAG=TAG:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    registry=${REGISTRY:?set REGISTRY to the registry every node pulls from, e.g. registry.example.com:5000}
+    registry=${registry%/}
+    for name in "${ROOMCAST_IMAGE:-roomcast/roomcast}" "${EDGE_IMAGE:-roomcast/edge}"; do
+      remote=$name
+      [[ $name == "$registry"/* ]] || remote=$registry/$name
+      [ "$remote" = "$name" ] || docker tag "$name:"{{quote(TAG)}} "$remote:"{{quote(TAG)}}
+      docker push "$remote:"{{quote(TAG)}}
+    done
+
 # Print a token for the app on Swarm, signed with JWT_SECRET_FILE (default .secrets/jwt-secret, made by the first deploy), for the audience and issuer the stack checks (JWT_AUDIENCE, default roomcast; JWT_ISSUER, default roomcast-swarm): `just token alice 'lobby,team-*' 8h`.
 token SUB ROOMS TTL="1h":
     @ROOMCAST_JWT_SECRET_FILE="${JWT_SECRET_FILE:-.secrets/jwt-secret}" ROOMCAST_JWT_AUDIENCE="${JWT_AUDIENCE:-roomcast}" ROOMCAST_JWT_ISSUER="${JWT_ISSUER:-roomcast-swarm}" go run ./cmd/roomcast token -sub {{quote(SUB)}} -rooms {{quote(ROOMS)}} -ttl {{quote(TTL)}}

@@ -133,11 +133,12 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 	fs := cli.NewFlagSet(name, stdout, stderr, usage)
 	breakStale := fs.Bool("break-stale-lock", false, "")
 	force := fs.Bool("force", false, "")
+	dryRun := fs.Bool("dry-run", false, "")
 	if err := cli.Parse(fs, args, version, stdout, false); err != nil {
 		return err
 	}
 	if fs.NArg() == 0 {
-		return cli.Usagef("missing command: want deploy, promote TAG, rollback, status, scale N or unlock")
+		return cli.Usagef("missing command: want deploy, promote TAG, rollback, status, scale N, unlock or prune")
 	}
 	op := fs.Arg(0)
 	// Flags may follow the command too: `unlock -force`.
@@ -145,17 +146,19 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 		return cli.UsageError{Err: err}
 	}
 	rest := fs.Args()
-	want := map[string]int{"deploy": 0, "promote": 1, "rollback": 0, "status": 0, "scale": 1, "unlock": 0}
+	want := map[string]int{"deploy": 0, "promote": 1, "rollback": 0, "status": 0, "scale": 1, "unlock": 0, "prune": 0}
 	n, known := want[op]
 	switch {
 	case !known:
-		return cli.Usagef("unknown command %q: want deploy, promote TAG, rollback, status, scale N or unlock", op)
+		return cli.Usagef("unknown command %q: want deploy, promote TAG, rollback, status, scale N, unlock or prune", op)
 	case len(rest) != n && n == 1:
 		return cli.Usagef("usage: %s %s %s", name, op, map[string]string{"promote": "TAG", "scale": "N"}[op])
 	case len(rest) != n:
 		return cli.Usagef("%s takes no argument, got %q", op, rest[0])
 	case *force && op != "unlock":
 		return cli.Usagef("-force is for unlock only")
+	case *dryRun && op != "prune":
+		return cli.Usagef("-dry-run is for prune only")
 	}
 	var replicas uint64
 	if op == "scale" {
@@ -202,6 +205,8 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 		err = rel.Scale(ctx, replicas)
 	case "unlock":
 		err = rel.Unlock(ctx, *force)
+	case "prune":
+		err = rel.Prune(ctx, *dryRun)
 	}
 	return err
 }
@@ -273,6 +278,7 @@ func hashFiles(files ...string) (string, error) {
 func usage(w io.Writer) {
 	fmt.Fprintf(w, `Usage: %[1]s [-break-stale-lock] deploy | promote TAG | rollback | status | scale N
        %[1]s unlock [-force]
+       %[1]s prune [-dry-run]
 
 %[1]s runs roomcast's blue/green releases on Docker Swarm (the just recipes of
 the same names). Run it from the repository root.
@@ -286,8 +292,11 @@ the same names). Run it from the repository root.
   scale N     set the replica count of the active color
   unlock      break a release lock older than RELEASE_LOCK_STALE_AFTER (-force: any
               lock) and clear roomcast.promoting, after a release was killed
+  prune       remove the secrets (JWT keys, passwords, certificates, Alertmanager
+              configurations) and edge configs that releases made and no service
+              mounts any more (-dry-run: list them); the files make them again
 
-deploy, promote, rollback and scale take the release lock (label roomcast.lock on
+deploy, promote, rollback, scale and prune take the release lock (label roomcast.lock on
 edge_nginx: who and since when); a second one is refused with the holder's name and
 age. -break-stale-lock lets them break a lock older than RELEASE_LOCK_STALE_AFTER.
 An interrupt (INT or TERM) before the flip puts the idle color back as it was; after

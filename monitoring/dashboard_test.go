@@ -172,6 +172,7 @@ func TestDashboardShowsWhatOperatorsNeed(t *testing.T) {
 		"NATS round trip":                   "roomcast_broker_rtt_seconds",
 		"new connections per second":        "roomcast_connections_total",
 		"color flips (annotation)":          "roomcast_edge_reloads_total",
+		"nginx responses by status class":   "roomcast_edge_http_responses_total",
 	} {
 		if !slices.Contains(have, metric) {
 			t.Errorf("the dashboard does not show %s (%s)", what, metric)

@@ -120,6 +120,8 @@ func edgeConfig(dir string, listenPort, statusPort, backendPort int, resolver st
 		StartTimeout:  20 * time.Second,
 		ReloadTimeout: 10 * time.Second,
 		ConfigPath:    filepath.Join(dir, "nginx.conf"),
+		// As roomcast-edge runs it: nginx's responses counted by status class.
+		CountResponses: true,
 		Params: edge.Params{
 			BackendPort:           backendPort,
 			ListenPort:            listenPort,

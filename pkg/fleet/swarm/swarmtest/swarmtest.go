@@ -1,6 +1,7 @@
 // Package swarmtest is a fake Docker Engine API for tests: an httptest server that
 // speaks the Swarm routes package swarm uses (GET and HEAD /_ping; services: inspect,
-// list, create, update at a version, remove, logs; tasks; secrets; image inspect;
+// list, create, update at a version, remove, logs; tasks; secrets and configs (list,
+// secret create, remove unless a service mounts it); image inspect;
 // containers of a service and exec in them; GET /v<version>/events as a stream of
 // JSON lines), with services held in memory. Its "orchestrator" turns every change of a
 // service into tasks at once (or as a test says, see Converge), and a replicated job

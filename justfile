@@ -121,19 +121,95 @@ scale N:
 unlock *FLAGS:
     {{release}} unlock {{FLAGS}}
 
+# Remove the Swarm secrets (old JWT keys, passwords, certificates, Alertmanager configurations) and edge configs that releases made and no service mounts any more; `just prune -dry-run` lists them.
+[positional-arguments]
+prune *FLAGS:
+    {{release}} prune "$@"
+
+# Remove both colors and the edge stack; their volumes (NATS, Prometheus, Alertmanager and Grafana data) stay unless `just down remove-volumes`. Refused while a release holds the lock.
+down VOLUMES="keep":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    volumes={{quote(VOLUMES)}}
+    case $volumes in
+      keep|remove-volumes) ;;
+      *) echo "usage: just down [remove-volumes]" >&2; exit 2 ;;
+    esac
+    lock=$(docker service inspect edge_nginx --format '{{{{index .Spec.Labels "roomcast.lock"}}' 2>/dev/null || true)
+    if [ -n "$lock" ]; then
+      echo "a release is under way (release lock: $lock): let it end, or just unlock" >&2
+      exit 1
+    fi
+    docker stack rm blue green edge
+    if [ "$volumes" = remove-volumes ]; then
+      # A volume can go once no container of its stack is left.
+      for _ in $(seq 1 120); do
+        [ -z "$(docker ps -aq --filter label=com.docker.stack.namespace=edge)" ] && break
+        sleep 1
+      done
+      mapfile -t vols < <(docker volume ls -q --filter label=com.docker.stack.namespace=edge)
+      if [ ${#vols[@]} -gt 0 ]; then
+        docker volume rm "${vols[@]}"
+      fi
+    fi
+
+# Follow the logs of SERVICE (edge_nginx, blue_app, or short: nginx, prometheus, blue, green); without it, the last LOG_LINES (100) lines of every service of the edge stack and both colors.
+logs SERVICE="":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    service={{quote(SERVICE)}}
+    lines=${LOG_LINES:-100}
+    if [ -z "$service" ]; then
+      for s in $(docker service ls --format '{{{{.Name}}' --filter label=com.docker.stack.namespace=edge) \
+               $(docker service ls --format '{{{{.Name}}' --filter name=blue_app --filter name=green_app); do
+        echo "== $s"
+        docker service logs --timestamps --tail "$lines" "$s" 2>&1
+      done
+      exit 0
+    fi
+    case $service in
+      blue|green) service=${service}_app ;;
+      *_*) ;;
+      *) service=edge_$service ;;
+    esac
+    exec docker service logs --follow --timestamps --tail "$lines" "$service"
+
+# Push the app and edge images of TAG (ROOMCAST_IMAGE, EDGE_IMAGE) to REGISTRY, a registry every node pulls from (host[:port]); names without it are tagged REGISTRY/NAME first. Deploy with ROOMCAST_IMAGE and EDGE_IMAGE under REGISTRY.
+push TAG=TAG:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    registry=${REGISTRY:?set REGISTRY to the registry every node pulls from, e.g. registry.example.com:5000}
+    registry=${registry%/}
+    for name in "${ROOMCAST_IMAGE:-roomcast/roomcast}" "${EDGE_IMAGE:-roomcast/edge}"; do
+      remote=$name
+      [[ $name == "$registry"/* ]] || remote=$registry/$name
+      [ "$remote" = "$name" ] || docker tag "$name:"{{quote(TAG)}} "$remote:"{{quote(TAG)}}
+      docker push "$remote:"{{quote(TAG)}}
+    done
+
 # Print a token for the app on Swarm, signed with JWT_SECRET_FILE (default .secrets/jwt-secret, made by the first deploy), for the audience and issuer the stack checks (JWT_AUDIENCE, default roomcast; JWT_ISSUER, default roomcast-swarm): `just token alice 'lobby,team-*' 8h`.
 token SUB ROOMS TTL="1h":
     @ROOMCAST_JWT_SECRET_FILE="${JWT_SECRET_FILE:-.secrets/jwt-secret}" ROOMCAST_JWT_AUDIENCE="${JWT_AUDIENCE:-roomcast}" ROOMCAST_JWT_ISSUER="${JWT_ISSUER:-roomcast-swarm}" go run ./cmd/roomcast token -sub {{quote(SUB)}} -rooms {{quote(ROOMS)}} -ttl {{quote(TTL)}}
 
-# Run a k6 script of k6/ (fanout.js, smoke.js, soak.js, release.js) in the grafana/k6 image (K6_IMAGE) on the Swarm overlay network, against nginx (K6_URL, default ws://edge_nginx:8080); ARGS go to `k6 run`, e.g. `just k6 release.js -e ROOMS=50` while `just promote TAG` runs.
+# Run a k6 script of k6/ (fanout.js, smoke.js, soak.js, release.js) in the k6 image (K6_IMAGE, default grafana/k6:1.0.0) on the Swarm overlay network, against nginx (K6_URL, default ws://edge_nginx:8080), with a token for its rooms (k6-*) valid for K6_TOKEN_TTL (default 24h; K6_TOKEN overrides it); ARGS go to `k6 run`, e.g. `just k6 release.js -e ROOMS=50` while `just promote TAG` runs.
+[positional-arguments]
 k6 SCRIPT *ARGS:
     #!/usr/bin/env bash
     set -euo pipefail
-    dir="{{justfile_directory()}}/k6"
-    script=$(basename "{{SCRIPT}}")
+    dir={{quote(justfile_directory() / "k6")}}
+    script=$(basename -- {{quote(SCRIPT)}})
     if [ ! -f "$dir/$script" ]; then
       echo "no k6 script k6/$script; there are: $(cd "$dir" && ls -- *.js | tr '\n' ' ')" >&2
       exit 2
     fi
-    docker run --rm --network roomcast -v "$dir:/scripts:ro" "${K6_IMAGE:-grafana/k6:latest}" \
-      run -e URL="${K6_URL:-ws://edge_nginx:8080}" {{ARGS}} "/scripts/$script"
+    # The stacks require a token; the run's rooms are k6-<run>-<n>. The token goes through
+    # the environment (k6 reads it as __ENV.TOKEN), never on a command line.
+    TOKEN=${K6_TOKEN:-$({{quote(just_executable())}} --justfile {{quote(justfile())}} token k6 'k6-*' "${K6_TOKEN_TTL:-24h}")}
+    export TOKEN
+    # Copied in, not bind-mounted: the engine may be a remote one (DOCKER_HOST).
+    # Each of ARGS stays one argument of `k6 run`, spaces and quotes included.
+    id=$(docker create --network roomcast -e TOKEN -e URL="${K6_URL:-ws://edge_nginx:8080}" \
+      "${K6_IMAGE:-grafana/k6:1.0.0}" run "${@:2}" "/scripts/$script")
+    trap 'docker rm -f "$id" >/dev/null' EXIT
+    docker cp "$dir/." "$id:/scripts"
+    docker start -a "$id"

@@ -1,6 +1,7 @@
 // fanout: ROOMS rooms × MEMBERS members, each member sending RATE messages/s for
 // DURATION; every message goes to every member of its room. Thresholds: delivery latency
-// p95 under MAX_P95 and p99 under MAX_P99, at most MAX_LOST lost deliveries.
+// p95 under MAX_P95 and p99 under MAX_P99, at most MAX_LOST lost deliveries, no failed
+// connection and at least one delivery.
 //
 // TOKEN, when set, goes with every connection attempt as Authorization: Bearer <TOKEN>
 // (a server with ROOMCAST_JWT_SECRET or ROOMCAST_JWT_PUBLIC_KEY).

@@ -429,6 +429,24 @@ type runResult struct {
 	LeftoverTimers int                  `json:"leftoverTimers"`
 	Metrics        map[string]emuMetric `json:"metrics"`
 	Checks         map[string]emuCheck  `json:"checks"`
+	// ThresholdResults are the verdicts of the script's thresholds, as k6 gives them.
+	ThresholdResults []struct {
+		Metric string `json:"metric"`
+		Expr   string `json:"expr"`
+		Pass   bool   `json:"pass"`
+	} `json:"thresholdResults"`
+}
+
+// failed lists the thresholds the run crossed, as "metric expr".
+func (r runResult) failed() []string {
+	var out []string
+	for _, th := range r.ThresholdResults {
+		if !th.Pass {
+			out = append(out, th.Metric+" "+th.Expr)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 type emuMetric struct {
@@ -567,15 +585,21 @@ func TestScriptsRunAgainstAReplica(t *testing.T) {
 	})
 }
 
-func TestScriptsSendTheToken(t *testing.T) {
-	n := newNode(t)
-	n.withWebSocket(t)
-	secret := []byte("k6 test secret of at least 32 bytes")
+// startAuthReplica starts a replica that requires a token signed with secret.
+func startAuthReplica(t *testing.T, secret []byte) *testReplica {
+	t.Helper()
 	v, err := auth.New(auth.Config{Secret: secret})
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep := startReplica(t, "blue", "", replicatest.Auth(v))
+	return startReplica(t, "blue", "", replicatest.Auth(v))
+}
+
+func TestScriptsSendTheToken(t *testing.T) {
+	n := newNode(t)
+	n.withWebSocket(t)
+	secret := []byte("k6 test secret of at least 32 bytes")
+	rep := startAuthReplica(t, secret)
 	token, err := auth.Mint(secret, auth.Claims{Subject: "k6", Expires: time.Now().Add(time.Hour), Rooms: []string{"k6-*"}})
 	if err != nil {
 		t.Fatal(err)
@@ -689,4 +713,153 @@ func TestReleaseScriptResumesWithSinceAndEpoch(t *testing.T) {
 		t.Errorf("lost %v (unconfirmed messages %v), duplicated %v: want only the unconfirmed lost, nothing duplicated",
 			lost, unconfirmed, r.sum(loadgen.MetricDuplicated))
 	}
+}
+
+// twinEnv is the k6 environment that gives tw's script cfg's parameters.
+func twinEnv(tw loadgen.K6Twin, cfg loadgen.Config) map[string]string {
+	env := map[string]string{}
+	for _, st := range loadgen.Params(tw.Scenario) {
+		env[st.Env] = st.String(cfg)
+	}
+	return env
+}
+
+// shortTwinConfig is a run of a few seconds of tw's scenario against urls.
+func shortTwinConfig(t *testing.T, tw loadgen.K6Twin, urls []string) loadgen.Config {
+	cfg := loadgen.DefaultConfig(tw.Scenario)
+	cfg.URLs = urls
+	cfg.Rooms, cfg.Members, cfg.Rate, cfg.Conns = 2, 3, 5, 4
+	cfg.Duration, cfg.Grace, cfg.SendEvery = time.Second, 500*time.Millisecond, 100*time.Millisecond
+	cfg.ReconnectBase, cfg.ReconnectMax = 20*time.Millisecond, 100*time.Millisecond
+	cfg.Log = testenv.Logger(t)
+	return cfg
+}
+
+func TestScriptsFailWhereTheirTwinsFail(t *testing.T) {
+	// k6 passes a threshold whose metric has no sample: a run that connected nobody, or
+	// that delivered nothing where loss is allowed, must still fail on the counters the
+	// scripts always record, and roomcast-loadgen must fail in the same cases.
+	n := newNode(t)
+	n.withWebSocket(t)
+	authd := startAuthReplica(t, []byte("k6 test secret of at least 32 bytes"))
+	for _, tw := range loadgen.K6Twins() {
+		if len(tw.Env) > 0 {
+			continue // another scenario's script with other parameters
+		}
+		t.Run(string(tw.Scenario)+"/nothing delivered", func(t *testing.T) {
+			srv := historytest.New(10, "e1", "blue")
+			srv.Mute()
+			hs := httptest.NewServer(srv)
+			t.Cleanup(hs.Close)
+			cfg := shortTwinConfig(t, tw, []string{"ws" + strings.TrimPrefix(hs.URL, "http")})
+			cfg.MaxLost = 1 << 40
+			var r runResult
+			n.emu(t, "run", tw.Script, twinEnv(tw, cfg), &r)
+			want := []string{loadgen.MetricDelivered + " count>0"}
+			if !slices.Equal(r.failed(), want) {
+				t.Errorf("%s crossed %q, want %q", tw.Script, r.failed(), want)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			rep, err := loadgen.Run(ctx, cfg)
+			if err != nil {
+				t.Fatalf("roomcast-loadgen -scenario %s: %v", tw.Scenario, err)
+			}
+			var failed []string
+			for _, th := range rep.Thresholds {
+				if !th.Pass {
+					failed = append(failed, th.Metric+" "+th.Expr)
+				}
+			}
+			if !slices.Equal(failed, want) {
+				t.Errorf("roomcast-loadgen -scenario %s crossed %q, want %q", tw.Scenario, failed, want)
+			}
+		})
+		t.Run(string(tw.Scenario)+"/refused without a token", func(t *testing.T) {
+			cfg := shortTwinConfig(t, tw, []string{authd.url()})
+			var r runResult
+			n.emu(t, "run", tw.Script, twinEnv(tw, cfg), &r)
+			refused := loadgen.MetricConnectFailures
+			if tw.Scenario == loadgen.Soak || tw.Scenario == loadgen.Release {
+				refused = loadgen.MetricJoinFailures
+			}
+			for _, want := range []string{refused + " count==0", loadgen.MetricDelivered + " count>0"} {
+				if !slices.Contains(r.failed(), want) {
+					t.Errorf("%s crossed %q, want %q among them", tw.Script, r.failed(), want)
+				}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			if rep, err := loadgen.Run(ctx, cfg); err == nil {
+				t.Errorf("roomcast-loadgen -scenario %s succeeded (thresholds %+v), want an error", tw.Scenario, rep.Thresholds)
+			}
+		})
+	}
+}
+
+func TestJustK6CopiesTheScriptsIntoAPinnedImage(t *testing.T) {
+	just := testenv.Program(t, "just")
+	// A docker that records its arguments (one per line, NUL-free) and its TOKEN.
+	bin := t.TempDir()
+	log := filepath.Join(bin, "log")
+	writeFile(t, filepath.Join(bin, "docker"), `#!/bin/sh
+{ echo "call"; for a in "$@"; do echo "arg $a"; done; echo "token $TOKEN"; } >> "`+log+`"
+[ "$1" = create ] && echo c0ffee
+exit 0
+`)
+	if err := os.Chmod(filepath.Join(bin, "docker"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(just, "--justfile", "../justfile", "k6", "release.js", "-e", "ROOMS=5", "-e", "NOTE=two words $(id)")
+	cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"), "K6_TOKEN=the-token", "K6_IMAGE=", "K6_URL=")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("just k6: %v\n%s", err, out)
+	}
+	data, err := os.ReadFile(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls [][]string
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		switch {
+		case line == "call":
+			calls = append(calls, nil)
+		case strings.HasPrefix(line, "arg "):
+			calls[len(calls)-1] = append(calls[len(calls)-1], strings.TrimPrefix(line, "arg "))
+		case line != "token the-token":
+			t.Errorf("docker ran with %q, want TOKEN=the-token in its environment", line)
+		}
+	}
+	if len(calls) != 4 || calls[0][0] != "create" || calls[1][0] != "cp" || calls[2][0] != "start" || calls[3][0] != "rm" {
+		t.Fatalf("docker calls %q: want create, cp, start, rm", calls)
+	}
+	create := calls[0]
+	image := slices.IndexFunc(create, func(a string) bool { return strings.HasPrefix(a, "grafana/k6:") })
+	if image < 0 || !regexp.MustCompile(`^grafana/k6:\d+\.\d+\.\d+$`).MatchString(create[image]) {
+		t.Errorf("docker %q: want a pinned grafana/k6:<version> image", create)
+	}
+	if slices.Contains(create, "-v") || slices.Contains(create, "--volume") || slices.Contains(create, "--mount") {
+		t.Errorf("docker %q: want the scripts copied in, not mounted", create)
+	}
+	wantRun := []string{"run", "-e", "ROOMS=5", "-e", "NOTE=two words $(id)", "/scripts/release.js"}
+	if image < 0 || !slices.Equal(create[image+1:], wantRun) {
+		t.Errorf("docker %q: want the image followed by %q", create, wantRun)
+	}
+	for _, a := range create {
+		if strings.Contains(a, "the-token") {
+			t.Errorf("docker %q: the token is on the command line", create)
+		}
+	}
+	if !slices.Equal(calls[1], []string{"cp", mustAbs(t, ".") + "/.", "c0ffee:/scripts"}) {
+		t.Errorf("docker %q: want the k6 directory copied to /scripts", calls[1])
+	}
+}
+
+func mustAbs(t *testing.T, path string) string {
+	t.Helper()
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return abs
 }

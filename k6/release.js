@@ -8,7 +8,9 @@
 // A message is lost when a member that was in the room (connected or reconnecting) when
 // it was sent never receives it; duplicates are counted per (message, member);
 // roomcast_reconnect_time is from the close to the next 101. Thresholds: at most
-// MAX_LOST lost and MAX_DUPLICATED duplicated deliveries.
+// MAX_LOST lost and MAX_DUPLICATED duplicated deliveries, no member whose first
+// connection failed (roomcast_join_failures; reconnects may fail while colors flip) and
+// at least one delivery.
 //
 // TOKEN, when set, goes with every connection attempt as Authorization: Bearer <TOKEN>
 // (a server with ROOMCAST_JWT_SECRET or ROOMCAST_JWT_PUBLIC_KEY).

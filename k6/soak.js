@@ -3,7 +3,9 @@
 // server makes (roomcast_unexpected_closes, tagged with the code). A closed client
 // reconnects with backoff and full jitter (RECONNECT_BASE, RECONNECT_MAX), resuming with
 // ?since=<seq>&epoch=<epoch>, so the population holds. Thresholds: at most
-// MAX_UNEXPECTED_CLOSES closes and MAX_LOST lost deliveries.
+// MAX_UNEXPECTED_CLOSES closes and MAX_LOST lost deliveries, no member whose first
+// connection failed (roomcast_join_failures) and, when members send, at least one
+// delivery.
 //
 // TOKEN, when set, goes with every connection attempt as Authorization: Bearer <TOKEN>
 // (a server with ROOMCAST_JWT_SECRET or ROOMCAST_JWT_PUBLIC_KEY).

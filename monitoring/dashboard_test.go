@@ -23,8 +23,41 @@ func TestDashboardIsProvisionedAsCode(t *testing.T) {
 	if d.Editable {
 		t.Error("dashboard is editable: it is provisioned from the JSON file, edit that instead")
 	}
-	if len(d.Templating.List) > 0 {
-		t.Error("dashboard has template variables: the tests substitute only Grafana's built-in ones")
+	var names []string
+	for _, v := range d.Templating.List {
+		names = append(names, v.Name)
+		if v.Type != "query" || v.Datasource == nil || v.Datasource.UID != uid || v.Definition != v.Query.Query ||
+			!labelValues.MatchString(v.Query.Query) {
+			t.Errorf("variable %s: %+v, want a label_values query of the provisioned datasource", v.Name, v)
+		}
+		if !v.IncludeAll || v.AllValue != ".*" {
+			t.Errorf("variable %s: includeAll %v, allValue %q; want All as .* (what the tests substitute)", v.Name, v.IncludeAll, v.AllValue)
+		}
+	}
+	if !slices.Equal(names, dashboardVariables) {
+		t.Errorf("template variables %v, want %v (the ones the tests substitute)", names, dashboardVariables)
+	}
+	var exprs []string
+	for _, a := range d.Annotations.List {
+		if a.Datasource == nil || a.Datasource.UID != uid || strings.TrimSpace(a.Expr) == "" || a.TitleFormat == "" {
+			t.Errorf("annotation %q: %+v, want an expression and a title of the provisioned datasource", a.Name, a)
+		}
+		exprs = append(exprs, a.Expr)
+	}
+	for _, v := range d.Templating.List {
+		exprs = append(exprs, v.Query.Query)
+	}
+	for _, p := range d.panels() {
+		for _, tg := range p.Targets {
+			exprs = append(exprs, tg.Expr)
+		}
+	}
+	for _, e := range exprs {
+		for _, m := range variableUse.FindAllStringSubmatch(e, -1) {
+			if !strings.HasPrefix(m[1], "__") && !slices.Contains(dashboardVariables, m[1]) {
+				t.Errorf("%q uses $%s, which is neither a template variable nor one of Grafana's", e, m[1])
+			}
+		}
 	}
 	ids := map[int]bool{}
 	panels := d.panels()
@@ -127,6 +160,19 @@ func TestDashboardShowsWhatOperatorsNeed(t *testing.T) {
 		"the color nginx routes to":         "roomcast_edge_active_color",
 		"replica names (for connections)":   "roomcast_build_info",
 		"nginx connections (stub_status)":   "nginx_connections_active",
+		"rooms per replica":                 "roomcast_rooms_active",
+		"memory (RSS)":                      "process_resident_memory_bytes",
+		"goroutines":                        "go_goroutines",
+		"open file descriptors":             "process_open_fds",
+		"GC pauses":                         "go_gc_duration_seconds",
+		"admission refusals by reason":      "roomcast_admission_rejected_total",
+		"auth refusals by reason":           "roomcast_auth_failures_total",
+		"history errors":                    "roomcast_history_errors_total",
+		"catch-up retries":                  "roomcast_room_catchup_retries_total",
+		"NATS round trip":                   "roomcast_broker_rtt_seconds",
+		"new connections per second":        "roomcast_connections_total",
+		"color flips (annotation)":          "roomcast_edge_reloads_total",
+		"nginx responses by status class":   "roomcast_edge_http_responses_total",
 	} {
 		if !slices.Contains(have, metric) {
 			t.Errorf("the dashboard does not show %s (%s)", what, metric)

@@ -145,11 +145,39 @@ type dashboard struct {
 	Title    string  `json:"title"`
 	Editable bool    `json:"editable"`
 	Panels   []panel `json:"panels"`
-	// Templating must stay empty: the tests substitute only Grafana's built-in
-	// variables.
+	// Templating holds the variables color and instance, which the tests substitute
+	// as Grafana does for "All" (dashboardVariables).
 	Templating struct {
-		List []json.RawMessage `json:"list"`
+		List []variable `json:"list"`
 	} `json:"templating"`
+	Annotations struct {
+		List []annotation `json:"list"`
+	} `json:"annotations"`
+}
+
+// variable is a template variable of the dashboard.
+type variable struct {
+	Name       string         `json:"name"`
+	Type       string         `json:"type"`
+	Datasource *datasourceRef `json:"datasource"`
+	Definition string         `json:"definition"`
+	Query      struct {
+		Query string `json:"query"`
+	} `json:"query"`
+	IncludeAll bool   `json:"includeAll"`
+	AllValue   string `json:"allValue"`
+}
+
+// labelValues is a query variable's label_values(selector, label): its selector and
+// label.
+var labelValues = regexp.MustCompile(`^label_values\((.+),\s*([a-zA-Z_][a-zA-Z0-9_]*)\)$`)
+
+// annotation is a Prometheus annotation query of the dashboard.
+type annotation struct {
+	Name        string         `json:"name"`
+	Datasource  *datasourceRef `json:"datasource"`
+	Expr        string         `json:"expr"`
+	TitleFormat string         `json:"titleFormat"`
 }
 
 type panel struct {
@@ -232,15 +260,26 @@ func provisionedDatasource(tb testing.TB) (uid string, scrapeInterval time.Durat
 	return ds.UID, d
 }
 
-// grafanaVariables replaces the built-in variables the dashboard uses with what
-// Grafana would send for a short time range: $__rate_interval is four scrape intervals
-// (Grafana's floor for it).
+// dashboardVariables are the dashboard's template variables, named without the $.
+var dashboardVariables = []string{"color", "instance"}
+
+// grafanaVariables replaces the variables the dashboard uses with what Grafana would
+// send for a short time range with every color and replica chosen: $__rate_interval is
+// four scrape intervals (Grafana's floor for it), a template variable set to All is its
+// allValue, .* (TestDashboardIsProvisionedAsCode checks that).
 func grafanaVariables(expr string, scrapeInterval time.Duration) string {
-	return strings.NewReplacer(
-		"$__rate_interval", promDuration(4*scrapeInterval),
-		"${__rate_interval}", promDuration(4*scrapeInterval),
-	).Replace(expr)
+	pairs := []string{
+		"$__rate_interval", promDuration(4 * scrapeInterval),
+		"${__rate_interval}", promDuration(4 * scrapeInterval),
+	}
+	for _, v := range dashboardVariables {
+		pairs = append(pairs, "${"+v+"}", ".*", "$"+v, ".*")
+	}
+	return strings.NewReplacer(pairs...).Replace(expr)
 }
+
+// variableUse finds the variables an expression names ($name or ${name}).
+var variableUse = regexp.MustCompile(`\$\{?([a-zA-Z_][a-zA-Z0-9_]*)`)
 
 // promDuration writes d as PromQL does: 1m, 15s, 1500ms.
 func promDuration(d time.Duration) string {
@@ -374,10 +413,22 @@ func ruleQueries(tb testing.TB, rules []rule) []query {
 }
 
 // dashboardQueries: every panel target, with the labels its legend prints and its
-// outermost aggregation keeps.
+// outermost aggregation keeps; every template variable's selector, with the label whose
+// values it lists; every annotation query, which may be empty (nothing happened), with
+// its selectors left to selectorQueries.
 func dashboardQueries(tb testing.TB, d dashboard, scrapeInterval time.Duration) []query {
 	tb.Helper()
 	var out []query
+	for _, v := range d.Templating.List {
+		m := labelValues.FindStringSubmatch(v.Query.Query)
+		if m == nil {
+			tb.Fatalf("variable %s: query %q is not label_values(selector, label)", v.Name, v.Query.Query)
+		}
+		out = append(out, query{from: "variable " + v.Name, expr: grafanaVariables(m[1], scrapeInterval), labels: []string{m[2]}})
+	}
+	for _, a := range d.Annotations.List {
+		out = append(out, query{from: "annotation " + strconv.Quote(a.Name), expr: grafanaVariables(a.Expr, scrapeInterval), mayBeEmpty: true})
+	}
 	for _, p := range d.panels() {
 		for _, tg := range p.Targets {
 			from := "panel " + strconv.Quote(p.Title) + " " + tg.RefID

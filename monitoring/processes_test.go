@@ -27,11 +27,24 @@ import (
 )
 
 // startReplica starts a replica of color on a free port, on natsURL (empty: its own
-// embedded NATS server), closed in t.Cleanup. Its queues are long: load tests send fast.
+// embedded NATS server; else one with JetStream), closed in t.Cleanup, and waits until
+// its history stream is found, so that the stream's metrics are exported. Its queues are
+// long: load tests send fast.
 func startReplica(t *testing.T, color, natsURL string) *replica.Replica {
 	t.Helper()
-	return replicatest.Start(t, replicatest.Color(color), replicatest.Instance(color+"_app.1.test"),
-		replicatest.Version("v-monitoring-test"), replicatest.NATS(natsURL), replicatest.SendQueue(1024, 4<<20)).Replica
+	r := replicatest.Start(t, replicatest.Color(color), replicatest.Instance(color+"_app.1.test"),
+		replicatest.Version("v-monitoring-test"), replicatest.NATS(natsURL), replicatest.SendQueue(1024, 4<<20),
+		replicatest.History(1000)).Replica
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if v, ok := testenv.LookupMetric(t, r.Registry(), "roomcast_history_available"); ok && v == 1 {
+			return r
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: history not available after 30s", color)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // serveMetrics serves g's /metrics on a free port of 127.0.0.1 and returns host:port.
@@ -107,6 +120,8 @@ func edgeConfig(dir string, listenPort, statusPort, backendPort int, resolver st
 		StartTimeout:  20 * time.Second,
 		ReloadTimeout: 10 * time.Second,
 		ConfigPath:    filepath.Join(dir, "nginx.conf"),
+		// As roomcast-edge runs it: nginx's responses counted by status class.
+		CountResponses: true,
 		Params: edge.Params{
 			BackendPort:           backendPort,
 			ListenPort:            listenPort,

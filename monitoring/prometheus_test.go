@@ -57,16 +57,7 @@ func localConfig(t *testing.T, addrs map[string][]string) []byte {
 	var jobs []any
 	for _, j := range cfg["scrape_configs"].([]any) {
 		job := j.(map[string]any)
-		var groups []any
-		for _, d := range asList(job["dns_sd_configs"]) {
-			for _, name := range asList(d.(map[string]any)["names"]) {
-				if targets := addrs[name.(string)]; len(targets) > 0 {
-					groups = append(groups, map[string]any{"targets": targets, "labels": map[string]string{"__meta_dns_name": name.(string)}})
-				} else {
-					t.Logf("job %s: nothing local stands for %s: not scraped", job["job_name"], name)
-				}
-			}
-		}
+		groups := localTargets(t, fmt.Sprintf("job %s", job["job_name"]), job, addrs)
 		for _, s := range asList(job["static_configs"]) {
 			for _, tg := range asList(s.(map[string]any)["targets"]) {
 				if targets := addrs[tg.(string)]; len(targets) > 0 {
@@ -85,11 +76,42 @@ func localConfig(t *testing.T, addrs map[string][]string) []byte {
 		jobs = append(jobs, job)
 	}
 	cfg["scrape_configs"] = jobs
+
+	// Alertmanagers are found like targets; one with nothing local is left out.
+	if alerting, _ := cfg["alerting"].(map[string]any); alerting != nil {
+		var ams []any
+		for _, a := range asList(alerting["alertmanagers"]) {
+			am := a.(map[string]any)
+			if groups := localTargets(t, "alerting", am, addrs); len(groups) > 0 {
+				delete(am, "dns_sd_configs")
+				am["static_configs"] = groups
+				ams = append(ams, am)
+			}
+		}
+		alerting["alertmanagers"] = ams
+	}
 	out, err := yaml.Marshal(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// localTargets are the static target groups standing for the dns_sd_configs names of
+// a scrape job or alertmanager entry, each with the __meta_dns_name DNS discovery gives.
+func localTargets(t *testing.T, what string, entry map[string]any, addrs map[string][]string) []any {
+	t.Helper()
+	var groups []any
+	for _, d := range asList(entry["dns_sd_configs"]) {
+		for _, name := range asList(d.(map[string]any)["names"]) {
+			if targets := addrs[name.(string)]; len(targets) > 0 {
+				groups = append(groups, map[string]any{"targets": targets, "labels": map[string]string{"__meta_dns_name": name.(string)}})
+			} else {
+				t.Logf("%s: nothing local stands for %s: left out", what, name)
+			}
+		}
+	}
+	return groups
 }
 
 func asList(v any) []any {
@@ -130,7 +152,7 @@ func TestDashboardAndRuleExpressionsOnARealPrometheus(t *testing.T) {
 	exporterBin := testenv.Program(t, "nginx-prometheus-exporter")
 	began := time.Now()
 
-	ns := natstest.Start(t)
+	ns := natstest.Start(t, natstest.JetStream(t))
 	blue := startReplica(t, "blue", ns.ClientURL())
 	green := startReplica(t, "green", ns.ClientURL())
 	nginxPort, statusPort, edgeMetrics := runningEdge(t, nginxBin, blue.Addr().(*net.TCPAddr).Port)
@@ -142,23 +164,14 @@ func TestDashboardAndRuleExpressionsOnARealPrometheus(t *testing.T) {
 	exporter.waitHTTP(t, "http://"+exporterAddr+"/metrics", 20*time.Second)
 
 	promAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	config := filepath.Join(t.TempDir(), "prometheus.yml")
-	if err := os.WriteFile(config, localConfig(t, map[string][]string{
+	startPrometheus(t, promBin, promAddr, localConfig(t, map[string][]string{
 		"tasks.blue_app":            {blue.Addr().String()},
 		"tasks.green_app":           {green.Addr().String()},
 		"tasks.edge_nginx":          {edgeMetrics},
 		"tasks.edge_nginx-exporter": {exporterAddr},
 		"tasks.edge_autoscaler":     {autoscalerStandIn(t)},
 		"localhost:9090":            {promAddr},
-	}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	prom := start(t, "prometheus", promBin,
-		"--config.file="+config,
-		"--storage.tsdb.path="+t.TempDir(),
-		"--web.listen-address="+promAddr,
-		"--log.level=warn")
-	prom.waitHTTP(t, "http://"+promAddr+"/-/ready", 30*time.Second)
+	}))
 
 	// Chat through nginx (to blue) and straight to green: every room has members on
 	// both replicas.
@@ -204,6 +217,24 @@ func TestDashboardAndRuleExpressionsOnARealPrometheus(t *testing.T) {
 	checkAll(t, papi, qs, 60*time.Second)
 	checkNoAlert(t, papi, 20*time.Second)
 	t.Logf("%d expressions checked, %s after the start", len(qs), time.Since(began).Round(time.Second))
+}
+
+// startPrometheus runs Debian's Prometheus on config at addr until the test ends, and
+// waits until it is ready. Alerts are resent every second (not every minute): one sent
+// before Prometheus knew its Alertmanager would otherwise wait that long.
+func startPrometheus(t *testing.T, bin, addr string, config []byte) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "prometheus.yml")
+	if err := os.WriteFile(path, config, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	prom := start(t, "prometheus", bin,
+		"--config.file="+path,
+		"--storage.tsdb.path="+t.TempDir(),
+		"--web.listen-address="+addr,
+		"--rules.alert.resend-delay=1s",
+		"--log.level=warn")
+	prom.waitHTTP(t, "http://"+addr+"/-/ready", 30*time.Second)
 }
 
 // checkAll evaluates every query until each returns series with its labels, polling for

@@ -137,13 +137,19 @@ func TestRenderedConfigsPassNginxTest(t *testing.T) {
 				p.Resolver, p.ListenIPv6, p.AccessLog, p.NextUpstreamTries = "127.0.0.1:5353", true, "off", 0
 			},
 			want: []string{"worker_shutdown_timeout 1500ms;", "proxy_connect_timeout 250ms;",
-				"resolver 127.0.0.1:5353 valid=2s ipv6=off;", "listen [::]:80;", "access_log off;", "proxy_next_upstream_tries 0;"},
+				"resolver 127.0.0.1:5353 valid=2s ipv6=off;", "listen [::]:80;", "access_log off;\n\n    client_body_temp_path", "proxy_next_upstream_tries 0;"},
 		},
 		{
 			name:   "a connection limit per client address",
 			change: func(p *edge.Params) { p.LimitConn = 20 },
 			want: []string{"limit_conn_zone $binary_remote_addr zone=roomcast_addr:10m;", "limit_conn_status 429;",
 				"limit_conn roomcast_addr 20;"},
+		},
+		{
+			name:    "response statuses to roomcast-edge, without an access log",
+			change:  func(p *edge.Params) { p.ResponseLogPort, p.AccessLog = 9181, "off" },
+			want:    []string{"log_format roomcast_status '$status';", "access_log syslog:server=127.0.0.1:9181,nohostname,tag=roomcast_edge roomcast_status;"},
+			notWant: []string{"access_log off;\n\n    client_body_temp_path"}, // off at the http level would turn the syslog log off too
 		},
 		{
 			name:   "backend as an IP address",

@@ -77,6 +77,7 @@ func renderEdge(t *testing.T, env ...string) rendered {
 
 var monitoringServices = map[string]string{ // service: its image variable
 	"prometheus":     "PROMETHEUS_IMAGE",
+	"alertmanager":   "ALERTMANAGER_IMAGE",
 	"grafana":        "GRAFANA_IMAGE",
 	"nats-exporter":  "NATS_EXPORTER_IMAGE",
 	"nginx-exporter": "NGINX_EXPORTER_IMAGE",
@@ -86,6 +87,7 @@ func TestEdgeStackMonitoringImagesAreVariablesDefaultingToOfficialImages(t *test
 	defaults := renderEdge(t)
 	for svc, official := range map[string]string{
 		"prometheus":     "prom/prometheus:",
+		"alertmanager":   "prom/alertmanager:",
 		"grafana":        "grafana/grafana:",
 		"nats-exporter":  "natsio/prometheus-nats-exporter:",
 		"nginx-exporter": "nginx/nginx-prometheus-exporter:",
@@ -167,6 +169,55 @@ func TestGrafanaLetsInOnlyTheAdminWithThePasswordOfTheSwarmSecret(t *testing.T) 
 				t.Errorf("secret %s is %+v, want the external %s", g.Secrets[0].Source, s, tt.name)
 			}
 		})
+	}
+}
+
+// TestAlertmanagerReadsTheSecretPrometheusSendsTo: Prometheus' alerting block names the
+// Alertmanager service on the port it listens on, and Alertmanager reads its
+// configuration from the Swarm secret roomcast-release makes (never a config: it holds
+// the webhook URL).
+func TestAlertmanagerReadsTheSecretPrometheusSendsTo(t *testing.T) {
+	r := renderEdge(t, "ALERTMANAGER_SECRET_ID=0123abcd")
+	am, ok := r.Services["alertmanager"]
+	if !ok {
+		t.Fatal("edge.yml has no alertmanager service")
+	}
+	if len(am.Secrets) != 1 || "/run/secrets/"+am.Secrets[0].Target != flagValue(am.Command, "--config.file") {
+		t.Fatalf("alertmanager mounts secrets %+v and reads %q: want its --config.file to be the secret", am.Secrets, flagValue(am.Command, "--config.file"))
+	}
+	if s := r.Secrets[am.Secrets[0].Source]; s.Name != "roomcast_alertmanager_0123abcd" || !s.External {
+		t.Errorf("secret %s is %+v, want the external roomcast_alertmanager_0123abcd", am.Secrets[0].Source, s)
+	}
+	if len(am.Configs) != 0 {
+		t.Errorf("alertmanager mounts configs %+v: its configuration holds a credential", am.Configs)
+	}
+	if len(am.Volumes) != 1 || am.Volumes[0].Target != flagValue(am.Command, "--storage.path") {
+		t.Errorf("alertmanager volumes %+v, want its --storage.path (silences, notification log) on a volume", am.Volumes)
+	}
+	var cfg struct {
+		Alerting struct {
+			Alertmanagers []struct {
+				DNSConfigs []struct {
+					Names []string `yaml:"names"`
+					Type  string   `yaml:"type"`
+					Port  int      `yaml:"port"`
+				} `yaml:"dns_sd_configs"`
+			} `yaml:"alertmanagers"`
+		} `yaml:"alerting"`
+	}
+	readYAMLFile(t, "monitoring/prometheus/prometheus.yml", &cfg)
+	port := portOf(t, flagValue(am.Command, "--web.listen-address"), 9093)
+	var names []string
+	for _, a := range cfg.Alerting.Alertmanagers {
+		for _, d := range a.DNSConfigs {
+			names = append(names, d.Names...)
+			if d.Port != port || d.Type != "A" {
+				t.Errorf("prometheus sends alerts to %v:%d (%s), alertmanager listens on %d: want type A on its port", d.Names, d.Port, d.Type, port)
+			}
+		}
+	}
+	if !slices.Equal(names, []string{"tasks.edge_alertmanager"}) {
+		t.Errorf("prometheus sends alerts to %v, want tasks.edge_alertmanager", names)
 	}
 }
 
@@ -428,6 +479,7 @@ func TestGrafanaOnARealSwarm(t *testing.T) {
 	name, password := grafanaSecretOf(t, first)
 	expectMountedOnlyByName(t, out, name, password)
 	grafanaLetsInOnly(t, env, "ops", password)
+	alertmanagerRuns(t, env)
 
 	// Rotation: a new file, a new secret, mounted by the next deploy.
 	second := filepath.Join(filepath.Dir(first), "rotated")
@@ -441,6 +493,24 @@ func TestGrafanaOnARealSwarm(t *testing.T) {
 		t.Fatalf("the new file gave the old secret %s", name)
 	}
 	expectMountedOnlyByName(t, out, rotated, newPassword)
+}
+
+// alertmanagerRuns waits until edge_alertmanager has loaded the configuration
+// roomcast-release rendered (without a webhook: the test sets none).
+func alertmanagerRuns(t *testing.T, env swarmEnv) {
+	t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		out, _ := exec.Command("docker", "service", "logs", "edge_alertmanager").CombinedOutput()
+		if strings.Contains(string(out), "Completed loading of configuration file") {
+			return
+		}
+		if time.Now().After(deadline) {
+			_, _ = sh(t, env, time.Minute, "docker", "service", "ps", "--no-trunc", "edge_alertmanager")
+			t.Fatalf("edge_alertmanager has not loaded its configuration after 90s:\n%s", out)
+		}
+		time.Sleep(time.Second)
+	}
 }
 
 // withGrafanaPassword gives env Grafana's admin password in a file of its own, so the

@@ -185,6 +185,10 @@ func teardown(t *testing.T, env swarmEnv) {
 	if vols := strings.Fields(string(out)); len(vols) > 0 {
 		_, _ = sh(t, env, time.Minute, "docker", append([]string{"volume", "rm", "-f"}, vols...)...)
 	}
+	// Alertmanager's rendered configuration, one secret per version the test deployed.
+	if out, _ := exec.Command("docker", "secret", "ls", "-q", "--filter", "label=roomcast.alertmanager=true").Output(); len(bytes.TrimSpace(out)) > 0 {
+		_, _ = sh(t, env, time.Minute, "docker", append([]string{"secret", "rm"}, strings.Fields(string(out))...)...)
+	}
 	if len(env.key) > 0 { // the recipes name the secret after the key file's content
 		sum := sha256.Sum256(append(append([]byte{}, env.key...), '\n'))
 		_, _ = sh(t, env, time.Minute, "docker", "secret", "rm", "roomcast_jwt_"+hex.EncodeToString(sum[:])[:12])

@@ -30,6 +30,10 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, env map[string]string, stdout, stderr io.Writer) error {
+	// Before any subcommand: each answers -version, none runs.
+	if err := cli.AskedVersion(name, version, args, stdout); err != nil {
+		return err
+	}
 	if len(args) > 0 && args[0] == "healthcheck" {
 		return healthcheck(ctx, args[1:], env, stderr)
 	}

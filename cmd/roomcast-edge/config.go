@@ -47,6 +47,7 @@ type config struct {
 	NginxUser         string        `env:"ROOMCAST_EDGE_NGINX_USER" help:"nginx user directive for the workers; empty: nginx's built-in default"`
 	AccessLog         string        `env:"ROOMCAST_EDGE_ACCESS_LOG" envDefault:"/dev/stdout" help:"nginx access log (JSON lines): a path or off"`
 	ErrorLog          string        `env:"ROOMCAST_EDGE_ERROR_LOG" envDefault:"stderr" help:"nginx error log: stderr or a path"`
+	CountResponses    bool          `env:"ROOMCAST_EDGE_COUNT_RESPONSES" envDefault:"true" help:"count nginx's responses by status class (roomcast_edge_http_responses_total; nginx sends each status to a UDP port of 127.0.0.1)"`
 	TLSCertFile       string        `env:"ROOMCAST_EDGE_TLS_CERT_FILE" help:"certificate chain (PEM) for HTTPS; with ROOMCAST_EDGE_TLS_KEY_FILE, the listen port redirects to https; unset: HTTP only"`
 	TLSKeyFile        string        `env:"ROOMCAST_EDGE_TLS_KEY_FILE" help:"the certificate's private key (PEM); set with ROOMCAST_EDGE_TLS_CERT_FILE or not at all"`
 	TLSListenPort     int           `env:"ROOMCAST_EDGE_TLS_LISTEN_PORT" envDefault:"8443" help:"nginx's HTTPS port (all IPv4 interfaces), with the TLS files only"`
@@ -218,15 +219,16 @@ func validResolver(s string) bool {
 // edge is the edge's configuration.
 func (c config) edge() edge.Config {
 	return edge.Config{
-		Service:      c.Service,
-		DefaultColor: c.DefaultColor,
-		AppService:   c.AppService,
-		PollInterval: c.PollInterval,
-		StartTimeout: c.StartTimeout,
-		DrainDelay:   c.DrainDelay,
-		StopTimeout:  c.StopTimeout,
-		ConfigPath:   c.Config,
-		Params:       c.params(),
+		Service:        c.Service,
+		DefaultColor:   c.DefaultColor,
+		AppService:     c.AppService,
+		PollInterval:   c.PollInterval,
+		StartTimeout:   c.StartTimeout,
+		DrainDelay:     c.DrainDelay,
+		StopTimeout:    c.StopTimeout,
+		ConfigPath:     c.Config,
+		Params:         c.params(),
+		CountResponses: c.CountResponses,
 	}
 }
 

@@ -31,6 +31,10 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, env map[string]string, stdout, stderr io.Writer) error {
+	// Before any subcommand: each answers -version, none runs.
+	if err := cli.AskedVersion(name, version, args, stdout); err != nil {
+		return err
+	}
 	if len(args) > 0 {
 		switch args[0] {
 		case "status":

@@ -49,6 +49,10 @@ func (thresholdsError) Error() string { return "some thresholds were crossed (se
 func (thresholdsError) ExitCode() int { return 99 }
 
 func run(ctx context.Context, args []string, _ map[string]string, stdout, stderr io.Writer) error {
+	// Before any subcommand: each answers -version, none runs.
+	if err := cli.AskedVersion(name, version, args, stdout); err != nil {
+		return err
+	}
 	cfg, opts, err := parseFlags(args, stdout)
 	if err != nil {
 		return err

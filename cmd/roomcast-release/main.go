@@ -68,6 +68,7 @@ type config struct {
 	GrafanaUser       string        `env:"GRAFANA_ADMIN_USER" envDefault:"admin" help:"login of Grafana's admin"`
 	NATSAppPassword   string        `env:"NATS_APP_PASSWORD_FILE" envDefault:".secrets/nats-app-password" help:"the app's NATS password (the default is made on first use); Swarm secrets named after its content, for the app and for NATS"`
 	NATSRoutePassword string        `env:"NATS_ROUTE_PASSWORD_FILE" envDefault:".secrets/nats-route-password" help:"the NATS cluster's route password (the default is made on first use); a Swarm secret named after its content"`
+	AlertWebhookURL   string        `env:"ALERTMANAGER_WEBHOOK_URL_FILE" help:"a file holding the URL Alertmanager posts every alert to (its webhook receiver); unset: alerts reach no one. Alertmanager's rendered configuration is a Swarm secret named after its content"`
 	TLSCertFile       string        `env:"TLS_CERT_FILE" help:"nginx's certificate chain (PEM): with TLS_KEY_FILE, the edge serves HTTPS on HTTPS_PORT (443) and redirects HTTP_PORT to it (stack/edge-tls.yml); unset: HTTP only. A Swarm secret named after its content"`
 	TLSKeyFile        string        `env:"TLS_KEY_FILE" help:"the certificate's private key (PEM), set with TLS_CERT_FILE or not at all; a Swarm secret named after its content, never logged"`
 	NATSCluster       string        `env:"NATS_CLUSTER" defaultHelp:"what is deployed" help:"true: NATS as a JetStream cluster (stack/nats-cluster.yml); false: one node"`
@@ -127,14 +128,19 @@ func checkConfig(c *config, bad cli.Bad) error {
 }
 
 func run(ctx context.Context, args []string, environ map[string]string, stdout, stderr io.Writer) error {
+	// Before any subcommand: each answers -version, none runs.
+	if err := cli.AskedVersion(name, version, args, stdout); err != nil {
+		return err
+	}
 	fs := cli.NewFlagSet(name, stdout, stderr, usage)
 	breakStale := fs.Bool("break-stale-lock", false, "")
 	force := fs.Bool("force", false, "")
+	dryRun := fs.Bool("dry-run", false, "")
 	if err := cli.Parse(fs, args, version, stdout, false); err != nil {
 		return err
 	}
 	if fs.NArg() == 0 {
-		return cli.Usagef("missing command: want deploy, promote TAG, rollback, status, scale N or unlock")
+		return cli.Usagef("missing command: want deploy, promote TAG, rollback, status, scale N, unlock or prune")
 	}
 	op := fs.Arg(0)
 	// Flags may follow the command too: `unlock -force`.
@@ -142,17 +148,19 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 		return cli.UsageError{Err: err}
 	}
 	rest := fs.Args()
-	want := map[string]int{"deploy": 0, "promote": 1, "rollback": 0, "status": 0, "scale": 1, "unlock": 0}
+	want := map[string]int{"deploy": 0, "promote": 1, "rollback": 0, "status": 0, "scale": 1, "unlock": 0, "prune": 0}
 	n, known := want[op]
 	switch {
 	case !known:
-		return cli.Usagef("unknown command %q: want deploy, promote TAG, rollback, status, scale N or unlock", op)
+		return cli.Usagef("unknown command %q: want deploy, promote TAG, rollback, status, scale N, unlock or prune", op)
 	case len(rest) != n && n == 1:
 		return cli.Usagef("usage: %s %s %s", name, op, map[string]string{"promote": "TAG", "scale": "N"}[op])
 	case len(rest) != n:
 		return cli.Usagef("%s takes no argument, got %q", op, rest[0])
 	case *force && op != "unlock":
 		return cli.Usagef("-force is for unlock only")
+	case *dryRun && op != "prune":
+		return cli.Usagef("-dry-run is for prune only")
 	}
 	var replicas uint64
 	if op == "scale" {
@@ -199,6 +207,8 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 		err = rel.Scale(ctx, replicas)
 	case "unlock":
 		err = rel.Unlock(ctx, *force)
+	case "prune":
+		err = rel.Prune(ctx, *dryRun)
 	}
 	return err
 }
@@ -217,6 +227,7 @@ func releaseConfig(cfg config) bluegreen.Config {
 		NATSRoutePasswordFile: cfg.NATSRoutePassword, DefaultNATSRoutePasswordFile: ".secrets/nats-route-password",
 		NATSCluster: cfg.NATSCluster, NATSReplicas: cfg.NATSReplicas, HistoryReplicas: cfg.HistoryReplicas,
 		TLSCertFile: cfg.TLSCertFile, TLSKeyFile: cfg.TLSKeyFile,
+		AlertmanagerTemplate: "monitoring/alertmanager/alertmanager.yml.tmpl", AlertmanagerWebhookURLFile: cfg.AlertWebhookURL,
 		AppStack: "stack/app.yml", EdgeStack: "stack/edge.yml", NATSClusterStack: "stack/nats-cluster.yml", EdgeTLSStack: "stack/edge-tls.yml",
 		Network: "roomcast", LockStaleAfter: cfg.LockStaleAfter,
 	}
@@ -271,6 +282,7 @@ func hashFiles(files ...string) (string, error) {
 func usage(w io.Writer) {
 	fmt.Fprintf(w, `Usage: %[1]s [-break-stale-lock] deploy | promote TAG | rollback | status | scale N
        %[1]s unlock [-force]
+       %[1]s prune [-dry-run]
 
 %[1]s runs roomcast's blue/green releases on Docker Swarm (the just recipes of
 the same names). Run it from the repository root.
@@ -284,8 +296,11 @@ the same names). Run it from the repository root.
   scale N     set the replica count of the active color
   unlock      break a release lock older than RELEASE_LOCK_STALE_AFTER (-force: any
               lock) and clear roomcast.promoting, after a release was killed
+  prune       remove the secrets (JWT keys, passwords, certificates, Alertmanager
+              configurations) and edge configs that releases made and no service
+              mounts any more (-dry-run: list them); the files make them again
 
-deploy, promote, rollback and scale take the release lock (label roomcast.lock on
+deploy, promote, rollback, scale and prune take the release lock (label roomcast.lock on
 edge_nginx: who and since when); a second one is refused with the holder's name and
 age. -break-stale-lock lets them break a lock older than RELEASE_LOCK_STALE_AFTER.
 An interrupt (INT or TERM) before the flip puts the idle color back as it was; after

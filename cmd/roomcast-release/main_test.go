@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"slices"
 	"strings"
 	"testing"
 
@@ -17,8 +18,8 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestHelpListsEveryVariableTheRecipesRead(t *testing.T) {
 	clitest.Help(t, name, run,
-		"deploy", "promote TAG", "rollback", "status", "scale N", "unlock [-force]", "-break-stale-lock",
-		"TAG", "ROOMCAST_IMAGE", "EDGE_IMAGE", "EDGE_TAG", "HTTP_PORT", "EDGE_URL", "REPLICAS", "HEALTH_TIMEOUT",
+		"deploy", "promote TAG", "rollback", "status", "scale N", "unlock [-force]", "prune [-dry-run]", "-break-stale-lock",
+		"TAG", "ALERTMANAGER_WEBHOOK_URL_FILE", "ROOMCAST_IMAGE", "EDGE_IMAGE", "EDGE_TAG", "HTTP_PORT", "EDGE_URL", "REPLICAS", "HEALTH_TIMEOUT",
 		"FLIP_TIMEOUT", "DRAIN_TIMEOUT", "SMOKE_TIMEOUT", "JWT_SECRET_FILE", "NATS_CLUSTER", "NATS_REPLICAS",
 		"HISTORY_REPLICAS", "DOCKER_HOST", "RELEASE_LOCK_STALE_AFTER", "ROOMCAST_LOG_LEVEL",
 		"GRAFANA_ADMIN_PASSWORD_FILE", "GRAFANA_ADMIN_USER", "JWT_AUDIENCE", "JWT_ISSUER", "TLS_CERT_FILE", "TLS_KEY_FILE", "HTTPS_PORT",
@@ -37,6 +38,8 @@ func TestUsageAndConfigurationErrorsExit2(t *testing.T) {
 		{[]string{"status", "x"}, nil, `status takes no argument, got "x"`},
 		{[]string{"scale", "0"}, nil, `N must be a whole number of at least 1, got "0"`},
 		{[]string{"scale", "-force", "3"}, nil, "-force is for unlock only"},
+		{[]string{"status", "-dry-run"}, nil, "-dry-run is for prune only"},
+		{[]string{"prune", "old"}, nil, `prune takes no argument, got "old"`},
 		{[]string{"status"}, map[string]string{"HEALTH_TIMEOUT": "0"}, "HEALTH_TIMEOUT"},
 		{[]string{"status"}, map[string]string{"NATS_CLUSTER": "yes"}, "NATS_CLUSTER"},
 		{[]string{"status"}, map[string]string{"SMOKE_TIMEOUT": "soon"}, "SMOKE_TIMEOUT"},
@@ -75,5 +78,16 @@ func TestStatusAndUnlockThroughTheEngineAPI(t *testing.T) {
 	}
 	if l := fake.Labels(bluegreen.EdgeService); l[bluegreen.LabelLock] != "" || l[bluegreen.LabelPromoting] != "" {
 		t.Errorf("labels after unlock: %v", l)
+	}
+
+	// prune: the JWT key no service mounts goes, the one blue mounts stays.
+	fake.DeployService("blue_app", swarmtest.Spec{Image: "roomcast/roomcast:v1", Replicas: &n, Secrets: []string{"roomcast_jwt_new"}})
+	fake.AddSecret("roomcast_jwt_old", nil)
+	fake.AddSecret("roomcast_jwt_new", nil)
+	if err := run(context.Background(), []string{"prune"}, env, &stdout, &stderr); err != nil {
+		t.Fatalf("prune: %v\n%s", err, stderr.String())
+	}
+	if got := fake.Secrets(); !slices.Equal(got, []string{"roomcast_jwt_new"}) {
+		t.Errorf("secrets after prune %v, want the mounted key only", got)
 	}
 }

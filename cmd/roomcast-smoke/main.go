@@ -39,6 +39,10 @@ func main() {
 // run parses the flags and runs the checks. The environment is not read: everything
 // is typed by the person (or recipe) running the test.
 func run(ctx context.Context, args []string, environ map[string]string, stdin io.Reader, stdout, stderr io.Writer) error {
+	// Before any subcommand: each answers -version, none runs.
+	if err := cli.AskedVersion(name, version, args, stdout); err != nil {
+		return err
+	}
 	cfg := smoke.Config{Timeout: smoke.DefaultTimeout}
 	// Errors are reported once, by cli.ExitCode, and the usage only on -h (below).
 	fs := cli.NewFlagSet(name, stdout, io.Discard, func(io.Writer) {})

@@ -23,19 +23,30 @@ export function roomMetrics(withReconnects) {
     m.reconnects = new Counter('roomcast_reconnects');
     m.reconnectTime = new Trend('roomcast_reconnect_time', true);
     m.historyTruncated = new Counter('roomcast_history_truncated');
+    m.joinFailures = new Counter('roomcast_join_failures');
   }
   return m;
 }
 
 // thresholds are the k6 thresholds of a script, from its parameters (durations in
 // milliseconds, as k6 compares trends).
+//
+// k6 passes a threshold whose metric has no sample, so a run that connected nobody
+// would pass on latency and loss alone. The thresholds that catch it are on counters
+// every room records from its start (runRoom): no failed connection (the reconnecting
+// scripts: no member whose first connection failed; their reconnects may fail during a
+// release) and at least one delivery, wherever something is sent.
 export function thresholds(script, p) {
   const lost = [`count<=${p.MAX_LOST}`];
+  const delivered = ['count>0'];
+  const connected = ['count==0'];
   switch (script) {
     case 'fanout':
       return {
         roomcast_delivery_latency: [`p(95)<${p.MAX_P95}`, `p(99)<${p.MAX_P99}`],
         roomcast_messages_lost: lost,
+        roomcast_connect_failures: connected,
+        roomcast_messages_delivered: delivered,
       };
     case 'smoke':
       return {
@@ -43,16 +54,26 @@ export function thresholds(script, p) {
         roomcast_delivery_latency: [`p(99)<${p.MAX_P99}`],
         roomcast_messages_lost: lost,
         roomcast_messages_duplicated: [`count<=${p.MAX_DUPLICATED}`],
+        roomcast_connect_failures: connected,
+        roomcast_messages_delivered: delivered,
       };
-    case 'soak':
-      return {
+    case 'soak': {
+      const t = {
         roomcast_unexpected_closes: [`count<=${p.MAX_UNEXPECTED_CLOSES}`],
         roomcast_messages_lost: lost,
+        roomcast_join_failures: connected,
       };
+      if (p.SEND_EVERY > 0) {
+        t.roomcast_messages_delivered = delivered;
+      }
+      return t;
+    }
     case 'release':
       return {
         roomcast_messages_lost: lost,
         roomcast_messages_duplicated: [`count<=${p.MAX_DUPLICATED}`],
+        roomcast_join_failures: connected,
+        roomcast_messages_delivered: delivered,
       };
   }
   throw new Error(`no thresholds for ${script}`);

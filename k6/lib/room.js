@@ -29,8 +29,8 @@ import { Ledger } from './ledger.js';
 //   reconnect      { baseMs, maxMs } to reconnect closed members, or null
 //   expectedCloses close codes that are not unexpected (release: [1012])
 //   metrics        from roomMetrics()
-//   onOpen(ok)     called once per member: its first connection opened, or failed for
-//                  good (without reconnect)
+//   onOpen(ok)     called once per member: its first connection opened, or failed
+//                  (a first connection is never retried)
 export function runRoom(o) {
   const M = o.metrics;
   const ledger = new Ledger(o.size);
@@ -129,11 +129,17 @@ export function runRoom(o) {
       }
       if (!opened) {
         M.connectFailures.add(1);
-        if (o.reconnect) {
+        if (m.joined && o.reconnect) {
           schedule(m, attempt + 1);
-        } else {
-          settle(m, false);
+          return;
         }
+        // A first connection that fails is not retried, as roomcast-loadgen fails the
+        // run on it: the member stays out of the room (a wrong URL or a missing token
+        // must fail the run, not retry until maxDuration).
+        if (M.joinFailures) {
+          M.joinFailures.add(1);
+        }
+        settle(m, false);
         return;
       }
       const code = closeCode(e, lastError);
@@ -300,18 +306,28 @@ export function runRoom(o) {
     counts.lost = r.lost;
     counts.unconfirmed = r.unconfirmed;
     M.lost.add(r.lost);
-    // Zeros too, so that every metric shows in the summary and its thresholds have data.
-    for (const c of [M.sent, M.expected, M.delivered, M.duplicated, M.errorFrames, M.unexpectedCloses, M.connectFailures]) {
-      c.add(0);
-    }
     if (M.unconfirmed) {
       M.unconfirmed.add(r.unconfirmed);
-      M.reconnects.add(0);
-      M.historyTruncated.add(0);
     }
     resolve(counts);
   }
 
+  // recordZeros adds 0 to every counter, so that each shows in the summary and its
+  // thresholds have data.
+  function recordZeros() {
+    for (const c of [M.sent, M.expected, M.delivered, M.lost, M.duplicated, M.errorFrames, M.unexpectedCloses, M.connectFailures]) {
+      c.add(0);
+    }
+    for (const c of [M.unconfirmed, M.reconnects, M.historyTruncated, M.joinFailures]) {
+      if (c) {
+        c.add(0);
+      }
+    }
+  }
+
+  // Zeros first, so that the thresholds on these counters have a sample even when the
+  // room never completes (k6 passes a threshold on a metric without samples).
+  recordZeros();
   for (const m of members) {
     connect(m, 0);
   }

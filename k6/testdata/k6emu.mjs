@@ -9,7 +9,8 @@
 // The script's environment (__ENV) is the JSON object in K6EMU_ENV. The result is one
 // JSON object on stdout: for inspect, the script's PARAMS, the __ENV names it read, its
 // options, the metrics it created and every import of the k6 directory's files; for run,
-// the metrics and checks recorded, the VUs' errors and the timers left behind.
+// the metrics and checks recorded, the thresholds' verdicts, the VUs' errors and the
+// timers left behind.
 
 import { register } from 'node:module';
 import path from 'node:path';
@@ -174,6 +175,38 @@ for (const [mname, m] of globalThis.__k6emu.metrics) {
   }
   metrics[mname] = e;
 }
+// evalThreshold evaluates a threshold expression as k6 does, on the aggregations the
+// scripts use; a metric without samples passes, as it does in k6 (which is why the
+// scripts record zeros on the counters their thresholds guard).
+function evalThreshold(expr, m) {
+  const g = /^(count|rate|max|med|p\((\d+(?:\.\d+)?)\))\s*(<=|>=|==|!=|<|>)\s*(-?\d+(?:\.\d+)?)$/.exec(expr);
+  if (!g) {
+    throw new Error(`k6emu: threshold ${expr} is not understood`);
+  }
+  if (!m || m.count === 0) {
+    return { value: null, pass: true };
+  }
+  let value;
+  if (g[1] === 'count') {
+    value = m.type === 'counter' ? m.sum : m.count;
+  } else if (g[1] === 'rate') {
+    value = m.sum / m.count;
+  } else {
+    const v = [...m.values].sort((a, b) => a - b);
+    value = g[1] === 'max' ? v[v.length - 1] : quantile(v, g[1] === 'med' ? 0.5 : Number(g[2]) / 100);
+  }
+  const limit = Number(g[4]);
+  const pass = { '<': value < limit, '<=': value <= limit, '>': value > limit, '>=': value >= limit, '==': value === limit, '!=': value !== limit }[g[3]];
+  return { value, pass };
+}
+
+const thresholdResults = [];
+for (const [mname, exprs] of Object.entries(mod.options.thresholds || {})) {
+  for (const expr of exprs) {
+    thresholdResults.push({ metric: mname, expr, ...evalThreshold(expr, globalThis.__k6emu.metrics.get(mname)) });
+  }
+}
+
 out({
   scenario: name,
   vus: sc.vus,
@@ -183,5 +216,6 @@ out({
   metrics,
   checks: Object.fromEntries(globalThis.__k6emu.checks),
   thresholds: mod.options.thresholds,
+  thresholdResults,
 });
 process.exit(0);

@@ -13,7 +13,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"runtime/debug"
+	"strings"
 
 	"roomcast/pkg/envconfig"
 )
@@ -82,7 +84,7 @@ func Parse(fs *flag.FlagSet, args []string, version string, stdout io.Writer, no
 		return UsageError{err}
 	}
 	if *showVersion {
-		fmt.Fprintln(stdout, fs.Name(), Version(version))
+		fmt.Fprintln(stdout, VersionLine(fs.Name(), version))
 		return ErrVersionPrinted
 	}
 	if noArgs && fs.NArg() > 0 {
@@ -91,13 +93,61 @@ func Parse(fs *flag.FlagSet, args []string, version string, stdout io.Writer, no
 	return nil
 }
 
+// AskedVersion prints the VersionLine of name and its subcommand (the words args start
+// with: "roomcast token") and returns ErrVersionPrinted when args ask for the version
+// anywhere before a "--" (-version or --version, after a subcommand too: `roomcast
+// token -version`), else nil. Commands call it first, so that every subcommand answers
+// it and none runs.
+func AskedVersion(name, version string, args []string, stdout io.Writer) error {
+	words, sub := []string{name}, true
+	for _, a := range args {
+		switch {
+		case a == "--":
+			return nil
+		case a == "-version" || a == "--version" || a == "-version=true" || a == "--version=true":
+			fmt.Fprintln(stdout, VersionLine(strings.Join(words, " "), version))
+			return ErrVersionPrinted
+		case strings.HasPrefix(a, "-"):
+			sub = false
+		case sub:
+			words = append(words, a)
+		}
+	}
+	return nil
+}
+
+// VersionLine is what -version prints: "NAME VERSION (GOVERSION OS/ARCH)", plus the
+// commit time when the toolchain recorded one.
+func VersionLine(name, version string) string {
+	info, ok := debug.ReadBuildInfo()
+	return versionLine(name, version, info, ok)
+}
+
+func versionLine(name, version string, info *debug.BuildInfo, ok bool) string {
+	detail := runtime.GOOS + "/" + runtime.GOARCH
+	if ok {
+		detail = info.GoVersion + " " + detail
+		for _, s := range info.Settings {
+			if s.Key == "vcs.time" {
+				detail += ", committed " + s.Value
+			}
+		}
+	}
+	return fmt.Sprintf("%s %s (%s)", name, versionOf(version, info, ok), detail)
+}
+
 // Version is v when the build set one (-ldflags "-X main.version=..."), else what the
-// Go toolchain recorded: the module version, or the VCS revision (marked +dirty).
+// Go toolchain recorded: the module version, or the VCS revision (marked +dirty); "dev"
+// when it recorded neither (go run, or -buildvcs=false).
 func Version(v string) string {
+	info, ok := debug.ReadBuildInfo()
+	return versionOf(v, info, ok)
+}
+
+func versionOf(v string, info *debug.BuildInfo, ok bool) string {
 	if v != "" && v != "dev" {
 		return v
 	}
-	info, ok := debug.ReadBuildInfo()
 	if !ok {
 		return "dev"
 	}

@@ -8,6 +8,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"testing"
@@ -198,5 +203,85 @@ func TestSignalsStopThenAbort(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("execute did not return after interrupt")
+	}
+}
+
+func TestVersionLineNamesTheBuild(t *testing.T) {
+	info := func(main string, settings ...string) *debug.BuildInfo {
+		bi := &debug.BuildInfo{GoVersion: "go1.26.0", Main: debug.Module{Path: "roomcast", Version: main}}
+		for i := 0; i+1 < len(settings); i += 2 {
+			bi.Settings = append(bi.Settings, debug.BuildSetting{Key: settings[i], Value: settings[i+1]})
+		}
+		return bi
+	}
+	platform := runtime.GOOS + "/" + runtime.GOARCH
+	for _, tt := range []struct {
+		name    string
+		version string
+		info    *debug.BuildInfo
+		want    string
+	}{
+		{"ldflags win", "v1.2.3", info("v0.9.0"), "cmd v1.2.3 (go1.26.0 " + platform + ")"},
+		{"module version", "dev", info("v0.9.0"), "cmd v0.9.0 (go1.26.0 " + platform + ")"},
+		{"VCS revision", "dev", info("(devel)", "vcs.revision", "0123456789abcdef", "vcs.time", "2026-12-06T06:00:00Z", "vcs.modified", "true"),
+			"cmd 0123456789ab+dirty (go1.26.0 " + platform + ", committed 2026-12-06T06:00:00Z)"},
+		{"nothing recorded", "dev", info("(devel)"), "cmd dev (go1.26.0 " + platform + ")"},
+		{"no build info", "dev", nil, "cmd dev (" + platform + ")"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := cli.VersionLineOf("cmd", tt.version, tt.info, tt.info != nil); got != tt.want {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestAskedVersionAnywhereBeforeDashDash(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want string // the start of what it prints; "": not asked
+	}{
+		{[]string{"-version"}, "cmd v7 ("},
+		{[]string{"token", "-sub", "a", "--version"}, "cmd token v7 ("},
+		{[]string{"controller", "healthcheck", "-version=true"}, "cmd controller healthcheck v7 ("},
+		{[]string{"-scenario", "smoke", "-version"}, "cmd v7 ("},
+		{[]string{"token", "-sub", "a"}, ""},
+		{[]string{"run", "--", "-version"}, ""},
+	} {
+		var out bytes.Buffer
+		err := cli.AskedVersion("cmd", "v7", tt.args, &out)
+		if errors.Is(err, cli.ErrVersionPrinted) != (tt.want != "") || !strings.HasPrefix(out.String(), tt.want) {
+			t.Errorf("%q: err %v, printed %q; want %q", tt.args, err, out.String(), tt.want)
+		}
+	}
+}
+
+// TestEveryCommandAnswersVersionWithoutLdflags builds every command as `go build` does
+// without -ldflags and asks each, and each subcommand, for its version: it must print
+// it and exit 0, never run.
+func TestEveryCommandAnswersVersionWithoutLdflags(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds every command")
+	}
+	goBin := testenv.Program(t, "go")
+	dir := t.TempDir()
+	build := exec.Command(goBin, "build", "-o", dir+"/", "roomcast/cmd/...")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	for _, args := range [][]string{
+		{"roomcast", "-version"}, {"roomcast", "token", "-version"}, {"roomcast", "healthcheck", "-version"},
+		{"roomcast-autoscaler", "-version"}, {"roomcast-autoscaler", "healthcheck", "-version"},
+		{"roomcast-edge", "-version"}, {"roomcast-edge", "controller", "-version"}, {"roomcast-edge", "status", "-version"},
+		{"roomcast-loadgen", "-scenario", "smoke", "-version"},
+		{"roomcast-release", "-version"}, {"roomcast-release", "deploy", "-version"},
+		{"roomcast-smoke", "-version"},
+	} {
+		cmd := exec.Command(filepath.Join(dir, args[0]), args[1:]...)
+		cmd.Env = []string{"PATH=/nonexistent", "DOCKER_HOST=tcp://127.0.0.1:1"} // nothing it could reach if it ran
+		out, err := cmd.CombinedOutput()
+		if err != nil || !regexp.MustCompile(`^`+args[0]+`( [a-z]+)* \S+ \(go1\.\d+`).Match(out) {
+			t.Errorf("%q: %v, printed %q; want the version and exit 0", args, err, out)
+		}
 	}
 }

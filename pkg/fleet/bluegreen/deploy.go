@@ -73,6 +73,9 @@ func (r *Release) Deploy(ctx context.Context) error {
 	if env["GRAFANA_ADMIN_SECRET_ID"], err = r.ensureGrafanaSecret(ctx); err != nil {
 		return err
 	}
+	if env["ALERTMANAGER_SECRET_ID"], err = r.ensureAlertmanagerSecret(ctx); err != nil {
+		return err
+	}
 	if err := r.ensureTLSSecrets(ctx, env); err != nil {
 		return err
 	}

@@ -23,8 +23,13 @@ type Service struct {
 	Image string
 	// Replicas is the desired replica count; nil for a service that is not replicated.
 	Replicas *uint64
-	// Secrets names the Swarm secrets the service mounts.
-	Secrets []string
+	// Secrets and Configs name the Swarm secrets and configs the service mounts.
+	Secrets, Configs []string
+}
+
+// SwarmObject is a Swarm secret or config.
+type SwarmObject struct {
+	ID, Name string
 }
 
 // Task is one task of a service.
@@ -86,6 +91,16 @@ type Docker interface {
 	// RunJob runs job to its end (or until ctx is done), removes it and returns its
 	// exit status and output.
 	RunJob(ctx context.Context, job Job) (JobResult, error)
+	// Services lists every service of the Swarm, of any stack.
+	Services(ctx context.Context) ([]Service, error)
+	// Secrets and Configs list the Swarm secrets and configs whose names start with
+	// prefix.
+	Secrets(ctx context.Context, prefix string) ([]SwarmObject, error)
+	Configs(ctx context.Context, prefix string) ([]SwarmObject, error)
+	// RemoveSecret and RemoveConfig remove one by ID; one already gone is not an error,
+	// one in use is.
+	RemoveSecret(ctx context.Context, id string) error
+	RemoveConfig(ctx context.Context, id string) error
 	// ExecInLocalTasks runs cmd in every running container of service on the node
 	// the client talks to and returns each container's exit status by container ID.
 	ExecInLocalTasks(ctx context.Context, service string, cmd []string) (map[string]int, error)

@@ -99,6 +99,7 @@ func (h *harness) release(holder, edgeURL, key string) *bluegreen.Release {
 			NATSRoutePasswordFile: natsRoute, DefaultNATSRoutePasswordFile: natsRoute,
 			NATSReplicas: 3, AppStack: "stack/app.yml", EdgeStack: "stack/edge.yml", NATSClusterStack: "stack/nats-cluster.yml",
 			EdgeTLSStack: "stack/edge-tls.yml", Network: "roomcast", LockStaleAfter: 30 * time.Minute,
+			AlertmanagerTemplate: alertmanagerTemplate,
 		},
 		Docker: c, Stacks: h.stacks, Out: h.out, Holder: holder,
 		Now: h.clock.Now, Sleep: h.clock.Sleep,

@@ -49,6 +49,10 @@ type Config struct {
 	NATSCluster     string
 	NATSReplicas    int
 	HistoryReplicas string
+	// AlertmanagerTemplate is Alertmanager's configuration template
+	// (RenderAlertmanagerConfig); AlertmanagerWebhookURLFile holds the URL its receiver
+	// posts to (empty: no notification is sent). The rendered file is a Swarm secret.
+	AlertmanagerTemplate, AlertmanagerWebhookURLFile string
 	// TLSCertFile and TLSKeyFile are nginx's certificate chain and key (PEM), both or
 	// neither: set, the edge is deployed with EdgeTLSStack too and serves HTTPS.
 	TLSCertFile, TLSKeyFile string

@@ -113,8 +113,12 @@ type Config struct {
 	StopTimeout time.Duration
 	// ConfigPath is where the rendered config is written (its directory is created).
 	ConfigPath string
-	// Params are the template values.
+	// Params are the template values (ResponseLogPort is the edge's own, see
+	// CountResponses).
 	Params Params
+	// CountResponses has nginx send each response's status to a UDP port of 127.0.0.1
+	// the edge picks, where it counts them (roomcast_edge_http_responses_total).
+	CountResponses bool
 }
 
 // Deps are the edge's collaborators. Lookup, Probe, Now and Registerer have
@@ -146,6 +150,7 @@ type Edge struct {
 	reloads     prometheus.Counter
 	active      *prometheus.GaugeVec
 	appliedTime prometheus.Gauge
+	responses   *prometheus.CounterVec
 }
 
 const (
@@ -221,6 +226,13 @@ func New(cfg Config, deps Deps) (*Edge, error) {
 			Name: "roomcast_edge_applied_timestamp_seconds",
 			Help: "When the running nginx config was applied (Unix time).",
 		}),
+		responses: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "roomcast_edge_http_responses_total",
+			Help: "Responses of nginx's public listeners by status class (1xx to 5xx; a WebSocket counts when it ends, as 101), with ResponseLogPort set.",
+		}, []string{"code"}),
+	}
+	for _, c := range responseClasses {
+		e.responses.WithLabelValues(c)
 	}
 	for _, k := range kinds {
 		e.errorsTotal.WithLabelValues(k)
@@ -250,6 +262,17 @@ func (e *Edge) Abort() { e.abortOnce.Do(func() { close(e.abort) }) }
 // its own, and an error if no usable color appeared within StartTimeout or nginx
 // could not start. ctx done before nginx started returns nil.
 func (e *Edge) Run(ctx context.Context) error {
+	e.cfg.Params.ResponseLogPort = 0
+	if e.cfg.CountResponses {
+		// Bound before nginx starts, so that its first responses are counted; closed
+		// after nginx has stopped (deferred first, runs last).
+		rc, err := listenResponses(e.responses)
+		if err != nil {
+			return err
+		}
+		defer rc.close()
+		e.cfg.Params.ResponseLogPort = rc.port()
+	}
 	if err := e.start(ctx); err != nil {
 		if ctx.Err() != nil {
 			return nil

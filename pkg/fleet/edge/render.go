@@ -54,6 +54,11 @@ type Params struct {
 	ErrorLog string
 	// AccessLog is a file path (/dev/stdout in a container) or "off".
 	AccessLog string
+	// ResponseLogPort is the UDP port on 127.0.0.1 where nginx sends the status of every
+	// response of the public listeners (syslog), for roomcast-edge to count
+	// (roomcast_edge_http_responses_total); 0 sends none. The edge sets it (see
+	// Config.CountResponses).
+	ResponseLogPort int
 	// TempDir holds nginx's temp directories (it must exist; nginx creates the rest).
 	TempDir string
 	// HealthDir holds HealthFile, which the edge writes before nginx starts and removes
@@ -140,6 +145,9 @@ func (p Params) Validate() error {
 		if p.TLSListenPort == p.ListenPort || p.TLSListenPort == p.StatusPort {
 			errs = append(errs, fmt.Errorf("template value TLSListenPort=%d is ListenPort or StatusPort too", p.TLSListenPort))
 		}
+	}
+	if p.ResponseLogPort != 0 {
+		port("ResponseLogPort", p.ResponseLogPort)
 	}
 	if p.LimitConn < 0 {
 		errs = append(errs, fmt.Errorf("template value LimitConn=%d is negative", p.LimitConn))

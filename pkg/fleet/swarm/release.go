@@ -49,6 +49,9 @@ func toService(svc dswarm.Service) bluegreen.Service {
 		for _, s := range cs.Secrets {
 			out.Secrets = append(out.Secrets, s.SecretName)
 		}
+		for _, c := range cs.Configs {
+			out.Configs = append(out.Configs, c.ConfigName)
+		}
 	}
 	if r := svc.Spec.Mode.Replicated; r != nil && r.Replicas != nil {
 		n := *r.Replicas

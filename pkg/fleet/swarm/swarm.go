@@ -2,7 +2,8 @@
 // reads a service's labels and replica count, scales a replicated service, and streams
 // a service's events (for roomcast-edge and the autoscaler), and it is the
 // bluegreen.Docker of a release: labels changed by compare-and-set, tasks, secrets, a
-// one-off job, exec in the local tasks (release.go). It owns nothing but a
+// one-off job, exec in the local tasks (release.go), and the listing and removal of the
+// secrets and configs no service mounts (prune.go). It owns nothing but a
 // *client.Client of github.com/moby/moby/client, and it never pulls images or asks a
 // registry. StackCLI is the one operation the Engine API lacks, `docker stack deploy`,
 // run as a command.

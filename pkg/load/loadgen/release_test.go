@@ -6,6 +6,7 @@ import (
 	"errors"
 	"maps"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -377,12 +378,41 @@ func TestFanoutThresholds(t *testing.T) {
 	cfg := tinyConfig(t, loadgen.FanoutSmall, urls)
 	cfg.Duration = 500 * time.Millisecond
 	rep := mustRun(t, cfg)
-	if len(rep.Thresholds) != 3 || !rep.ThresholdsPassed() {
-		t.Fatalf("thresholds %+v: want 3, passed", rep.Thresholds)
+	if len(rep.Thresholds) != 5 || !rep.ThresholdsPassed() {
+		t.Fatalf("thresholds %+v: want 5, passed", rep.Thresholds)
 	}
 	cfg.MaxP95 = time.Nanosecond
 	rep = mustRun(t, cfg)
 	if rep.ThresholdsPassed() || rep.Thresholds[0].Pass || !rep.Thresholds[1].Pass || rep.Thresholds[0].Expr != "p(95)<0.000001" {
 		t.Fatalf("thresholds %+v: want only the p95 one crossed", rep.Thresholds)
+	}
+}
+
+func TestNothingDeliveredFailsEveryTwin(t *testing.T) {
+	// A server that takes every message and delivers none, with loss allowed: the
+	// threshold that fails is the one on deliveries (k6/k6_test.go runs the scripts
+	// against the same server).
+	for _, tw := range loadgen.K6Twins() {
+		if tw.Scenario == loadgen.FanoutLarge {
+			continue // fanout-small's script with other parameters
+		}
+		t.Run(string(tw.Scenario), func(t *testing.T) {
+			srv := historytest.New(10, "e1", "blue")
+			srv.Mute()
+			cfg := tinyConfig(t, tw.Scenario, standIn(t, srv))
+			cfg.Conns, cfg.SendEvery = 4, 100*time.Millisecond
+			cfg.Duration, cfg.Grace = 500*time.Millisecond, 200*time.Millisecond
+			cfg.MaxLost = 1 << 40
+			rep := mustRun(t, cfg)
+			var failed []string
+			for _, th := range rep.Thresholds {
+				if !th.Pass {
+					failed = append(failed, th.Metric+" "+th.Expr)
+				}
+			}
+			if !slices.Equal(failed, []string{loadgen.MetricDelivered + " count>0"}) {
+				t.Fatalf("failed thresholds %q, want only the one on deliveries (all: %+v)", failed, rep.Thresholds)
+			}
+		})
 	}
 }

@@ -257,7 +257,11 @@ const (
 	MetricReconnectTime    = "roomcast_reconnect_time"
 	MetricConnectFailures  = "roomcast_connect_failures"
 	MetricHistoryTruncated = "roomcast_history_truncated"
-	MetricChecks           = "checks"
+	// MetricJoinFailures is the reconnecting scenarios' (soak, release): members whose
+	// first connection failed. Their reconnects may fail while colors flip, so
+	// MetricConnectFailures cannot be held at zero there.
+	MetricJoinFailures = "roomcast_join_failures"
+	MetricChecks       = "checks"
 	// MetricStormNotBack is reconnect-storm's alone (it has no k6 twin): the storm
 	// clients that had not reconnected when the storm window ended.
 	MetricStormNotBack = "roomcast_storm_not_back"
@@ -290,6 +294,7 @@ func Metrics(s Scenario) []MetricName {
 			MetricName{Name: MetricReconnects, Kind: KindCounter},
 			MetricName{Name: MetricReconnectTime, Kind: KindTrend},
 			MetricName{Name: MetricHistoryTruncated, Kind: KindCounter},
+			MetricName{Name: MetricJoinFailures, Kind: KindCounter},
 		)
 	case ReconnectStorm:
 		return append(base,
@@ -310,20 +315,34 @@ type Threshold struct {
 
 // Thresholds are cfg's scenario's thresholds, as its k6 twin's options.thresholds
 // with the same parameters.
+//
+// k6 passes a threshold on a metric without samples, so the twins hold runs that
+// connected nobody or delivered nothing to thresholds on counters always recorded:
+// no failed connection (soak and release: no failed first connection) and at least one
+// delivery wherever members send. The load generator fails the run on a failed first
+// connection before thresholds are evaluated, so those hold here whenever a report
+// exists.
 func Thresholds(cfg Config) []Threshold {
 	p95 := Threshold{MetricLatency, "p(95)<" + msString(cfg.MaxP95)}
 	p99 := Threshold{MetricLatency, "p(99)<" + msString(cfg.MaxP99)}
 	lost := Threshold{MetricLost, "count<=" + strconv.FormatInt(cfg.MaxLost, 10)}
 	dup := Threshold{MetricDuplicated, "count<=" + strconv.FormatInt(cfg.MaxDuplicated, 10)}
+	connected := Threshold{MetricConnectFailures, "count==0"}
+	joined := Threshold{MetricJoinFailures, "count==0"}
+	delivered := Threshold{MetricDelivered, "count>0"}
 	switch cfg.Scenario {
 	case FanoutSmall, FanoutLarge:
-		return []Threshold{p95, p99, lost}
+		return []Threshold{p95, p99, lost, connected, delivered}
 	case Smoke:
-		return []Threshold{{MetricChecks, "rate==1"}, p99, lost, dup}
+		return []Threshold{{MetricChecks, "rate==1"}, p99, lost, dup, connected, delivered}
 	case Soak:
-		return []Threshold{{MetricUnexpectedCloses, "count<=" + strconv.FormatInt(cfg.MaxUnexpectedCloses, 10)}, lost}
+		t := []Threshold{{MetricUnexpectedCloses, "count<=" + strconv.FormatInt(cfg.MaxUnexpectedCloses, 10)}, lost, joined}
+		if cfg.SendEvery > 0 {
+			t = append(t, delivered)
+		}
+		return t
 	case Release:
-		return []Threshold{lost, dup}
+		return []Threshold{lost, dup, joined, delivered}
 	case ReconnectStorm:
 		// The target: the members' p99 stays within MaxP99 and nothing is lost while
 		// every storm client comes back.

@@ -79,6 +79,8 @@ func (rep *Report) evaluate(cfg Config, reconnectTime Histogram) {
 		MetricHistoryTruncated: rep.ErrorFrames["history_truncated"],
 		// Without reconnects a failed connection fails the run: none is ever counted.
 		MetricConnectFailures: 0,
+		// A failed first connection fails the run in every scenario.
+		MetricJoinFailures: 0,
 	}
 	if rc := rep.Reconnect; rc != nil {
 		counters[MetricUnconfirmed] = rc.Unconfirmed

@@ -151,3 +151,24 @@ func TestDrainClosesTheConnection(t *testing.T) {
 		t.Fatal("ready after Drain")
 	}
 }
+
+func TestRoundTripIsMeasuredOnlyWhileConnected(t *testing.T) {
+	ns := natstest.Start(t)
+	_, reg := connect(t, ns.ClientURL())
+	v, ok := testenv.LookupMetric(t, reg, "roomcast_broker_rtt_seconds")
+	if !ok || v <= 0 || v >= 1 {
+		t.Fatalf("round trip %v (present %v) while connected, want a positive time under the 1s bound", v, ok)
+	}
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, ok := testenv.LookupMetric(t, reg, "roomcast_broker_rtt_seconds"); !ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("round trip still exported 10s after the server stopped")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

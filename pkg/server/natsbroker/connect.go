@@ -170,6 +170,10 @@ func Connect(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Broker, 
 	if nc.IsConnected() {
 		b.connected.Set(1)
 	}
+	if err := reg.Register(rttCollector{nc}); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("registering the NATS round trip metric: %w", err)
+	}
 	if cfg.History.Size > 0 {
 		b.hist, err = newHistory(b, cfg.History, reg)
 		if err != nil {

@@ -1,6 +1,7 @@
 // Package swarmtest is a fake Docker Engine API for tests: an httptest server that
 // speaks the Swarm routes package swarm uses (GET and HEAD /_ping; services: inspect,
-// list, create, update at a version, remove, logs; tasks; secrets; image inspect;
+// list, create, update at a version, remove, logs; tasks; secrets and configs (list,
+// secret create, remove unless a service mounts it); image inspect;
 // containers of a service and exec in them; GET /v<version>/events as a stream of
 // JSON lines), with services held in memory. Its "orchestrator" turns every change of a
 // service into tasks at once (or as a test says, see Converge), and a replicated job
@@ -48,6 +49,7 @@ type Server struct {
 	exec     func(container string, cmd []string) int
 	execs    map[string]*execRun
 	secrets  map[string]secret // by name
+	configs  map[string]secret // by name
 	images   map[string]bool
 	created  []Spec
 }
@@ -60,6 +62,7 @@ type service struct {
 	replicas *uint64
 	image    string
 	secrets  []string // secret names
+	configs  []string // config names
 	job      bool
 	command  []string // job's command and args
 	tasks    []*task
@@ -87,6 +90,7 @@ func NewServer(tb testing.TB) *Server {
 		converge: map[string]func(string, uint64) []Task{},
 		execs:    map[string]*execRun{},
 		secrets:  map[string]secret{},
+		configs:  map[string]secret{},
 		images:   map[string]bool{},
 	}
 	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
@@ -381,6 +385,10 @@ func serviceJSON(svc *service) map[string]any {
 	for _, name := range svc.secrets {
 		secrets = append(secrets, map[string]any{"SecretName": name, "SecretID": "id-" + name, "File": map[string]any{"Name": name}})
 	}
+	configs := []any{}
+	for _, name := range svc.configs {
+		configs = append(configs, map[string]any{"ConfigName": name, "ConfigID": "id-" + name, "File": map[string]any{"Name": name}})
+	}
 	return map[string]any{
 		"ID":        svc.id,
 		"Version":   map[string]any{"Index": svc.version},
@@ -390,7 +398,7 @@ func serviceJSON(svc *service) map[string]any {
 			"Name":   svc.name,
 			"Labels": labels,
 			"TaskTemplate": map[string]any{
-				"ContainerSpec": map[string]any{"Image": svc.image, "Secrets": secrets, "Command": svc.command},
+				"ContainerSpec": map[string]any{"Image": svc.image, "Secrets": secrets, "Configs": configs, "Command": svc.command},
 			},
 			"Mode": mode,
 		},

@@ -38,6 +38,8 @@ type Spec struct {
 	Labels   map[string]string
 	Replicas *uint64 // nil: a global service
 	Secrets  []string
+	// Configs names the Swarm configs it mounts (of a deployed service).
+	Configs []string
 	// Command is the container's command and arguments (of a created service).
 	Command []string
 	// Job is true for a replicated job.
@@ -73,6 +75,7 @@ func (s *Server) DeployService(name string, spec Spec) {
 	svc.labels = copyMap(spec.Labels)
 	svc.replicas = spec.Replicas
 	svc.secrets = slices.Clone(spec.Secrets)
+	svc.configs = slices.Clone(spec.Configs)
 	s.convergeLocked(svc)
 	s.emitLocked(event{action: action, id: svc.id, name: name})
 }
@@ -85,7 +88,8 @@ func (s *Server) Service(name string) (Spec, bool) {
 	if !ok {
 		return Spec{}, false
 	}
-	return Spec{Image: svc.image, Labels: copyMap(svc.labels), Replicas: svc.replicas, Secrets: slices.Clone(svc.secrets)}, true
+	return Spec{Image: svc.image, Labels: copyMap(svc.labels), Replicas: svc.replicas, Secrets: slices.Clone(svc.secrets),
+		Configs: slices.Clone(svc.configs)}, true
 }
 
 // Created returns the specs of the services created through the API so far.
@@ -273,6 +277,12 @@ func (s *Server) serveMore(w http.ResponseWriter, r *http.Request, route string)
 		s.serveSecrets(w, r)
 	case route == "/secrets/create" && r.Method == http.MethodPost:
 		s.serveSecretCreate(w, r)
+	case strings.HasPrefix(route, "/secrets/") && r.Method == http.MethodDelete:
+		s.serveObjectRemove(w, "secret", s.secrets, strings.TrimPrefix(route, "/secrets/"))
+	case route == "/configs" && r.Method == http.MethodGet:
+		s.serveConfigs(w, r)
+	case strings.HasPrefix(route, "/configs/") && r.Method == http.MethodDelete:
+		s.serveObjectRemove(w, "config", s.configs, strings.TrimPrefix(route, "/configs/"))
 	case strings.HasPrefix(route, "/images/") && strings.HasSuffix(route, "/json") && r.Method == http.MethodGet:
 		s.serveImage(w, strings.TrimSuffix(strings.TrimPrefix(route, "/images/"), "/json"))
 	case route == "/containers/json" && r.Method == http.MethodGet:
@@ -441,9 +451,18 @@ func (s *Server) serveTasks(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) serveSecrets(w http.ResponseWriter, r *http.Request) {
+	s.serveObjects(w, r, s.secrets)
+}
+
+func (s *Server) serveConfigs(w http.ResponseWriter, r *http.Request) {
+	s.serveObjects(w, r, s.configs)
+}
+
+// serveObjects lists the secrets or configs in objects that match the name filter.
+func (s *Server) serveObjects(w http.ResponseWriter, r *http.Request, objects map[string]secret) {
 	s.serveList(w, r, func(f filters) []any {
 		out := []any{}
-		for name, sec := range s.secrets {
+		for name, sec := range objects {
 			match := len(f["name"]) == 0
 			for n := range f["name"] { // the daemon's name filter matches prefixes
 				match = match || strings.HasPrefix(name, n)

@@ -34,6 +34,7 @@ type Server struct {
 	rooms    map[string]*room
 	upgrades []Upgrade
 	closed   bool
+	muted    bool
 
 	upgrader *gws.Upgrader
 }
@@ -182,6 +183,15 @@ func (s *Server) SetEpoch(epoch string) {
 	}
 }
 
+// Mute makes the server accept every message and deliver none, as a replica whose
+// broker swallows them would: a load test against it must fail even where loss is
+// allowed.
+func (s *Server) Mute() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.muted = true
+}
+
 // Forget drops the kept messages of every room, as if they had expired.
 func (s *Server) Forget() {
 	s.mu.Lock()
@@ -195,7 +205,7 @@ func (s *Server) publish(name string, text string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	rm := s.rooms[name]
-	if rm == nil {
+	if rm == nil || s.muted {
 		return
 	}
 	rm.seq++

@@ -1,0 +1,4 @@
+package cli
+
+// VersionLineOf is versionLine, for tests that give their own build information.
+var VersionLineOf = versionLine

@@ -158,6 +158,10 @@ func TestAgainstFakesScalesThroughTheEngineAPI(t *testing.T) {
 	}
 }
 
+// hungTickBound bounds a tick against a server that never answers: far above the 300 ms
+// timeout so that a loaded machine passes, far below "for ever", which is the bug it catches.
+const hungTickBound = 20 * time.Second
+
 func TestAgainstFakesErrorsKeepTheCount(t *testing.T) {
 	tests := []struct {
 		name     string
@@ -174,7 +178,7 @@ func TestAgainstFakesErrorsKeepTheCount(t *testing.T) {
 			func(w *world) { w.docker.Fail(`^/services/blue_app$`, 0, 0) }, autoscale.KindDockerAPI, 0},
 		{"Docker times out",
 			func(w *world) { w.slow.hang.Store(regexp.MustCompile(`/services/blue_app$`)) },
-			func(w *world) { w.slow.hang.Store(nil) }, autoscale.KindDockerAPI, 3 * time.Second},
+			func(w *world) { w.slow.hang.Store(nil) }, autoscale.KindDockerAPI, hungTickBound},
 		{"Docker refuses the update",
 			func(w *world) { w.docker.Fail(`/update$`, 500, -1) },
 			func(w *world) { w.docker.Fail(`/update$`, 0, 0) }, autoscale.KindScale, 0},
@@ -202,7 +206,7 @@ func TestAgainstFakesErrorsKeepTheCount(t *testing.T) {
 			func(w *world) { w.setLoad(promtest.Value(100, t0)) }, autoscale.KindPrometheusAPI, 0},
 		{"Prometheus times out",
 			func(w *world) { w.setLoad(promtest.Hang()) },
-			func(w *world) { w.setLoad(promtest.Value(100, t0)) }, autoscale.KindPrometheusAPI, 3 * time.Second},
+			func(w *world) { w.setLoad(promtest.Value(100, t0)) }, autoscale.KindPrometheusAPI, hungTickBound},
 		{"bad PromQL",
 			func(w *world) { w.setLoad(promtest.Error(400, "bad_data", "parse error")) },
 			func(w *world) { w.setLoad(promtest.Value(100, t0)) }, autoscale.KindPrometheusAPI, 0},

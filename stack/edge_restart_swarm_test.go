@@ -143,8 +143,14 @@ func TestEdgeRestartOnARealSwarm(t *testing.T) {
 		}
 		// The first 503 of /edgez, then /healthz still answered for about the delay,
 		// and only then the first failure of /healthz.
-		var first503, lastServed, firstFailed time.Time
+		// A loaded machine can stall the prober: the true window lies between the
+		// narrowest reading (last served - first 503) and the widest (first failed - the
+		// last sample before the first 503), and only that range is asserted.
+		var before503, first503, lastServed, firstFailed time.Time
 		for _, s := range steps {
+			if first503.IsZero() && s.edgez != http.StatusServiceUnavailable {
+				before503 = s.at
+			}
 			if first503.IsZero() && s.edgez == http.StatusServiceUnavailable {
 				first503 = s.at
 			}
@@ -162,8 +168,12 @@ func TestEdgeRestartOnARealSwarm(t *testing.T) {
 		served := lastServed.Sub(first503)
 		fmt.Printf("=== edge restart with EDGE_DRAIN_DELAY=%s: /edgez 503 while nginx served for %s, then nginx stopped accepting\n",
 			delay, served.Round(10*time.Millisecond))
-		if served < delay-500*time.Millisecond || served > delay+2*time.Second {
-			t.Errorf("/healthz served for %s after /edgez turned 503, want about %s", served, delay)
+		widest := served
+		if !before503.IsZero() {
+			widest = firstFailed.Sub(before503)
+		}
+		if widest < delay-500*time.Millisecond || served > delay+2*time.Second {
+			t.Errorf("/healthz served for %s to %s after /edgez turned 503, want about %s", served, widest, delay)
 		}
 	})
 }

@@ -1,0 +1,85 @@
+package stack_test
+
+import (
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// stackLimits is what TestEveryServiceRotatesItsLogs reads of a stack file.
+type stackLimits struct {
+	Services map[string]struct {
+		Logging struct {
+			Driver  string            `yaml:"driver"`
+			Options map[string]string `yaml:"options"`
+		} `yaml:"logging"`
+		Environment map[string]string `yaml:"environment"`
+		Deploy      struct {
+			Resources struct {
+				Limits struct {
+					Memory string `yaml:"memory"`
+				} `yaml:"limits"`
+			} `yaml:"resources"`
+		} `yaml:"deploy"`
+	} `yaml:"services"`
+}
+
+func TestEveryServiceRotatesItsLogs(t *testing.T) {
+	for _, file := range []string{"stack/app.yml", "stack/edge.yml"} {
+		var s stackLimits
+		readYAMLFile(t, file, &s)
+		if len(s.Services) == 0 {
+			t.Fatalf("%s: no services read", file)
+		}
+		for name, svc := range s.Services {
+			l := svc.Logging
+			if l.Driver != "json-file" || l.Options["max-size"] == "" || l.Options["max-file"] == "" {
+				t.Errorf("%s: service %s logs with %+v, want json-file with max-size and max-file", file, name, l)
+			}
+		}
+	}
+}
+
+func TestGoServicesHaveAMemoryLimitUnderTheirContainers(t *testing.T) {
+	for _, c := range []struct{ file, service string }{
+		{"stack/app.yml", "app"},
+		{"stack/edge.yml", "nats"},
+	} {
+		var s stackLimits
+		readYAMLFile(t, c.file, &s)
+		svc, ok := s.Services[c.service]
+		if !ok {
+			t.Fatalf("%s: no service %s", c.file, c.service)
+		}
+		soft := bytesOf(t, svc.Environment["GOMEMLIMIT"])
+		hard := bytesOf(t, svc.Deploy.Resources.Limits.Memory)
+		// Headroom for what the Go runtime does not count (stacks of cgo, the binary).
+		if soft <= 0 || hard <= 0 || soft > hard*9/10 {
+			t.Errorf("%s %s: GOMEMLIMIT %q against a memory limit of %q, want both set and GOMEMLIMIT at most 90%% of it",
+				c.file, c.service, svc.Environment["GOMEMLIMIT"], svc.Deploy.Resources.Limits.Memory)
+		}
+	}
+}
+
+// bytesOf reads "450MiB" (GOMEMLIMIT) or "512M" (compose, binary units) as bytes; 0 if unset.
+func bytesOf(t *testing.T, s string) int64 {
+	t.Helper()
+	if s == "" {
+		return 0
+	}
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}}
+	for _, u := range units {
+		if n, ok := strings.CutSuffix(s, u.suffix); ok {
+			v, err := strconv.ParseInt(n, 10, 64)
+			if err != nil {
+				t.Fatalf("size %q: %v", s, err)
+			}
+			return v * u.mult
+		}
+	}
+	t.Fatalf("size %q has no unit this test knows", s)
+	return 0
+}

@@ -61,7 +61,7 @@ func run(ctx context.Context, args []string, env map[string]string, stdout, stde
 	reg := cli.NewRegistry()
 	e, err := edge.New(cfg.edge(), edge.Deps{
 		Services:   services,
-		Nginx:      edge.NewNginx(cfg.Nginx, cfg.Config, stdout, stderr),
+		Nginx:      edge.NewNginx(cfg.Nginx, cfg.Config, edge.NewTokenRedactor(stdout), edge.NewTokenRedactor(stderr)),
 		Template:   tmpl,
 		Logger:     log,
 		Registerer: reg,

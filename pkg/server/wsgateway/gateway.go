@@ -53,6 +53,7 @@ type Gateway struct {
 	cfg        Config
 	hub        *hub.Hub
 	broker     chat.Broker
+	async      asyncPublisher // broker, when it can publish without waiting; else nil
 	log        *slog.Logger
 	upgrader   *gws.Upgrader // selects no subprotocol
 	upgraderV1 *gws.Upgrader // selects roomcast.v1
@@ -101,6 +102,7 @@ func New(cfg Config, h *hub.Hub, broker chat.Broker, errs *servermetrics.Errors,
 		errs:           errs,
 		errRateLimited: wsframe.RateLimited(cfg.RateLimit.PerSecond, cfg.RateLimit.Burst),
 	}
+	g.async, _ = broker.(asyncPublisher)
 	for _, r := range auth.Reasons {
 		g.authFails.WithLabelValues(string(r))
 	}

@@ -57,6 +57,7 @@ type Gateway struct {
 	log        *slog.Logger
 	upgrader   *gws.Upgrader // selects no subprotocol
 	upgraderV1 *gws.Upgrader // selects roomcast.v1
+	upgraderB  *gws.Upgrader // selects the batched subprotocol
 	admission  *admission
 	ids        *idSource
 	received   prometheus.Counter
@@ -111,6 +112,7 @@ func New(cfg Config, h *hub.Hub, broker chat.Broker, errs *servermetrics.Errors,
 	}
 	g.upgrader = g.newUpgrader(nil)
 	g.upgraderV1 = g.newUpgrader([]string{SubprotocolV1})
+	g.upgraderB = g.newUpgrader([]string{SubprotocolBatch})
 	return g
 }
 

@@ -10,7 +10,6 @@ package natsbroker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -298,40 +297,4 @@ func (b *Broker) Drain(ctx context.Context) error {
 func (b *Broker) Close() {
 	b.hist.stop()
 	b.nc.Close()
-}
-
-// formatVersion is the envelope version this release writes. Readers accept any
-// version and ignore fields they do not know, so releases can be mixed in one room.
-const formatVersion = 1
-
-type envelope struct {
-	V     int    `json:"v"`
-	ID    string `json:"id"`
-	Room  string `json:"room"`
-	Text  string `json:"msg"`
-	TS    int64  `json:"ts"` // Unix nanoseconds, UTC
-	Seq   uint64 `json:"seq,omitempty"`
-	Epoch string `json:"epoch,omitempty"`
-}
-
-func encode(msg chat.Message) []byte {
-	b, _ := json.Marshal(envelope{
-		V: formatVersion, ID: msg.ID, Room: msg.Room, Text: msg.Text,
-		TS: msg.Accepted.UnixNano(), Seq: msg.Seq, Epoch: msg.Epoch,
-	})
-	return b
-}
-
-func decode(data []byte) (chat.Message, error) {
-	var e envelope
-	if err := json.Unmarshal(data, &e); err != nil {
-		return chat.Message{}, fmt.Errorf("decoding envelope: %w", err)
-	}
-	if e.V < 1 || e.Room == "" {
-		return chat.Message{}, errors.New("decoding envelope: no version or room")
-	}
-	return chat.Message{
-		ID: e.ID, Room: e.Room, Text: e.Text, Accepted: time.Unix(0, e.TS).UTC(),
-		Seq: e.Seq, Epoch: e.Epoch,
-	}, nil
 }

@@ -31,7 +31,7 @@ build-bin:
     version=$(git describe --tags --always --dirty 2>/dev/null || echo dev)
     CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$version" -o {{bin}}/ ./cmd/...
 
-# Benchmarks: Go micro-benchmarks, then every loadgen scenario against one replica (embedded NATS), a reconnect storm with and without an accept rate, and fanout-large against two replicas on one nats-server. DURATION sets each scenario's length.
+# Benchmarks: Go micro-benchmarks, then every loadgen scenario against one replica (embedded NATS; fanout-large and the ramp also batched and with history off), a reconnect storm with and without an accept rate, and fanout-large against two replicas on one nats-server. DURATION sets each scenario's length.
 bench DURATION="20s": build-bin
     #!/usr/bin/env bash
     set -euo pipefail
@@ -52,6 +52,8 @@ bench DURATION="20s": build-bin
       wait_ready "$addr"
     }
     gen() { {{bin}}/roomcast-loadgen -no-thresholds -duration {{DURATION}} "$@"; }
+    # The ramp's steps: 64k, 90k, 128k, 181k, 256k, 362k, 512k deliveries/s (5s each).
+    ramp="-rate 64 -ramp-factor 1.41421356"
 
     echo "== one replica, embedded NATS, history on (the default)"
     serve 127.0.0.1:18181
@@ -59,14 +61,24 @@ bench DURATION="20s": build-bin
       echo "-- $scenario"
       gen -scenario "$scenario" -url ws://127.0.0.1:18181 -server-pid "$server"
     done
-    echo "-- ramp (its own time: steps of 5s until p99 > 100ms, a loss, or 3 minutes)"
-    {{bin}}/roomcast-loadgen -no-thresholds -scenario ramp -duration 3m -url ws://127.0.0.1:18181 -server-pid "$server"
+    echo "-- ramp (its own time: steps of 5s until p99 > 100ms, a loss, or 90s)"
+    {{bin}}/roomcast-loadgen -no-thresholds -scenario ramp $ramp -duration 90s -url ws://127.0.0.1:18181 -server-pid "$server"
+    kill "$server"; wait "$server" || true
+
+    echo "== one replica, history on, batched delivery (loadgen -batch true: roomcast.batch.v1)"
+    serve 127.0.0.1:18187
+    echo "-- fanout-large, batched"
+    gen -scenario fanout-large -batch true -url ws://127.0.0.1:18187 -server-pid "$server"
+    echo "-- ramp, batched"
+    {{bin}}/roomcast-loadgen -no-thresholds -scenario ramp $ramp -batch true -duration 90s -url ws://127.0.0.1:18187 -server-pid "$server"
     kill "$server"; wait "$server" || true
 
     echo "== one replica, history off (core NATS only)"
     serve 127.0.0.1:18184 ROOMCAST_HISTORY_SIZE=0
     echo "-- fanout-large"
     gen -scenario fanout-large -url ws://127.0.0.1:18184 -server-pid "$server"
+    echo "-- ramp"
+    {{bin}}/roomcast-loadgen -no-thresholds -scenario ramp $ramp -duration 90s -url ws://127.0.0.1:18184 -server-pid "$server"
     kill "$server"; wait "$server" || true
 
     echo "== a fresh replica holding 10,000 idle connections for a minute"

@@ -439,11 +439,32 @@ func (l *link) OnPing(socket *gws.Conn, payload []byte) { _ = socket.WritePong(p
 
 func (l *link) OnPong(*gws.Conn, []byte) {}
 
-// OnMessage accounts for one frame. It runs on the member's read loop and avoids
-// allocating: the frame is scanned, not decoded.
+// BatchSubprotocol is the server's subprotocol for several messages per frame, one JSON
+// object per line (Config.Batch).
+const BatchSubprotocol = "roomcast.batch.v1"
+
+// OnMessage accounts for one frame: each of its lines when the run is batched. It runs
+// on the member's read loop and avoids allocating: the frame is scanned, not decoded.
 func (l *link) OnMessage(_ *gws.Conn, msg *gws.Message) {
 	defer msg.Close()
 	frame := msg.Bytes()
+	if !l.m.r.cfg.Batch {
+		l.onFrame(frame)
+		return
+	}
+	for len(frame) > 0 {
+		line := frame
+		if i := bytes.IndexByte(frame, '\n'); i >= 0 {
+			line, frame = frame[:i], frame[i+1:]
+		} else {
+			frame = nil
+		}
+		l.onFrame(line)
+	}
+}
+
+// onFrame accounts for one server frame (one line of a batched frame).
+func (l *link) onFrame(frame []byte) {
 	m := l.m
 	r := m.r
 	if r.reconnecting {

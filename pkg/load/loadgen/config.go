@@ -109,6 +109,10 @@ type Config struct {
 	// ROOMCAST_JWT_PUBLIC_KEY). It is never printed.
 	Token string
 
+	// Batch offers BatchSubprotocol on every connection: the server may then send
+	// several messages in one frame, one per line, each counted as a delivery.
+	Batch bool
+
 	// ReconnectBase and ReconnectMax shape the reconnects of Soak and Release, and
 	// those of ReconnectStorm refused without a Retry-After: exponential backoff with
 	// full jitter, attempt n (from 0) waiting a random time in

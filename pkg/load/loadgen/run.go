@@ -46,8 +46,14 @@ func newRunner(cfg Config) *runner {
 	}
 	r.runBytes = []byte(r.run)
 	r.deadline = r.start.Add(cfg.Duration)
+	if cfg.Token != "" || cfg.Batch {
+		r.header = http.Header{}
+	}
 	if cfg.Token != "" {
-		r.header = http.Header{"Authorization": {"Bearer " + cfg.Token}}
+		r.header.Set("Authorization", "Bearer "+cfg.Token)
+	}
+	if cfg.Batch {
+		r.header.Set("Sec-WebSocket-Protocol", BatchSubprotocol)
 	}
 	if cfg.Scenario == ReconnectStorm {
 		r.storm = newStormState()

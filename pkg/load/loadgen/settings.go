@@ -77,6 +77,8 @@ func Settings() []Setting {
 			field: func(c *Config) any { return &c.ServerPIDs }},
 		{Flag: "token", Env: "TOKEN", Arg: "TOKEN", Usage: "JWT sent as Authorization: Bearer on every connect and reconnect, for a server with ROOMCAST_JWT_SECRET or ROOMCAST_JWT_PUBLIC_KEY (-token-file keeps it out of the process list); never printed",
 			field: func(c *Config) any { return &c.Token }},
+		{Flag: "batch", Arg: "BOOL", Usage: "true: offer the batched subprotocol (" + BatchSubprotocol + "), in which the server may put several messages in one frame, one per line; each message is still counted once",
+			field: func(c *Config) any { return &c.Batch }},
 		{Flag: "connect-timeout", Arg: "D", Usage: "dial and upgrade timeout per connection attempt",
 			field: func(c *Config) any { return &c.ConnectTimeout }},
 		{Flag: "connect-parallel", Arg: "N", Usage: "connections being set up at once at the start",
@@ -118,6 +120,12 @@ func (st Setting) Set(c *Config, v string) error {
 		*p = f
 	case *string:
 		*p = v
+	case *bool:
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return errors.New("want true or false")
+		}
+		*p = b
 	case *[]string:
 		*p = splitList(v)
 	case *[]int:
@@ -149,6 +157,8 @@ func (st Setting) String(c Config) string {
 		return strconv.FormatFloat(*p, 'g', -1, 64)
 	case *string:
 		return *p
+	case *bool:
+		return strconv.FormatBool(*p)
 	case *[]string:
 		return strings.Join(*p, ",")
 	case *[]int:

@@ -14,7 +14,8 @@ import (
 
 // Socket is the transport side of a member.
 type Socket interface {
-	// WriteFrames writes encoded frames in order, in as few system calls as it can.
+	// WriteFrames writes encoded frames in order, in as few system calls as it can. It
+	// keeps none of them after it returns (a batched member's buffer is reused).
 	WriteFrames(frames [][]byte) error
 	// Close sends a close frame with code and reason, then closes the connection. It is
 	// bounded in time even when the peer does not read, and may be called while a
@@ -63,6 +64,8 @@ type Hub struct {
 	cancel     context.CancelFunc
 	catchUps   sync.WaitGroup // catch-up goroutines; Add under mu while !closed
 	gapFetches chan struct{}  // a slot per catch-up's History.Replay in flight
+
+	batchBuffers sync.Pool // of *batchBuffer, for members of the batched subprotocol
 }
 
 // New returns a hub that subscribes through broker, counts its errors in errs (shared

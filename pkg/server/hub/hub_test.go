@@ -236,6 +236,25 @@ func (f *fixture) join(t *testing.T, room string) (*hub.Member, *fakeSocket) {
 	return m, s
 }
 
+// joinGated joins a member whose socket's writes wait for s.gate, after before (if
+// set) has been applied to the member.
+func (f *fixture) joinGated(t *testing.T, room string, before func(*hub.Member)) (*hub.Member, *fakeSocket) {
+	t.Helper()
+	s := newSocket()
+	s.gate = make(chan struct{})
+	s.inWrite = make(chan struct{}, 10)
+	m, err := f.hub.Join(context.Background(), room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before != nil {
+		before(m)
+	}
+	m.Attach(s)
+	t.Cleanup(func() { s.Close(wsframe.CloseNormal, ""); f.hub.Leave(m) })
+	return m, s
+}
+
 func (f *fixture) publish(t *testing.T, room, text string) {
 	t.Helper()
 	if err := f.broker.Publish(context.Background(), chat.Message{Room: room, Text: text, Accepted: time.Now()}); err != nil {
@@ -395,15 +414,7 @@ func TestQueueIsAlsoBoundedInBytes(t *testing.T) {
 
 func TestFramesQueuedDuringAWriteGoOutInOneBatch(t *testing.T) {
 	f := newFixture(t, nil)
-	s := newSocket()
-	s.gate = make(chan struct{})
-	s.inWrite = make(chan struct{}, 10)
-	m, err := f.hub.Join(context.Background(), "lobby")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.Attach(s)
-	t.Cleanup(func() { s.Close(wsframe.CloseNormal, ""); f.hub.Leave(m) })
+	_, s := f.joinGated(t, "lobby", nil)
 	f.publish(t, "lobby", "first")
 	<-s.inWrite // the writer is now stuck on "first"
 	for i := range 5 {

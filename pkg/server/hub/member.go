@@ -27,6 +27,7 @@ type Member struct {
 	closeCode      uint16
 	closeReason    string
 	left           bool
+	batched        bool // text frames queued together go out as one; see Batch
 
 	// While a resuming member's replay runs, its live messages are held; see resume.go.
 	holding bool
@@ -60,6 +61,15 @@ func (m *Member) Attach(s Socket) {
 	if abort {
 		go s.Close(code, reason)
 	}
+}
+
+// Batch makes the member's writer join the text frames it writes together into one text
+// frame, their payloads separated by '\n' (the batched subprotocol; see
+// wsframe.AppendBatched). Call it before Attach.
+func (m *Member) Batch() {
+	m.mu.Lock()
+	m.batched = true
+	m.mu.Unlock()
 }
 
 // Send queues a frame for this member only, such as an error frame or a pong. It does not
@@ -167,10 +177,15 @@ func (m *Member) write() {
 		m.pending, m.spare = m.spare, nil
 		m.accepted, m.spareAccepted = m.spareAccepted, nil
 		m.pendingBytes, m.pendingCounted = 0, 0
-		s := m.socket
+		s, batched := m.socket, m.batched
 		m.mu.Unlock()
 
-		err := s.WriteFrames(batch)
+		var err error
+		if batched && len(batch) > 1 {
+			err = m.hub.writeBatched(s, batch)
+		} else {
+			err = s.WriteFrames(batch)
+		}
 		clear(batch)
 		if err != nil {
 			m.mu.Lock()
@@ -195,4 +210,29 @@ func (m *Member) write() {
 			}
 		}
 	}
+}
+
+// batchBuffer is the one frame a batched member's writer writes: reused across members
+// (Hub.batchBuffers) so that a writer allocates nothing per write.
+type batchBuffer struct {
+	b      []byte
+	frames [1][]byte
+}
+
+// maxPooledBatch bounds the buffers kept for reuse: a rare large batch is not kept.
+const maxPooledBatch = 64 << 10
+
+func (h *Hub) writeBatched(s Socket, frames [][]byte) error {
+	bb, _ := h.batchBuffers.Get().(*batchBuffer)
+	if bb == nil {
+		bb = new(batchBuffer)
+	}
+	bb.b = wsframe.AppendBatched(bb.b[:0], frames)
+	bb.frames[0] = bb.b
+	err := s.WriteFrames(bb.frames[:])
+	bb.frames[0] = nil
+	if cap(bb.b) <= maxPooledBatch {
+		h.batchBuffers.Put(bb)
+	}
+	return err
 }

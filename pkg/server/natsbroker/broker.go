@@ -10,8 +10,6 @@ package natsbroker
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync/atomic"
@@ -73,18 +71,37 @@ func (b *Broker) Ready() error {
 	return fmt.Errorf("%w: NATS connection %s", chat.ErrUnavailable, b.nc.Status())
 }
 
-// Publish puts msg on its room's subject: through JetStream, acknowledged, when history
-// is on; with core NATS otherwise.
+// Publish puts msg on its room's subject and waits, up to ctx, for it to be there: stored
+// by JetStream (acknowledged) when history is on; handed to core NATS otherwise.
 func (b *Broker) Publish(ctx context.Context, msg chat.Message) error {
+	res := make(chan error, 1)
+	if err := b.PublishAsync(msg, func(err error) { res <- err }); err != nil {
+		return err
+	}
+	select {
+	case err := <-res:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("publishing to room %q: %w: %w", msg.Room, chat.ErrUnavailable, ctx.Err())
+	}
+}
+
+// PublishAsync is Publish without the wait: an error returned means msg was not sent;
+// otherwise done is called exactly once, perhaps before PublishAsync returns, with nil
+// once msg is stored (history on) or sent (history off), or with an error wrapping
+// chat.ErrUnavailable when it was refused or not acknowledged within publishTimeout (it
+// may or may not be stored). Messages of one Broker keep their order.
+func (b *Broker) PublishAsync(msg chat.Message, done func(error)) error {
 	if !b.nc.IsConnected() {
 		return fmt.Errorf("publishing to room %q: %w", msg.Room, chat.ErrUnavailable)
 	}
 	if b.hist != nil {
-		return b.hist.publish(ctx, msg)
+		return b.hist.win.publish(msg.Room, encode(msg), done)
 	}
 	if err := b.nc.Publish(SubjectPrefix+msg.Room, encode(msg)); err != nil {
 		return fmt.Errorf("publishing to room %q: %w: %w", msg.Room, chat.ErrUnavailable, err)
 	}
+	done(nil)
 	return nil
 }
 
@@ -151,40 +168,4 @@ func (b *Broker) Drain(ctx context.Context) error {
 func (b *Broker) Close() {
 	b.hist.stop()
 	b.nc.Close()
-}
-
-// formatVersion is the envelope version this release writes. Readers accept any
-// version and ignore fields they do not know, so releases can be mixed in one room.
-const formatVersion = 1
-
-type envelope struct {
-	V     int    `json:"v"`
-	ID    string `json:"id"`
-	Room  string `json:"room"`
-	Text  string `json:"msg"`
-	TS    int64  `json:"ts"` // Unix nanoseconds, UTC
-	Seq   uint64 `json:"seq,omitempty"`
-	Epoch string `json:"epoch,omitempty"`
-}
-
-func encode(msg chat.Message) []byte {
-	b, _ := json.Marshal(envelope{
-		V: formatVersion, ID: msg.ID, Room: msg.Room, Text: msg.Text,
-		TS: msg.Accepted.UnixNano(), Seq: msg.Seq, Epoch: msg.Epoch,
-	})
-	return b
-}
-
-func decode(data []byte) (chat.Message, error) {
-	var e envelope
-	if err := json.Unmarshal(data, &e); err != nil {
-		return chat.Message{}, fmt.Errorf("decoding envelope: %w", err)
-	}
-	if e.V < 1 || e.Room == "" {
-		return chat.Message{}, errors.New("decoding envelope: no version or room")
-	}
-	return chat.Message{
-		ID: e.ID, Room: e.Room, Text: e.Text, Accepted: time.Unix(0, e.TS).UTC(),
-		Seq: e.Seq, Epoch: e.Epoch,
-	}, nil
 }

@@ -85,6 +85,7 @@ type history struct {
 	b   *Broker
 	cfg HistoryConfig
 	js  jetstream.JetStream
+	win *window // publishes awaiting their acknowledgement
 
 	mu     sync.Mutex
 	stream jetstream.Stream // nil until the stream is known
@@ -130,6 +131,9 @@ func newHistory(b *Broker, cfg HistoryConfig, reg prometheus.Registerer) (*histo
 	if err := reg.Register(streamCollector{h}); err != nil {
 		return nil, fmt.Errorf("registering the history stream's metrics: %w", err)
 	}
+	if h.win, err = newWindow(h); err != nil {
+		return nil, err
+	}
 	go h.run()
 	return h, nil
 }
@@ -138,7 +142,10 @@ func (h *history) stop() {
 	if h == nil {
 		return
 	}
-	h.stopOnce.Do(func() { close(h.quit) })
+	h.stopOnce.Do(func() {
+		close(h.quit)
+		h.win.stop()
+	})
 	<-h.done
 }
 
@@ -266,31 +273,6 @@ func (h *history) current() (jetstream.Stream, string) {
 func (h *history) currentEpoch() string {
 	_, e := h.current()
 	return e
-}
-
-// publish stores msg; the stream republishes it live. Without a stream (JetStream off or
-// the stream deleted) the message goes straight to the live subject, unnumbered, so rooms
-// keep working; an unanswered publish may or may not be stored and is reported.
-func (h *history) publish(ctx context.Context, msg chat.Message) error {
-	ctx, cancel := context.WithTimeout(ctx, publishTimeout)
-	defer cancel()
-	m := nats.NewMsg(SubjectPrefix + msg.Room)
-	m.Data = encode(msg)
-	_, err := h.js.PublishMsg(ctx, m, jetstream.WithRetryAttempts(0))
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, nats.ErrNoResponders):
-		h.errors.WithLabelValues("publish").Inc()
-		h.kickRefresh()
-		if err := h.b.nc.Publish(LivePrefix+msg.Room, m.Data); err != nil {
-			return fmt.Errorf("publishing to room %q: %w: %w", msg.Room, chat.ErrUnavailable, err)
-		}
-		return nil
-	default:
-		h.errors.WithLabelValues("publish").Inc()
-		return fmt.Errorf("publishing to room %q: %w: %w", msg.Room, chat.ErrUnavailable, err)
-	}
 }
 
 // liveHandler decodes republished messages, numbered by the stream. A sequence that goes

@@ -105,6 +105,7 @@ func TestUpgradesNeedAValidTokenForTheRoom(t *testing.T) {
 			{"Authorization", r.wsURL("team-a"), http.Header{"Authorization": {"Bearer " + good}}, ""},
 			{"subprotocol with roomcast.v1", r.wsURL("lobby"), http.Header{"Sec-WebSocket-Protocol": {wsgateway.SubprotocolV1 + ", bearer." + good}}, wsgateway.SubprotocolV1},
 			{"subprotocol alone", r.wsURL("lobby"), http.Header{"Sec-WebSocket-Protocol": {"bearer." + good}}, "bearer." + good},
+			{"subprotocol with the batched one", r.wsURL("lobby"), http.Header{"Sec-WebSocket-Protocol": {"bearer." + good + ", " + wsgateway.SubprotocolBatch}}, wsgateway.SubprotocolBatch},
 		}
 		for _, w := range ways {
 			c, resp, err := dialWith(t, w.url, w.header)

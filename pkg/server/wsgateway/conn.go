@@ -45,8 +45,10 @@ type wsConn struct {
 	expires  atomic.Int64
 	expiry   *time.Timer
 
-	// Touched only by the gws read goroutine.
-	limiter *ratelimit.Limiter
+	// Set only by the gws read goroutine (publishDone is read by the broker's too, after
+	// the publish that handed it over).
+	limiter     *ratelimit.Limiter
+	publishDone func(error) // made on the first message: idle connections do without
 }
 
 func newWSConn(raw net.Conn, m *hub.Member) *wsConn {

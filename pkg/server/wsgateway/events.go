@@ -80,11 +80,38 @@ func (e events) OnMessage(socket *gws.Conn, message *gws.Message) {
 		return
 	}
 	msg := chat.Message{ID: g.ids.next(), Room: c.member.Room(), Text: frame.Message, Accepted: now.UTC()}
-	if err := g.broker.Publish(context.Background(), msg); err != nil {
-		g.errs.Count(chat.KindBroker)
-		c.member.Send(wsframe.Unavailable)
-		g.log.Debug("publish failed", "room", msg.Room, "err", err)
+	if g.async != nil {
+		// The read goroutine goes on at once; the broker's answer comes to publishDone.
+		if c.publishDone == nil {
+			c.publishDone = func(err error) { g.publishFailed(c, err) }
+		}
+		if err := g.async.PublishAsync(msg, c.publishDone); err != nil {
+			g.publishFailed(c, err)
+		}
+		return
 	}
+	if err := g.broker.Publish(context.Background(), msg); err != nil {
+		g.publishFailed(c, err)
+	}
+}
+
+// asyncPublisher is a chat.Broker that can publish without waiting for the broker's
+// answer (natsbroker's, with its bounded window of unanswered publishes).
+type asyncPublisher interface {
+	// PublishAsync returns an error when msg was not sent; otherwise it calls done once
+	// with the outcome, possibly before it returns.
+	PublishAsync(msg chat.Message, done func(error)) error
+}
+
+// publishFailed tells the sender its message was not taken (nil: it was). It may run on
+// the broker's goroutine.
+func (g *Gateway) publishFailed(c *wsConn, err error) {
+	if err == nil {
+		return
+	}
+	g.errs.Count(chat.KindBroker)
+	c.member.Send(wsframe.Unavailable)
+	g.log.Debug("publish failed", "room", c.member.Room(), "err", err)
 }
 
 func (e events) OnClose(socket *gws.Conn, err error) {

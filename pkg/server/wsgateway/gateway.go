@@ -53,9 +53,11 @@ type Gateway struct {
 	cfg        Config
 	hub        *hub.Hub
 	broker     chat.Broker
+	async      asyncPublisher // broker, when it can publish without waiting; else nil
 	log        *slog.Logger
 	upgrader   *gws.Upgrader // selects no subprotocol
 	upgraderV1 *gws.Upgrader // selects roomcast.v1
+	upgraderB  *gws.Upgrader // selects the batched subprotocol
 	admission  *admission
 	ids        *idSource
 	received   prometheus.Counter
@@ -101,6 +103,7 @@ func New(cfg Config, h *hub.Hub, broker chat.Broker, errs *servermetrics.Errors,
 		errs:           errs,
 		errRateLimited: wsframe.RateLimited(cfg.RateLimit.PerSecond, cfg.RateLimit.Burst),
 	}
+	g.async, _ = broker.(asyncPublisher)
 	for _, r := range auth.Reasons {
 		g.authFails.WithLabelValues(string(r))
 	}
@@ -109,6 +112,7 @@ func New(cfg Config, h *hub.Hub, broker chat.Broker, errs *servermetrics.Errors,
 	}
 	g.upgrader = g.newUpgrader(nil)
 	g.upgraderV1 = g.newUpgrader([]string{SubprotocolV1})
+	g.upgraderB = g.newUpgrader([]string{SubprotocolBatch})
 	return g
 }
 

@@ -128,6 +128,9 @@ func (g *Gateway) join(w http.ResponseWriter, r *http.Request, req upgradeReques
 func (g *Gateway) upgrade(w http.ResponseWriter, r *http.Request, member *hub.Member, req upgradeRequest, releaseIP func()) error {
 	upgrader := g.upgrader
 	switch {
+	case slices.Contains(req.offered, SubprotocolBatch):
+		upgrader = g.upgraderB
+		member.Batch()
 	case slices.Contains(req.offered, SubprotocolV1):
 		upgrader = g.upgraderV1
 	case len(req.offered) > 0:
@@ -172,6 +175,13 @@ func (g *Gateway) upgrade(w http.ResponseWriter, r *http.Request, member *hub.Me
 }
 
 const readBufferSize = 1024
+
+// SubprotocolBatch is the subprotocol of clients that take several messages in one text
+// frame, one JSON object per line ('\n' between them): whatever is queued for the
+// connection when it is written goes out together, so no wait is added. Clients that do
+// not offer it get one message per frame. It is selected whenever offered (before
+// SubprotocolV1; a bearer.<token> entry may be offered next to it).
+const SubprotocolBatch = "roomcast.batch.v1"
 
 func isWebSocketUpgrade(r *http.Request) bool {
 	return strings.EqualFold(r.Header.Get("Upgrade"), "websocket") &&

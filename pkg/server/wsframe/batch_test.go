@@ -1,0 +1,40 @@
+package wsframe_test
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"roomcast/pkg/chat"
+	"roomcast/pkg/server/wsframe"
+)
+
+func TestAppendBatchedJoinsRunsOfTextFramesOnly(t *testing.T) {
+	msg := func(text string) []byte { return wsframe.EncodeMessage(chat.Message{Room: "r", Text: text}) }
+	payloadOf := func(frame []byte) string {
+		_, p := parseFrame(t, frame)
+		return string(p)
+	}
+	long := strings.Repeat("x", 200) // a 16-bit length alone, and joined
+	a, b, c := msg("a"), msg(long), wsframe.Unavailable
+	tests := []struct {
+		name   string
+		frames [][]byte
+		want   [][]byte // the frames the batched client reads
+	}{
+		{"one text frame is unchanged", [][]byte{a}, [][]byte{a}},
+		{"control frames are unchanged", [][]byte{wsframe.Ping, wsframe.Close(1000, "")}, [][]byte{wsframe.Ping, wsframe.Close(1000, "")}},
+		{"a run becomes one frame, a line each", [][]byte{a, b, c},
+			[][]byte{wsframe.Text([]byte(payloadOf(a) + "\n" + payloadOf(b) + "\n" + payloadOf(c)))}},
+		{"a control frame splits runs", [][]byte{a, b, wsframe.Ping, c},
+			[][]byte{wsframe.Text([]byte(payloadOf(a) + "\n" + payloadOf(b))), wsframe.Ping, c}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := wsframe.AppendBatched([]byte("kept"), tt.frames)
+			if want := append([]byte("kept"), bytes.Join(tt.want, nil)...); !bytes.Equal(got, want) {
+				t.Fatalf("AppendBatched = %q, want %q", got, want)
+			}
+		})
+	}
+}

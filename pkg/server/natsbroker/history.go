@@ -119,7 +119,7 @@ func newHistory(b *Broker, cfg HistoryConfig, reg prometheus.Registerer) (*histo
 		}),
 		errors: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "roomcast_history_errors_total",
-			Help: "History operations that failed, by operation (publish: stored nowhere, sent live only; replay; stream).",
+			Help: "History operations that failed, by operation (publish: not stored: refused as unavailable, or sent live only by a server without JetStream; replay; stream).",
 		}, []string{"op"}),
 		replayed: f.NewCounter(prometheus.CounterOpts{
 			Name: "roomcast_history_replayed_messages_total", Help: "Stored messages read from history: replayed to resuming clients, or delivered by rooms catching up on a gap.",

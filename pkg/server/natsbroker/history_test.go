@@ -2,6 +2,8 @@ package natsbroker_test
 
 import (
 	"context"
+	"errors"
+	"io"
 	"log/slog"
 	"strings"
 	"testing"
@@ -12,6 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"roomcast/pkg/chat"
+	"roomcast/pkg/cli/clitest"
 	"roomcast/pkg/server/natsbroker"
 	"roomcast/pkg/testenv"
 	"roomcast/pkg/testenv/natstest"
@@ -98,5 +102,58 @@ func TestAnExistingStreamKeepsItsOwnLimitsAndTheLogSaysSo(t *testing.T) {
 	if !strings.Contains(log, "using the existing history stream with its own limits") ||
 		!strings.Contains(log, `"max_bytes":-1`) || !strings.Contains(log, `"configured_max_bytes":2097152`) {
 		t.Fatalf("no log line names the differing byte bound:\n%s", log)
+	}
+}
+
+func TestWithJetStreamAPublishThatFindsNoStreamIsUnavailableNotSentLive(t *testing.T) {
+	ns := natstest.Start(t, natstest.JetStream(t))
+	reg := prometheus.NewRegistry()
+	b, err := natsbroker.Connect(natsbroker.Config{URL: ns.ClientURL(), Name: "test", ReconnectWait: 50 * time.Millisecond, History: bounded},
+		slog.New(slog.NewJSONHandler(io.Discard, nil)), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	clitest.Eventually(t, 10*time.Second, "the history stream found", b.HistoryReady)
+
+	// What reaches the live subject, seen by a plain connection.
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	live, err := nc.SubscribeSync(natsbroker.LivePrefix + "gap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := js.DeleteStream(ctx, natsbroker.DefaultStream); err != nil {
+		t.Fatal(err)
+	}
+	err = b.Publish(ctx, chat.Message{Room: "gap", Text: "refused"})
+	if !errors.Is(err, chat.ErrUnavailable) {
+		t.Fatalf("publish with the stream gone: %v, want chat.ErrUnavailable", err)
+	}
+
+	// The broker makes the stream again; the next message that is taken is stored and
+	// is the first (and only) one on the live subject: the refused one never went out.
+	clitest.Eventually(t, 10*time.Second, "a publish taken again", func() error {
+		return b.Publish(ctx, chat.Message{Room: "gap", Text: "stored"})
+	})
+	m, err := live.NextMsg(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(m.Data), "stored") || m.Header.Get(jetstream.SequenceHeader) == "" {
+		t.Fatalf("first live message %s (headers %v), want the stored one, numbered", m.Data, m.Header)
 	}
 }

@@ -108,8 +108,13 @@ func (w *window) take(id uint64) (pendingPublish, bool) {
 
 var errorField = []byte(`"error"`)
 
-// answer matches JetStream's answer to its publish. No responders (no stream: JetStream
-// off or the stream deleted) sends the message live, unnumbered, so rooms keep working.
+// answer matches JetStream's answer to its publish. No responders from a server without
+// JetStream sends the message live, unnumbered, so rooms keep working with history
+// unavailable. From a server with JetStream it means the stream has no leader for now
+// (an election, or the stream deleted and not yet made again): the sender is told
+// unavailable rather than the message sent live unstored, which a deployment's NATS
+// permissions refuse anyway (only the stream may publish on the live subjects), and
+// which would leave a gap no resume can fill.
 func (w *window) answer(m *nats.Msg) {
 	id, err := strconv.ParseUint(m.Subject[len(w.prefix):], 10, 64)
 	if err != nil {
@@ -122,6 +127,10 @@ func (w *window) answer(m *nats.Msg) {
 	if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
 		w.h.errors.WithLabelValues("publish").Inc()
 		w.h.kickRefresh()
+		if js, _ := w.h.b.nc.ConnectedServerJetStream(); js {
+			p.done(fmt.Errorf("publishing to room %q: %w: the history stream has no leader", p.room, chat.ErrUnavailable))
+			return
+		}
 		if err := w.h.b.nc.Publish(LivePrefix+p.room, p.data); err != nil {
 			p.done(fmt.Errorf("publishing to room %q: %w: %w", p.room, chat.ErrUnavailable, err))
 			return

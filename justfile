@@ -97,6 +97,14 @@ bench DURATION="20s": build-bin
 build TAG=TAG:
     stack/build {{TAG}}
 
+# Start a Swarm lab on this machine (root): N nodes (node 1 manager, the others workers) in network namespaces and a registry; prints DOCKER_HOST of each node and REGISTRY (stack/lab).
+lab-up N="3":
+    stack/lab up {{N}}
+
+# Tear the lab down: its daemons, registry, namespaces, bridge, rule and state, by PID and name.
+lab-down:
+    stack/lab down
+
 # First deploy: the edge stack (nginx, nats, prometheus, grafana, autoscaler) and the active color (blue at first). Never undoes a promote. EDGE_TAG upgrades the edge and autoscaler images.
 deploy:
     {{release}} deploy

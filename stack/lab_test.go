@@ -7,11 +7,13 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"roomcast/pkg/load/loadgen"
 	"roomcast/pkg/testenv"
 )
 
@@ -23,6 +25,8 @@ type lab struct {
 	nodes    []labNode // nodes[0] is the manager
 	// started is true when this test process made the lab (and must remove it).
 	started bool
+	// broken is set once a test killed a node: the next test needs a new lab.
+	broken bool
 }
 
 // labNode is one node: its engine's DOCKER_HOST, its address on the lab's bridge (where
@@ -30,9 +34,8 @@ type lab struct {
 type labNode struct{ dockerHost, addr, id string }
 
 var (
-	labOnce sync.Once
-	theLab  *lab
-	labErr  error
+	labMu  sync.Mutex
+	theLab *lab // the lab of this process, once a test asked for it
 )
 
 const labNodes = 3
@@ -76,50 +79,64 @@ func requireLab(t *testing.T) *lab {
 	for _, p := range []string{"docker", "dockerd", "ip", "iptables", "just", "curl", "go"} {
 		testenv.Program(t, p)
 	}
-	labOnce.Do(func() {
-		start := time.Now()
-		l := &lab{}
-		out, err := labCmd(10*time.Second, "env")
+	labMu.Lock()
+	defer labMu.Unlock()
+	if theLab != nil && theLab.broken {
+		if !theLab.started {
+			t.Fatal("a test killed a node of a lab it did not start: stack/lab down, then run again")
+		}
+		if out, err := labCmd(2*time.Minute, "down"); err != nil {
+			t.Fatalf("stack/lab down of the lab with a killed node: %v\n%s", err, out)
+		}
+		theLab = nil
+	}
+	if theLab == nil {
+		var err error
+		// Set even when it fails: TestMain removes what a failed up made.
+		theLab, err = startLab()
 		if err != nil {
-			l.started = true
-			if out, err = labCmd(10*time.Minute, "up", fmt.Sprint(labNodes)); err != nil {
-				labErr = fmt.Errorf("stack/lab up %d: %v\n%s", labNodes, err, out)
-				theLab = l // down removes what a failed up made
-				return
-			}
-			fmt.Printf("=== lab up (%d nodes, registry): %.1fs\n", labNodes, time.Since(start).Seconds())
+			t.Fatal(err)
 		}
-		vars := map[string]string{}
-		sc := bufio.NewScanner(strings.NewReader(out))
-		for sc.Scan() {
-			for _, f := range strings.Fields(strings.TrimPrefix(sc.Text(), "export ")) {
-				if k, v, ok := strings.Cut(f, "="); ok {
-					vars[k] = v
-				}
-			}
-		}
-		l.registry = vars["REGISTRY"]
-		for i := 1; vars[fmt.Sprintf("LAB_NODE%d_ADDR", i)] != ""; i++ {
-			n := labNode{dockerHost: vars[fmt.Sprintf("LAB_NODE%d_DOCKER_HOST", i)], addr: vars[fmt.Sprintf("LAB_NODE%d_ADDR", i)]}
-			id, err := exec.Command("docker", "-H", n.dockerHost, "info", "--format", "{{.Swarm.NodeID}}").Output()
-			if err != nil {
-				labErr = fmt.Errorf("node %d (%s): %v", i, n.dockerHost, err)
-				theLab = l
-				return
-			}
-			n.id = strings.TrimSpace(string(id))
-			l.nodes = append(l.nodes, n)
-		}
-		theLab = l
-		if len(l.nodes) < labNodes || l.registry == "" {
-			labErr = fmt.Errorf("stack/lab env printed %d nodes and registry %q, want %d nodes and a registry:\n%s",
-				len(l.nodes), l.registry, labNodes, out)
-		}
-	})
-	if labErr != nil {
-		t.Fatal(labErr)
 	}
 	return theLab
+}
+
+// startLab finds the lab up (stack/lab env) or starts one of labNodes nodes.
+func startLab() (*lab, error) {
+	start := time.Now()
+	l := &lab{}
+	out, err := labCmd(10*time.Second, "env")
+	if err != nil {
+		l.started = true
+		if out, err = labCmd(10*time.Minute, "up", fmt.Sprint(labNodes)); err != nil {
+			return l, fmt.Errorf("stack/lab up %d: %v\n%s", labNodes, err, out)
+		}
+		fmt.Printf("=== lab up (%d nodes, registry): %.1fs\n", labNodes, time.Since(start).Seconds())
+	}
+	vars := map[string]string{}
+	sc := bufio.NewScanner(strings.NewReader(out))
+	for sc.Scan() {
+		for _, f := range strings.Fields(strings.TrimPrefix(sc.Text(), "export ")) {
+			if k, v, ok := strings.Cut(f, "="); ok {
+				vars[k] = v
+			}
+		}
+	}
+	l.registry = vars["REGISTRY"]
+	for i := 1; vars[fmt.Sprintf("LAB_NODE%d_ADDR", i)] != ""; i++ {
+		n := labNode{dockerHost: vars[fmt.Sprintf("LAB_NODE%d_DOCKER_HOST", i)], addr: vars[fmt.Sprintf("LAB_NODE%d_ADDR", i)]}
+		id, err := exec.Command("docker", "-H", n.dockerHost, "info", "--format", "{{.Swarm.NodeID}}").Output()
+		if err != nil {
+			return l, fmt.Errorf("node %d (%s): %v", i, n.dockerHost, err)
+		}
+		n.id = strings.TrimSpace(string(id))
+		l.nodes = append(l.nodes, n)
+	}
+	if len(l.nodes) < labNodes || l.registry == "" {
+		return l, fmt.Errorf("stack/lab env printed %d nodes and registry %q, want %d nodes and a registry:\n%s",
+			len(l.nodes), l.registry, labNodes, out)
+	}
+	return l, nil
 }
 
 // labEnv is newSwarmEnv against the lab's manager: images through the lab's registry,
@@ -173,25 +190,51 @@ func (l *lab) nodeOf(id string) string {
 	return id
 }
 
-// tasksOn counts the running tasks of service by node address.
-func (l *lab) tasksOn(t *testing.T, service string) map[string]int {
+// labTask is a running task: its node's address and its name, which the app reports
+// as its instance (X-Roomcast-Instance).
+type labTask struct{ addr, instance string }
+
+// tasks lists the running tasks of service.
+func (l *lab) tasks(t *testing.T, service string) []labTask {
 	t.Helper()
 	out, err := exec.Command("docker", "service", "ps", "-q", "--filter", "desired-state=running", service).Output()
 	if err != nil {
 		t.Fatalf("listing the tasks of %s: %v", service, err)
 	}
 	ids := strings.Fields(string(out))
-	got := map[string]int{}
 	if len(ids) == 0 {
-		return got
+		return nil
 	}
-	out, err = exec.Command("docker", append([]string{"inspect", "--format", "{{.NodeID}} {{.Status.State}}"}, ids...)...).Output()
+	out, err = exec.Command("docker", append([]string{"inspect", "--format", "{{.NodeID}} {{.Status.State}} {{.Slot}} {{.ID}}"}, ids...)...).Output()
 	if err != nil {
 		t.Fatalf("inspecting the tasks of %s: %v", service, err)
 	}
+	var got []labTask
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		if id, state, _ := strings.Cut(line, " "); state == "running" {
-			got[l.nodeOf(id)]++
+		if f := strings.Fields(line); len(f) == 4 && f[1] == "running" {
+			got = append(got, labTask{addr: l.nodeOf(f[0]), instance: service + "." + f[2] + "." + f[3]})
+		}
+	}
+	return got
+}
+
+// tasksOn counts the running tasks of service by node address.
+func (l *lab) tasksOn(t *testing.T, service string) map[string]int {
+	t.Helper()
+	got := map[string]int{}
+	for _, task := range l.tasks(t, service) {
+		got[task.addr]++
+	}
+	return got
+}
+
+// instancesOn are the instances of service running on the node at addr.
+func (l *lab) instancesOn(t *testing.T, service, addr string) map[string]bool {
+	t.Helper()
+	got := map[string]bool{}
+	for _, task := range l.tasks(t, service) {
+		if task.addr == addr {
+			got[task.instance] = true
 		}
 	}
 	return got
@@ -248,4 +291,160 @@ func TestLabReleaseUnderLoadOnThreeNodes(t *testing.T) {
 		l.checkPlacement(t, "green")
 	})
 	fmt.Printf("=== lab: TestLabReleaseUnderLoadOnThreeNodes took %.1fs (without teardown)\n", time.Since(start).Seconds())
+}
+
+// notTheSenders counts the lost deliveries beyond those of messages the sender knows
+// did not go out: refused with an unavailable error frame, or sent into a closing
+// connection (unconfirmed).
+func (r loadReport) notTheSenders() int64 {
+	return r.lost - (r.refused+r.unconfirmed)*r.members
+}
+
+// cutOff measures the clients whose connection at event was to one of instances: how
+// many there were, how long each waited from event until it had a newer connection
+// (sorted), and how many never got one.
+func cutOff(clients []loadgen.Client, instances map[string]bool, event time.Time) (hit int, waits []time.Duration, stranded int) {
+	for _, c := range clients {
+		for i, conn := range c.Connections {
+			if !instances[conn.Instance] || conn.Opened.After(event) || (!conn.Closed.IsZero() && conn.Closed.Before(event)) {
+				continue
+			}
+			hit++
+			if i+1 < len(c.Connections) {
+				waits = append(waits, c.Connections[i+1].Opened.Sub(event))
+			} else {
+				stranded++
+			}
+			break
+		}
+	}
+	slices.Sort(waits)
+	return hit, waits, stranded
+}
+
+// waitsText is a distribution of waits: p50, p90 and max.
+func waitsText(waits []time.Duration) string {
+	if len(waits) == 0 {
+		return "none"
+	}
+	at := func(q float64) float64 { return waits[int(q*float64(len(waits)-1))].Seconds() }
+	return fmt.Sprintf("p50 %.2fs p90 %.2fs max %.2fs over %d", at(0.5), at(0.9), at(1), len(waits))
+}
+
+// pollUntil polls check every 200ms until it returns nil or within passes.
+func pollUntil(within time.Duration, check func() error) error {
+	deadline := time.Now().Add(within)
+	for {
+		err := check()
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func TestLabNodeFailuresUnderLoad(t *testing.T) {
+	l := requireLab(t)
+	start := time.Now()
+	env := labEnv(t, l, "TAG=t1")
+	env.vars = append(env.vars, standinVars(t, env)...)
+	mustSh(t, env, 5*time.Minute, "just", "build", "t1")
+	mustSh(t, env, 5*time.Minute, "just", "deploy")
+	l.checkPlacement(t, "blue")
+	if t.Failed() {
+		return
+	}
+	last := len(l.nodes)
+	worker := l.nodes[last-1]
+
+	t.Run("drain a worker", func(t *testing.T) {
+		victims := l.instancesOn(t, "blue_app", worker.addr)
+		load := startLoad(t, env, 200)
+		drained := time.Now()
+		mustSh(t, env, time.Minute, "docker", "node", "update", "--availability", "drain", worker.id)
+		t.Cleanup(func() {
+			_, _ = sh(t, env, time.Minute, "docker", "node", "update", "--availability", "active", worker.id)
+		})
+		if err := pollUntil(2*time.Minute, func() error {
+			if got := l.tasksOn(t, "blue_app"); got[worker.addr] != 0 || got[l.nodes[1].addr] != 2 {
+				return fmt.Errorf("blue_app on %v", got)
+			}
+			return nil
+		}); err != nil {
+			t.Fatalf("the drained node's replica did not move: %v", err)
+		}
+		moved := time.Since(drained)
+		if err := pollUntil(2*time.Minute, func() error {
+			if hit, waits, _ := cutOff(load.session.Clients(), victims, drained); len(waits) < hit {
+				return fmt.Errorf("%d of %d clients of the drained replica not back", hit-len(waits), hit)
+			}
+			return nil
+		}); err != nil {
+			t.Error(err)
+		}
+		hit, waits, stranded := cutOff(load.session.Clients(), victims, drained)
+		report := load.stopAfterAllOn(t, "blue", time.Minute)
+		t.Logf("load during the drain: %s\n%s", report, report.summary)
+		fmt.Printf("=== lab: drain of a worker under 200 clients: replica moved in %.1fs; %d clients on it, closed 1012 %d, back after %s (%d never); %d messages sent, %d refused (unavailable), %d unconfirmed, %d of %d deliveries lost, %d beyond those of refused and unconfirmed messages, %d duplicated\n",
+			moved.Seconds(), hit, report.closed1012, waitsText(waits), stranded, report.sent, report.refused, report.unconfirmed, report.lost, report.expected, report.notTheSenders(), report.duplicated)
+		if hit == 0 || report.closed1012 < hit {
+			t.Errorf("%d clients were on the drained replica, %d closed with 1012; want some, each closed 1012", hit, report.closed1012)
+		}
+		// The node's NATS member leaves with it: its replicas' senders get unavailable
+		// while they reconnect (the sender's to send again); nothing accepted is lost.
+		if report.notTheSenders() > 0 || report.duplicated != 0 {
+			t.Errorf("the drain lost deliveries of accepted messages or duplicated some: %s", report)
+		}
+		if report.resumed < int64(report.closed1012) {
+			t.Errorf("only %d of %d reconnects resumed with since", report.resumed, report.closed1012)
+		}
+	})
+	if t.Failed() {
+		return
+	}
+
+	t.Run("kill a worker", func(t *testing.T) {
+		mustSh(t, env, time.Minute, "docker", "node", "update", "--availability", "active", worker.id)
+		// Swarm does not rebalance: a third replica goes to the emptier worker.
+		mustSh(t, env, 3*time.Minute, "just", "scale", "3")
+		if got := l.tasksOn(t, "blue_app"); got[worker.addr] != 1 {
+			t.Fatalf("blue_app on %v after scale 3, want one replica on %s", got, worker.addr)
+		}
+		victims := l.instancesOn(t, "blue_app", worker.addr)
+		load := startLoad(t, env, 200)
+		killed := time.Now()
+		l.broken = true
+		if out, err := labCmd(time.Minute, "kill-node", fmt.Sprint(last)); err != nil {
+			t.Fatalf("stack/lab kill-node %d: %v\n%s", last, err, out)
+		}
+		if err := pollUntil(3*time.Minute, func() error {
+			if got := l.tasksOn(t, "blue_app"); got[worker.addr] != 0 || got[l.nodes[1].addr] != 3 {
+				return fmt.Errorf("blue_app on %v", got)
+			}
+			return nil
+		}); err != nil {
+			t.Errorf("Swarm did not reschedule the dead node's replica: %v", err)
+		}
+		rescheduled := time.Since(killed)
+		// A dead node closes nothing: its clients notice only when their connection
+		// fails. Wait a bounded time and report what happened.
+		_ = pollUntil(90*time.Second, func() error {
+			if hit, waits, _ := cutOff(load.session.Clients(), victims, killed); len(waits) < hit {
+				return fmt.Errorf("not all back")
+			}
+			return nil
+		})
+		hit, waits, stranded := cutOff(load.session.Clients(), victims, killed)
+		report := load.stopAfterAllOn(t, "blue", 10*time.Second)
+		t.Logf("load during the kill: %s\n%s", report, report.summary)
+		fmt.Printf("=== lab: SIGKILL of a worker (engine, containerd, containers) under 200 clients: replica rescheduled in %.1fs; %d clients on it, back after %s, %d still cut off %.0fs after the kill; closes %v; %d messages sent, %d refused (unavailable), %d unconfirmed, %d of %d deliveries lost, %d beyond those of refused and unconfirmed messages, %d duplicated\n",
+			rescheduled.Seconds(), hit, waitsText(waits), stranded, time.Since(killed).Seconds(), report.otherCloses, report.sent, report.refused, report.unconfirmed, report.lost, report.expected, report.notTheSenders(), report.duplicated)
+		if hit == 0 {
+			t.Errorf("no client was on the killed node's replica")
+		}
+		if report.duplicated != 0 {
+			t.Errorf("%d deliveries duplicated; want none", report.duplicated)
+		}
+	})
+	fmt.Printf("=== lab: TestLabNodeFailuresUnderLoad took %.1fs (without teardown)\n", time.Since(start).Seconds())
 }

@@ -343,108 +343,111 @@ func pollUntil(within time.Duration, check func() error) error {
 	}
 }
 
-func TestLabNodeFailuresUnderLoad(t *testing.T) {
-	l := requireLab(t)
-	start := time.Now()
+// labDeployed is labEnv with the stacks deployed from image t1 (blue, 2 replicas, one
+// on each worker), the placement checked.
+func labDeployed(t *testing.T, l *lab) swarmEnv {
+	t.Helper()
 	env := labEnv(t, l, "TAG=t1")
 	env.vars = append(env.vars, standinVars(t, env)...)
 	mustSh(t, env, 5*time.Minute, "just", "build", "t1")
 	mustSh(t, env, 5*time.Minute, "just", "deploy")
 	l.checkPlacement(t, "blue")
 	if t.Failed() {
-		return
+		t.FailNow()
 	}
+	return env
+}
+
+func TestLabWorkerDrainedUnderLoad(t *testing.T) {
+	l := requireLab(t)
+	start := time.Now()
+	env := labDeployed(t, l)
+	worker := l.nodes[len(l.nodes)-1]
+	victims := l.instancesOn(t, "blue_app", worker.addr)
+	load := startLoad(t, env, 200)
+	drained := time.Now()
+	mustSh(t, env, time.Minute, "docker", "node", "update", "--availability", "drain", worker.id)
+	t.Cleanup(func() {
+		_, _ = sh(t, env, time.Minute, "docker", "node", "update", "--availability", "active", worker.id)
+	})
+	if err := pollUntil(2*time.Minute, func() error {
+		if got := l.tasksOn(t, "blue_app"); got[worker.addr] != 0 || got[l.nodes[1].addr] != 2 {
+			return fmt.Errorf("blue_app on %v", got)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("the drained node's replica did not move: %v", err)
+	}
+	moved := time.Since(drained)
+	if err := pollUntil(2*time.Minute, func() error {
+		if hit, waits, _ := cutOff(load.session.Clients(), victims, drained); len(waits) < hit {
+			return fmt.Errorf("%d of %d clients of the drained replica not back", hit-len(waits), hit)
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
+	}
+	hit, waits, stranded := cutOff(load.session.Clients(), victims, drained)
+	report := load.stopAfterAllOn(t, "blue", time.Minute)
+	t.Logf("load during the drain: %s\n%s", report, report.summary)
+	fmt.Printf("=== lab: drain of a worker under 200 clients: replica moved in %.1fs; %d clients on it, closed 1012 %d, back after %s (%d never); %d messages sent, %d refused (unavailable), %d unconfirmed, %d of %d deliveries lost, %d beyond those of refused and unconfirmed messages, %d duplicated\n",
+		moved.Seconds(), hit, report.closed1012, waitsText(waits), stranded, report.sent, report.refused, report.unconfirmed, report.lost, report.expected, report.notTheSenders(), report.duplicated)
+	if hit == 0 || report.closed1012 < hit {
+		t.Errorf("%d clients were on the drained replica, %d closed with 1012; want some, each closed 1012", hit, report.closed1012)
+	}
+	// The node's NATS member leaves with it: its replicas' senders get unavailable
+	// while they reconnect (the sender's to send again); nothing accepted is lost.
+	if report.notTheSenders() > 0 || report.duplicated != 0 {
+		t.Errorf("the drain lost deliveries of accepted messages or duplicated some: %s", report)
+	}
+	if report.resumed < int64(report.closed1012) {
+		t.Errorf("only %d of %d reconnects resumed with since", report.resumed, report.closed1012)
+	}
+	fmt.Printf("=== lab: TestLabWorkerDrainedUnderLoad took %.1fs (without teardown)\n", time.Since(start).Seconds())
+}
+
+// TestLabWorkerKilledUnderLoad kills a worker as if its machine lost power, and
+// leaves the lab with a dead node: the next lab test gets a new lab.
+func TestLabWorkerKilledUnderLoad(t *testing.T) {
+	l := requireLab(t)
+	start := time.Now()
+	env := labDeployed(t, l)
 	last := len(l.nodes)
 	worker := l.nodes[last-1]
-
-	t.Run("drain a worker", func(t *testing.T) {
-		victims := l.instancesOn(t, "blue_app", worker.addr)
-		load := startLoad(t, env, 200)
-		drained := time.Now()
-		mustSh(t, env, time.Minute, "docker", "node", "update", "--availability", "drain", worker.id)
-		t.Cleanup(func() {
-			_, _ = sh(t, env, time.Minute, "docker", "node", "update", "--availability", "active", worker.id)
-		})
-		if err := pollUntil(2*time.Minute, func() error {
-			if got := l.tasksOn(t, "blue_app"); got[worker.addr] != 0 || got[l.nodes[1].addr] != 2 {
-				return fmt.Errorf("blue_app on %v", got)
-			}
-			return nil
-		}); err != nil {
-			t.Fatalf("the drained node's replica did not move: %v", err)
-		}
-		moved := time.Since(drained)
-		if err := pollUntil(2*time.Minute, func() error {
-			if hit, waits, _ := cutOff(load.session.Clients(), victims, drained); len(waits) < hit {
-				return fmt.Errorf("%d of %d clients of the drained replica not back", hit-len(waits), hit)
-			}
-			return nil
-		}); err != nil {
-			t.Error(err)
-		}
-		hit, waits, stranded := cutOff(load.session.Clients(), victims, drained)
-		report := load.stopAfterAllOn(t, "blue", time.Minute)
-		t.Logf("load during the drain: %s\n%s", report, report.summary)
-		fmt.Printf("=== lab: drain of a worker under 200 clients: replica moved in %.1fs; %d clients on it, closed 1012 %d, back after %s (%d never); %d messages sent, %d refused (unavailable), %d unconfirmed, %d of %d deliveries lost, %d beyond those of refused and unconfirmed messages, %d duplicated\n",
-			moved.Seconds(), hit, report.closed1012, waitsText(waits), stranded, report.sent, report.refused, report.unconfirmed, report.lost, report.expected, report.notTheSenders(), report.duplicated)
-		if hit == 0 || report.closed1012 < hit {
-			t.Errorf("%d clients were on the drained replica, %d closed with 1012; want some, each closed 1012", hit, report.closed1012)
-		}
-		// The node's NATS member leaves with it: its replicas' senders get unavailable
-		// while they reconnect (the sender's to send again); nothing accepted is lost.
-		if report.notTheSenders() > 0 || report.duplicated != 0 {
-			t.Errorf("the drain lost deliveries of accepted messages or duplicated some: %s", report)
-		}
-		if report.resumed < int64(report.closed1012) {
-			t.Errorf("only %d of %d reconnects resumed with since", report.resumed, report.closed1012)
-		}
-	})
-	if t.Failed() {
-		return
+	victims := l.instancesOn(t, "blue_app", worker.addr)
+	load := startLoad(t, env, 200)
+	killed := time.Now()
+	l.broken = true
+	if out, err := labCmd(time.Minute, "kill-node", fmt.Sprint(last)); err != nil {
+		t.Fatalf("stack/lab kill-node %d: %v\n%s", last, err, out)
 	}
-
-	t.Run("kill a worker", func(t *testing.T) {
-		mustSh(t, env, time.Minute, "docker", "node", "update", "--availability", "active", worker.id)
-		// Swarm does not rebalance: a third replica goes to the emptier worker.
-		mustSh(t, env, 3*time.Minute, "just", "scale", "3")
-		if got := l.tasksOn(t, "blue_app"); got[worker.addr] != 1 {
-			t.Fatalf("blue_app on %v after scale 3, want one replica on %s", got, worker.addr)
+	if err := pollUntil(3*time.Minute, func() error {
+		if got := l.tasksOn(t, "blue_app"); got[worker.addr] != 0 || got[l.nodes[1].addr] != 2 {
+			return fmt.Errorf("blue_app on %v", got)
 		}
-		victims := l.instancesOn(t, "blue_app", worker.addr)
-		load := startLoad(t, env, 200)
-		killed := time.Now()
-		l.broken = true
-		if out, err := labCmd(time.Minute, "kill-node", fmt.Sprint(last)); err != nil {
-			t.Fatalf("stack/lab kill-node %d: %v\n%s", last, err, out)
+		return nil
+	}); err != nil {
+		t.Errorf("Swarm did not reschedule the dead node's replica: %v", err)
+	}
+	rescheduled := time.Since(killed)
+	// A dead node closes nothing: its clients notice only when their connection
+	// fails. Wait a bounded time and report what happened.
+	_ = pollUntil(90*time.Second, func() error {
+		if hit, waits, _ := cutOff(load.session.Clients(), victims, killed); len(waits) < hit {
+			return fmt.Errorf("not all back")
 		}
-		if err := pollUntil(3*time.Minute, func() error {
-			if got := l.tasksOn(t, "blue_app"); got[worker.addr] != 0 || got[l.nodes[1].addr] != 3 {
-				return fmt.Errorf("blue_app on %v", got)
-			}
-			return nil
-		}); err != nil {
-			t.Errorf("Swarm did not reschedule the dead node's replica: %v", err)
-		}
-		rescheduled := time.Since(killed)
-		// A dead node closes nothing: its clients notice only when their connection
-		// fails. Wait a bounded time and report what happened.
-		_ = pollUntil(90*time.Second, func() error {
-			if hit, waits, _ := cutOff(load.session.Clients(), victims, killed); len(waits) < hit {
-				return fmt.Errorf("not all back")
-			}
-			return nil
-		})
-		hit, waits, stranded := cutOff(load.session.Clients(), victims, killed)
-		report := load.stopAfterAllOn(t, "blue", 10*time.Second)
-		t.Logf("load during the kill: %s\n%s", report, report.summary)
-		fmt.Printf("=== lab: SIGKILL of a worker (engine, containerd, containers) under 200 clients: replica rescheduled in %.1fs; %d clients on it, back after %s, %d still cut off %.0fs after the kill; closes %v; %d messages sent, %d refused (unavailable), %d unconfirmed, %d of %d deliveries lost, %d beyond those of refused and unconfirmed messages, %d duplicated\n",
-			rescheduled.Seconds(), hit, waitsText(waits), stranded, time.Since(killed).Seconds(), report.otherCloses, report.sent, report.refused, report.unconfirmed, report.lost, report.expected, report.notTheSenders(), report.duplicated)
-		if hit == 0 {
-			t.Errorf("no client was on the killed node's replica")
-		}
-		if report.duplicated != 0 {
-			t.Errorf("%d deliveries duplicated; want none", report.duplicated)
-		}
+		return nil
 	})
-	fmt.Printf("=== lab: TestLabNodeFailuresUnderLoad took %.1fs (without teardown)\n", time.Since(start).Seconds())
+	hit, waits, stranded := cutOff(load.session.Clients(), victims, killed)
+	report := load.stopAfterAllOn(t, "blue", 10*time.Second)
+	t.Logf("load during the kill: %s\n%s", report, report.summary)
+	fmt.Printf("=== lab: SIGKILL of a worker (engine, containerd, containers) under 200 clients: replica rescheduled in %.1fs; %d clients on it, back after %s, %d still cut off %.0fs after the kill; closes %v; %d messages sent, %d refused (unavailable), %d unconfirmed, %d of %d deliveries lost, %d beyond those of refused and unconfirmed messages, %d duplicated\n",
+		rescheduled.Seconds(), hit, waitsText(waits), stranded, time.Since(killed).Seconds(), report.otherCloses, report.sent, report.refused, report.unconfirmed, report.lost, report.expected, report.notTheSenders(), report.duplicated)
+	if hit == 0 {
+		t.Errorf("no client was on the killed node's replica")
+	}
+	if report.duplicated != 0 {
+		t.Errorf("%d deliveries duplicated; want none", report.duplicated)
+	}
+	fmt.Printf("=== lab: TestLabWorkerKilledUnderLoad took %.1fs (without teardown)\n", time.Since(start).Seconds())
 }

@@ -293,6 +293,17 @@ func TestLabReleaseUnderLoadOnThreeNodes(t *testing.T) {
 	fmt.Printf("=== lab: TestLabReleaseUnderLoadOnThreeNodes took %.1fs (without teardown)\n", time.Since(start).Seconds())
 }
 
+// waitAllOn waits until service runs n tasks, all on the node at addr.
+func (l *lab) waitAllOn(t *testing.T, service, addr string, n int, within time.Duration) error {
+	t.Helper()
+	return pollUntil(within, func() error {
+		if got := l.tasksOn(t, service); len(got) != 1 || got[addr] != n {
+			return fmt.Errorf("%s on %v, want %d on %s", service, got, n, addr)
+		}
+		return nil
+	})
+}
+
 // notTheSenders counts the lost deliveries beyond those of messages the sender knows
 // did not go out: refused with an unavailable error frame, or sent into a closing
 // connection (unconfirmed).
@@ -370,12 +381,7 @@ func TestLabWorkerDrainedUnderLoad(t *testing.T) {
 	t.Cleanup(func() {
 		_, _ = sh(t, env, time.Minute, "docker", "node", "update", "--availability", "active", worker.id)
 	})
-	if err := pollUntil(2*time.Minute, func() error {
-		if got := l.tasksOn(t, "blue_app"); got[worker.addr] != 0 || got[l.nodes[1].addr] != 2 {
-			return fmt.Errorf("blue_app on %v", got)
-		}
-		return nil
-	}); err != nil {
+	if err := l.waitAllOn(t, "blue_app", l.nodes[1].addr, 2, 2*time.Minute); err != nil {
 		t.Fatalf("the drained node's replica did not move: %v", err)
 	}
 	moved := time.Since(drained)
@@ -416,17 +422,15 @@ func TestLabWorkerKilledUnderLoad(t *testing.T) {
 	worker := l.nodes[last-1]
 	victims := l.instancesOn(t, "blue_app", worker.addr)
 	load := startLoad(t, env, 200)
+	// Traffic before the failure: a client resumes from the last seq it saw, and one
+	// that has seen none yet has nothing to resume from.
+	time.Sleep(5 * time.Second)
 	killed := time.Now()
 	l.broken = true
 	if out, err := labCmd(time.Minute, "kill-node", fmt.Sprint(last)); err != nil {
 		t.Fatalf("stack/lab kill-node %d: %v\n%s", last, err, out)
 	}
-	if err := pollUntil(3*time.Minute, func() error {
-		if got := l.tasksOn(t, "blue_app"); got[worker.addr] != 0 || got[l.nodes[1].addr] != 2 {
-			return fmt.Errorf("blue_app on %v", got)
-		}
-		return nil
-	}); err != nil {
+	if err := l.waitAllOn(t, "blue_app", l.nodes[1].addr, 2, 3*time.Minute); err != nil {
 		t.Errorf("Swarm did not reschedule the dead node's replica: %v", err)
 	}
 	rescheduled := time.Since(killed)

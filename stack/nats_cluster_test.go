@@ -72,7 +72,8 @@ func serviceSection(t *testing.T, rendered, service string) string {
 // with its own store, and a later deploy without the variable keeps the cluster.
 func TestNATSClusterOnARealSwarm(t *testing.T) {
 	requireSwarm(t)
-	env := newSwarmEnv(t, "TAG=nc1", "NATS_CLUSTER=true", "NATS_MAX_REPLICAS_PER_NODE=0") // 3 members on one node
+	// 3 members on one node: no limit per node.
+	env := newSwarmEnv(t, "TAG=nc1", "NATS_CLUSTER=true", "NATS_MAX_REPLICAS_PER_NODE=0")
 	t.Cleanup(func() { // before teardown: what the services said, when it failed
 		if t.Failed() {
 			for _, svc := range []string{"blue_app", "edge_nats"} {

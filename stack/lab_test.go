@@ -354,11 +354,11 @@ func pollUntil(within time.Duration, check func() error) error {
 	}
 }
 
-// labDeployed is labEnv with the stacks deployed from image t1 (blue, 2 replicas, one
-// on each worker), the placement checked.
-func labDeployed(t *testing.T, l *lab) swarmEnv {
+// labDeployed is labEnv with vars and the stacks deployed from image t1 (blue, 2
+// replicas, one on each worker), the placement checked.
+func labDeployed(t *testing.T, l *lab, vars ...string) swarmEnv {
 	t.Helper()
-	env := labEnv(t, l, "TAG=t1")
+	env := labEnv(t, l, append([]string{"TAG=t1"}, vars...)...)
 	env.vars = append(env.vars, standinVars(t, env)...)
 	mustSh(t, env, 5*time.Minute, "just", "build", "t1")
 	mustSh(t, env, 5*time.Minute, "just", "deploy")
@@ -410,6 +410,39 @@ func TestLabWorkerDrainedUnderLoad(t *testing.T) {
 		t.Errorf("only %d of %d reconnects resumed with since", report.resumed, report.closed1012)
 	}
 	fmt.Printf("=== lab: TestLabWorkerDrainedUnderLoad took %.1fs (without teardown)\n", time.Since(start).Seconds())
+}
+
+// TestLabAutoscalerSpreadsOverNodes loads blue with 200 connections against a target
+// of 50 per replica: the autoscaler, reading the stack's Prometheus on the manager,
+// scales blue from 2 to 4, and the new replicas land evenly on the workers.
+func TestLabAutoscalerSpreadsOverNodes(t *testing.T) {
+	l := requireLab(t)
+	start := time.Now()
+	env := labDeployed(t, l, "AUTOSCALER_TARGET=50", "AUTOSCALER_MIN_REPLICAS=2", "AUTOSCALER_MAX_REPLICAS=6",
+		"AUTOSCALER_INTERVAL=2s", "AUTOSCALER_SCALE_DOWN_WINDOW=5m")
+	load := startLoad(t, env, 200)
+	loaded := time.Now()
+	var got map[string]int
+	if err := pollUntil(3*time.Minute, func() error {
+		got = l.tasksOn(t, "blue_app")
+		if n := got[l.nodes[1].addr] + got[l.nodes[2].addr] + got[l.nodes[0].addr]; n < 4 {
+			return fmt.Errorf("blue_app at %d running replicas (%v), want 4", n, got)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("the autoscaler did not scale blue up under 200 connections: %v", err)
+	}
+	fmt.Printf("=== lab: autoscaler scale-up of blue from 2 to 4 replicas under 200 connections (target 50 each): %.1fs; replicas per node %v\n",
+		time.Since(loaded).Seconds(), got)
+	if got[l.nodes[0].addr] != 0 || got[l.nodes[1].addr] != 2 || got[l.nodes[2].addr] != 2 {
+		t.Errorf("blue_app on %v after the scale-up, want 2 on each worker and none on the manager", got)
+	}
+	report := load.stopAfterAllOn(t, "blue", 10*time.Second)
+	t.Logf("load during the scale-up: %s\n%s", report, report.summary)
+	if report.lost != 0 || report.duplicated != 0 {
+		t.Errorf("lost %d and duplicated %d deliveries during a scale-up; want none", report.lost, report.duplicated)
+	}
+	fmt.Printf("=== lab: TestLabAutoscalerSpreadsOverNodes took %.1fs (without teardown)\n", time.Since(start).Seconds())
 }
 
 // TestLabWorkerKilledUnderLoad kills a worker as if its machine lost power, and

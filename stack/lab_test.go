@@ -3,6 +3,7 @@ package stack_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -487,4 +488,99 @@ func TestLabWorkerKilledUnderLoad(t *testing.T) {
 		t.Errorf("%d deliveries duplicated; want none", report.duplicated)
 	}
 	fmt.Printf("=== lab: TestLabWorkerKilledUnderLoad took %.1fs (without teardown)\n", time.Since(start).Seconds())
+}
+
+// onNode is env with the docker CLI pointed at node n's engine.
+func onNode(env swarmEnv, n labNode) swarmEnv {
+	e := env
+	e.vars = append(slices.Clone(env.vars), "DOCKER_HOST="+n.dockerHost)
+	return e
+}
+
+// streamLeader is the node whose NATS member leads the history stream, asked of the
+// members on the nodes whose engines answer; ok is false while there is none.
+func (l *lab) streamLeader(t *testing.T, env swarmEnv) (leader labNode, ok bool) {
+	t.Helper()
+	for _, n := range l.nodes {
+		out, err := exec.Command("docker", "-H", n.dockerHost, "ps", "-q", "--filter", "label=com.docker.swarm.service.name=edge_nats").Output()
+		if err != nil {
+			continue // a killed node
+		}
+		for _, id := range strings.Fields(string(out)) {
+			// A member that just started may not answer yet: ask it next time.
+			pid, err := exec.Command("docker", "-H", n.dockerHost, "inspect", "-f", "{{.State.Pid}}", id).Output()
+			if err != nil || exec.Command("nsenter", "-t", strings.TrimSpace(string(pid)), "-n", "curl", "-fsS", "-m", "2", "http://127.0.0.1:8222/healthz").Run() != nil {
+				continue
+			}
+			if natsNodeOf(t, onNode(env, n), id).leadsStream {
+				return n, true
+			}
+		}
+	}
+	return labNode{}, false
+}
+
+// TestLabStreamLeaderNodeKilledUnderLoad kills the worker whose NATS member leads the
+// history stream (moving the leadership off the manager first if it is there): JetStream
+// elects a new leader on a surviving node and rooms keep working. It leaves the lab with
+// a dead node.
+func TestLabStreamLeaderNodeKilledUnderLoad(t *testing.T) {
+	l := requireLab(t)
+	start := time.Now()
+	env := labDeployed(t, l)
+	load := startLoad(t, env, 200)
+	var leader labNode
+	if err := pollUntil(time.Minute, func() error {
+		var ok bool
+		if leader, ok = l.streamLeader(t, env); !ok {
+			return errors.New("no stream leader")
+		}
+		if leader.id == l.nodes[0].id {
+			// The manager cannot be killed without the swarm: restart its member so
+			// that a worker's takes the lead.
+			_, _ = sh(t, onNode(env, leader), 30*time.Second, "sh", "-c", "docker kill $(docker ps -q --filter label=com.docker.swarm.service.name=edge_nats)")
+			return errors.New("the stream leader is on the manager")
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("no stream leader on a worker: %v", err)
+	}
+	victim := slices.IndexFunc(l.nodes, func(n labNode) bool { return n.id == leader.id })
+	victims := l.instancesOn(t, "blue_app", leader.addr)
+	killed := time.Now()
+	l.broken = true
+	if out, err := labCmd(time.Minute, "kill-node", fmt.Sprint(victim+1)); err != nil {
+		t.Fatalf("stack/lab kill-node %d: %v\n%s", victim+1, err, out)
+	}
+	if err := pollUntil(2*time.Minute, func() error {
+		if n, ok := l.streamLeader(t, env); !ok || n.id == leader.id {
+			return errors.New("no new stream leader")
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("JetStream elected no new leader for the history stream: %v", err)
+	}
+	reelected := time.Since(killed)
+	survivor := l.nodes[3-victim] // the other worker
+	if err := l.waitAllOn(t, "blue_app", survivor.addr, 2, 3*time.Minute); err != nil {
+		t.Errorf("Swarm did not reschedule the dead node's replica: %v", err)
+	}
+	rescheduled := time.Since(killed)
+	_ = pollUntil(60*time.Second, func() error {
+		if hit, waits, _ := cutOff(load.session.Clients(), victims, killed); len(waits) < hit {
+			return errors.New("not all back")
+		}
+		return nil
+	})
+	hit, waits, stranded := cutOff(load.session.Clients(), victims, killed)
+	report := load.stopAfterAllOn(t, "blue", 10*time.Second)
+	t.Logf("load during the kill: %s\n%s", report, report.summary)
+	fmt.Printf("=== lab: SIGKILL of the node with the NATS stream leader (%s) under 200 clients: new leader after %.1fs, replica rescheduled in %.1fs; %d clients on its replica, back after %s, %d still cut off; %d messages sent, %d refused (unavailable), %d unconfirmed, %d of %d deliveries lost, %d beyond those of refused and unconfirmed messages, %d duplicated\n",
+		leader.addr, reelected.Seconds(), rescheduled.Seconds(), hit, waitsText(waits), stranded, report.sent, report.refused, report.unconfirmed, report.lost, report.expected, report.notTheSenders(), report.duplicated)
+	if report.duplicated != 0 {
+		t.Errorf("%d deliveries duplicated; want none", report.duplicated)
+	}
+	// Rooms keep working on the new leader.
+	chatThroughNginx(t, env)
+	fmt.Printf("=== lab: TestLabStreamLeaderNodeKilledUnderLoad took %.1fs (without teardown)\n", time.Since(start).Seconds())
 }

@@ -294,6 +294,36 @@ func TestLabReleaseUnderLoadOnThreeNodes(t *testing.T) {
 	fmt.Printf("=== lab: TestLabReleaseUnderLoadOnThreeNodes took %.1fs (without teardown)\n", time.Since(start).Seconds())
 }
 
+// killNode kills node i (from 1) with stack/lab kill-node and returns when; the lab
+// is marked broken, to be replaced for the next test.
+func (l *lab) killNode(t *testing.T, i int) time.Time {
+	t.Helper()
+	killed := time.Now()
+	l.broken = true
+	if out, err := labCmd(time.Minute, "kill-node", fmt.Sprint(i)); err != nil {
+		t.Fatalf("stack/lab kill-node %d: %v\n%s", i, err, out)
+	}
+	return killed
+}
+
+// afterKill waits (bounded) until the clients of the killed replicas (victims) are
+// connected again, then stops the load: how many clients were hit, how long each was
+// cut off, how many still are, and the load's report. A dead node closes nothing: its
+// clients notice only when their connection fails.
+func afterKill(t *testing.T, load *load, victims map[string]bool, killed time.Time) (hit int, waits []time.Duration, stranded int, report loadReport) {
+	t.Helper()
+	_ = pollUntil(90*time.Second, func() error {
+		if hit, waits, _ := cutOff(load.session.Clients(), victims, killed); len(waits) < hit {
+			return errors.New("not all back")
+		}
+		return nil
+	})
+	hit, waits, stranded = cutOff(load.session.Clients(), victims, killed)
+	report = load.stopAfterAllOn(t, "blue", 10*time.Second)
+	t.Logf("load during the kill: %s\n%s", report, report.summary)
+	return hit, waits, stranded, report
+}
+
 // waitAllOn waits until service runs n tasks, all on the node at addr.
 func (l *lab) waitAllOn(t *testing.T, service, addr string, n int, within time.Duration) error {
 	t.Helper()
@@ -459,26 +489,12 @@ func TestLabWorkerKilledUnderLoad(t *testing.T) {
 	// Traffic before the failure: a client resumes from the last seq it saw, and one
 	// that has seen none yet has nothing to resume from.
 	time.Sleep(5 * time.Second)
-	killed := time.Now()
-	l.broken = true
-	if out, err := labCmd(time.Minute, "kill-node", fmt.Sprint(last)); err != nil {
-		t.Fatalf("stack/lab kill-node %d: %v\n%s", last, err, out)
-	}
+	killed := l.killNode(t, last)
 	if err := l.waitAllOn(t, "blue_app", l.nodes[1].addr, 2, 3*time.Minute); err != nil {
 		t.Errorf("Swarm did not reschedule the dead node's replica: %v", err)
 	}
 	rescheduled := time.Since(killed)
-	// A dead node closes nothing: its clients notice only when their connection
-	// fails. Wait a bounded time and report what happened.
-	_ = pollUntil(90*time.Second, func() error {
-		if hit, waits, _ := cutOff(load.session.Clients(), victims, killed); len(waits) < hit {
-			return fmt.Errorf("not all back")
-		}
-		return nil
-	})
-	hit, waits, stranded := cutOff(load.session.Clients(), victims, killed)
-	report := load.stopAfterAllOn(t, "blue", 10*time.Second)
-	t.Logf("load during the kill: %s\n%s", report, report.summary)
+	hit, waits, stranded, report := afterKill(t, load, victims, killed)
 	fmt.Printf("=== lab: SIGKILL of a worker (engine, containerd, containers) under 200 clients: replica rescheduled in %.1fs; %d clients on it, back after %s, %d still cut off %.0fs after the kill; closes %v; %d messages sent, %d refused (unavailable), %d unconfirmed, %d of %d deliveries lost, %d beyond those of refused and unconfirmed messages, %d duplicated\n",
 		rescheduled.Seconds(), hit, waitsText(waits), stranded, time.Since(killed).Seconds(), report.otherCloses, report.sent, report.refused, report.unconfirmed, report.lost, report.expected, report.notTheSenders(), report.duplicated)
 	if hit == 0 {
@@ -547,11 +563,7 @@ func TestLabStreamLeaderNodeKilledUnderLoad(t *testing.T) {
 	}
 	victim := slices.IndexFunc(l.nodes, func(n labNode) bool { return n.id == leader.id })
 	victims := l.instancesOn(t, "blue_app", leader.addr)
-	killed := time.Now()
-	l.broken = true
-	if out, err := labCmd(time.Minute, "kill-node", fmt.Sprint(victim+1)); err != nil {
-		t.Fatalf("stack/lab kill-node %d: %v\n%s", victim+1, err, out)
-	}
+	killed := l.killNode(t, victim+1)
 	if err := pollUntil(2*time.Minute, func() error {
 		if n, ok := l.streamLeader(t, env); !ok || n.id == leader.id {
 			return errors.New("no new stream leader")
@@ -566,15 +578,7 @@ func TestLabStreamLeaderNodeKilledUnderLoad(t *testing.T) {
 		t.Errorf("Swarm did not reschedule the dead node's replica: %v", err)
 	}
 	rescheduled := time.Since(killed)
-	_ = pollUntil(60*time.Second, func() error {
-		if hit, waits, _ := cutOff(load.session.Clients(), victims, killed); len(waits) < hit {
-			return errors.New("not all back")
-		}
-		return nil
-	})
-	hit, waits, stranded := cutOff(load.session.Clients(), victims, killed)
-	report := load.stopAfterAllOn(t, "blue", 10*time.Second)
-	t.Logf("load during the kill: %s\n%s", report, report.summary)
+	hit, waits, stranded, report := afterKill(t, load, victims, killed)
 	fmt.Printf("=== lab: SIGKILL of the node with the NATS stream leader (%s) under 200 clients: new leader after %.1fs, replica rescheduled in %.1fs; %d clients on its replica, back after %s, %d still cut off; %d messages sent, %d refused (unavailable), %d unconfirmed, %d of %d deliveries lost, %d beyond those of refused and unconfirmed messages, %d duplicated\n",
 		leader.addr, reelected.Seconds(), rescheduled.Seconds(), hit, waitsText(waits), stranded, report.sent, report.refused, report.unconfirmed, report.lost, report.expected, report.notTheSenders(), report.duplicated)
 	if report.duplicated != 0 {

@@ -404,7 +404,22 @@ func TestLabWorkerDrainedUnderLoad(t *testing.T) {
 	l := requireLab(t)
 	start := time.Now()
 	env := labDeployed(t, l)
-	worker := l.nodes[len(l.nodes)-1]
+	// The worker without the history stream's leader: losing the leader is
+	// TestLabStreamLeaderNodeKilledUnderLoad's case (messages published live only while
+	// JetStream elects are in no history).
+	worker, other := l.nodes[2], l.nodes[1]
+	if err := pollUntil(time.Minute, func() error {
+		leader, ok := l.streamLeader(t, env)
+		if !ok {
+			return errors.New("no stream leader")
+		}
+		if leader.id == worker.id {
+			worker, other = other, worker
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 	victims := l.instancesOn(t, "blue_app", worker.addr)
 	load := startLoad(t, env, 200)
 	drained := time.Now()
@@ -412,7 +427,7 @@ func TestLabWorkerDrainedUnderLoad(t *testing.T) {
 	t.Cleanup(func() {
 		_, _ = sh(t, env, time.Minute, "docker", "node", "update", "--availability", "active", worker.id)
 	})
-	if err := l.waitAllOn(t, "blue_app", l.nodes[1].addr, 2, 2*time.Minute); err != nil {
+	if err := l.waitAllOn(t, "blue_app", other.addr, 2, 2*time.Minute); err != nil {
 		t.Fatalf("the drained node's replica did not move: %v", err)
 	}
 	moved := time.Since(drained)

@@ -109,8 +109,45 @@ bench DURATION="20s": build-bin
 build TAG=TAG:
     stack/build {{TAG}}
 
+# Start a Swarm lab on this machine (root): N nodes (node 1 manager, the others workers) in network namespaces and a registry; prints DOCKER_HOST of each node and REGISTRY (stack/lab).
+lab-up N="3":
+    stack/lab up {{N}}
+
+# Tear the lab down: its daemons, registry, namespaces, bridge, rule and state, by PID and name.
+lab-down:
+    stack/lab down
+
+# Label the nodes the stateful services are pinned to (their volumes are local to a node): roomcast.nats=true on NATS_NODES (default: as many nodes as NATS needs, managers first), roomcast.monitoring=true on MONITORING_NODE (default: the manager at DOCKER_HOST), roomcast.app=false on APP_FREE_NODES (default: none; no app replica there). Node IDs or names, comma-separated. Labels already set stay. `just deploy` runs it first.
+label-nodes:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    labelled() { docker node ls -q --filter "node.label=$1"; }
+    add() { # LABEL NODE...
+      local label=$1; shift
+      for node in "$@"; do docker node update --label-add "$label" "$node" >/dev/null && echo "node $node: $label"; done
+    }
+    want=1
+    if [ "${NATS_CLUSTER:-}" = true ] || [ -n "$(docker service ls -q --filter label=roomcast.nats-cluster=true)" ]; then
+      want=${NATS_REPLICAS:-3}
+    fi
+    if [ -n "${NATS_NODES:-}" ]; then
+      add roomcast.nats=true ${NATS_NODES//,/ }
+    else
+      have=$(labelled roomcast.nats=true)
+      more=$(( want - $(printf '%s' "$have" | grep -c . || true) ))
+      if [ "$more" -gt 0 ]; then
+        add roomcast.nats=true $( { docker node ls -q --filter role=manager; docker node ls -q --filter role=worker; } | grep -vxF "${have:-none}" | head -n "$more")
+      fi
+    fi
+    if [ -n "${MONITORING_NODE:-}" ]; then
+      add roomcast.monitoring=true "$MONITORING_NODE"
+    elif [ -z "$(labelled roomcast.monitoring=true)" ]; then
+      add roomcast.monitoring=true "$(docker info --format '{{{{.Swarm.NodeID}}')"
+    fi
+    if [ -n "${APP_FREE_NODES:-}" ]; then add roomcast.app=false ${APP_FREE_NODES//,/ }; fi
+
 # First deploy: the edge stack (nginx, nats, prometheus, grafana, autoscaler) and the active color (blue at first). Never undoes a promote. EDGE_TAG upgrades the edge and autoscaler images.
-deploy:
+deploy: label-nodes
     {{release}} deploy
 
 # Release TAG to the idle color: deploy, wait healthy, smoke test, flip nginx (one label update), drain the old color.

@@ -82,7 +82,8 @@ func serviceSection(t *testing.T, rendered, service string) string {
 // with its own store, and a later deploy without the variable keeps the cluster.
 func TestNATSClusterOnARealSwarm(t *testing.T) {
 	requireSwarm(t)
-	env := newSwarmEnv(t, "TAG=nc1", "NATS_CLUSTER=true")
+	// 3 members on one node: no limit per node.
+	env := newSwarmEnv(t, "TAG=nc1", "NATS_CLUSTER=true", "NATS_MAX_REPLICAS_PER_NODE=0")
 	t.Cleanup(func() { // before teardown: what the services said, when it failed
 		if t.Failed() {
 			for _, svc := range []string{"blue_app", "edge_nats"} {
@@ -245,39 +246,46 @@ func natsNodes(t *testing.T, env swarmEnv) []natsNode {
 	}
 	var nodes []natsNode
 	for _, id := range ids {
-		monitor := func(path string, v any) {
-			out := inContainer(t, env, id, "http://127.0.0.1:8222"+path)
-			if err := json.Unmarshal(out, v); err != nil {
-				t.Fatalf("GET %s: %v: %s", path, err, out)
-			}
-		}
-		var varz struct {
-			ServerName  string `json:"server_name"`
-			Connections int    `json:"connections"`
-		}
-		monitor("/varz", &varz)
-		var jsz struct {
-			AccountDetails []struct {
-				Streams []struct {
-					Name    string `json:"name"`
-					Cluster struct {
-						Leader string `json:"leader"`
-					} `json:"cluster"`
-				} `json:"stream_detail"`
-			} `json:"account_details"`
-		}
-		monitor("/jsz?streams=true", &jsz)
-		n := natsNode{container: id, name: varz.ServerName, conns: varz.Connections}
-		for _, a := range jsz.AccountDetails {
-			for _, st := range a.Streams {
-				if st.Name == "ROOMCAST_ROOMS" && st.Cluster.Leader == varz.ServerName {
-					n.leadsStream = true
-				}
-			}
-		}
-		nodes = append(nodes, n)
+		nodes = append(nodes, natsNodeOf(t, env, id))
 	}
 	return nodes
+}
+
+// natsNodeOf asks the NATS container id for /varz and /jsz, from inside its network
+// namespace.
+func natsNodeOf(t *testing.T, env swarmEnv, id string) natsNode {
+	t.Helper()
+	monitor := func(path string, v any) {
+		out := inContainer(t, env, id, "http://127.0.0.1:8222"+path)
+		if err := json.Unmarshal(out, v); err != nil {
+			t.Fatalf("GET %s: %v: %s", path, err, out)
+		}
+	}
+	var varz struct {
+		ServerName  string `json:"server_name"`
+		Connections int    `json:"connections"`
+	}
+	monitor("/varz", &varz)
+	var jsz struct {
+		AccountDetails []struct {
+			Streams []struct {
+				Name    string `json:"name"`
+				Cluster struct {
+					Leader string `json:"leader"`
+				} `json:"cluster"`
+			} `json:"stream_detail"`
+		} `json:"account_details"`
+	}
+	monitor("/jsz?streams=true", &jsz)
+	n := natsNode{container: id, name: varz.ServerName, conns: varz.Connections}
+	for _, a := range jsz.AccountDetails {
+		for _, st := range a.Streams {
+			if st.Name == "ROOMCAST_ROOMS" && st.Cluster.Leader == varz.ServerName {
+				n.leadsStream = true
+			}
+		}
+	}
+	return n
 }
 
 // inContainer GETs url with curl in the network namespace of container, for ports that

@@ -30,6 +30,9 @@ import (
 // host-mode port (no routing mesh on this kernel) and short bounded waits.
 type swarmEnv struct {
 	port int
+	// host is where nginx's port is published: 127.0.0.1 on one node, a node's address in
+	// the lab (stack/lab).
+	host string
 	vars []string
 	// key is the app's HS256 key (JWT_SECRET_FILE of the recipes): auth is on in the
 	// stacks, so every client through nginx carries a token signed with it.
@@ -44,7 +47,7 @@ type swarmEnv struct {
 // it deployed once the test ends. vars come last, so they can override these.
 func newSwarmEnv(t *testing.T, vars ...string) swarmEnv {
 	t.Helper()
-	env := swarmEnv{port: testenv.FreePort(t)}
+	env := swarmEnv{port: testenv.FreePort(t), host: "127.0.0.1"}
 	env.vars = append([]string{
 		fmt.Sprintf("HTTP_PORT=%d", env.port),
 		"HTTP_PUBLISH_MODE=host",
@@ -108,10 +111,10 @@ func (e swarmEnv) dialOptions(t *testing.T) wsclient.Options {
 }
 
 func (e swarmEnv) edgeURL(path string) string {
-	return fmt.Sprintf("http://127.0.0.1:%d%s", e.port, path)
+	return fmt.Sprintf("http://%s:%d%s", e.host, e.port, path)
 }
 func (e swarmEnv) wsURL(room string) string {
-	return fmt.Sprintf("ws://127.0.0.1:%d/ws/chat/%s/", e.port, room)
+	return fmt.Sprintf("ws://%s:%d/ws/chat/%s/", e.host, e.port, room)
 }
 
 func requireSwarm(t *testing.T) {
@@ -299,54 +302,7 @@ func TestBlueGreenReleaseOnARealSwarm(t *testing.T) {
 		}
 	})
 
-	t.Run("promote under load", func(t *testing.T) {
-		load := startLoad(t, env, 200)
-		probe := startProbe(t, env)
-		out, err := sh(t, env, 5*time.Minute, "just", "promote", "t2")
-		probeReport := probe.stop()
-		if err != nil {
-			t.Fatalf("promote t2: %v", err)
-		}
-		expectEdgeColor(t, env, "green")
-		if label(t, "roomcast.active") != "green" || label(t, "roomcast.previous") != "blue" {
-			t.Fatalf("labels after promote: active=%q previous=%q", label(t, "roomcast.active"), label(t, "roomcast.previous"))
-		}
-		if label(t, "roomcast.promoting") != "" {
-			t.Errorf("roomcast.promoting still set after the release")
-		}
-		t.Logf("probe through nginx during the release: %s", probeReport)
-		if probeReport.failures > 0 {
-			t.Errorf("%d of %d requests/upgrades through nginx failed during the release: %v",
-				probeReport.failures, probeReport.total, probeReport.firstFailures)
-		}
-		report := load.stopAfterAllOn(t, "green", 60*time.Second)
-		t.Logf("load during the release: %s\n%s", report, report.summary)
-		if report.onBlue != 200 {
-			t.Errorf("%d of 200 clients started on blue", report.onBlue)
-		}
-		if report.closed1012 < report.onBlue {
-			t.Errorf("only %d of the %d clients on blue were closed with 1012 (others: %v)", report.closed1012, report.onBlue, report.otherCloses)
-		}
-		if report.endOnGreen != 200 {
-			t.Errorf("%d of 200 clients ended on green", report.endOnGreen)
-		}
-		fmt.Printf("=== blue/green release under load: %d messages sent, %d lost during the release (deliveries, per message and member; %d messages sent into a closing connection reached no one), %d duplicated\n",
-			report.sent, report.lost, report.unconfirmed, report.duplicated)
-		rt := report.reconnectTime
-		fmt.Printf("=== reconnect time, close to 101: p50 %.0fms p90 %.0fms p95 %.0fms p99 %.0fms max %.0fms over %d reconnects (%d resumed with since)\n",
-			rt.P50MS, rt.P90MS, rt.P95MS, rt.P99MS, rt.MaxMS, report.reconnects, report.resumed)
-		// With history, every client resumes where it left off: nothing lost, nothing twice.
-		if report.lost != 0 || report.duplicated != 0 || report.unconfirmed != 0 {
-			t.Errorf("the release lost %d deliveries (%d messages unconfirmed) and duplicated %d; want none",
-				report.lost, report.unconfirmed, report.duplicated)
-		}
-		if report.resumed < int64(report.closed1012) {
-			t.Errorf("only %d of %d reconnects resumed with since", report.resumed, report.closed1012)
-		}
-		if !strings.Contains(out, "promoted") {
-			t.Errorf("promote output lacks the final line:\n%s", out)
-		}
-	})
+	t.Run("promote under load", func(t *testing.T) { promoteUnderLoad(t, env, "t2") })
 	if t.Failed() {
 		return
 	}
@@ -428,6 +384,61 @@ func TestBlueGreenReleaseOnARealSwarm(t *testing.T) {
 			t.Fatalf("deploy changed the active color to %q", a)
 		}
 	})
+}
+
+// promoteUnderLoad runs `just promote tag` from blue to green under 200 chatting clients
+// and a probe through nginx, and checks that nothing failed, nothing was lost or
+// duplicated and every client resumed on green. It returns how long the promote took.
+func promoteUnderLoad(t *testing.T, env swarmEnv, tag string) time.Duration {
+	load := startLoad(t, env, 200)
+	probe := startProbe(t, env)
+	start := time.Now()
+	out, err := sh(t, env, 5*time.Minute, "just", "promote", tag)
+	took := time.Since(start)
+	probeReport := probe.stop()
+	if err != nil {
+		t.Fatalf("promote %s: %v", tag, err)
+	}
+	expectEdgeColor(t, env, "green")
+	if label(t, "roomcast.active") != "green" || label(t, "roomcast.previous") != "blue" {
+		t.Fatalf("labels after promote: active=%q previous=%q", label(t, "roomcast.active"), label(t, "roomcast.previous"))
+	}
+	if label(t, "roomcast.promoting") != "" {
+		t.Errorf("roomcast.promoting still set after the release")
+	}
+	t.Logf("probe through nginx during the release: %s", probeReport)
+	if probeReport.failures > 0 {
+		t.Errorf("%d of %d requests/upgrades through nginx failed during the release: %v",
+			probeReport.failures, probeReport.total, probeReport.firstFailures)
+	}
+	report := load.stopAfterAllOn(t, "green", 60*time.Second)
+	t.Logf("load during the release: %s\n%s", report, report.summary)
+	if report.onBlue != 200 {
+		t.Errorf("%d of 200 clients started on blue", report.onBlue)
+	}
+	if report.closed1012 < report.onBlue {
+		t.Errorf("only %d of the %d clients on blue were closed with 1012 (others: %v)", report.closed1012, report.onBlue, report.otherCloses)
+	}
+	if report.endOnGreen != 200 {
+		t.Errorf("%d of 200 clients ended on green", report.endOnGreen)
+	}
+	fmt.Printf("=== blue/green release under load: %d messages sent, %d lost during the release (deliveries, per message and member; %d messages sent into a closing connection reached no one), %d duplicated\n",
+		report.sent, report.lost, report.unconfirmed, report.duplicated)
+	rt := report.reconnectTime
+	fmt.Printf("=== reconnect time, close to 101: p50 %.0fms p90 %.0fms p95 %.0fms p99 %.0fms max %.0fms over %d reconnects (%d resumed with since)\n",
+		rt.P50MS, rt.P90MS, rt.P95MS, rt.P99MS, rt.MaxMS, report.reconnects, report.resumed)
+	// With history, every client resumes where it left off: nothing lost, nothing twice.
+	if report.lost != 0 || report.duplicated != 0 || report.unconfirmed != 0 {
+		t.Errorf("the release lost %d deliveries (%d messages unconfirmed) and duplicated %d; want none",
+			report.lost, report.unconfirmed, report.duplicated)
+	}
+	if report.resumed < int64(report.closed1012) {
+		t.Errorf("only %d of %d reconnects resumed with since", report.resumed, report.closed1012)
+	}
+	if !strings.Contains(out, "promoted") {
+		t.Errorf("promote output lacks the final line:\n%s", out)
+	}
+	return took
 }
 
 // release is a roomcast-release process the test started (not through just, so a
@@ -578,7 +589,7 @@ func startLoad(t *testing.T, env swarmEnv, n int) *load {
 func startLoadIn(t *testing.T, env swarmEnv, rooms, members int) *load {
 	t.Helper()
 	cfg := loadgen.DefaultConfig(loadgen.Release)
-	cfg.URLs = []string{fmt.Sprintf("ws://127.0.0.1:%d", env.port)}
+	cfg.URLs = []string{fmt.Sprintf("ws://%s:%d", env.host, env.port)}
 	cfg.Rooms, cfg.Members = rooms, members
 	cfg.Token = env.token(t)
 	cfg.Duration = 10 * time.Minute // stopped by stopAfterAllOn long before

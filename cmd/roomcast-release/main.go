@@ -52,8 +52,9 @@ func main() {
 type config struct {
 	Tag               string        `env:"TAG" envDefault:"latest" help:"app image tag of a first deploy (later deploys keep the live one)"`
 	EdgeTag           string        `env:"EDGE_TAG" help:"tag of the edge (nginx) and autoscaler images a deploy sets; empty keeps the live one (TAG on a first deploy)"`
-	AppImage          string        `env:"ROOMCAST_IMAGE" envDefault:"roomcast/roomcast" help:"app image name, without tag"`
-	EdgeImage         string        `env:"EDGE_IMAGE" envDefault:"roomcast/edge" help:"edge (nginx) image name, without tag"`
+	Registry          string        `env:"REGISTRY" help:"registry host:port the nodes pull from (just build pushes there); empty: images are local to the engine (one node)"`
+	AppImage          string        `env:"ROOMCAST_IMAGE" defaultHelp:"roomcast/roomcast, REGISTRY/roomcast/roomcast with a registry" help:"app image name, without tag"`
+	EdgeImage         string        `env:"EDGE_IMAGE" defaultHelp:"roomcast/edge, REGISTRY/roomcast/edge with a registry" help:"edge (nginx) image name, without tag"`
 	HTTPPort          int           `env:"HTTP_PORT" envDefault:"80" help:"nginx's published port"`
 	EdgeURL           string        `env:"EDGE_URL" defaultHelp:"http://127.0.0.1:HTTP_PORT" help:"where the release asks nginx for its color"`
 	Replicas          uint64        `env:"REPLICAS" envDefault:"2" help:"replicas of a first deploy (later: the live count)"`
@@ -82,7 +83,8 @@ type config struct {
 // Logging is the log section, for cli.Load.
 func (c config) Logging() cli.Log { return c.Log }
 
-// checkConfig checks what the types alone do not, and fills in EdgeURL's default.
+// checkConfig checks what the types alone do not, and fills in the defaults that
+// depend on other variables (the image names on REGISTRY, EdgeURL on HTTP_PORT).
 func checkConfig(c *config, bad cli.Bad) error {
 	for _, v := range []struct {
 		name string
@@ -120,6 +122,19 @@ func checkConfig(c *config, bad cli.Bad) error {
 	}
 	if c.TLSCertFile == "" && c.TLSKeyFile != "" {
 		return bad("TLS_CERT_FILE", "want the certificate's file, set with TLS_KEY_FILE (both or neither)")
+	}
+	if strings.Contains(c.Registry, "/") || strings.TrimSpace(c.Registry) != c.Registry {
+		return bad("REGISTRY", "want host:port of a registry, without a path")
+	}
+	prefix := ""
+	if c.Registry != "" {
+		prefix = c.Registry + "/"
+	}
+	if c.AppImage == "" {
+		c.AppImage = prefix + "roomcast/roomcast"
+	}
+	if c.EdgeImage == "" {
+		c.EdgeImage = prefix + "roomcast/edge"
 	}
 	if c.EdgeURL == "" {
 		c.EdgeURL = "http://127.0.0.1:" + strconv.Itoa(c.HTTPPort)

@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"roomcast/pkg/cli"
 	"roomcast/pkg/cli/clitest"
 	"roomcast/pkg/fleet/bluegreen"
 	"roomcast/pkg/fleet/swarm/swarmtest"
@@ -22,7 +23,7 @@ func TestHelpListsEveryVariableTheRecipesRead(t *testing.T) {
 		"TAG", "ALERTMANAGER_WEBHOOK_URL_FILE", "ROOMCAST_IMAGE", "EDGE_IMAGE", "EDGE_TAG", "HTTP_PORT", "EDGE_URL", "REPLICAS", "HEALTH_TIMEOUT",
 		"FLIP_TIMEOUT", "DRAIN_TIMEOUT", "SMOKE_TIMEOUT", "JWT_SECRET_FILE", "NATS_CLUSTER", "NATS_REPLICAS",
 		"HISTORY_REPLICAS", "DOCKER_HOST", "RELEASE_LOCK_STALE_AFTER", "ROOMCAST_LOG_LEVEL",
-		"GRAFANA_ADMIN_PASSWORD_FILE", "GRAFANA_ADMIN_USER", "JWT_AUDIENCE", "JWT_ISSUER", "TLS_CERT_FILE", "TLS_KEY_FILE", "HTTPS_PORT",
+		"GRAFANA_ADMIN_PASSWORD_FILE", "GRAFANA_ADMIN_USER", "JWT_AUDIENCE", "JWT_ISSUER", "TLS_CERT_FILE", "TLS_KEY_FILE", "HTTPS_PORT", "REGISTRY",
 	)
 }
 
@@ -48,10 +49,33 @@ func TestUsageAndConfigurationErrorsExit2(t *testing.T) {
 		{[]string{"status"}, map[string]string{"JWT_ISSUER": " roomcast"}, "JWT_ISSUER"},
 		{[]string{"status"}, map[string]string{"TLS_CERT_FILE": "tls.crt"}, "TLS_KEY_FILE"},
 		{[]string{"status"}, map[string]string{"TLS_KEY_FILE": "tls.key"}, "TLS_CERT_FILE"},
+		{[]string{"status"}, map[string]string{"REGISTRY": "10.216.0.5:5000/roomcast"}, "REGISTRY"},
 	} {
 		if code, line := clitest.Exit(name, run, tt.args, tt.env); code != 2 || !strings.Contains(line, tt.want) {
 			t.Errorf("%v %v: exit %d, stderr %q; want 2 saying %q", tt.args, tt.env, code, line, tt.want)
 		}
+	}
+}
+
+func TestImageNamesFollowTheRegistry(t *testing.T) {
+	for _, tt := range []struct {
+		name           string
+		env            map[string]string
+		wantApp, wantE string
+	}{
+		{"no registry: local names", nil, "roomcast/roomcast", "roomcast/edge"},
+		{"a registry", map[string]string{"REGISTRY": "10.216.0.5:5000"}, "10.216.0.5:5000/roomcast/roomcast", "10.216.0.5:5000/roomcast/edge"},
+		{"names given win", map[string]string{"REGISTRY": "r:5000", "ROOMCAST_IMAGE": "me/app", "EDGE_IMAGE": "me/edge"}, "me/app", "me/edge"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := cli.Load(tt.env, checkConfig)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.AppImage != tt.wantApp || cfg.EdgeImage != tt.wantE {
+				t.Errorf("images %q and %q, want %q and %q", cfg.AppImage, cfg.EdgeImage, tt.wantApp, tt.wantE)
+			}
+		})
 	}
 }
 

@@ -1,0 +1,614 @@
+package stack_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"roomcast/pkg/load/loadgen"
+	"roomcast/pkg/testenv"
+)
+
+// lab is the Swarm of several nodes on this machine made by stack/lab (node 1 the
+// manager, the others workers). The lab tests share one: the first that needs it starts
+// it (or finds one up), and TestMain tears down the one it started.
+type lab struct {
+	registry string
+	nodes    []labNode // nodes[0] is the manager
+	// started is true when this test process made the lab (and must remove it).
+	started bool
+	// broken is set once a test killed a node: the next test needs a new lab.
+	broken bool
+}
+
+// labNode is one node: its engine's DOCKER_HOST, its address on the lab's bridge (where
+// its host-mode ports listen) and its Swarm node ID.
+type labNode struct{ dockerHost, addr, id string }
+
+var (
+	labMu  sync.Mutex
+	theLab *lab // the lab of this process, once a test asked for it
+)
+
+const labNodes = 3
+
+// labVar turns the lab tests on.
+const labVar = "ROOMCAST_TEST_LAB"
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if theLab != nil && theLab.started {
+		start := time.Now()
+		if out, err := labCmd(2*time.Minute, "down"); err != nil {
+			fmt.Fprintf(os.Stderr, "stack/lab down: %v\n%s", err, out)
+			code = 1
+		}
+		fmt.Printf("=== lab down: %.1fs\n", time.Since(start).Seconds())
+	}
+	os.Exit(code)
+}
+
+// labCmd runs stack/lab with args, bounded, and returns its standard output.
+func labCmd(timeout time.Duration, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "./lab", args...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	cmd.WaitDelay = 5 * time.Second
+	out, err := cmd.Output()
+	if err != nil {
+		return string(out) + stderr.String(), err
+	}
+	return string(out), nil
+}
+
+// requireLab returns the lab, started on first use. Without root or the programs it
+// needs, the test is skipped with the reason (a failure under ROOMCAST_TEST_ALL=1); a lab
+// that does not start is a failure.
+func requireLab(t *testing.T) *lab {
+	t.Helper()
+	// Opt-in, even under ROOMCAST_TEST_ALL=1: these tests take 6 to 7 minutes on 2 cores
+	// and do not pass every run yet (a rare single lost message in a 3-node release, a
+	// drain seen as 1006 instead of 1012), so CI does not run them. README says how.
+	if os.Getenv(labVar) != "1" {
+		t.Skipf("the Swarm lab tests run with %s=1 (and root): they are not part of CI yet", labVar)
+	}
+	if runtime.GOOS != "linux" || os.Geteuid() != 0 {
+		testenv.Unavailable(t, "the Swarm lab (stack/lab) needs Linux and root: network namespaces, a bridge, dockerd")
+	}
+	for _, p := range []string{"docker", "dockerd", "ip", "iptables", "just", "curl", "go"} {
+		testenv.Program(t, p)
+	}
+	labMu.Lock()
+	defer labMu.Unlock()
+	if theLab != nil && theLab.broken {
+		if !theLab.started {
+			t.Fatal("a test killed a node of a lab it did not start: stack/lab down, then run again")
+		}
+		if out, err := labCmd(2*time.Minute, "down"); err != nil {
+			t.Fatalf("stack/lab down of the lab with a killed node: %v\n%s", err, out)
+		}
+		theLab = nil
+	}
+	if theLab == nil {
+		var err error
+		// Set even when it fails: TestMain removes what a failed up made.
+		theLab, err = startLab()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return theLab
+}
+
+// startLab finds the lab up (stack/lab env) or starts one of labNodes nodes.
+func startLab() (*lab, error) {
+	start := time.Now()
+	l := &lab{}
+	out, err := labCmd(10*time.Second, "env")
+	if err != nil {
+		l.started = true
+		if out, err = labCmd(10*time.Minute, "up", fmt.Sprint(labNodes)); err != nil {
+			return l, fmt.Errorf("stack/lab up %d: %v\n%s", labNodes, err, out)
+		}
+		fmt.Printf("=== lab up (%d nodes, registry): %.1fs\n", labNodes, time.Since(start).Seconds())
+	}
+	vars := map[string]string{}
+	sc := bufio.NewScanner(strings.NewReader(out))
+	for sc.Scan() {
+		for _, f := range strings.Fields(strings.TrimPrefix(sc.Text(), "export ")) {
+			if k, v, ok := strings.Cut(f, "="); ok {
+				vars[k] = v
+			}
+		}
+	}
+	l.registry = vars["REGISTRY"]
+	for i := 1; vars[fmt.Sprintf("LAB_NODE%d_ADDR", i)] != ""; i++ {
+		n := labNode{dockerHost: vars[fmt.Sprintf("LAB_NODE%d_DOCKER_HOST", i)], addr: vars[fmt.Sprintf("LAB_NODE%d_ADDR", i)]}
+		id, err := exec.Command("docker", "-H", n.dockerHost, "info", "--format", "{{.Swarm.NodeID}}").Output()
+		if err != nil {
+			return l, fmt.Errorf("node %d (%s): %v", i, n.dockerHost, err)
+		}
+		n.id = strings.TrimSpace(string(id))
+		l.nodes = append(l.nodes, n)
+	}
+	if len(l.nodes) < labNodes || l.registry == "" {
+		return l, fmt.Errorf("stack/lab env printed %d nodes and registry %q, want %d nodes and a registry:\n%s",
+			len(l.nodes), l.registry, labNodes, out)
+	}
+	return l, nil
+}
+
+// labEnv is newSwarmEnv against the lab's manager: images through the lab's registry,
+// nginx reached at the manager's address, NATS as a cluster (one member per node) and no
+// app replica on the manager, so that nginx, NATS and the app talk across nodes. Once the
+// test ends, the stacks are removed and the volumes they left on every node too.
+func labEnv(t *testing.T, l *lab, vars ...string) swarmEnv {
+	t.Helper()
+	manager := l.nodes[0]
+	t.Setenv("DOCKER_HOST", manager.dockerHost)
+	// Registered before newSwarmEnv's teardown, so it runs after it.
+	t.Cleanup(func() { l.removeVolumes(t) })
+	env := newSwarmEnv(t, append([]string{"REGISTRY=" + l.registry, "NATS_CLUSTER=true",
+		"APP_FREE_NODES=" + manager.id, "HEALTH_TIMEOUT=120"}, vars...)...)
+	env.host = manager.addr
+	env.vars = append(env.vars, fmt.Sprintf("EDGE_URL=http://%s:%d", manager.addr, env.port))
+	return env
+}
+
+// removeVolumes removes the stacks' volumes on every node once their containers are
+// gone: a next deploy on the same lab must not find the old NATS stores.
+func (l *lab) removeVolumes(t *testing.T) {
+	for _, n := range l.nodes {
+		deadline := time.Now().Add(time.Minute)
+		for time.Now().Before(deadline) {
+			out, err := exec.Command("docker", "-H", n.dockerHost, "ps", "-aq", "--filter", "label=com.docker.stack.namespace").Output()
+			if err != nil || len(strings.TrimSpace(string(out))) == 0 {
+				break
+			}
+			time.Sleep(time.Second)
+		}
+		out, err := exec.Command("docker", "-H", n.dockerHost, "volume", "ls", "-q", "--filter", "label=com.docker.stack.namespace").Output()
+		if err != nil {
+			continue // a killed node
+		}
+		if vols := strings.Fields(string(out)); len(vols) > 0 {
+			if out, err := exec.Command("docker", append([]string{"-H", n.dockerHost, "volume", "rm", "-f"}, vols...)...).CombinedOutput(); err != nil {
+				t.Logf("removing volumes on %s: %v\n%s", n.addr, err, out)
+			}
+		}
+	}
+}
+
+// nodeOf names a node ID by its lab address.
+func (l *lab) nodeOf(id string) string {
+	for _, n := range l.nodes {
+		if n.id == id {
+			return n.addr
+		}
+	}
+	return id
+}
+
+// labTask is a running task: its node's address and its name, which the app reports
+// as its instance (X-Roomcast-Instance).
+type labTask struct{ addr, instance string }
+
+// tasks lists the running tasks of service.
+func (l *lab) tasks(t *testing.T, service string) []labTask {
+	t.Helper()
+	out, err := exec.Command("docker", "service", "ps", "-q", "--filter", "desired-state=running", service).Output()
+	if err != nil {
+		t.Fatalf("listing the tasks of %s: %v", service, err)
+	}
+	ids := strings.Fields(string(out))
+	if len(ids) == 0 {
+		return nil
+	}
+	out, err = exec.Command("docker", append([]string{"inspect", "--format", "{{.NodeID}} {{.Status.State}} {{.Slot}} {{.ID}}"}, ids...)...).Output()
+	if err != nil {
+		t.Fatalf("inspecting the tasks of %s: %v", service, err)
+	}
+	var got []labTask
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if f := strings.Fields(line); len(f) == 4 && f[1] == "running" {
+			got = append(got, labTask{addr: l.nodeOf(f[0]), instance: service + "." + f[2] + "." + f[3]})
+		}
+	}
+	return got
+}
+
+// tasksOn counts the running tasks of service by node address.
+func (l *lab) tasksOn(t *testing.T, service string) map[string]int {
+	t.Helper()
+	got := map[string]int{}
+	for _, task := range l.tasks(t, service) {
+		got[task.addr]++
+	}
+	return got
+}
+
+// instancesOn are the instances of service running on the node at addr.
+func (l *lab) instancesOn(t *testing.T, service, addr string) map[string]bool {
+	t.Helper()
+	got := map[string]bool{}
+	for _, task := range l.tasks(t, service) {
+		if task.addr == addr {
+			got[task.instance] = true
+		}
+	}
+	return got
+}
+
+// checkPlacement checks where the stacks run: nginx on the manager, one NATS member on
+// each node, Prometheus and Grafana on the manager (labelled for monitoring by the
+// first deploy) and the color's replicas spread over the workers.
+func (l *lab) checkPlacement(t *testing.T, color string) {
+	t.Helper()
+	manager := l.nodes[0].addr
+	for service, want := range map[string]map[string]int{
+		"edge_nginx":      {manager: 1},
+		"edge_prometheus": {manager: 1},
+		"edge_grafana":    {manager: 1},
+	} {
+		if got := l.tasksOn(t, service); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%s runs on %v, want %v", service, got, want)
+		}
+	}
+	if nats := l.tasksOn(t, "edge_nats"); len(nats) != len(l.nodes) {
+		t.Errorf("edge_nats runs on %v, want one member on each of the %d nodes", nats, len(l.nodes))
+	}
+	app := l.tasksOn(t, color+"_app")
+	if app[manager] != 0 || len(app) < 2 {
+		t.Errorf("%s_app runs on %v, want its replicas spread over the workers, none on the manager %s", color, app, manager)
+	}
+	t.Logf("placement: %s_app on %v", color, app)
+}
+
+func TestLabReleaseUnderLoadOnThreeNodes(t *testing.T) {
+	l := requireLab(t)
+	start := time.Now()
+	env := labEnv(t, l, "TAG=t1")
+	env.vars = append(env.vars, standinVars(t, env)...)
+	mustSh(t, env, 5*time.Minute, "just", "build", "t1")
+	mustSh(t, env, 5*time.Minute, "just", "build", "t2")
+	fmt.Printf("=== lab: stand-ins and two app builds pushed to the registry: %.1fs\n", time.Since(start).Seconds())
+
+	t.Run("deploy", func(t *testing.T) {
+		start := time.Now()
+		mustSh(t, env, 5*time.Minute, "just", "deploy")
+		fmt.Printf("=== lab: just deploy of the stacks on %d nodes (NATS cluster): %.1fs\n", len(l.nodes), time.Since(start).Seconds())
+		expectEdgeColor(t, env, "blue")
+		l.checkPlacement(t, "blue")
+		chatThroughNginx(t, env)
+	})
+	if t.Failed() {
+		return
+	}
+	t.Run("promote under load across nodes", func(t *testing.T) {
+		took := promoteUnderLoad(t, env, "t2")
+		fmt.Printf("=== lab: just promote under 200 clients on %d nodes: %.1fs\n", len(l.nodes), took.Seconds())
+		l.checkPlacement(t, "green")
+	})
+	fmt.Printf("=== lab: TestLabReleaseUnderLoadOnThreeNodes took %.1fs (without teardown)\n", time.Since(start).Seconds())
+}
+
+// killNode kills node i (from 1) with stack/lab kill-node and returns when; the lab
+// is marked broken, to be replaced for the next test.
+func (l *lab) killNode(t *testing.T, i int) time.Time {
+	t.Helper()
+	killed := time.Now()
+	l.broken = true
+	if out, err := labCmd(time.Minute, "kill-node", fmt.Sprint(i)); err != nil {
+		t.Fatalf("stack/lab kill-node %d: %v\n%s", i, err, out)
+	}
+	return killed
+}
+
+// afterKill waits (bounded) until the clients of the killed replicas (victims) are
+// connected again, then stops the load: how many clients were hit, how long each was
+// cut off, how many still are, and the load's report. A dead node closes nothing: its
+// clients notice only when their connection fails.
+func afterKill(t *testing.T, load *load, victims map[string]bool, killed time.Time) (hit int, waits []time.Duration, stranded int, report loadReport) {
+	t.Helper()
+	_ = pollUntil(90*time.Second, func() error {
+		if hit, waits, _ := cutOff(load.session.Clients(), victims, killed); len(waits) < hit {
+			return errors.New("not all back")
+		}
+		return nil
+	})
+	hit, waits, stranded = cutOff(load.session.Clients(), victims, killed)
+	report = load.stopAfterAllOn(t, "blue", 10*time.Second)
+	t.Logf("load during the kill: %s\n%s", report, report.summary)
+	return hit, waits, stranded, report
+}
+
+// waitAllOn waits until service runs n tasks, all on the node at addr.
+func (l *lab) waitAllOn(t *testing.T, service, addr string, n int, within time.Duration) error {
+	t.Helper()
+	return pollUntil(within, func() error {
+		if got := l.tasksOn(t, service); len(got) != 1 || got[addr] != n {
+			return fmt.Errorf("%s on %v, want %d on %s", service, got, n, addr)
+		}
+		return nil
+	})
+}
+
+// notTheSenders counts the lost deliveries beyond those of messages the sender knows
+// did not go out: refused with an unavailable error frame, or sent into a closing
+// connection (unconfirmed).
+func (r loadReport) notTheSenders() int64 {
+	return r.lost - (r.refused+r.unconfirmed)*r.members
+}
+
+// cutOff measures the clients whose connection at event was to one of instances: how
+// many there were, how long each waited from event until it had a newer connection
+// (sorted), and how many never got one.
+func cutOff(clients []loadgen.Client, instances map[string]bool, event time.Time) (hit int, waits []time.Duration, stranded int) {
+	for _, c := range clients {
+		for i, conn := range c.Connections {
+			if !instances[conn.Instance] || conn.Opened.After(event) || (!conn.Closed.IsZero() && conn.Closed.Before(event)) {
+				continue
+			}
+			hit++
+			if i+1 < len(c.Connections) {
+				waits = append(waits, c.Connections[i+1].Opened.Sub(event))
+			} else {
+				stranded++
+			}
+			break
+		}
+	}
+	slices.Sort(waits)
+	return hit, waits, stranded
+}
+
+// waitsText is a distribution of waits: p50, p90 and max.
+func waitsText(waits []time.Duration) string {
+	if len(waits) == 0 {
+		return "none"
+	}
+	at := func(q float64) float64 { return waits[int(q*float64(len(waits)-1))].Seconds() }
+	return fmt.Sprintf("p50 %.2fs p90 %.2fs max %.2fs over %d", at(0.5), at(0.9), at(1), len(waits))
+}
+
+// pollUntil polls check every 200ms until it returns nil or within passes.
+func pollUntil(within time.Duration, check func() error) error {
+	deadline := time.Now().Add(within)
+	for {
+		err := check()
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// labDeployed is labEnv with vars and the stacks deployed from image t1 (blue, 2
+// replicas, one on each worker), the placement checked.
+func labDeployed(t *testing.T, l *lab, vars ...string) swarmEnv {
+	t.Helper()
+	env := labEnv(t, l, append([]string{"TAG=t1"}, vars...)...)
+	env.vars = append(env.vars, standinVars(t, env)...)
+	mustSh(t, env, 5*time.Minute, "just", "build", "t1")
+	mustSh(t, env, 5*time.Minute, "just", "deploy")
+	l.checkPlacement(t, "blue")
+	if t.Failed() {
+		t.FailNow()
+	}
+	return env
+}
+
+func TestLabWorkerDrainedUnderLoad(t *testing.T) {
+	l := requireLab(t)
+	start := time.Now()
+	env := labDeployed(t, l)
+	// The worker without the history stream's leader: losing the leader is
+	// TestLabStreamLeaderNodeKilledUnderLoad's case (messages published live only while
+	// JetStream elects are in no history).
+	worker, other := l.nodes[2], l.nodes[1]
+	if err := pollUntil(time.Minute, func() error {
+		leader, ok := l.streamLeader(t, env)
+		if !ok {
+			return errors.New("no stream leader")
+		}
+		if leader.id == worker.id {
+			worker, other = other, worker
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	victims := l.instancesOn(t, "blue_app", worker.addr)
+	load := startLoad(t, env, 200)
+	drained := time.Now()
+	mustSh(t, env, time.Minute, "docker", "node", "update", "--availability", "drain", worker.id)
+	t.Cleanup(func() {
+		_, _ = sh(t, env, time.Minute, "docker", "node", "update", "--availability", "active", worker.id)
+	})
+	if err := l.waitAllOn(t, "blue_app", other.addr, 2, 2*time.Minute); err != nil {
+		t.Fatalf("the drained node's replica did not move: %v", err)
+	}
+	moved := time.Since(drained)
+	if err := pollUntil(2*time.Minute, func() error {
+		if hit, waits, _ := cutOff(load.session.Clients(), victims, drained); len(waits) < hit {
+			return fmt.Errorf("%d of %d clients of the drained replica not back", hit-len(waits), hit)
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
+	}
+	hit, waits, stranded := cutOff(load.session.Clients(), victims, drained)
+	report := load.stopAfterAllOn(t, "blue", time.Minute)
+	t.Logf("load during the drain: %s\n%s", report, report.summary)
+	fmt.Printf("=== lab: drain of a worker under 200 clients: replica moved in %.1fs; %d clients on it, closed 1012 %d, back after %s (%d never); %d messages sent, %d refused (unavailable), %d unconfirmed, %d of %d deliveries lost, %d beyond those of refused and unconfirmed messages, %d duplicated\n",
+		moved.Seconds(), hit, report.closed1012, waitsText(waits), stranded, report.sent, report.refused, report.unconfirmed, report.lost, report.expected, report.notTheSenders(), report.duplicated)
+	if hit == 0 || report.closed1012 < hit {
+		t.Errorf("%d clients were on the drained replica, %d closed with 1012; want some, each closed 1012", hit, report.closed1012)
+	}
+	// The node's NATS member leaves with it: its replicas' senders get unavailable
+	// while they reconnect (the sender's to send again); nothing accepted is lost.
+	if report.notTheSenders() > 0 || report.duplicated != 0 {
+		t.Errorf("the drain lost deliveries of accepted messages or duplicated some: %s", report)
+	}
+	if report.resumed < int64(report.closed1012) {
+		t.Errorf("only %d of %d reconnects resumed with since", report.resumed, report.closed1012)
+	}
+	fmt.Printf("=== lab: TestLabWorkerDrainedUnderLoad took %.1fs (without teardown)\n", time.Since(start).Seconds())
+}
+
+// TestLabAutoscalerSpreadsOverNodes loads blue with 200 connections against a target
+// of 50 per replica: the autoscaler, reading the stack's Prometheus on the manager,
+// scales blue from 2 to 4, and the new replicas land evenly on the workers.
+func TestLabAutoscalerSpreadsOverNodes(t *testing.T) {
+	l := requireLab(t)
+	start := time.Now()
+	env := labDeployed(t, l, "AUTOSCALER_TARGET=50", "AUTOSCALER_MIN_REPLICAS=2", "AUTOSCALER_MAX_REPLICAS=6",
+		"AUTOSCALER_INTERVAL=2s", "AUTOSCALER_SCALE_DOWN_WINDOW=5m")
+	load := startLoad(t, env, 200)
+	loaded := time.Now()
+	var got map[string]int
+	if err := pollUntil(3*time.Minute, func() error {
+		got = l.tasksOn(t, "blue_app")
+		if n := got[l.nodes[1].addr] + got[l.nodes[2].addr] + got[l.nodes[0].addr]; n < 4 {
+			return fmt.Errorf("blue_app at %d running replicas (%v), want 4", n, got)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("the autoscaler did not scale blue up under 200 connections: %v", err)
+	}
+	fmt.Printf("=== lab: autoscaler scale-up of blue from 2 to 4 replicas under 200 connections (target 50 each): %.1fs; replicas per node %v\n",
+		time.Since(loaded).Seconds(), got)
+	if got[l.nodes[0].addr] != 0 || got[l.nodes[1].addr] != 2 || got[l.nodes[2].addr] != 2 {
+		t.Errorf("blue_app on %v after the scale-up, want 2 on each worker and none on the manager", got)
+	}
+	report := load.stopAfterAllOn(t, "blue", 10*time.Second)
+	t.Logf("load during the scale-up: %s\n%s", report, report.summary)
+	if report.lost != 0 || report.duplicated != 0 {
+		t.Errorf("lost %d and duplicated %d deliveries during a scale-up; want none", report.lost, report.duplicated)
+	}
+	fmt.Printf("=== lab: TestLabAutoscalerSpreadsOverNodes took %.1fs (without teardown)\n", time.Since(start).Seconds())
+}
+
+// TestLabWorkerKilledUnderLoad kills a worker as if its machine lost power, and
+// leaves the lab with a dead node: the next lab test gets a new lab.
+func TestLabWorkerKilledUnderLoad(t *testing.T) {
+	l := requireLab(t)
+	start := time.Now()
+	env := labDeployed(t, l)
+	last := len(l.nodes)
+	worker := l.nodes[last-1]
+	victims := l.instancesOn(t, "blue_app", worker.addr)
+	load := startLoad(t, env, 200)
+	// Traffic before the failure: a client resumes from the last seq it saw, and one
+	// that has seen none yet has nothing to resume from.
+	time.Sleep(5 * time.Second)
+	killed := l.killNode(t, last)
+	if err := l.waitAllOn(t, "blue_app", l.nodes[1].addr, 2, 3*time.Minute); err != nil {
+		t.Errorf("Swarm did not reschedule the dead node's replica: %v", err)
+	}
+	rescheduled := time.Since(killed)
+	hit, waits, stranded, report := afterKill(t, load, victims, killed)
+	fmt.Printf("=== lab: SIGKILL of a worker (engine, containerd, containers) under 200 clients: replica rescheduled in %.1fs; %d clients on it, back after %s, %d still cut off %.0fs after the kill; closes %v; %d messages sent, %d refused (unavailable), %d unconfirmed, %d of %d deliveries lost, %d beyond those of refused and unconfirmed messages, %d duplicated\n",
+		rescheduled.Seconds(), hit, waitsText(waits), stranded, time.Since(killed).Seconds(), report.otherCloses, report.sent, report.refused, report.unconfirmed, report.lost, report.expected, report.notTheSenders(), report.duplicated)
+	if hit == 0 {
+		t.Errorf("no client was on the killed node's replica")
+	}
+	if report.duplicated != 0 {
+		t.Errorf("%d deliveries duplicated; want none", report.duplicated)
+	}
+	fmt.Printf("=== lab: TestLabWorkerKilledUnderLoad took %.1fs (without teardown)\n", time.Since(start).Seconds())
+}
+
+// onNode is env with the docker CLI pointed at node n's engine.
+func onNode(env swarmEnv, n labNode) swarmEnv {
+	e := env
+	e.vars = append(slices.Clone(env.vars), "DOCKER_HOST="+n.dockerHost)
+	return e
+}
+
+// streamLeader is the node whose NATS member leads the history stream, asked of the
+// members on the nodes whose engines answer; ok is false while there is none.
+func (l *lab) streamLeader(t *testing.T, env swarmEnv) (leader labNode, ok bool) {
+	t.Helper()
+	for _, n := range l.nodes {
+		out, err := exec.Command("docker", "-H", n.dockerHost, "ps", "-q", "--filter", "label=com.docker.swarm.service.name=edge_nats").Output()
+		if err != nil {
+			continue // a killed node
+		}
+		for _, id := range strings.Fields(string(out)) {
+			// A member that just started may not answer yet: ask it next time.
+			pid, err := exec.Command("docker", "-H", n.dockerHost, "inspect", "-f", "{{.State.Pid}}", id).Output()
+			if err != nil || exec.Command("nsenter", "-t", strings.TrimSpace(string(pid)), "-n", "curl", "-fsS", "-m", "2", "http://127.0.0.1:8222/healthz").Run() != nil {
+				continue
+			}
+			if natsNodeOf(t, onNode(env, n), id).leadsStream {
+				return n, true
+			}
+		}
+	}
+	return labNode{}, false
+}
+
+// TestLabStreamLeaderNodeKilledUnderLoad kills the worker whose NATS member leads the
+// history stream (moving the leadership off the manager first if it is there): JetStream
+// elects a new leader on a surviving node and rooms keep working. It leaves the lab with
+// a dead node.
+func TestLabStreamLeaderNodeKilledUnderLoad(t *testing.T) {
+	l := requireLab(t)
+	start := time.Now()
+	env := labDeployed(t, l)
+	load := startLoad(t, env, 200)
+	var leader labNode
+	if err := pollUntil(time.Minute, func() error {
+		var ok bool
+		if leader, ok = l.streamLeader(t, env); !ok {
+			return errors.New("no stream leader")
+		}
+		if leader.id == l.nodes[0].id {
+			// The manager cannot be killed without the swarm: restart its member so
+			// that a worker's takes the lead.
+			_, _ = sh(t, onNode(env, leader), 30*time.Second, "sh", "-c", "docker kill $(docker ps -q --filter label=com.docker.swarm.service.name=edge_nats)")
+			return errors.New("the stream leader is on the manager")
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("no stream leader on a worker: %v", err)
+	}
+	victim := slices.IndexFunc(l.nodes, func(n labNode) bool { return n.id == leader.id })
+	victims := l.instancesOn(t, "blue_app", leader.addr)
+	killed := l.killNode(t, victim+1)
+	if err := pollUntil(2*time.Minute, func() error {
+		if n, ok := l.streamLeader(t, env); !ok || n.id == leader.id {
+			return errors.New("no new stream leader")
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("JetStream elected no new leader for the history stream: %v", err)
+	}
+	reelected := time.Since(killed)
+	survivor := l.nodes[3-victim] // the other worker
+	if err := l.waitAllOn(t, "blue_app", survivor.addr, 2, 3*time.Minute); err != nil {
+		t.Errorf("Swarm did not reschedule the dead node's replica: %v", err)
+	}
+	rescheduled := time.Since(killed)
+	hit, waits, stranded, report := afterKill(t, load, victims, killed)
+	fmt.Printf("=== lab: SIGKILL of the node with the NATS stream leader (%s) under 200 clients: new leader after %.1fs, replica rescheduled in %.1fs; %d clients on its replica, back after %s, %d still cut off; %d messages sent, %d refused (unavailable), %d unconfirmed, %d of %d deliveries lost, %d beyond those of refused and unconfirmed messages, %d duplicated\n",
+		leader.addr, reelected.Seconds(), rescheduled.Seconds(), hit, waitsText(waits), stranded, report.sent, report.refused, report.unconfirmed, report.lost, report.expected, report.notTheSenders(), report.duplicated)
+	if report.duplicated != 0 {
+		t.Errorf("%d deliveries duplicated; want none", report.duplicated)
+	}
+	// Rooms keep working on the new leader.
+	chatThroughNginx(t, env)
+	fmt.Printf("=== lab: TestLabStreamLeaderNodeKilledUnderLoad took %.1fs (without teardown)\n", time.Since(start).Seconds())
+}

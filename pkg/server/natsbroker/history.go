@@ -336,10 +336,14 @@ func (h *history) ReadSince(ctx context.Context, room string, since uint64, epoc
 	if err != nil {
 		return fail(err)
 	}
-	if since >= newest.Sequence {
-		// Nothing newer than what the client has (or a since from the future): live only,
-		// numbered from what is stored now.
-		res.Last = min(since, newest.Sequence)
+	if since == newest.Sequence {
+		res.Last = since // nothing newer than what the client has: live only
+		return res, nil
+	}
+	if since > newest.Sequence {
+		// A since from the future: nothing to replay, and everything live from the
+		// member's join on is new to it. Last 0, not newest: a message stored after the
+		// join but before this read is held for the member, and must not count as had.
 		return res, nil
 	}
 	if since > 0 && !res.Truncated {

@@ -157,3 +157,38 @@ func TestWithJetStreamAPublishThatFindsNoStreamIsUnavailableNotSentLive(t *testi
 		t.Fatalf("first live message %s (headers %v), want the stored one, numbered", m.Data, m.Header)
 	}
 }
+
+func TestASinceFromTheFutureCountsNothingAsHad(t *testing.T) {
+	ns := natstest.Start(t, natstest.JetStream(t))
+	b, err := natsbroker.Connect(natsbroker.Config{URL: ns.ClientURL(), Name: "test", ReconnectWait: 50 * time.Millisecond, History: bounded},
+		slog.New(slog.NewJSONHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	clitest.Eventually(t, 10*time.Second, "the history stream found", b.HistoryReady)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, text := range []string{"one", "two"} {
+		if err := b.Publish(ctx, chat.Message{Room: "future", Text: text}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all, err := b.History().ReadSince(ctx, "future", 0, "")
+	if err != nil || len(all.Messages) != 2 {
+		t.Fatalf("ReadSince(0): %+v, %v; want the two messages", all, err)
+	}
+	newest := all.Last
+
+	// Up to date: nothing replayed, everything up to newest had.
+	got, err := b.History().ReadSince(ctx, "future", newest, all.Epoch)
+	if err != nil || len(got.Messages) != 0 || got.Last != newest || got.Truncated {
+		t.Fatalf("ReadSince(newest): %+v, %v; want nothing replayed, Last %d", got, err, newest)
+	}
+	// From the future: nothing replayed and nothing counted as had, so that a message
+	// stored between the member's join and this read (held for it) is delivered.
+	got, err = b.History().ReadSince(ctx, "future", newest+1000, all.Epoch)
+	if err != nil || len(got.Messages) != 0 || got.Last != 0 || got.Truncated {
+		t.Fatalf("ReadSince(newest+1000): %+v, %v; want nothing replayed, Last 0", got, err)
+	}
+}

@@ -3,8 +3,8 @@ package replica
 import (
 	"sync/atomic"
 
-	"roomcast/pkg/chat"
 	"roomcast/pkg/server/httpapi"
+	"roomcast/pkg/server/natsbroker"
 )
 
 // historyGate makes a replica with history not ready until its history stream has been
@@ -28,9 +28,11 @@ func historyGate(check func() error) func() error {
 
 // gatedBroker is the broker as the gateway sees it: not ready while the replica's
 // readiness says so, the history gate included, so that no upgrade is admitted that
-// /readyz would turn away.
+// /readyz would turn away. It embeds the concrete broker, not chat.Broker, so that the
+// gateway still finds PublishAsync: behind the interface it published every message
+// with a blocking round trip to JetStream on the client's read goroutine.
 type gatedBroker struct {
-	chat.Broker
+	*natsbroker.Broker
 	ready httpapi.Readiness
 }
 

@@ -174,7 +174,11 @@ func (g *Gateway) upgrade(w http.ResponseWriter, r *http.Request, member *hub.Me
 	return nil
 }
 
-const readBufferSize = 1024
+// readBufferSize is each connection's read buffer, kept for the connection's life: a
+// chat message's frame (a few hundred bytes) fits in one read, a larger one costs one
+// more read system call. 512 instead of 1024 took 0.3-0.4 KiB off each idle connection's
+// RSS (the live heap, and the garbage collector's headroom on top of it).
+const readBufferSize = 512
 
 // SubprotocolBatch is the subprotocol of clients that take several messages in one text
 // frame, one JSON object per line ('\n' between them): whatever is queued for the

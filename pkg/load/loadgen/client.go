@@ -59,8 +59,8 @@ type member struct {
 	mu      sync.Mutex   // guards history, dropped and failedSends
 	history []Connection // kept in the scenarios that reconnect
 	dropped int          // connections beyond maxHistory, not kept
-	// failedSends are the seqs whose write failed: sent into a connection that was
-	// closing. The read loop's close handler may have counted the unconfirmed messages
+	// failedSends are the seqs whose write failed: never sent, so not unconfirmed
+	// either. The read loop's close handler may have counted the unconfirmed messages
 	// of that connection before the sender got to them, so the sender records its own.
 	failedSends []uint64
 }
@@ -314,6 +314,11 @@ func (m *member) send(p *phase, buf []byte, now time.Time) []byte {
 	p.sent.Add(1)
 	p.expected.Add(int64(m.roomSize))
 	if err := l.conn.WriteMessage(gws.OpcodeText, buf); err != nil {
+		// Not written (gws writes a frame whole or fails): nobody can receive it, and its
+		// sender knows, so it is not expected. Seen when the close handshake of a drain
+		// ended between the last receive and this write.
+		p.sent.Add(-1)
+		p.expected.Add(-int64(m.roomSize))
 		m.r.sendErrors.Add(1)
 		m.mu.Lock()
 		m.failedSends = append(m.failedSends, seq)

@@ -171,8 +171,9 @@ func (r *runner) reconnectResult(rep *Report) *ReconnectResult {
 }
 
 // unconfirmedMessages counts the messages sent on a connection the server closed before
-// their echo (or whose write failed), that no member of the room received. It reads
-// every Inbox: call it only once the read loops have ended.
+// their echo that no member of the room received. A message whose write failed was never
+// sent and is not one of them. It reads every Inbox: call it only once the read loops
+// have ended.
 func (r *runner) unconfirmedMessages() int64 {
 	var n int64
 	for _, m := range r.members {
@@ -185,22 +186,22 @@ func (r *runner) unconfirmedMessages() int64 {
 			}
 			return false
 		}
+		m.mu.Lock()
+		notSent := make(map[uint64]bool, len(m.failedSends))
+		for _, seq := range m.failedSends {
+			notSent[seq] = true
+		}
+		m.mu.Unlock()
 		counted := map[uint64]bool{}
 		for _, rg := range m.unconfirmed {
 			for seq := rg.from; seq < rg.to; seq++ {
+				if notSent[seq] || counted[seq] {
+					continue
+				}
 				counted[seq] = true
 				if !reached(seq) {
 					n++
 				}
-			}
-		}
-		m.mu.Lock()
-		failed := m.failedSends
-		m.mu.Unlock()
-		for _, seq := range failed {
-			if !counted[seq] && !reached(seq) {
-				counted[seq] = true
-				n++
 			}
 		}
 	}

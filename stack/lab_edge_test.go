@@ -1,6 +1,7 @@
 package stack_test
 
 import (
+	"bytes"
 	"encoding/csv"
 	"errors"
 	"fmt"
@@ -268,7 +269,7 @@ backend nginx
 		t.Fatal(err)
 	}
 	cmd := exec.Command(haproxy, "-db", "-f", file)
-	cmd.Stdout, cmd.Stderr = testWriter{t}, testWriter{t}
+	cmd.Stdout, cmd.Stderr = haproxyLog{t}, haproxyLog{t}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting haproxy: %v", err)
 	}
@@ -340,4 +341,12 @@ func (b *balancer) downs(t *testing.T) map[string]int {
 		t.Fatal(err)
 	}
 	return downs
+}
+
+// haproxyLog sends haproxy's output (a server going down or up) to the test log.
+type haproxyLog struct{ t *testing.T }
+
+func (w haproxyLog) Write(p []byte) (int, error) {
+	w.t.Logf("haproxy: %s", bytes.TrimRight(p, "\n"))
+	return len(p), nil
 }

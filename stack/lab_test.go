@@ -398,10 +398,7 @@ func pollUntil(within time.Duration, check func() error) error {
 // replicas, one on each worker), the placement checked.
 func labDeployed(t *testing.T, l *lab, vars ...string) swarmEnv {
 	t.Helper()
-	env := labEnv(t, l, append([]string{"TAG=t1"}, vars...)...)
-	env.vars = append(env.vars, standinVars(t, env)...)
-	mustSh(t, env, 5*time.Minute, "just", "build", "t1")
-	mustSh(t, env, 5*time.Minute, "just", "deploy")
+	env := labDeploy(t, l, vars...)
 	l.checkPlacement(t, "blue")
 	if t.Failed() {
 		t.FailNow()
@@ -409,26 +406,22 @@ func labDeployed(t *testing.T, l *lab, vars ...string) swarmEnv {
 	return env
 }
 
+// labDeploy is labDeployed without the placement check, for a test that places the
+// services otherwise.
+func labDeploy(t *testing.T, l *lab, vars ...string) swarmEnv {
+	t.Helper()
+	env := labEnv(t, l, append([]string{"TAG=t1"}, vars...)...)
+	env.vars = append(env.vars, standinVars(t, env)...)
+	mustSh(t, env, 5*time.Minute, "just", "build", "t1")
+	mustSh(t, env, 5*time.Minute, "just", "deploy")
+	return env
+}
+
 func TestLabWorkerDrainedUnderLoad(t *testing.T) {
 	l := requireLab(t)
 	start := time.Now()
 	env := labDeployed(t, l)
-	// The worker without the history stream's leader: losing the leader is
-	// TestLabStreamLeaderNodeKilledUnderLoad's case (messages published live only while
-	// JetStream elects are in no history).
-	worker, other := l.nodes[2], l.nodes[1]
-	if err := pollUntil(time.Minute, func() error {
-		leader, ok := l.streamLeader(t, env)
-		if !ok {
-			return errors.New("no stream leader")
-		}
-		if leader.id == worker.id {
-			worker, other = other, worker
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	worker, other := l.workerWithoutStreamLeader(t, env)
 	victims := l.instancesOn(t, "blue_app", worker.addr)
 	load := startLoad(t, env, 200)
 	drained := time.Now()

@@ -236,6 +236,19 @@ func (f *fixture) join(t *testing.T, room string) (*hub.Member, *fakeSocket) {
 	return m, s
 }
 
+// joinHeld joins a resuming member (live messages held until Release) with a fake socket.
+func (f *fixture) joinHeld(t *testing.T, room string) (*hub.Member, *fakeSocket) {
+	t.Helper()
+	m, err := f.hub.JoinHeld(context.Background(), room)
+	if err != nil {
+		t.Fatalf("joining %s held: %v", room, err)
+	}
+	s := newSocket()
+	m.Attach(s)
+	t.Cleanup(func() { s.Close(wsframe.CloseNormal, ""); f.hub.Leave(m) })
+	return m, s
+}
+
 // joinGated joins a member whose socket's writes wait for s.gate, after before (if
 // set) has been applied to the member.
 func (f *fixture) joinGated(t *testing.T, room string, before func(*hub.Member)) (*hub.Member, *fakeSocket) {
@@ -677,13 +690,7 @@ func TestDeliveryLatencyIsObservedOncePerWrittenMessage(t *testing.T) {
 
 func TestAHeldMemberGetsItsReplayThenTheLiveMessagesItDidNotHave(t *testing.T) {
 	f := newFixture(t, nil)
-	m, err := f.hub.JoinHeld(context.Background(), "lobby")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := newSocket()
-	m.Attach(s)
-	t.Cleanup(func() { s.Close(wsframe.CloseNormal, ""); f.hub.Leave(m) })
+	m, s := f.joinHeld(t, "lobby")
 	_, other := f.join(t, "lobby")
 	// Live messages 2..4 arrive while the history (1..3) is replayed; 0 has no seq.
 	for _, seq := range []uint64{2, 3, 0, 4} {
@@ -714,13 +721,7 @@ func TestALateLiveCopyOfAReplayedMessageIsDroppedAfterTheHold(t *testing.T) {
 	// The replay read seq 3 from the stream before the stream's live copy of it arrived:
 	// the hold ends with nothing held, then the copy comes live.
 	f := newFixture(t, nil)
-	m, err := f.hub.JoinHeld(context.Background(), "lobby")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := newSocket()
-	m.Attach(s)
-	t.Cleanup(func() { s.Close(wsframe.CloseNormal, ""); f.hub.Leave(m) })
+	m, s := f.joinHeld(t, "lobby")
 	for _, seq := range []uint64{2, 3} {
 		if err := m.SendMessage(context.Background(), []byte(fmt.Sprint("replay", seq)), time.Now()); err != nil {
 			t.Fatal(err)

@@ -108,13 +108,7 @@ func TestAnExistingStreamKeepsItsOwnLimitsAndTheLogSaysSo(t *testing.T) {
 func TestWithJetStreamAPublishThatFindsNoStreamIsUnavailableNotSentLive(t *testing.T) {
 	ns := natstest.Start(t, natstest.JetStream(t))
 	reg := prometheus.NewRegistry()
-	b, err := natsbroker.Connect(natsbroker.Config{URL: ns.ClientURL(), Name: "test", ReconnectWait: 50 * time.Millisecond, History: bounded},
-		slog.New(slog.NewJSONHandler(io.Discard, nil)), reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
-	clitest.Eventually(t, 10*time.Second, "the history stream found", b.HistoryReady)
+	b := connectBounded(t, ns.ClientURL(), reg)
 
 	// What reaches the live subject, seen by a plain connection.
 	nc, err := nats.Connect(ns.ClientURL())
@@ -160,13 +154,7 @@ func TestWithJetStreamAPublishThatFindsNoStreamIsUnavailableNotSentLive(t *testi
 
 func TestASinceFromTheFutureCountsNothingAsHad(t *testing.T) {
 	ns := natstest.Start(t, natstest.JetStream(t))
-	b, err := natsbroker.Connect(natsbroker.Config{URL: ns.ClientURL(), Name: "test", ReconnectWait: 50 * time.Millisecond, History: bounded},
-		slog.New(slog.NewJSONHandler(io.Discard, nil)), prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Close)
-	clitest.Eventually(t, 10*time.Second, "the history stream found", b.HistoryReady)
+	b := connectBounded(t, ns.ClientURL(), prometheus.NewRegistry())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for _, text := range []string{"one", "two"} {
@@ -191,4 +179,18 @@ func TestASinceFromTheFutureCountsNothingAsHad(t *testing.T) {
 	if err != nil || len(got.Messages) != 0 || got.Last != 0 || got.Truncated {
 		t.Fatalf("ReadSince(newest+1000): %+v, %v; want nothing replayed, Last 0", got, err)
 	}
+}
+
+// connectBounded connects a broker with the bounded history to url and waits until it
+// has found its stream.
+func connectBounded(t *testing.T, url string, reg *prometheus.Registry) *natsbroker.Broker {
+	t.Helper()
+	b, err := natsbroker.Connect(natsbroker.Config{URL: url, Name: "test", ReconnectWait: 50 * time.Millisecond, History: bounded},
+		slog.New(slog.NewJSONHandler(io.Discard, nil)), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	clitest.Eventually(t, 10*time.Second, "the history stream found", b.HistoryReady)
+	return b
 }

@@ -51,6 +51,9 @@ const (
 	catchUpMaxBackoff   = 3 * time.Second
 )
 
+// triggerResume labels the fills of resumed members (resume.go) in the catch-up metrics.
+const triggerResume = "resume"
+
 // errBacklogFull: a room's catch-up took so long that maxBacklog live messages waited.
 var errBacklogFull = errors.New("catch-up backlog full")
 
@@ -125,7 +128,7 @@ func (h *Hub) catchUpRoom(r *room, cu *catchUp) {
 	defer close(cu.done)
 	defer cu.cancel()
 	h.m.catchUps.WithLabelValues(cu.trigger).Inc()
-	backoff := catchUpFirstBackoff
+	var b backoff
 	for attempt := 1; ; attempt++ {
 		if attempt > 1 {
 			h.m.catchUpRetries.WithLabelValues(cu.trigger).Inc()
@@ -147,12 +150,8 @@ func (h *Hub) catchUpRoom(r *room, cu *catchUp) {
 		}
 		r.mu.Unlock()
 
-		// Full jitter would sometimes retry at once; keep at least half the backoff.
-		wait := backoff/2 + rand.N(backoff/2)
-		backoff = min(2*backoff, catchUpMaxBackoff)
-		h.log.Debug("catch-up attempt failed", "room", r.name, "trigger", cu.trigger,
-			"attempts", attempt, "retry_in", wait.String(), "err", err)
-		if sleep(cu.ctx, wait) != nil {
+		h.log.Debug("catch-up attempt failed", "room", r.name, "trigger", cu.trigger, "attempts", attempt, "err", err)
+		if b.wait(cu.ctx) != nil {
 			r.mu.Lock()
 			if r.catchUp == cu {
 				h.finishLocked(r, cu, res, err)
@@ -163,22 +162,54 @@ func (h *Hub) catchUpRoom(r *room, cu *catchUp) {
 	}
 }
 
-// fetchGap is one attempt at reading from history what r missed since its position,
-// once a fetch slot is free.
+// fetchGap is one attempt at reading from history what r missed since its position.
 func (h *Hub) fetchGap(ctx context.Context, r *room) (chat.Stored, error) {
+	last, epoch := r.position()
+	return h.readGap(ctx, r.name, last, epoch)
+}
+
+// readGap is one attempt at reading from history what room has after seq since, once a
+// fetch slot is free.
+func (h *Hub) readGap(ctx context.Context, room string, since uint64, epoch string) (chat.Stored, error) {
 	select {
 	case h.gapFetches <- struct{}{}:
 		defer func() { <-h.gapFetches }()
 	case <-ctx.Done():
-		return chat.Stored{}, fmt.Errorf("waiting to fetch the gap of room %q: %w", r.name, ctx.Err())
+		return chat.Stored{}, fmt.Errorf("waiting to fetch the gap of room %q: %w", room, ctx.Err())
 	}
 	if err := ctx.Err(); err != nil {
-		return chat.Stored{}, fmt.Errorf("waiting to fetch the gap of room %q: %w", r.name, err)
+		return chat.Stored{}, fmt.Errorf("waiting to fetch the gap of room %q: %w", room, err)
 	}
-	last, epoch := r.position()
 	ctx, cancel := context.WithTimeout(ctx, catchUpAttemptTimeout)
 	defer cancel()
-	return h.cfg.History.ReadSince(ctx, r.name, last, epoch)
+	return h.cfg.History.ReadSince(ctx, room, since, epoch)
+}
+
+// backoff paces the attempts of a catch-up or a fill: the wait doubles from the first to
+// the largest, with jitter so that replicas and rooms do not retry in step.
+type backoff struct{ next time.Duration }
+
+// wait sleeps for the next backoff, or until ctx ends (its error).
+func (b *backoff) wait(ctx context.Context) error {
+	if b.next == 0 {
+		b.next = catchUpFirstBackoff
+	}
+	// Full jitter would sometimes retry at once; keep at least half the backoff.
+	d := b.next/2 + rand.N(b.next/2)
+	b.next = min(2*b.next, catchUpMaxBackoff)
+	return sleep(ctx, d)
+}
+
+// startRefill reserves a refill goroutine (Member.refill), which Close waits for; it
+// reports false once the hub is closed.
+func (h *Hub) startRefill() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return false
+	}
+	h.catchUps.Add(1)
+	return true
 }
 
 // behind returns errHistoryBehind when res stops short of what the live messages in

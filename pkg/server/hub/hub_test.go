@@ -707,7 +707,7 @@ func TestAHeldMemberGetsItsReplayThenTheLiveMessagesItDidNotHave(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := m.Release(context.Background(), 3); err != nil {
+	if err := m.Release(context.Background(), 3, ""); err != nil {
 		t.Fatal(err)
 	}
 	f.publish(t, "lobby", "after")
@@ -727,7 +727,7 @@ func TestALateLiveCopyOfAReplayedMessageIsDroppedAfterTheHold(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := m.Release(context.Background(), 3); err != nil {
+	if err := m.Release(context.Background(), 3, ""); err != nil {
 		t.Fatal(err)
 	}
 	for _, seq := range []uint64{3, 0, 4, 5} {

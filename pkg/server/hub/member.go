@@ -35,8 +35,10 @@ type Member struct {
 	// skipThrough is the seq the replay reached, once the hold has ended: a message
 	// stored before the replay read the stream can still come live after the hold (its
 	// republished copy was late), and it is dropped for this member until a live message
-	// beyond the replay arrives. 0: nothing to skip.
+	// beyond the replay arrives, which is checked for a predecessor the member lacks.
+	// 0: nothing to skip. skipEpoch is the epoch of skipThrough.
 	skipThrough uint64
+	skipEpoch   string
 	space       chan struct{} // closed by the writer when it has made room; see SendMessage
 }
 

@@ -40,13 +40,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	m.catchUps = f.NewCounterVec(prometheus.CounterOpts{
 		Name: "roomcast_room_catchups_total",
-		Help: "Rooms filled from history, by trigger (reconnect: after a NATS outage; gap: a stored message that never came live).",
+		Help: "Rooms filled from history, by trigger (reconnect: after a NATS outage; gap: a stored message that never came live; resume: a resumed member's, for a message stored after its replay's read that never came live).",
 	}, []string{"trigger"})
 	m.catchUpRetries = f.NewCounterVec(prometheus.CounterOpts{
 		Name: "roomcast_room_catchup_retries_total",
 		Help: "Catch-up attempts made again, after a backoff, because the previous one could not read the room's gap from history, by trigger.",
 	}, []string{"trigger"})
-	for _, trigger := range []string{"reconnect", "gap"} {
+	for _, trigger := range []string{"reconnect", "gap", triggerResume} {
 		m.catchUps.WithLabelValues(trigger)
 		m.catchUpRetries.WithLabelValues(trigger)
 	}

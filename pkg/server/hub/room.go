@@ -205,7 +205,7 @@ func (h *Hub) fanOutLocked(r *room, msg chat.Message) {
 		accepted = msg.Accepted.UnixNano()
 	}
 	for _, m := range r.members {
-		m.deliverLive(frame, msg.Seq, accepted)
+		m.deliverLive(frame, &msg, accepted)
 	}
 }
 

@@ -52,7 +52,7 @@ func (g *Gateway) replay(member *hub.Member, req resumeRequest) {
 		g.errs.Count(chat.KindHistory)
 		g.log.Warn("replay failed; the client continues live", "room", member.Room(), "err", err)
 		member.Send(wsframe.ReplayFailed(err))
-		g.releaseHeld(ctx, member, req.since)
+		g.releaseHeld(ctx, member, req.since, "")
 		return
 	}
 	if res.Truncated {
@@ -64,13 +64,13 @@ func (g *Gateway) replay(member *hub.Member, req resumeRequest) {
 			break
 		}
 	}
-	g.releaseHeld(ctx, member, res.Last)
+	g.releaseHeld(ctx, member, res.Last, res.Epoch)
 }
 
 // releaseHeld queues the live messages held for member during its replay, except those
-// up to seq after, which the replay had.
-func (g *Gateway) releaseHeld(ctx context.Context, member *hub.Member, after uint64) {
-	if err := member.Release(ctx, after); err != nil && !errors.Is(err, hub.ErrClosed) {
+// up to seq after (of epoch), which the replay had.
+func (g *Gateway) releaseHeld(ctx context.Context, member *hub.Member, after uint64, epoch string) {
+	if err := member.Release(ctx, after, epoch); err != nil && !errors.Is(err, hub.ErrClosed) {
 		// The client did not read its held messages in time: it is as slow as it gets.
 		// (The close reason is the one clients have always seen.)
 		g.errs.Count(chat.KindSlowConsumer)

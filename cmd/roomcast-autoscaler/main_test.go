@@ -20,6 +20,7 @@ import (
 	"roomcast/pkg/cli/clitest"
 	"roomcast/pkg/fleet/autoscale/promtest"
 	"roomcast/pkg/fleet/swarm/swarmtest"
+	"roomcast/pkg/testenv"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -258,12 +259,8 @@ func TestPrometheusUnreachableKeepsTheCountAndKeepsRunning(t *testing.T) {
 	docker := swarmtest.NewServer(t)
 	docker.SetService("edge_nginx", map[string]string{"roomcast.active": "blue"}, ptr(1))
 	docker.SetService("blue_app", nil, ptr(3))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadAddr := ln.Addr().String()
-	ln.Close() // nothing listens there now: what the edge stack sees before Prometheus exists
+	// Nothing listens there: what the edge stack sees before Prometheus exists.
+	deadAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	p := start(t, map[string]string{"DOCKER_HOST": docker.Host(), "PROMETHEUS_URL": "http://" + deadAddr})
 	clitest.Eventually(t, 5*time.Second, "errors counted", func() error {
 		if v := p.metric(`roomcast_autoscaler_errors_total{kind="prometheus_api"}`); v < 3 {
@@ -298,13 +295,8 @@ func TestPrometheusUnreachableKeepsTheCountAndKeepsRunning(t *testing.T) {
 }
 
 func TestHealthcheckFailsWithoutAnAutoscaler(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	err = run(context.Background(), []string{"healthcheck"}, map[string]string{"AUTOSCALER_ADDR": addr}, io.Discard, io.Discard)
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	err := run(context.Background(), []string{"healthcheck"}, map[string]string{"AUTOSCALER_ADDR": addr}, io.Discard, io.Discard)
 	if code := cli.ExitCode(name, err, io.Discard); code != 1 {
 		t.Fatalf("healthcheck with nothing listening: exit %d (%v), want 1", code, err)
 	}

@@ -38,6 +38,8 @@ func TestInvalidEnvironmentExitsTwoWithOneLineNamingTheVariable(t *testing.T) {
 		{"ROOMCAST_DRAIN_DELAY", "soon"},
 		{"ROOMCAST_DRAIN_DELAY", "-5s"},
 		{"ROOMCAST_DRAIN_TIMEOUT", "20"},
+		{"ROOMCAST_READY_WAIT", "-1s"},
+		{"ROOMCAST_READY_WAIT", "a while"},
 		{"ROOMCAST_PING_INTERVAL", "1ms"},
 		{"ROOMCAST_LOG_FORMAT", "xml"},
 		{"ROOMCAST_JWT_SECRET_FILE", "/nonexistent/jwt-secret"},

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
@@ -170,5 +171,51 @@ func TestRoundTripIsMeasuredOnlyWhileConnected(t *testing.T) {
 			t.Fatal("round trip still exported 10s after the server stopped")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A cut connection (its NATS member went away while others are up) is tried again at
+// once, not after ReconnectWait, which paces only the rounds after a failed one: the
+// replica is not ready, and refuses clients, until it is back.
+func TestACutConnectionIsTriedAgainAtOnce(t *testing.T) {
+	ns := natstest.Start(t)
+	reg := prometheus.NewRegistry()
+	const wait = 20 * time.Second // the first round waits at most a tenth of it
+	b, err := natsbroker.Connect(natsbroker.Config{URL: ns.ClientURL(), Name: "cut", ReconnectWait: wait}, testenv.Logger(t), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	cid := func() uint64 {
+		connz, err := ns.Connz(&server.ConnzOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range connz.Conns {
+			if c.Name == "cut" {
+				return c.Cid
+			}
+		}
+		return 0
+	}
+	first := cid()
+	if first == 0 || b.Ready() != nil {
+		t.Fatalf("not connected: client %d, ready %v", first, b.Ready())
+	}
+	if err := ns.DisconnectClientByID(first); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(wait / 2)
+	for {
+		if again := cid(); again != 0 && again != first && b.Ready() == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not back %v after the cut (ReconnectWait %v)", wait/2, wait)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if v := testenv.Metric(t, reg, "roomcast_broker_disconnects_total"); v != 1 {
+		t.Errorf("disconnects_total = %v, want 1", v)
 	}
 }

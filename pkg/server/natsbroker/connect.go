@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strings"
 	"time"
 	"unicode"
@@ -34,13 +35,29 @@ type Config struct {
 	ConnectTimeout time.Duration
 	// Name identifies this client on the NATS server (the replica's instance name).
 	Name string
-	// ReconnectWait is the pause between reconnect attempts (default 1s).
+	// ReconnectWait is the pause between rounds of reconnect attempts after the first,
+	// which starts within a tenth of it (default 1s; see reconnectDelay).
 	ReconnectWait time.Duration
 	// Options are added to the connection's options (the embedded server's in-process
 	// dialer, in tests a shorter timeout).
 	Options []nats.Option
 	// History keeps each room's recent messages in JetStream; Size 0 turns it off.
 	History HistoryConfig
+}
+
+// reconnectDelay is the pause before each round of reconnect attempts (nats.go pauses
+// before the first attempt too when it has a single URL). The first round starts within a
+// tenth of wait: the usual cause is one cluster member going away (its node drained or
+// restarted) while the others are up, and until it is back the replica refuses new
+// clients, so a whole wait there is refusals for nothing. Later rounds wait wait, plus up to
+// a quarter of it, so that a fleet of replicas does not retry a dead cluster in step.
+func reconnectDelay(wait time.Duration) nats.ReconnectDelayHandler {
+	return func(round int) time.Duration {
+		if round <= 1 {
+			return rand.N(wait/10 + 1)
+		}
+		return wait + rand.N(wait/4+1)
+	}
 }
 
 // DefaultConnectTimeout bounds one connection attempt to one server. nats.go's 2s
@@ -111,8 +128,7 @@ func Connect(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Broker, 
 		nats.Timeout(cmp.Or(cfg.ConnectTimeout, DefaultConnectTimeout)),
 		nats.RetryOnFailedConnect(true),
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(wait),
-		nats.ReconnectJitter(wait/4, wait/4),
+		nats.CustomReconnectDelay(reconnectDelay(wait)),
 		// No reconnect buffer: a publish while disconnected must fail, not wait in memory
 		// for a reconnect that may never come.
 		nats.ReconnectBufSize(-1),

@@ -1,13 +1,16 @@
 package replica_test
 
 import (
+	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"roomcast/pkg/server/replica"
 	"roomcast/pkg/server/replica/replicatest"
 	"roomcast/pkg/testenv"
 	"roomcast/pkg/testenv/natstest"
+	"roomcast/pkg/wsclient"
 )
 
 // A replica whose history stream cannot be had yet (here: it asks for 3 replicas of a
@@ -20,6 +23,7 @@ func TestAReplicaIsNotReadyUntilItsHistoryStreamIsFound(t *testing.T) {
 		replicatest.History(100)(c)
 		c.NATS.History.Replicas = 3
 		c.HTTP.ProbeAddr = "127.0.0.1:0"
+		c.Gateway.ReadyWait = 0 // refused at once, not after waiting for the stream
 	})
 	probe := "http://" + early.ProbeAddr().String()
 	eventually(t, "early has tried to find its stream", func() bool {
@@ -61,5 +65,40 @@ func TestAReplicaIsNotReadyUntilItsHistoryStreamIsFound(t *testing.T) {
 	}
 	if f := next(t, a); f.Message != "now" {
 		t.Fatalf("early's member got %s", f.Raw)
+	}
+}
+
+// An upgrade that arrives while the replica is not ready waits, up to
+// ROOMCAST_READY_WAIT, for it to be: here until the history stream appears, as a replica
+// whose NATS member left is back on another within a moment.
+func TestAnUpgradeWaitsForTheReplicaToBeReady(t *testing.T) {
+	ns := natstest.Start(t, natstest.JetStream(t))
+	early := startReplica(t, "early", ns.ClientURL(), func(c *replica.Config) {
+		replicatest.History(100)(c)
+		c.NATS.History.Replicas = 3
+		c.Gateway.ReadyWait = 10 * time.Second
+	})
+	eventually(t, "early has tried to find its stream", func() bool {
+		return testenv.Metric(t, early.Registry(), "roomcast_history_errors_total", "op", "stream") >= 1
+	})
+	dialed := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		c, _, err := wsclient.Dial(ctx, early.wsURL("waits"), wsclient.Options{})
+		if err == nil {
+			c.Close()
+		}
+		dialed <- err
+	}()
+	// Early finds the stream on its next look (every second while it has none), after the
+	// upgrade above has arrived: it could not be admitted before.
+	creator := startReplica(t, "creator", ns.ClientURL(), replicatest.History(100))
+	historyReady(t, creator)
+	if err := <-dialed; err != nil {
+		t.Fatalf("an upgrade that arrived while the replica was not ready: %v, want it answered once ready", err)
+	}
+	if v := testenv.Metric(t, early.Registry(), "roomcast_admission_rejected_total", "reason", "not_ready"); v != 0 {
+		t.Errorf("admission_rejected_total{reason=not_ready} = %v, want 0", v)
 	}
 }

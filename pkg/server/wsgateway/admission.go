@@ -1,6 +1,7 @@
 package wsgateway
 
 import (
+	"context"
 	"math"
 	"net"
 	"net/http"
@@ -142,7 +143,7 @@ func (a *admission) trusted(addr netip.Addr) bool {
 // request. The returned release gives the client's per-address slot back when the
 // connection ends.
 func (g *Gateway) admit(w http.ResponseWriter, r *http.Request, room string) (release func(), ok bool) {
-	if err := g.broker.Ready(); err != nil {
+	if err := g.waitReady(r.Context()); err != nil {
 		g.rejected.WithLabelValues(rejectNotReady).Inc()
 		writeJSONError(w, http.StatusServiceUnavailable, "not ready", err.Error())
 		return nil, false
@@ -176,4 +177,35 @@ func (g *Gateway) admit(w http.ResponseWriter, r *http.Request, room string) (re
 		return nil, false
 	}
 	return release, true
+}
+
+// readyPoll is how often waitReady asks the broker again.
+const readyPoll = 20 * time.Millisecond
+
+// waitReady returns nil once the broker is ready, or its reason not to be after
+// Config.ReadyWait (or when ctx ends). A replica whose NATS member left is back on
+// another within a moment: a client that arrives meanwhile waits for that rather than
+// being refused, which behind nginx would be refused by every replica at once when the
+// others are draining.
+func (g *Gateway) waitReady(ctx context.Context) error {
+	err := g.broker.Ready()
+	if err == nil || g.cfg.ReadyWait <= 0 {
+		return err
+	}
+	deadline := time.NewTimer(g.cfg.ReadyWait)
+	defer deadline.Stop()
+	tick := time.NewTicker(readyPoll)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return err
+		case <-deadline.C:
+			return err
+		case <-tick.C:
+			if err = g.broker.Ready(); err == nil {
+				return nil
+			}
+		}
+	}
 }

@@ -25,6 +25,9 @@ func (c Config) Validate(environ map[string]string) error {
 	if c.MaxMessageBytes < 1 || c.MaxMessageBytes > maxMessageLimit {
 		return envconfig.Invalid(environ, "ROOMCAST_MAX_MESSAGE_BYTES", fmt.Sprintf("want an integer from 1 to %d", maxMessageLimit))
 	}
+	if c.ReadyWait < 0 {
+		return envconfig.Invalid(environ, "ROOMCAST_READY_WAIT", "want a duration of 0s or more")
+	}
 	if err := c.RateLimit.Validate(environ); err != nil {
 		return err
 	}

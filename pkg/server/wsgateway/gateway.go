@@ -37,6 +37,10 @@ type Config struct {
 	ResponseHeader http.Header
 	// SubscribeTimeout bounds the room subscription done before the upgrade is answered.
 	SubscribeTimeout time.Duration
+	// ReadyWait is how long an upgrade that finds the broker not ready waits for it
+	// before it is refused: a replica whose NATS member went away (its node drained or
+	// restarted) is back on another member within a moment.
+	ReadyWait time.Duration `env:"ROOMCAST_READY_WAIT" envDefault:"2s" help:"how long an upgrade waits for the replica's NATS connection (or history stream) to be ready before it is refused with 503 not ready; 0 refuses at once"`
 	// History replays a room's recent messages to clients that reconnect with ?since=;
 	// nil when history is off (since is then accepted and ignored).
 	History chat.History

@@ -18,6 +18,7 @@ import (
 
 	"roomcast/pkg/load/loadgen"
 	"roomcast/pkg/testenv"
+	"roomcast/pkg/wsclient"
 )
 
 // lab is the Swarm of several nodes on this machine made by stack/lab (node 1 the
@@ -490,7 +491,30 @@ func labDeploy(t *testing.T, l *lab, vars ...string) swarmEnv {
 	env.vars = append(env.vars, standinVars(t, env)...)
 	mustSh(t, env, 5*time.Minute, "just", "build", "t1")
 	mustSh(t, env, 5*time.Minute, "just", "deploy")
+	waitServing(t, env)
 	return env
+}
+
+// waitServing waits (bounded) until an upgrade through nginx is answered. A deploy ends
+// once the tasks are healthy (alive); a replica admits clients once it is ready, when the
+// NATS cluster has elected the history stream's leader, which on a busy machine can take
+// seconds more.
+func waitServing(t *testing.T, env swarmEnv) {
+	t.Helper()
+	start := time.Now()
+	if err := pollUntil(2*time.Minute, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c, _, err := wsclient.Dial(ctx, env.wsURL("deployed"), env.dialOptions(t))
+		if err != nil {
+			return err
+		}
+		c.Close()
+		return nil
+	}); err != nil {
+		t.Fatalf("no upgrade through nginx answered within 2 minutes of the deploy: %v", err)
+	}
+	t.Logf("serving %.1fs after the deploy", time.Since(start).Seconds())
 }
 
 func TestLabWorkerDrainedUnderLoad(t *testing.T) {

@@ -365,6 +365,7 @@ func TestLabReleaseUnderLoadOnThreeNodes(t *testing.T) {
 		start := time.Now()
 		mustSh(t, env, 5*time.Minute, "just", "deploy")
 		fmt.Printf("=== lab: just deploy of the stacks on %d nodes (NATS cluster): %.1fs\n", len(l.nodes), time.Since(start).Seconds())
+		waitServing(t, env)
 		expectEdgeColor(t, env, "blue")
 		l.checkPlacement(t, "blue")
 		chatThroughNginx(t, env)

@@ -130,6 +130,7 @@ func edgeConfig(dir string, listenPort, statusPort, backendPort int, resolver st
 			ResolverValid:         time.Second,
 			WorkerShutdownTimeout: time.Second,
 			ConnectTimeout:        time.Second,
+			WSIdleTimeout:         time.Minute,
 			NextUpstreamTries:     2,
 			PidPath:               filepath.Join(dir, "nginx.pid"),
 			ErrorLog:              "stderr",

@@ -8,6 +8,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -39,6 +40,7 @@ func params(dir string) edge.Params {
 		ResolverValid:         5 * time.Second,
 		WorkerShutdownTimeout: 40 * time.Second,
 		ConnectTimeout:        2 * time.Second,
+		WSIdleTimeout:         time.Minute,
 		NextUpstreamTries:     3,
 		PidPath:               filepath.Join(dir, "nginx.pid"),
 		ErrorLog:              filepath.Join(dir, "error.log"),
@@ -108,8 +110,8 @@ func TestRenderedConfigsPassNginxTest(t *testing.T) {
 				"proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
 				"proxy_set_header X-Forwarded-Proto $scheme;",
 				"proxy_set_header Host $http_host;",
-				"proxy_read_timeout 1h;",
-				"proxy_send_timeout 1h;",
+				"proxy_read_timeout 60s;",
+				"proxy_send_timeout 60s;",
 				"proxy_connect_timeout 2s;",
 				"proxy_next_upstream error timeout http_502 http_503;",
 				"proxy_next_upstream_tries 3;",
@@ -636,5 +638,27 @@ func TestNginxTriesTheNextReplica(t *testing.T) {
 				t.Fatal("no request was tried on the bad replica first")
 			}
 		})
+	}
+}
+
+// A WebSocket that carries nothing from its replica for WSIdleTimeout is closed by
+// nginx: the replica is gone without a close (its node lost power), and the client must
+// learn it to reconnect. The app's pings keep a live one busy.
+func TestNginxClosesAWebSocketWhoseReplicaFellSilent(t *testing.T) {
+	bin := testenv.Program(t, "nginx")
+	silent := backend(t, "127.0.0.1:0", "green", http.StatusOK) // answers 101, then waits for a line
+	dir := t.TempDir()
+	p := serveParams(t, dir, "127.0.0.1", silent.port())
+	p.WSIdleTimeout = time.Second
+	path, _ := MustRender(t, MustTemplate(t), dir, p)
+	MustServe(t, bin, path, p.ListenPort)
+	conn, r, resp := upgrade(t, p.ListenPort)
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %d", resp.StatusCode)
+	}
+	// Far beyond the idle timeout: nginx must have closed before.
+	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if _, err := r.ReadByte(); !errors.Is(err, io.EOF) {
+		t.Fatalf("reading a WebSocket whose replica says nothing: %v, want nginx to close it (EOF)", err)
 	}
 }

@@ -38,6 +38,7 @@ type config struct {
 	DrainDelay        time.Duration `env:"ROOMCAST_EDGE_DRAIN_DELAY" envDefault:"0s" help:"when told to stop, how long /edgez (the load balancer's health check) answers 503 while nginx still serves, before nginx stops accepting: longer than the balancer's failover (0: no balancer)"`
 	StopTimeout       time.Duration `env:"ROOMCAST_EDGE_STOP_TIMEOUT" envDefault:"1s" help:"once nginx stopped accepting, how long open connections (WebSockets) are kept before nginx closes them and exits"`
 	ConnectTimeout    time.Duration `env:"ROOMCAST_EDGE_CONNECT_TIMEOUT" envDefault:"2s" help:"proxy_connect_timeout before the next replica is tried"`
+	WSIdleTimeout     time.Duration `env:"ROOMCAST_EDGE_WS_IDLE_TIMEOUT" envDefault:"60s" help:"how long a WebSocket may carry nothing from its replica before nginx closes it, so that clients of a replica gone without a close (its node lost power) reconnect; longer than the app's ping interval (ROOMCAST_PING_INTERVAL, 25s)"`
 	NextUpstreamTries int           `env:"ROOMCAST_EDGE_NEXT_UPSTREAM_TRIES" envDefault:"3" help:"replicas tried per request on error, timeout, 502 or 503 (0: no limit)"`
 	PollInterval      time.Duration `env:"ROOMCAST_EDGE_POLL_INTERVAL" envDefault:"5s" help:"label read besides Docker events (fallback when the event stream fails)"`
 	StartTimeout      time.Duration `env:"ROOMCAST_EDGE_START_TIMEOUT" envDefault:"2m" help:"at start, how long to wait for the labelled color to resolve before exiting non-zero"`
@@ -101,6 +102,8 @@ func checkConfig(cfg *config, bad cli.Bad) error {
 		return bad("ROOMCAST_EDGE_STOP_TIMEOUT", "want a duration of at least 10ms")
 	case cfg.ConnectTimeout < 10*time.Millisecond:
 		return bad("ROOMCAST_EDGE_CONNECT_TIMEOUT", "want a duration of at least 10ms")
+	case cfg.WSIdleTimeout < time.Second:
+		return bad("ROOMCAST_EDGE_WS_IDLE_TIMEOUT", "want a duration of at least 1s, longer than the app's ping interval")
 	case cfg.NextUpstreamTries < 0:
 		return bad("ROOMCAST_EDGE_NEXT_UPSTREAM_TRIES", "want an integer of 0 or more")
 	case cfg.PollInterval < 100*time.Millisecond:
@@ -249,6 +252,7 @@ func (c config) params() edge.Params {
 		ResolverValid:         c.ResolverValid,
 		WorkerShutdownTimeout: c.ShutdownTimeout,
 		ConnectTimeout:        c.ConnectTimeout,
+		WSIdleTimeout:         c.WSIdleTimeout,
 		NextUpstreamTries:     c.NextUpstreamTries,
 		PidPath:               filepath.Join(dir, "nginx.pid"),
 		ErrorLog:              c.ErrorLog,

@@ -84,6 +84,7 @@ func TestInvalidEnvironmentExitsTwoWithOneLineNamingTheVariable(t *testing.T) {
 		{"ROOMCAST_EDGE_DRAIN_DELAY", "5"},
 		{"ROOMCAST_EDGE_STOP_TIMEOUT", "1ms"},
 		{"ROOMCAST_EDGE_CONNECT_TIMEOUT", "1ms"},
+		{"ROOMCAST_EDGE_WS_IDLE_TIMEOUT", "500ms"},
 		{"ROOMCAST_EDGE_NEXT_UPSTREAM_TRIES", "-1"},
 		{"ROOMCAST_EDGE_POLL_INTERVAL", "1ms"},
 		{"ROOMCAST_EDGE_START_TIMEOUT", "soon"},

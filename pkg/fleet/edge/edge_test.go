@@ -362,7 +362,7 @@ func newHarness(t *testing.T, o options) *harness {
 		ConfigPath:   cfgPath,
 		Params: edge.Params{
 			BackendPort: 8080, ListenPort: 80, StatusPort: 8081, Resolver: "127.0.0.11", ResolverValid: 5 * time.Second,
-			WorkerShutdownTimeout: 40 * time.Second, ConnectTimeout: 2 * time.Second, NextUpstreamTries: 3,
+			WorkerShutdownTimeout: 40 * time.Second, ConnectTimeout: 2 * time.Second, WSIdleTimeout: time.Minute, NextUpstreamTries: 3,
 			PidPath: filepath.Join(dir, "run", "nginx.pid"), ErrorLog: "stderr", AccessLog: "off",
 			TempDir: filepath.Join(dir, "run", "tmp"), User: o.user, HealthDir: filepath.Join(dir, "run", "health"),
 		},
@@ -838,7 +838,7 @@ func TestNewRefusesBadConfig(t *testing.T) {
 				Service: "edge_nginx", DefaultColor: "blue", AppService: "{color}_app", PollInterval: time.Second,
 				StartTimeout: time.Second, ConfigPath: filepath.Join(dir, "nginx.conf"),
 				Params: edge.Params{BackendPort: 8080, ListenPort: 80, StatusPort: 8081, Resolver: "127.0.0.11", ResolverValid: time.Second,
-					WorkerShutdownTimeout: time.Second, ConnectTimeout: time.Second, PidPath: dir + "/p", ErrorLog: "stderr",
+					WorkerShutdownTimeout: time.Second, ConnectTimeout: time.Second, WSIdleTimeout: time.Minute, PidPath: dir + "/p", ErrorLog: "stderr",
 					AccessLog: "off", TempDir: dir},
 			}, edge.Deps{Services: newFakeServices(nil), Nginx: &fakeNginx{done: make(chan struct{})}, Template: tmpl,
 				Logger: newLogger(&testenv.SyncBuffer{})}

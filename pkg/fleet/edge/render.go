@@ -46,6 +46,11 @@ type Params struct {
 	// ConnectTimeout is proxy_connect_timeout: short, so a replica that went away is
 	// skipped quickly for the next one.
 	ConnectTimeout time.Duration
+	// WSIdleTimeout is how long a WebSocket may carry nothing from its replica before
+	// nginx closes it (proxy_read_timeout, proxy_send_timeout): longer than the app's
+	// ping interval, so that only a replica that is gone without closing its
+	// connections (its node lost power) is noticed, and its clients reconnect.
+	WSIdleTimeout time.Duration
 	// NextUpstreamTries is proxy_next_upstream_tries.
 	NextUpstreamTries int
 	// PidPath is nginx's pid file.
@@ -160,6 +165,7 @@ func (p Params) Validate() error {
 	positive("ResolverValid", p.ResolverValid)
 	positive("WorkerShutdownTimeout", p.WorkerShutdownTimeout)
 	positive("ConnectTimeout", p.ConnectTimeout)
+	positive("WSIdleTimeout", p.WSIdleTimeout)
 	if p.NextUpstreamTries < 0 {
 		errs = append(errs, fmt.Errorf("template value NextUpstreamTries=%d is negative", p.NextUpstreamTries))
 	}

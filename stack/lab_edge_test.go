@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -190,16 +191,24 @@ func TestLabNodeRebootBehindABalancer(t *testing.T) {
 	index := slices.IndexFunc(l.nodes, func(n labNode) bool { return n.id == worker.id }) + 1
 	load := startLoadIn(t, via, 5, 10)
 	probe := startProbe(t, via)
+	// Traffic before the reboot: a client resumes from the last seq it saw, and one
+	// that has seen none yet has nothing to resume from.
+	time.Sleep(5 * time.Second)
 	before := lb.downs(t)[worker.addr]
 	began := time.Now()
+	out := ""
+	var err error
 	// Should the node not come back, the next lab test needs a new lab.
 	l.broken = true
-	out, err := labCmd(3*time.Minute, "reboot-node", fmt.Sprint(index))
+	takenOut := watchWhile(func() { out, err = labCmd(3*time.Minute, "reboot-node", fmt.Sprint(index)) }, func() bool {
+		status, _, err := lb.servers()
+		return err == nil && status[worker.addr] != "UP"
+	})
 	if err != nil {
 		t.Fatalf("stack/lab reboot-node %d: %v\n%s", index, err, out)
 	}
 	away := time.Since(began)
-	t.Logf("stack/lab reboot-node %d (%s): %s", index, worker.addr, out)
+	t.Logf("stack/lab reboot-node %d (%s) from %s: %s; haproxy took it out at %s", index, worker.addr, began.Format("15:04:05.000"), out, takenOut.Format("15:04:05.000"))
 	if err := pollUntil(2*time.Minute, func() error {
 		status, downs, err := lb.servers()
 		if err != nil {
@@ -227,11 +236,13 @@ func TestLabNodeRebootBehindABalancer(t *testing.T) {
 	cut, resumed := cutSince(load.session.Clients(), began)
 	t.Logf("probe: %s; first failures %v", pr, pr.firstFailures)
 	t.Logf("load: %s\n%s", report, report.summary)
-	fmt.Printf("=== lab: reboot of a worker behind haproxy (stack/lab reboot-node: dockerd stopped and started again; %s): node away %s, its nginx serving through haproxy again after %s; %d of %d probes failed; %d WebSocket clients, %d cut by the reboot (closed 1012 %d, other closes %v), %d of them resumed, reconnect close → 101 p50 %.0fms p99 %.0fms; %d messages sent, %d refused (unavailable), %d unconfirmed, %d deliveries lost beyond those, %d duplicated\n",
-		strings.TrimSpace(out), away.Round(100*time.Millisecond), serving.Round(100*time.Millisecond), pr.failures, pr.total, load.n, cut, report.closed1012,
+	fmt.Printf("=== lab: reboot of a worker behind haproxy (stack/lab reboot-node: dockerd stopped and started again; %s): haproxy took the node out after %s; node away %s, its nginx serving through haproxy again after %s; %d of %d probes failed; %d WebSocket clients, %d cut by the reboot (closed 1012 %d, other closes %v), %d of them resumed, reconnect close → 101 p50 %.0fms p99 %.0fms; %d messages sent, %d refused (unavailable), %d unconfirmed, %d deliveries lost beyond those, %d duplicated\n",
+		strings.TrimSpace(out), takenOut.Sub(began).Round(100*time.Millisecond), away.Round(100*time.Millisecond), serving.Round(100*time.Millisecond), pr.failures, pr.total, load.n, cut, report.closed1012,
 		report.otherCloses, resumed, report.reconnectTime.P50MS, report.reconnectTime.P99MS, report.sent, report.refused, report.unconfirmed, report.notTheSenders(), report.duplicated)
 	if pr.failures != 0 {
-		t.Errorf("%d of %d probes failed through the balancer, want none: haproxy must take the node out before its nginx stops", pr.failures, pr.total)
+		t.Errorf("%d of %d probes failed through the balancer from %s to %s, want none: haproxy must take the node out before its nginx stops",
+			pr.failures, pr.total, pr.firstFailed.Format("15:04:05.000"), pr.lastFailed.Format("15:04:05.000"))
+		logFailedResponses(t, env)
 	}
 	if cut == 0 || resumed != cut {
 		t.Errorf("%d clients cut by the reboot, %d of them resumed; want some, all resumed", cut, resumed)
@@ -245,6 +256,37 @@ func TestLabNodeRebootBehindABalancer(t *testing.T) {
 		t.Errorf("the reboot lost %d deliveries of accepted messages and duplicated %d; want none", report.notTheSenders(), report.duplicated)
 	}
 	fmt.Printf("=== lab: TestLabNodeRebootBehindABalancer took %.1fs (without teardown)\n", time.Since(start).Seconds())
+}
+
+// logFailedResponses logs (through sh) what nginx logged of the 5xx it answered: which upstreams it
+// tried and what each answered.
+func logFailedResponses(t *testing.T, env swarmEnv) {
+	t.Helper()
+	_, _ = sh(t, env, time.Minute, "sh", "-c", `docker service logs --raw edge_nginx 2>/dev/null | grep '"status":5' | tail -n 30`)
+}
+
+// watchWhile runs do, checking cond every 100ms meanwhile, and returns when cond first
+// held (zero if never).
+func watchWhile(do func(), cond func() bool) (first time.Time) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			if cond() {
+				first = time.Now()
+				return
+			}
+		}
+	})
+	do()
+	close(done)
+	wg.Wait()
+	return first
 }
 
 // cutSince counts the clients whose connection open at event the server closed

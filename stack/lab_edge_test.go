@@ -202,7 +202,8 @@ func TestLabNodeRebootBehindABalancer(t *testing.T) {
 	l.broken = true
 	takenOut := watchWhile(func() { out, err = labCmd(3*time.Minute, "reboot-node", fmt.Sprint(index)) }, func() bool {
 		status, _, err := lb.servers()
-		return err == nil && status[worker.addr] != "UP"
+		// "UP 1/2" is a first failed check: the node is out once DOWN.
+		return err == nil && strings.HasPrefix(status[worker.addr], "DOWN")
 	})
 	if err != nil {
 		t.Fatalf("stack/lab reboot-node %d: %v\n%s", index, err, out)
@@ -252,7 +253,7 @@ func TestLabNodeRebootBehindABalancer(t *testing.T) {
 	}
 	// The node's app replica and NATS member stop with it, as in a drain: refused and
 	// unconfirmed messages are the senders'; nothing accepted is lost.
-	if report.notTheSenders() != 0 || report.duplicated != 0 {
+	if report.notTheSenders() > 0 || report.duplicated != 0 {
 		t.Errorf("the reboot lost %d deliveries of accepted messages and duplicated %d; want none", report.notTheSenders(), report.duplicated)
 	}
 	fmt.Printf("=== lab: TestLabNodeRebootBehindABalancer took %.1fs (without teardown)\n", time.Since(start).Seconds())

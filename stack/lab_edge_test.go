@@ -259,11 +259,13 @@ func TestLabNodeRebootBehindABalancer(t *testing.T) {
 	fmt.Printf("=== lab: TestLabNodeRebootBehindABalancer took %.1fs (without teardown)\n", time.Since(start).Seconds())
 }
 
-// logFailedResponses logs (through sh) what nginx logged of the 5xx it answered: which upstreams it
-// tried and what each answered.
+// logFailedResponses logs (through sh) what nginx logged of the 5xx it answered (which
+// upstreams it tried and what each answered), and when the app replicas drained or lost
+// and found NATS again.
 func logFailedResponses(t *testing.T, env swarmEnv) {
 	t.Helper()
-	_, _ = sh(t, env, time.Minute, "sh", "-c", `docker service logs --raw edge_nginx 2>/dev/null | grep '"status":5' | tail -n 30`)
+	_, _ = sh(t, env, time.Minute, "sh", "-c", `docker service logs --raw edge_nginx 2>/dev/null | grep '"status":5' | tail -n 30;
+		docker service logs --timestamps blue_app 2>/dev/null | grep -E 'nats (dis|re)connected|"draining"' | tail -n 20`)
 }
 
 // watchWhile runs do, checking cond every 100ms meanwhile, and returns when cond first

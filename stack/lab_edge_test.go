@@ -9,10 +9,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"roomcast/pkg/load/loadgen"
 	"roomcast/pkg/testenv"
 )
 
@@ -54,28 +57,8 @@ const (
 // haproxy: no probe fails, and nothing the app accepted is lost.
 func TestLabEdgeRestartBehindABalancer(t *testing.T) {
 	l := requireLab(t)
-	haproxy := testenv.Program(t, "haproxy")
 	start := time.Now()
-	for _, n := range l.nodes {
-		labelNode(t, l, n, "--label-add", edgeLabel+"=true")
-	}
-	t.Cleanup(func() {
-		for _, n := range l.nodes {
-			labelNode(t, l, n, "--label-rm", edgeLabel)
-		}
-	})
-	env := labDeploy(t, l, fmt.Sprintf("EDGE_REPLICAS=%d", len(l.nodes)), "EDGE_CONSTRAINT=node.labels."+edgeLabel+" == true",
-		"EDGE_DRAIN_DELAY="+balancerDrainDelay.String(), "EDGE_UPDATE_DELAY="+balancerUpdateDelay.String())
-	if err := l.waitNginxOnEveryNode(t, 2*time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	lb := startBalancer(t, haproxy, l, env.port)
-	if err := lb.waitUp(len(l.nodes), time.Minute); err != nil {
-		t.Fatalf("haproxy does not see every nginx up: %v", err)
-	}
-	via := env
-	via.host, via.port = "127.0.0.1", lb.port
-	expectEdgeColor(t, via, "blue")
+	env, lb, via := labEdgeBehindABalancer(t, l)
 
 	t.Run("rolling restart", func(t *testing.T) {
 		load := startLoadIn(t, via, 5, 10)
@@ -160,6 +143,173 @@ func TestLabEdgeRestartBehindABalancer(t *testing.T) {
 		}
 	})
 	fmt.Printf("=== lab: TestLabEdgeRestartBehindABalancer took %.1fs (without teardown)\n", time.Since(start).Seconds())
+}
+
+// labEdgeBehindABalancer deploys the stacks on l with nginx on every node, behind
+// haproxy: env reaches the manager's nginx, via goes through the balancer.
+func labEdgeBehindABalancer(t *testing.T, l *lab) (env swarmEnv, lb *balancer, via swarmEnv) {
+	t.Helper()
+	haproxy := testenv.Program(t, "haproxy")
+	for _, n := range l.nodes {
+		labelNode(t, l, n, "--label-add", edgeLabel+"=true")
+	}
+	t.Cleanup(func() {
+		for _, n := range l.nodes {
+			labelNode(t, l, n, "--label-rm", edgeLabel)
+		}
+	})
+	env = labDeploy(t, l, fmt.Sprintf("EDGE_REPLICAS=%d", len(l.nodes)), "EDGE_CONSTRAINT=node.labels."+edgeLabel+" == true",
+		"EDGE_DRAIN_DELAY="+balancerDrainDelay.String(), "EDGE_UPDATE_DELAY="+balancerUpdateDelay.String())
+	if err := l.waitNginxOnEveryNode(t, 2*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	lb = startBalancer(t, haproxy, l, env.port)
+	if err := lb.waitUp(len(l.nodes), time.Minute); err != nil {
+		t.Fatalf("haproxy does not see every nginx up: %v", err)
+	}
+	via = env
+	via.host, via.port = "127.0.0.1", lb.port
+	expectEdgeColor(t, via, "blue")
+	return env, lb, via
+}
+
+// TestLabNodeRebootBehindABalancer reboots a worker that runs an nginx and an app
+// replica (stack/lab reboot-node: its dockerd stopped as a reboot stops it, then started
+// again on the same data root) while 50 WebSocket clients chat and a probe asks every
+// 20ms, all through haproxy: haproxy takes the node out on its failing /edgez before
+// its nginx stops, so no probe fails; the clients the reboot cut resume through the
+// other nodes with nothing the app accepted lost; the node comes back Ready and serves
+// again.
+func TestLabNodeRebootBehindABalancer(t *testing.T) {
+	l := requireLab(t)
+	start := time.Now()
+	env, lb, via := labEdgeBehindABalancer(t, l)
+	worker, _ := l.workerWithoutStreamLeader(t, env)
+	if n := l.tasksOn(t, "blue_app")[worker.addr]; n == 0 {
+		t.Fatalf("no blue_app replica on the worker %s to reboot", worker.addr)
+	}
+	index := slices.IndexFunc(l.nodes, func(n labNode) bool { return n.id == worker.id }) + 1
+	load := startLoadIn(t, via, 5, 10)
+	probe := startProbe(t, via)
+	// Traffic before the reboot: a client resumes from the last seq it saw, and one
+	// that has seen none yet has nothing to resume from.
+	time.Sleep(5 * time.Second)
+	before := lb.downs(t)[worker.addr]
+	began := time.Now()
+	out := ""
+	var err error
+	// Should the node not come back, the next lab test needs a new lab.
+	l.broken = true
+	takenOut := watchWhile(func() { out, err = labCmd(3*time.Minute, "reboot-node", fmt.Sprint(index)) }, func() bool {
+		status, _, err := lb.servers()
+		// "UP 1/2" is a first failed check: the node is out once DOWN.
+		return err == nil && strings.HasPrefix(status[worker.addr], "DOWN")
+	})
+	if err != nil {
+		t.Fatalf("stack/lab reboot-node %d: %v\n%s", index, err, out)
+	}
+	away := time.Since(began)
+	t.Logf("stack/lab reboot-node %d (%s) from %s: %s; haproxy took it out at %s", index, worker.addr, began.Format("15:04:05.000"), out, takenOut.Format("15:04:05.000"))
+	if err := pollUntil(2*time.Minute, func() error {
+		status, downs, err := lb.servers()
+		if err != nil {
+			return err
+		}
+		if downs[worker.addr] == before || status[worker.addr] != "UP" {
+			return fmt.Errorf("haproxy sees the rebooted node's nginx %s after %d downs, want UP after more than %d", status[worker.addr], downs[worker.addr], before)
+		}
+		return nil
+	}); err != nil {
+		t.Errorf("the rebooted node's nginx is not serving through haproxy again: %v", err)
+	}
+	serving := time.Since(began)
+	if err := l.waitNginxOnEveryNode(t, time.Minute); err != nil {
+		t.Error(err)
+	}
+	if state := mustSh(t, env, time.Minute, "docker", "node", "inspect", "--format", "{{.Status.State}} {{.Spec.Availability}}", worker.id); strings.TrimSpace(state) != "ready active" {
+		t.Errorf("the rebooted node is %q, want ready active", state)
+	}
+	if !t.Failed() {
+		l.broken = false
+	}
+	report := load.stopAfterAllOn(t, "blue", time.Minute)
+	pr := probe.stop()
+	cut, resumed := cutSince(load.session.Clients(), began)
+	t.Logf("probe: %s; first failures %v", pr, pr.firstFailures)
+	t.Logf("load: %s\n%s", report, report.summary)
+	fmt.Printf("=== lab: reboot of a worker behind haproxy (stack/lab reboot-node: dockerd stopped and started again; %s): haproxy took the node out after %s; node away %s, its nginx serving through haproxy again after %s; %d of %d probes failed; %d WebSocket clients, %d cut by the reboot (closed 1012 %d, other closes %v), %d of them resumed, reconnect close → 101 p50 %.0fms p99 %.0fms; %d messages sent, %d refused (unavailable), %d unconfirmed, %d deliveries lost beyond those, %d duplicated\n",
+		strings.TrimSpace(out), takenOut.Sub(began).Round(100*time.Millisecond), away.Round(100*time.Millisecond), serving.Round(100*time.Millisecond), pr.failures, pr.total, load.n, cut, report.closed1012,
+		report.otherCloses, resumed, report.reconnectTime.P50MS, report.reconnectTime.P99MS, report.sent, report.refused, report.unconfirmed, report.notTheSenders(), report.duplicated)
+	if pr.failures != 0 {
+		t.Errorf("%d of %d probes failed through the balancer from %s to %s, want none: haproxy must take the node out before its nginx stops",
+			pr.failures, pr.total, pr.firstFailed.Format("15:04:05.000"), pr.lastFailed.Format("15:04:05.000"))
+		logFailedResponses(t, env)
+	}
+	if cut == 0 || resumed != cut {
+		t.Errorf("%d clients cut by the reboot, %d of them resumed; want some, all resumed", cut, resumed)
+	}
+	if report.endOnGreen != load.n { // endOnGreen: ended on the color asked for, blue here
+		t.Errorf("%d of %d clients ended connected to blue", report.endOnGreen, load.n)
+	}
+	// The node's app replica and NATS member stop with it, as in a drain: refused and
+	// unconfirmed messages are the senders'; nothing accepted is lost.
+	if report.notTheSenders() > 0 || report.duplicated != 0 {
+		t.Errorf("the reboot lost %d deliveries of accepted messages and duplicated %d; want none", report.notTheSenders(), report.duplicated)
+	}
+	fmt.Printf("=== lab: TestLabNodeRebootBehindABalancer took %.1fs (without teardown)\n", time.Since(start).Seconds())
+}
+
+// logFailedResponses logs (through sh) what nginx logged of the 5xx it answered (which
+// upstreams it tried and what each answered), and when the app replicas drained or lost
+// and found NATS again.
+func logFailedResponses(t *testing.T, env swarmEnv) {
+	t.Helper()
+	_, _ = sh(t, env, time.Minute, "sh", "-c", `docker service logs --raw edge_nginx 2>/dev/null | grep '"status":5' | tail -n 30;
+		docker service logs --timestamps blue_app 2>/dev/null | grep -E 'nats (dis|re)connected|"draining"' | tail -n 20`)
+}
+
+// watchWhile runs do, checking cond every 100ms meanwhile, and returns when cond first
+// held (zero if never).
+func watchWhile(do func(), cond func() bool) (first time.Time) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			if cond() {
+				first = time.Now()
+				return
+			}
+		}
+	})
+	do()
+	close(done)
+	wg.Wait()
+	return first
+}
+
+// cutSince counts the clients whose connection open at event the server closed
+// afterwards, and how many of those came back with a resume (?since=).
+func cutSince(clients []loadgen.Client, event time.Time) (cut, resumed int) {
+	for _, c := range clients {
+		for i, conn := range c.Connections {
+			if conn.Opened.After(event) || (!conn.Closed.IsZero() && conn.Closed.Before(event)) {
+				continue
+			}
+			if conn.CloseCode != 0 {
+				cut++
+				if i+1 < len(c.Connections) && c.Connections[i+1].Resumed {
+					resumed++
+				}
+			}
+			break
+		}
+	}
+	return cut, resumed
 }
 
 // expectEdgeClean fails unless no probe failed and the clients lost nothing the app

@@ -216,7 +216,8 @@ func (l *lab) tasks(t *testing.T, service string) []labTask {
 		return nil
 	}
 	out, err = exec.Command("docker", append([]string{"inspect", "--format",
-		"{{.NodeID}} {{.Status.State}} {{.Slot}} {{.ID}} {{.Status.ContainerStatus.ContainerID}}"}, ids...)...).Output()
+		// A task not yet started has no container status.
+		"{{.NodeID}} {{.Status.State}} {{.Slot}} {{.ID}} {{with .Status.ContainerStatus}}{{.ContainerID}}{{end}}"}, ids...)...).Output()
 	if err != nil {
 		t.Fatalf("inspecting the tasks of %s: %v", service, err)
 	}

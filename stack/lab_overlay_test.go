@@ -97,13 +97,15 @@ func (l *lab) moveApp(t *testing.T, env swarmEnv, rm, add string, placed func(ma
 type fanoutRun struct {
 	name           string
 	rooms, members int
+	// load is the machine's load average over the last minute, when the run ended.
+	load string
 	loadgen.Step
 }
 
 func (r fanoutRun) String() string {
-	return fmt.Sprintf("%.0f deliveries/s (%d of %d, %d lost, %d duplicated), latency p50 %.1f ms p90 %.1f ms p99 %.1f ms max %.1f ms, CPU %.1f µs/delivery (%.0f%% of a core)",
+	return fmt.Sprintf("%.0f deliveries/s (%d of %d, %d lost, %d duplicated), latency p50 %.1f ms p90 %.1f ms p99 %.1f ms max %.1f ms, CPU %.1f µs/delivery (%.0f%% of a core), machine load %s",
 		r.DeliveriesPerSecond, r.Delivered, r.Expected, r.Lost, r.Duplicated,
-		r.Latency.P50MS, r.Latency.P90MS, r.Latency.P99MS, r.Latency.MaxMS, r.Server.CPUMicrosPerDelivery, r.Server.CPUPercent)
+		r.Latency.P50MS, r.Latency.P90MS, r.Latency.P99MS, r.Latency.MaxMS, r.Server.CPUMicrosPerDelivery, r.Server.CPUPercent, r.load)
 }
 
 // fanoutThroughNginx runs fanout-large (20 s) through nginx against blue as it is placed
@@ -148,6 +150,9 @@ func (l *lab) fanoutThroughNginx(t *testing.T, env swarmEnv, name string) fanout
 		t.Fatalf("%s: the report has %d steps, want one with the servers' CPU", name, len(rep.Steps))
 	}
 	r := fanoutRun{name: name, rooms: rep.Rooms, members: rep.Members, Step: rep.Steps[0]}
+	if avg, err := os.ReadFile("/proc/loadavg"); err == nil {
+		r.load, _, _ = strings.Cut(string(avg), " ")
+	}
 	if r.Delivered == 0 || r.Lost != 0 || r.Duplicated != 0 || rep.Interrupted {
 		t.Errorf("%s: %s; want every delivery once", name, r)
 	}

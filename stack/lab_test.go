@@ -77,7 +77,7 @@ func labCmd(timeout time.Duration, args ...string) (string, error) {
 // that does not start is a failure.
 func requireLab(t *testing.T) *lab {
 	t.Helper()
-	// Opt-in, even under ROOMCAST_TEST_ALL=1: these tests take 6 to 7 minutes on 2 cores
+	// Opt-in, even under ROOMCAST_TEST_ALL=1: these tests take 9 to 10 minutes on 2 cores
 	// and do not pass every run yet (a rare single lost message in a 3-node release, a
 	// drain seen as 1006 instead of 1012), so CI does not run them. README says how.
 	if os.Getenv(labVar) != "1" {

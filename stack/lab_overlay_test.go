@@ -187,8 +187,8 @@ func instancesThroughNginx(t *testing.T, env swarmEnv, want map[string]bool) err
 func (l *lab) processes(t *testing.T, task labTask) []int {
 	t.Helper()
 	i := slices.IndexFunc(l.nodes, func(n labNode) bool { return n.addr == task.addr })
-	if i < 0 {
-		t.Fatalf("task %s on an unknown node %s", task.instance, task.addr)
+	if i < 0 || task.container == "" {
+		t.Fatalf("task %s on node %s: no container of a known node", task.instance, task.addr)
 	}
 	out, err := exec.Command("docker", "-H", l.nodes[i].dockerHost, "inspect", "-f", "{{.State.Pid}}", task.container).Output()
 	if err != nil {

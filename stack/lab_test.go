@@ -223,8 +223,12 @@ func (l *lab) tasks(t *testing.T, service string) []labTask {
 	}
 	var got []labTask
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		if f := strings.Fields(line); len(f) == 5 && f[1] == "running" {
-			got = append(got, labTask{addr: l.nodeOf(f[0]), instance: service + "." + f[2] + "." + f[3], container: f[4]})
+		if f := strings.Fields(line); len(f) >= 4 && f[1] == "running" {
+			task := labTask{addr: l.nodeOf(f[0]), instance: service + "." + f[2] + "." + f[3]}
+			if len(f) == 5 {
+				task.container = f[4]
+			}
+			got = append(got, task)
 		}
 	}
 	return got

@@ -278,8 +278,8 @@ func (l *lab) nodeOf(id string) string {
 }
 
 // labTask is a running task: its node's address and its name, which the app reports
-// as its instance (X-Roomcast-Instance).
-type labTask struct{ addr, instance string }
+// as its instance (X-Roomcast-Instance), and its container on that node's engine.
+type labTask struct{ addr, instance, container string }
 
 // tasks lists the running tasks of service.
 func (l *lab) tasks(t *testing.T, service string) []labTask {
@@ -292,14 +292,20 @@ func (l *lab) tasks(t *testing.T, service string) []labTask {
 	if len(ids) == 0 {
 		return nil
 	}
-	out, err = exec.Command("docker", append([]string{"inspect", "--format", "{{.NodeID}} {{.Status.State}} {{.Slot}} {{.ID}}"}, ids...)...).Output()
+	out, err = exec.Command("docker", append([]string{"inspect", "--format",
+		// A task not yet started has no container status.
+		"{{.NodeID}} {{.Status.State}} {{.Slot}} {{.ID}} {{with .Status.ContainerStatus}}{{.ContainerID}}{{end}}"}, ids...)...).Output()
 	if err != nil {
 		t.Fatalf("inspecting the tasks of %s: %v", service, err)
 	}
 	var got []labTask
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		if f := strings.Fields(line); len(f) == 4 && f[1] == "running" {
-			got = append(got, labTask{addr: l.nodeOf(f[0]), instance: service + "." + f[2] + "." + f[3]})
+		if f := strings.Fields(line); len(f) >= 4 && f[1] == "running" {
+			task := labTask{addr: l.nodeOf(f[0]), instance: service + "." + f[2] + "." + f[3]}
+			if len(f) == 5 {
+				task.container = f[4]
+			}
+			got = append(got, task)
 		}
 	}
 	return got

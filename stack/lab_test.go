@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"runtime"
@@ -371,7 +372,7 @@ func TestLabReleaseUnderLoadOnThreeNodes(t *testing.T) {
 		start := time.Now()
 		mustSh(t, env, 5*time.Minute, "just", "deploy")
 		fmt.Printf("=== lab: just deploy of the stacks on %d nodes (NATS cluster): %.1fs\n", len(l.nodes), time.Since(start).Seconds())
-		waitServing(t, env)
+		l.waitServing(t, env)
 		expectEdgeColor(t, env, "blue")
 		l.checkPlacement(t, "blue")
 		chatThroughNginx(t, env)
@@ -505,30 +506,39 @@ func labDeploy(t *testing.T, l *lab, vars ...string) swarmEnv {
 	env.vars = append(env.vars, standinVars(t, env)...)
 	mustSh(t, env, 5*time.Minute, "just", "build", "t1")
 	mustSh(t, env, 5*time.Minute, "just", "deploy")
-	waitServing(t, env)
+	l.waitServing(t, env)
 	return env
 }
 
-// waitServing waits (bounded) until an upgrade through nginx is answered. A deploy ends
-// once the tasks are healthy (alive); a replica admits clients once it is ready, when the
-// NATS cluster has elected the history stream's leader, which on a busy machine can take
-// seconds more.
-func waitServing(t *testing.T, env swarmEnv) {
+// waitServing waits (bounded) until upgrades through nginx have reached every running
+// replica of blue. A deploy ends once the tasks are healthy (alive); a replica admits
+// clients once it is ready, when the NATS cluster has elected the history stream's
+// leader, which on a busy machine can take seconds more, and nginx learns a replica's
+// address only when it resolves the service again: load started before would all go to
+// one replica.
+func (l *lab) waitServing(t *testing.T, env swarmEnv) {
 	t.Helper()
 	start := time.Now()
+	reached := map[string]bool{}
 	if err := pollUntil(2*time.Minute, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		c, _, err := wsclient.Dial(ctx, env.wsURL("deployed"), env.dialOptions(t))
+		c, resp, err := wsclient.Dial(ctx, env.wsURL("deployed"), env.dialOptions(t))
 		if err != nil {
 			return err
 		}
 		c.Close()
+		reached[resp.Header.Get("X-Roomcast-Instance")] = true
+		for _, task := range l.tasks(t, "blue_app") {
+			if !reached[task.instance] {
+				return fmt.Errorf("no upgrade through nginx reached %s yet (reached %v)", task.instance, slices.Sorted(maps.Keys(reached)))
+			}
+		}
 		return nil
 	}); err != nil {
-		t.Fatalf("no upgrade through nginx answered within 2 minutes of the deploy: %v", err)
+		t.Fatalf("within 2 minutes of the deploy: %v", err)
 	}
-	t.Logf("serving %.1fs after the deploy", time.Since(start).Seconds())
+	t.Logf("every replica of blue served through nginx %.1fs after the deploy", time.Since(start).Seconds())
 }
 
 func TestLabWorkerDrainedUnderLoad(t *testing.T) {

@@ -19,6 +19,9 @@ import (
 	"roomcast/pkg/wsclient"
 )
 
+// labMeasureVar asks for the lab's measurements (TestLabOverlayHopCost).
+const labMeasureVar = "ROOMCAST_LAB_MEASURE"
+
 // TestLabOverlayHopCost measures what the overlay between nodes costs a room: the same
 // fanout-large load through nginx on one deployment, with the app's replicas on the
 // workers (every message crosses the overlay from nginx to a replica and from the
@@ -27,6 +30,11 @@ import (
 // manager, manager, workers, so that a drift of the machine's other load weighs on both
 // alike. Speed is printed, not asserted: that load moves it more than the hop does.
 func TestLabOverlayHopCost(t *testing.T) {
+	// A measurement, not a check: four runs of 40,000 deliveries a second hold both cores
+	// for over a minute, which would only slow down the tests that run alongside.
+	if os.Getenv(labMeasureVar) != "1" {
+		t.Skipf("a measurement, run on request: %s=1 with the lab's variables (README: the overlay hop's cost)", labMeasureVar)
+	}
 	l := requireLab(t)
 	start := time.Now()
 	manager := l.nodes[0]

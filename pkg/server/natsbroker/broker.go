@@ -45,6 +45,7 @@ type Broker struct {
 
 	connected    prometheus.Gauge
 	disconnects  prometheus.Counter
+	reconnectErr prometheus.Counter
 	asyncErrors  *prometheus.CounterVec
 	decodeErrors prometheus.Counter
 }

@@ -109,6 +109,9 @@ func Connect(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Broker, 
 		disconnects: f.NewCounter(prometheus.CounterOpts{
 			Name: "roomcast_broker_disconnects_total", Help: "Times the NATS connection was lost.",
 		}),
+		reconnectErr: f.NewCounter(prometheus.CounterOpts{
+			Name: "roomcast_broker_reconnect_failures_total", Help: "Attempts to connect to NATS again, after the connection was lost, that failed.",
+		}),
 		asyncErrors: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "roomcast_broker_async_errors_total",
 			Help: "Asynchronous NATS errors by kind (slow_consumer: messages dropped by the client library).",
@@ -152,6 +155,10 @@ func Connect(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Broker, 
 			}
 			b.disconnects.Inc()
 			log.Warn("nats disconnected", "err", err)
+		}),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
+			b.reconnectErr.Inc()
+			log.Debug("nats reconnect attempt failed", "err", err)
 		}),
 		nats.ClosedHandler(func(*nats.Conn) {
 			b.connected.Set(0)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"maps"
 	"net/http"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -240,6 +241,11 @@ func internalPathsAreNotPublished(t *testing.T, env swarmEnv) {
 		}
 		if !found {
 			t.Errorf("nginx container %s: ulimits %+v, want nofile of at least 16384 (worker_rlimit_nofile)", ctr, c[0].HostConfig.Ulimits)
+		}
+		// Read inside the container's network namespace, where the value applies.
+		pid := strings.TrimSpace(mustSh(t, env, time.Minute, "docker", "inspect", "-f", "{{.State.Pid}}", ctr))
+		if out, err := exec.Command("nsenter", "-t", pid, "-n", "cat", "/proc/sys/net/ipv4/tcp_retries2").Output(); err != nil || strings.TrimSpace(string(out)) != "6" {
+			t.Errorf("nginx container %s: net.ipv4.tcp_retries2 %q (%v), want 6: a WebSocket to a replica on a dead node would wait out 15 retransmissions", ctr, out, err)
 		}
 	}
 }

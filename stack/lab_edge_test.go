@@ -130,12 +130,13 @@ func TestLabEdgeRestartBehindABalancer(t *testing.T) {
 		}); err != nil {
 			t.Fatalf("the drained node's app replica did not go: %v", err)
 		}
-		l.broken = true // should the node not come back, the next lab test needs a new lab
+		// The next lab test gets a new lab: once, a deploy after a node's reboot found the
+		// NATS cluster unable to make its history stream for two minutes (not explained).
+		l.broken = true
 		out, err := labCmd(3*time.Minute, "reboot-node", fmt.Sprint(index))
 		if err != nil {
 			t.Fatalf("stack/lab reboot-node %d: %v\n%s", index, err, out)
 		}
-		l.broken = false
 		t.Logf("stack/lab reboot-node %d (%s): %s", index, worker.addr, strings.TrimSpace(out))
 		mustSh(t, env, time.Minute, "docker", "node", "update", "--availability", "active", worker.id)
 		if err := l.waitNginxOnEveryNode(t, 2*time.Minute); err != nil {
@@ -225,7 +226,7 @@ func TestLabNodeRebootBehindABalancer(t *testing.T) {
 	began := time.Now()
 	out := ""
 	var err error
-	// Should the node not come back, the next lab test needs a new lab.
+	// The next lab test gets a new lab (see the reboot in TestLabEdgeRestartBehindABalancer).
 	l.broken = true
 	takenOut := watchWhile(func() { out, err = labCmd(3*time.Minute, "reboot-node", fmt.Sprint(index)) }, func() bool {
 		status, _, err := lb.servers()
@@ -255,9 +256,6 @@ func TestLabNodeRebootBehindABalancer(t *testing.T) {
 	}
 	if state := mustSh(t, env, time.Minute, "docker", "node", "inspect", "--format", "{{.Status.State}} {{.Spec.Availability}}", worker.id); strings.TrimSpace(state) != "ready active" {
 		t.Errorf("the rebooted node is %q, want ready active", state)
-	}
-	if !t.Failed() {
-		l.broken = false
 	}
 	report := load.stopAfterAllOn(t, "blue", time.Minute)
 	pr := probe.stop()

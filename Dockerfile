@@ -1,6 +1,7 @@
 # The roomcast app image: the static roomcast binaries on scratch, run as a non-root user.
-# `just build TAG` compiles them (CGO_ENABLED=0) and stages bin/image-root/ first, so
-# building this pulls nothing:
+# `just build TAG` compiles them (CGO_ENABLED=0) and stages bin/image-root/ in a build
+# context of its own (a temporary directory, with this file), so building this pulls
+# nothing:
 #   bin/image-root/usr/local/bin/roomcast{,-smoke,-loadgen,...}
 #   bin/image-root/etc/passwd, etc/group      (user roomcast, 10001)
 #   bin/image-root/etc/ssl/certs/ca-certificates.crt

@@ -7,7 +7,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"maps"
+	"net/http"
 	"os"
 	"os/exec"
 	"runtime"
@@ -23,15 +25,21 @@ import (
 )
 
 // lab is the Swarm of several nodes on this machine made by stack/lab (node 1 the
-// manager, the others workers). The lab tests share one: the first that needs it starts
-// it (or finds one up), and TestMain tears down the one it started.
+// manager, the others workers). The first lab test that needs one starts it (or finds
+// one up); TestMain tears down the one it started.
+//
+// Each test gets a lab of its own when this process started it: the one a test used is
+// replaced for the next (lab down and up take about 10 s). A deploy on a lab that earlier
+// tests had used (scaled, drained, rebooted) sometimes never became ready, and a lab
+// test must not depend on which tests ran before it. A lab a developer started is
+// reused, so that they can look at it; only a killed node forces a new one.
 type lab struct {
 	registry string
 	nodes    []labNode // nodes[0] is the manager
 	// started is true when this test process made the lab (and must remove it).
 	started bool
-	// broken is set once a test killed a node: the next test needs a new lab.
-	broken bool
+	// used is set once a test had the lab; broken once a test killed a node of it.
+	used, broken bool
 }
 
 // labNode is one node: its engine's DOCKER_HOST, its address on the lab's bridge (where
@@ -45,9 +53,7 @@ var (
 
 const labNodes = 3
 
-// labVar turns the lab tests on. ROOMCAST_TEST_ALL=1 does not yet: in CI runs a deploy
-// on a lab that earlier tests had used sometimes never became ready (503 for two
-// minutes, cause not found), and a flaky test would fail every CI run.
+// labVar turns the lab tests on alone; ROOMCAST_TEST_ALL=1 (CI) turns them on too.
 const labVar = "ROOMCAST_TEST_LAB"
 
 // labProcessVar marks the second process of this test binary, which runs the lab tests
@@ -56,7 +62,7 @@ const labProcessVar = "ROOMCAST_TEST_LAB_PROCESS"
 
 // labOn reports whether the lab tests are to run.
 func labOn() bool {
-	return os.Getenv(labVar) == "1"
+	return os.Getenv(labVar) == "1" || testenv.RequireAll()
 }
 
 // TestMain runs the lab tests in a second process of this binary, at the same time as
@@ -161,7 +167,7 @@ func requireLab(t *testing.T) *lab {
 	t.Helper()
 	// Opt-in: they make network namespaces, a bridge and daemons on the host.
 	if !labOn() {
-		t.Skipf("the Swarm lab tests run with %s=1 (root): they make network namespaces, a bridge and daemons on this machine, and are not part of CI yet", labVar)
+		t.Skipf("the Swarm lab tests run with %s=1 or %s=1 (root): they make network namespaces, a bridge and daemons on this machine", labVar, testenv.RequireAllVar)
 	}
 	if runtime.GOOS != "linux" || os.Geteuid() != 0 {
 		testenv.Unavailable(t, "the Swarm lab (stack/lab) needs Linux and root: network namespaces, a bridge, dockerd")
@@ -171,13 +177,15 @@ func requireLab(t *testing.T) *lab {
 	}
 	labMu.Lock()
 	defer labMu.Unlock()
-	if theLab != nil && theLab.broken {
+	if theLab != nil && (theLab.broken || theLab.used && theLab.started) {
 		if !theLab.started {
 			t.Fatal("a test killed a node of a lab it did not start: stack/lab down, then run again")
 		}
+		start := time.Now()
 		if out, err := labCmd(2*time.Minute, "down"); err != nil {
-			t.Fatalf("stack/lab down of the lab with a killed node: %v\n%s", err, out)
+			t.Fatalf("stack/lab down of the lab the last test used: %v\n%s", err, out)
 		}
+		fmt.Printf("=== lab down (for a new one): %.1fs\n", time.Since(start).Seconds())
 		theLab = nil
 	}
 	if theLab == nil {
@@ -188,6 +196,7 @@ func requireLab(t *testing.T) *lab {
 			t.Fatal(err)
 		}
 	}
+	theLab.used = true
 	return theLab
 }
 
@@ -538,9 +547,37 @@ func (l *lab) waitServing(t *testing.T, env swarmEnv) {
 		}
 		return nil
 	}); err != nil {
+		l.explainNotServing(t, env)
 		t.Fatalf("within 2 minutes of the deploy: %v", err)
 	}
 	t.Logf("every replica of blue served through nginx %.1fs after the deploy", time.Since(start).Seconds())
+}
+
+// explainNotServing logs what a deploy that never served looks like: the refusal of an
+// upgrade through nginx (its body says why: the replica's /readyz reason, or nginx's),
+// the tasks of the app and NATS, and the tail of their logs.
+func (l *lab) explainNotServing(t *testing.T, env swarmEnv) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, env.edgeURL("/ws/chat/deployed/"), nil)
+	if err == nil {
+		req.Header = http.Header{"Authorization": {"Bearer " + env.token(t)}, "Connection": {"Upgrade"}, "Upgrade": {"websocket"},
+			"Sec-Websocket-Version": {"13"}, "Sec-Websocket-Key": {"dGhlIHNhbXBsZSBub25jZQ=="}}
+		client := &http.Client{Timeout: 10 * time.Second}
+		if resp, err := client.Do(req); err != nil {
+			t.Logf("an upgrade through nginx: %v", err)
+		} else {
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+			_ = resp.Body.Close()
+			t.Logf("an upgrade through nginx: %s from %q: %s", resp.Status, resp.Header.Get("X-Roomcast-Instance"), bytes.TrimSpace(body))
+		}
+	}
+	for _, args := range [][]string{
+		{"docker", "service", "ps", "--no-trunc", "blue_app", "edge_nats", "edge_nginx"},
+		{"docker", "service", "logs", "--timestamps", "--tail", "40", "blue_app"},
+		{"docker", "service", "logs", "--timestamps", "--tail", "60", "edge_nats"},
+	} {
+		_, _ = sh(t, env, 30*time.Second, args[0], args[1:]...)
+	}
 }
 
 func TestLabWorkerDrainedUnderLoad(t *testing.T) {

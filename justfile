@@ -71,6 +71,16 @@ bench DURATION="20s": build-bin
     gen -scenario fanout-large -batch true -url ws://127.0.0.1:18187 -server-pid "$server"
     echo "-- ramp, batched"
     {{bin}}/roomcast-loadgen -no-thresholds -scenario ramp $ramp -batch true -duration 90s -url ws://127.0.0.1:18187 -server-pid "$server"
+    echo "-- fanout-large, batched, each room's sends spread over the second (-interleave true)"
+    gen -scenario fanout-large -batch true -interleave true -url ws://127.0.0.1:18187 -server-pid "$server"
+    kill "$server"; wait "$server" || true
+
+    echo "== one replica, history on, batched delivery with ROOMCAST_BATCH_DELAY=5ms"
+    serve 127.0.0.1:18188 ROOMCAST_BATCH_DELAY=5ms
+    echo "-- fanout-large, batched (a room's members send one after another)"
+    gen -scenario fanout-large -batch true -url ws://127.0.0.1:18188 -server-pid "$server"
+    echo "-- fanout-large, batched, each room's sends spread over the second (-interleave true)"
+    gen -scenario fanout-large -batch true -interleave true -url ws://127.0.0.1:18188 -server-pid "$server"
     kill "$server"; wait "$server" || true
 
     echo "== one replica, history off (core NATS only)"

@@ -41,6 +41,9 @@ func TestInvalidEnvironmentExitsTwoWithOneLineNamingTheVariable(t *testing.T) {
 		{"ROOMCAST_READY_WAIT", "-1s"},
 		{"ROOMCAST_READY_WAIT", "a while"},
 		{"ROOMCAST_PING_INTERVAL", "1ms"},
+		{"ROOMCAST_BATCH_DELAY", "-1ms"},
+		{"ROOMCAST_BATCH_DELAY", "2s"},
+		{"ROOMCAST_BATCH_DELAY", "soon"},
 		{"ROOMCAST_LOG_FORMAT", "xml"},
 		{"ROOMCAST_JWT_SECRET_FILE", "/nonexistent/jwt-secret"},
 		{"ROOMCAST_JWT_SECRET_FILE", "/dev/null"}, // empty

@@ -113,6 +113,12 @@ type Config struct {
 	// several messages in one frame, one per line, each counted as a delivery.
 	Batch bool
 
+	// Interleave spreads each room's sends over the period: member k of every room sends
+	// at k/Members of it, the rooms one after the other within that slot. Without it
+	// the senders go in order, so a room's members send one after another and its
+	// messages of a period arrive together, which suits a server that batches writes.
+	Interleave bool
+
 	// ReconnectBase and ReconnectMax shape the reconnects of Soak and Release, and
 	// those of ReconnectStorm refused without a Retry-After: exponential backoff with
 	// full jitter, attempt n (from 0) waiting a random time in

@@ -79,6 +79,8 @@ func Settings() []Setting {
 			field: func(c *Config) any { return &c.Token }},
 		{Flag: "batch", Arg: "BOOL", Usage: "true: offer the batched subprotocol (" + BatchSubprotocol + "), in which the server may put several messages in one frame, one per line; each message is still counted once",
 			field: func(c *Config) any { return &c.Batch }},
+		{Flag: "interleave", Arg: "BOOL", Usage: "true: spread each room's sends evenly over the period (member k of every room at k/members of it) instead of a room's members sending one after another, so that a room's messages do not arrive together",
+			field: func(c *Config) any { return &c.Interleave }},
 		{Flag: "connect-timeout", Arg: "D", Usage: "dial and upgrade timeout per connection attempt",
 			field: func(c *Config) any { return &c.ConnectTimeout }},
 		{Flag: "connect-parallel", Arg: "N", Usage: "connections being set up at once at the start",

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"time"
 )
@@ -117,15 +118,18 @@ func usage(cpu, window time.Duration, delivered int64) Usage {
 }
 
 // sendLoop sends for the members of list from start to end. Every member sends every
-// period; member i's sends are offset by i/N of a period, so the N members spread their
-// sends evenly instead of all sending on the same tick. Slots are taken in time order;
+// period; the N senders' sends are offset by slot/N of a period (see sendSlot), so they
+// spread evenly instead of all sending on the same tick. Slots are taken in time order;
 // a slot more than maxLag late is skipped and counted, so a slow generator never sends
 // a burst to catch up.
 func (r *runner) sendLoop(ctx context.Context, p *phase, list []*member, period time.Duration, start, end time.Time) {
 	n := len(list)
+	slots := r.sendSlots()
+	list = slices.Clone(list)
+	slices.SortFunc(list, func(a, b *member) int { return r.sendSlot(a) - r.sendSlot(b) })
 	offsets := make([]time.Duration, n)
 	for j, m := range list {
-		offsets[j] = time.Duration(int64(period) * int64(m.id) / int64(len(r.senders)))
+		offsets[j] = time.Duration(int64(period) * int64(r.sendSlot(m)) / int64(slots))
 	}
 	rounds := int64(end.Sub(start)/period) + 1
 	timer := time.NewTimer(time.Hour)
@@ -220,4 +224,25 @@ func (r *runner) stepLine(p *phase, label string) func() string {
 		}
 		return line
 	}
+}
+
+// sendSlots is how many send slots a period has: one per sender, or with Interleave
+// one per member position in each room (the last room may not be full).
+func (r *runner) sendSlots() int {
+	if !r.cfg.Interleave || r.cfg.Members < 1 {
+		return len(r.senders)
+	}
+	members := r.cfg.Members
+	return (len(r.senders) + members - 1) / members * members
+}
+
+// sendSlot is the slot of m's sends in a period: its place among the senders, or with
+// Interleave its position in its room first and its room second.
+func (r *runner) sendSlot(m *member) int {
+	if !r.cfg.Interleave || r.cfg.Members < 1 {
+		return m.id
+	}
+	members := r.cfg.Members
+	rooms := (len(r.senders) + members - 1) / members
+	return m.id%members*rooms + m.id/members
 }

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"roomcast/pkg/chat"
 	"roomcast/pkg/server/hub"
@@ -62,18 +64,25 @@ func TestABatchedMemberGetsWhatWasQueuedTogetherInOneFrameAndOthersOnePerFrame(t
 		t.Fatalf("batched member's writes = %q, want [lobby:first] (a frame alone is unchanged), then the queued frames", batched.writes)
 	}
 	// The second write is one buffer: the frames in it, split.
-	var frames [][]string
-	for rest := []byte(batched.writes[1][0]); len(rest) > 0; {
-		n := frameLen(t, rest)
-		frames = append(frames, batchedLines(t, string(rest[:n])))
-		rest = rest[n:]
-	}
-	if got := fmt.Sprint(frames); got != "[[lobby:0 lobby:1] [ping] [lobby:2 lobby:3 lobby:4]]" {
+	if got := fmt.Sprint(bufferFrames(t, batched.writes[1][0])); got != "[[lobby:0 lobby:1] [ping] [lobby:2 lobby:3 lobby:4]]" {
 		t.Fatalf("batched member's second write = %s, want two frames of messages around the ping", got)
 	}
 	if d := f.metric(t, "roomcast_messages_delivered_total"); d != 12 {
 		t.Fatalf("messages delivered = %v, want 12 (6 per member, counted per message)", d)
 	}
+}
+
+// bufferFrames splits one buffer a batched member's writer wrote into its frames, each
+// described by batchedLines.
+func bufferFrames(t *testing.T, buffer string) [][]string {
+	t.Helper()
+	var frames [][]string
+	for rest := []byte(buffer); len(rest) > 0; {
+		n := frameLen(t, rest)
+		frames = append(frames, batchedLines(t, string(rest[:n])))
+		rest = rest[n:]
+	}
+	return frames
 }
 
 // frameLen is the length of the unmasked server frame at the start of b.
@@ -87,4 +96,76 @@ func frameLen(t *testing.T, b []byte) int {
 		t.Fatal("frame too long for this test")
 	}
 	return hdr + n
+}
+
+// With a batch delay, a batched member's writer waits before it writes, and what was
+// queued meanwhile goes out as one frame; a plain member's writer does not wait.
+func TestABatchDelayGathersWhatComesMeanwhileIntoOneFrame(t *testing.T) {
+	waiting, resume := make(chan time.Duration, 10), make(chan struct{})
+	f := newFixture(t, func(c *hub.Config) {
+		c.BatchDelay = 20 * time.Millisecond
+		c.BatchWait = func(d time.Duration) {
+			waiting <- d
+			<-resume
+		}
+	})
+	bm, batched := f.joinGated(t, "lobby", (*hub.Member).Batch)
+	_, plain := f.join(t, "lobby")
+	close(batched.gate)
+	f.publish(t, "lobby", "0")
+	if d := <-waiting; d != 20*time.Millisecond {
+		t.Fatalf("the writer waited %v, want the batch delay", d)
+	}
+	for i := 1; i < 4; i++ {
+		f.publish(t, "lobby", fmt.Sprint(i))
+	}
+	bm.Send(wsframe.Ping)
+	plain.waitFrames(t, 4) // the plain member's writer never waited
+	if len(waiting) != 0 {
+		t.Fatalf("%d more waits before the first write, want none", len(waiting))
+	}
+	close(resume)
+	batched.waitFrames(t, 1) // one buffer
+
+	batched.mu.Lock()
+	defer batched.mu.Unlock()
+	if len(batched.writes) != 1 {
+		t.Fatalf("batched member's writes = %q, want one write", batched.writes)
+	}
+	if got := fmt.Sprint(bufferFrames(t, batched.writes[0][0])); got != "[[lobby:0 lobby:1 lobby:2 lobby:3] [ping]]" {
+		t.Fatalf("batched member's write = %s, want the four messages in one frame, then the ping", got)
+	}
+}
+
+// A member that is closing is not held back by the batch delay: what it has queued and
+// its close go out at once.
+func TestABatchDelayDoesNotHoldBackAClosingMember(t *testing.T) {
+	var waits atomic.Int32
+	f := newFixture(t, func(c *hub.Config) {
+		c.BatchDelay = time.Second
+		c.BatchWait = func(time.Duration) {
+			if waits.Add(1) > 1 {
+				t.Error("the writer of a closing member waited to batch")
+			}
+		}
+	})
+	m, s := f.joinGated(t, "lobby", (*hub.Member).Batch)
+	f.publish(t, "lobby", "0")
+	<-s.inWrite // waited once, now writing "0"
+	f.publish(t, "lobby", "1")
+	f.publish(t, "lobby", "2")
+	m.Close(wsframe.CloseNormal, "bye")
+	close(s.gate)
+	select {
+	case <-s.closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the member was not closed")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.writes) != 2 || fmt.Sprint(s.writes[0]) != "[lobby:0]" || len(s.writes[1]) != 1 ||
+		fmt.Sprint(batchedLines(t, s.writes[1][0])) != "[lobby:1 lobby:2]" || s.closeCode != wsframe.CloseNormal {
+		t.Fatalf("writes %q, close %d; want [lobby:0], then 1 and 2 in one frame, then close %d",
+			s.writes, s.closeCode, wsframe.CloseNormal)
+	}
 }

@@ -28,6 +28,11 @@ type Config struct {
 	// SendQueueFrames and SendQueueBytes bound a member's queue; beyond either it is slow.
 	SendQueueFrames int `env:"ROOMCAST_SEND_QUEUE" envDefault:"256" help:"frames queued per connection before it counts as slow"`
 	SendQueueBytes  int `env:"ROOMCAST_SEND_QUEUE_BYTES" envDefault:"1048576" help:"bytes queued per connection before it counts as slow"`
+	// BatchDelay is how long the writer of a member of the batched subprotocol waits
+	// before it writes, so that what is queued meanwhile shares one frame and one system
+	// call (Centrifugo's write_delay). 0 writes at once; the batch is then what queued
+	// during the previous write.
+	BatchDelay time.Duration `env:"ROOMCAST_BATCH_DELAY" envDefault:"0s" help:"for clients of the batched subprotocol (roomcast.batch.v1), how long a connection's writer waits to gather messages into one frame; fewer writes for that much latency (0: write at once)"`
 	// HoldFrames bounds the live messages held for a resuming member while its history
 	// is replayed (default SendQueueFrames); beyond it the member is slow.
 	HoldFrames int
@@ -41,6 +46,9 @@ type Config struct {
 	CatchUpTimeout time.Duration `env:"ROOMCAST_CATCHUP_TIMEOUT" envDefault:"15s" help:"how long a room retries reading what it missed from history (after a NATS reconnect or a gap) while its live messages wait, before it sends history_truncated and goes on"`
 	// Sleep waits between two batches of closes while draining; tests replace it.
 	Sleep func(ctx context.Context, d time.Duration) error
+	// BatchWait waits BatchDelay in a batched member's writer (default time.Sleep, which
+	// allocates nothing); tests replace it.
+	BatchWait func(d time.Duration)
 	// Now is the clock used for delivery latency; tests may replace it.
 	Now func() time.Time
 }
@@ -71,6 +79,9 @@ type Hub struct {
 // New returns a hub that subscribes through broker, counts its errors in errs (shared
 // with the gateway) and registers its other metrics with reg.
 func New(cfg Config, broker chat.Broker, errs *servermetrics.Errors, log *slog.Logger, reg prometheus.Registerer) *Hub {
+	if cfg.BatchWait == nil {
+		cfg.BatchWait = time.Sleep
+	}
 	if cfg.Sleep == nil {
 		cfg.Sleep = sleep
 	}

@@ -154,14 +154,25 @@ func (m *Member) kickLocked() {
 
 // write is the member's writer: it writes everything queued in one call, until the queue
 // is empty, then sends the close frame if one was asked for.
+//
+// A batched member's writer first waits Config.BatchDelay, so that the frames queued
+// meanwhile go out in the same frame: one write instead of several, for some latency.
 func (m *Member) write() {
 	var batch [][]byte
 	var accepted []int64
+	waited := false
 	for {
 		m.mu.Lock()
 		if batch != nil && m.spare == nil {
 			m.spare, m.spareAccepted = batch[:0], accepted[:0]
 		}
+		if delay := m.hub.cfg.BatchDelay; delay > 0 && !waited && m.batched && !m.closing && len(m.pending) > 0 {
+			m.mu.Unlock()
+			waited = true
+			m.hub.cfg.BatchWait(delay)
+			continue
+		}
+		waited = false
 		if len(m.pending) == 0 {
 			m.writing = false
 			sendClose := m.closing && !m.closeSent

@@ -10,10 +10,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"roomcast/pkg/auth"
 	"strings"
+	"time"
 )
 
 // Deploy deploys the edge stack and the active color (blue at first). It never undoes
@@ -145,7 +147,44 @@ func (r *Release) deployEdge(ctx context.Context, env map[string]string, mine, a
 	for k, v := range env {
 		e[k] = v
 	}
+	if env["NATS_CLUSTER"] == "true" && r.Config.NATSReplicas > 1 {
+		if err := r.startNATSCluster(ctx, files, e); err != nil {
+			return err
+		}
+	}
 	return r.Stacks.Deploy(ctx, "edge", files, e)
+}
+
+// natsSeedSettle is how long the first member of a new NATS cluster runs alone before
+// the others start: long enough for its address to reach every node's Swarm DNS.
+const natsSeedSettle = 5 * time.Second
+
+// startNATSCluster starts a NATS cluster that does not exist yet with its first member
+// alone, then (in the deploy that follows) the others. A member dials tasks.edge_nats
+// leaving out its own address, and nats-server never dials that route again when the
+// name resolves to itself alone; Swarm's DNS reaches the other nodes a moment later, so
+// members started together could each find only themselves and stay apart, and the app's
+// 3-replica stream could never be placed. Started after the first, every member finds it.
+func (r *Release) startNATSCluster(ctx context.Context, files []string, env map[string]string) error {
+	if _, err := r.Docker.Service(ctx, NATSService); err == nil {
+		return nil // running: an update replaces one member at a time, which finds the others
+	} else if !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	r.logf("starting the NATS cluster's first member alone (a member that starts while the others are not yet in Swarm's DNS would never dial them)")
+	first := maps.Clone(env)
+	first["NATS_REPLICAS"] = "1"
+	if err := r.Stacks.Deploy(ctx, "edge", files, first); err != nil {
+		return err
+	}
+	if err := r.waitReplicas(ctx, NATSService, 1, "", r.Config.HealthTimeout); err != nil {
+		return fmt.Errorf("the NATS cluster's first member did not start: %w", err)
+	}
+	if err := r.sleep(ctx, natsSeedSettle); err != nil {
+		return err
+	}
+	r.logf("starting the other %d members of the NATS cluster", r.Config.NATSReplicas-1)
+	return nil
 }
 
 // stackEnv makes sure the JWT and NATS secrets exist and settles the NATS settings and the

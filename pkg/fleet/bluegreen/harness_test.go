@@ -246,7 +246,11 @@ func (s *fakeStacks) Deploy(ctx context.Context, name string, files []string, en
 		if env["NATS_CLUSTER"] == "true" {
 			nats[bluegreen.LabelNATSCluster] = "true"
 		}
-		s.fake.DeployService(bluegreen.NATSService, swarmtest.Spec{Image: "nats:2.10", Labels: nats, Replicas: ptr(1)})
+		natsReplicas := uint64(1)
+		if n, err := strconv.ParseUint(env["NATS_REPLICAS"], 10, 64); err == nil && env["NATS_CLUSTER"] == "true" {
+			natsReplicas = n
+		}
+		s.fake.DeployService(bluegreen.NATSService, swarmtest.Spec{Image: "nats:2.10", Labels: nats, Replicas: ptr(natsReplicas)})
 		s.fake.DeployService("edge_autoscaler", swarmtest.Spec{Image: env["ROOMCAST_IMAGE"] + ":" + env["EDGE_TAG"], Replicas: ptr(1)})
 		return nil
 	}

@@ -3,6 +3,7 @@ package bluegreen_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"regexp"
 	"slices"
 	"strings"
@@ -512,6 +513,39 @@ func TestDeploy(t *testing.T) {
 		}
 		if !strings.Contains(h.out.String(), "NATS as a cluster of 3 nodes") {
 			t.Errorf("output:\n%s", h.out)
+		}
+	})
+	t.Run("a new NATS cluster starts with one member, then the others", func(t *testing.T) {
+		h := newHarness(t)
+		h.rel.Config.NATSCluster = "true"
+		var natsReplicas []string
+		h.stacks.before = func(name string, env map[string]string) error {
+			if name == "edge" {
+				if spec, ok := h.fake.Service(bluegreen.NATSService); ok {
+					natsReplicas = append(natsReplicas, fmt.Sprintf("%s (running %d)", env["NATS_REPLICAS"], *spec.Replicas))
+				} else {
+					natsReplicas = append(natsReplicas, env["NATS_REPLICAS"]+" (none)")
+				}
+			}
+			return nil
+		}
+		if err := h.rel.Deploy(h.ctx()); err != nil {
+			t.Fatalf("deploy: %v\n%s", err, h.out)
+		}
+		// The first member alone, then all three once it runs; a later deploy updates
+		// the running cluster in one step.
+		if got := fmt.Sprint(natsReplicas); got != "[1 (none) 3 (running 1)]" {
+			t.Errorf("edge deploys with NATS_REPLICAS %s, want 1 on none, then 3 on the one running\n%s", got, h.out)
+		}
+		if spec, _ := h.fake.Service(bluegreen.NATSService); *spec.Replicas != 3 {
+			t.Errorf("NATS runs %d replicas, want 3", *spec.Replicas)
+		}
+		natsReplicas = nil
+		if err := h.rel.Deploy(h.ctx()); err != nil {
+			t.Fatalf("second deploy: %v\n%s", err, h.out)
+		}
+		if got := fmt.Sprint(natsReplicas); got != "[3 (running 3)]" {
+			t.Errorf("a deploy on a running cluster deploys edge with NATS_REPLICAS %s, want one deploy of 3", got)
 		}
 	})
 	t.Run("EDGE_TAG upgrades the edge and the autoscaler", func(t *testing.T) {

@@ -90,8 +90,11 @@ func checkOnlyUnconfirmedLost(t *testing.T, rep *loadgen.Report) {
 	if s.Sent == 0 || s.Duplicated != 0 {
 		t.Errorf("sent %d, duplicated %d; want some sent and none duplicated", s.Sent, s.Duplicated)
 	}
-	if want := rep.Reconnect.Unconfirmed * int64(rep.Members); s.Lost != want {
-		t.Errorf("lost %d deliveries, want exactly the %d of the %d unconfirmed messages", s.Lost, want, rep.Reconnect.Unconfirmed)
+	// An unconfirmed message was written into a closing connection: the server may have
+	// taken it or not, so it may have reached some members (seen: 2 of 3), but nothing
+	// else may be lost.
+	if most := rep.Reconnect.Unconfirmed * int64(rep.Members); s.Lost > most {
+		t.Errorf("lost %d deliveries, more than the %d of the %d unconfirmed messages", s.Lost, most, rep.Reconnect.Unconfirmed)
 	}
 	if rep.Foreign+rep.Misrouted+rep.OtherFrames != 0 {
 		t.Errorf("foreign %d, misrouted %d, other frames %d", rep.Foreign, rep.Misrouted, rep.OtherFrames)

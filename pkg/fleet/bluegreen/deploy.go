@@ -155,35 +155,39 @@ func (r *Release) deployEdge(ctx context.Context, env map[string]string, mine, a
 	return r.Stacks.Deploy(ctx, "edge", files, e)
 }
 
-// natsSeedSettle is how long the first member of a new NATS cluster runs alone before
-// the others start: long enough for its address to reach every node's Swarm DNS.
-const natsSeedSettle = 5 * time.Second
+// natsMemberSettle is how long a new NATS cluster's newest member runs before the next
+// starts: long enough for its address to reach every node's Swarm DNS.
+const natsMemberSettle = 5 * time.Second
 
-// startNATSCluster starts a NATS cluster that does not exist yet with its first member
-// alone, then (in the deploy that follows) the others. A member dials tasks.edge_nats
-// leaving out its own address, and nats-server never dials that route again when the
-// name resolves to itself alone; Swarm's DNS reaches the other nodes a moment later, so
-// members started together could each find only themselves and stay apart, and the app's
-// 3-replica stream could never be placed. Started after the first, every member finds it.
+// startNATSCluster starts a NATS cluster that does not exist yet one member at a time:
+// NATS_REPLICAS=1, then 2, ..., and the deploy that follows starts the last. A member
+// dials one address of tasks.edge_nats other than its own and keeps that one route;
+// when the name resolves to itself alone, nats-server never dials that route again.
+// Members started together can each find only themselves, or only each other (two
+// dialling each other leave a third undialled), and the app's 3-replica stream can then
+// never be placed. A member started after the others are joined and in Swarm's DNS finds
+// one of them, whichever it dials, and the cluster's gossip joins it to all.
 func (r *Release) startNATSCluster(ctx context.Context, files []string, env map[string]string) error {
 	if _, err := r.Docker.Service(ctx, NATSService); err == nil {
 		return nil // running: an update replaces one member at a time, which finds the others
 	} else if !errors.Is(err, ErrNotFound) {
 		return err
 	}
-	r.logf("starting the NATS cluster's first member alone (a member that starts while the others are not yet in Swarm's DNS would never dial them)")
-	first := maps.Clone(env)
-	first["NATS_REPLICAS"] = "1"
-	if err := r.Stacks.Deploy(ctx, "edge", files, first); err != nil {
-		return err
+	r.logf("starting the NATS cluster one member at a time (a member that starts while the others are not yet in Swarm's DNS would never dial them)")
+	for n := 1; n < r.Config.NATSReplicas; n++ {
+		some := maps.Clone(env)
+		some["NATS_REPLICAS"] = fmt.Sprint(n)
+		if err := r.Stacks.Deploy(ctx, "edge", files, some); err != nil {
+			return err
+		}
+		if err := r.waitReplicas(ctx, NATSService, uint64(n), "", r.Config.HealthTimeout); err != nil {
+			return fmt.Errorf("the NATS cluster's member %d did not start: %w", n, err)
+		}
+		if err := r.sleep(ctx, natsMemberSettle); err != nil {
+			return err
+		}
 	}
-	if err := r.waitReplicas(ctx, NATSService, 1, "", r.Config.HealthTimeout); err != nil {
-		return fmt.Errorf("the NATS cluster's first member did not start: %w", err)
-	}
-	if err := r.sleep(ctx, natsSeedSettle); err != nil {
-		return err
-	}
-	r.logf("starting the other %d members of the NATS cluster", r.Config.NATSReplicas-1)
+	r.logf("starting the NATS cluster's last member")
 	return nil
 }
 

@@ -515,7 +515,7 @@ func TestDeploy(t *testing.T) {
 			t.Errorf("output:\n%s", h.out)
 		}
 	})
-	t.Run("a new NATS cluster starts with one member, then the others", func(t *testing.T) {
+	t.Run("a new NATS cluster starts one member at a time", func(t *testing.T) {
 		h := newHarness(t)
 		h.rel.Config.NATSCluster = "true"
 		var natsReplicas []string
@@ -532,10 +532,10 @@ func TestDeploy(t *testing.T) {
 		if err := h.rel.Deploy(h.ctx()); err != nil {
 			t.Fatalf("deploy: %v\n%s", err, h.out)
 		}
-		// The first member alone, then all three once it runs; a later deploy updates
+		// One member at a time, each once the one before runs; a later deploy updates
 		// the running cluster in one step.
-		if got := fmt.Sprint(natsReplicas); got != "[1 (none) 3 (running 1)]" {
-			t.Errorf("edge deploys with NATS_REPLICAS %s, want 1 on none, then 3 on the one running\n%s", got, h.out)
+		if got := fmt.Sprint(natsReplicas); got != "[1 (none) 2 (running 1) 3 (running 2)]" {
+			t.Errorf("edge deploys with NATS_REPLICAS %s, want 1 on none, 2 on 1 running, then 3 on 2 running\n%s", got, h.out)
 		}
 		if spec, _ := h.fake.Service(bluegreen.NATSService); *spec.Replicas != 3 {
 			t.Errorf("NATS runs %d replicas, want 3", *spec.Replicas)

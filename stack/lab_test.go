@@ -53,7 +53,10 @@ var (
 
 const labNodes = 3
 
-// labVar turns the lab tests on alone; ROOMCAST_TEST_ALL=1 (CI) turns them on too.
+// labVar turns the lab tests on. ROOMCAST_TEST_ALL=1 does not yet: a NATS cluster
+// deployed on Swarm sometimes forms without one of its members, and the deploy then never
+// becomes ready (README, "Several nodes on one machine"); the lab tests would fail CI runs
+// at random until that is fixed.
 const labVar = "ROOMCAST_TEST_LAB"
 
 // labReportVar names a file the lab tests' process's output is written to, passed or
@@ -66,7 +69,7 @@ const labProcessVar = "ROOMCAST_TEST_LAB_PROCESS"
 
 // labOn reports whether the lab tests are to run.
 func labOn() bool {
-	return os.Getenv(labVar) == "1" || testenv.RequireAll()
+	return os.Getenv(labVar) == "1"
 }
 
 // TestMain runs the lab tests in a second process of this binary, at the same time as
@@ -178,7 +181,7 @@ func requireLab(t *testing.T) *lab {
 	t.Helper()
 	// Opt-in: they make network namespaces, a bridge and daemons on the host.
 	if !labOn() {
-		t.Skipf("the Swarm lab tests run with %s=1 or %s=1 (root): they make network namespaces, a bridge and daemons on this machine", labVar, testenv.RequireAllVar)
+		t.Skipf("the Swarm lab tests run with %s=1 (root): they make network namespaces, a bridge and daemons on this machine, and are not part of CI yet (README: Several nodes on one machine)", labVar)
 	}
 	if runtime.GOOS != "linux" || os.Geteuid() != 0 {
 		testenv.Unavailable(t, "the Swarm lab (stack/lab) needs Linux and root: network namespaces, a bridge, dockerd")

@@ -166,7 +166,9 @@ const natsMemberSettle = 5 * time.Second
 // Members started together can each find only themselves, or only each other (two
 // dialling each other leave a third undialled), and the app's 3-replica stream can then
 // never be placed. A member started after the others are joined and in Swarm's DNS finds
-// one of them, whichever it dials, and the cluster's gossip joins it to all.
+// one of them, whichever it dials, and the cluster's gossip joins it to all. Not always:
+// on a node where the network is new, Swarm's DNS may not have the others yet when the
+// member resolves the name (README, "Several nodes on one machine").
 func (r *Release) startNATSCluster(ctx context.Context, files []string, env map[string]string) error {
 	if _, err := r.Docker.Service(ctx, NATSService); err == nil {
 		return nil // running: an update replaces one member at a time, which finds the others

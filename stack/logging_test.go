@@ -7,23 +7,44 @@ import (
 	"testing"
 )
 
-// stackLimits is what TestEveryServiceRotatesItsLogs reads of a stack file.
+// stackLimits is what TestEveryServiceRotatesItsLogs and the Go services' tests read of
+// a stack file.
 type stackLimits struct {
-	Services map[string]struct {
-		Logging struct {
-			Driver  string            `yaml:"driver"`
-			Options map[string]string `yaml:"options"`
-		} `yaml:"logging"`
-		Environment map[string]string `yaml:"environment"`
-		Deploy      struct {
-			Resources struct {
-				Limits struct {
-					Memory string `yaml:"memory"`
-					CPUs   string `yaml:"cpus"`
-				} `yaml:"limits"`
-			} `yaml:"resources"`
-		} `yaml:"deploy"`
-	} `yaml:"services"`
+	Services map[string]stackService `yaml:"services"`
+}
+
+type stackService struct {
+	Logging struct {
+		Driver  string            `yaml:"driver"`
+		Options map[string]string `yaml:"options"`
+	} `yaml:"logging"`
+	Environment map[string]string `yaml:"environment"`
+	Deploy      struct {
+		Resources struct {
+			Limits struct {
+				Memory string `yaml:"memory"`
+				CPUs   string `yaml:"cpus"`
+			} `yaml:"limits"`
+		} `yaml:"resources"`
+	} `yaml:"deploy"`
+}
+
+// eachGoService calls check with each Go program of the stacks (the replicas and NATS),
+// named by its file and service.
+func eachGoService(t *testing.T, check func(where string, svc stackService)) {
+	t.Helper()
+	for _, c := range []struct{ file, service string }{
+		{"stack/app.yml", "app"},
+		{"stack/edge.yml", "nats"},
+	} {
+		var s stackLimits
+		readYAMLFile(t, c.file, &s)
+		svc, ok := s.Services[c.service]
+		if !ok {
+			t.Fatalf("%s: no service %s", c.file, c.service)
+		}
+		check(c.file+" "+c.service, svc)
+	}
 }
 
 func TestEveryServiceRotatesItsLogs(t *testing.T) {
@@ -43,24 +64,15 @@ func TestEveryServiceRotatesItsLogs(t *testing.T) {
 }
 
 func TestGoServicesHaveAMemoryLimitUnderTheirContainers(t *testing.T) {
-	for _, c := range []struct{ file, service string }{
-		{"stack/app.yml", "app"},
-		{"stack/edge.yml", "nats"},
-	} {
-		var s stackLimits
-		readYAMLFile(t, c.file, &s)
-		svc, ok := s.Services[c.service]
-		if !ok {
-			t.Fatalf("%s: no service %s", c.file, c.service)
-		}
+	eachGoService(t, func(where string, svc stackService) {
 		soft := bytesOf(t, svc.Environment["GOMEMLIMIT"])
 		hard := bytesOf(t, svc.Deploy.Resources.Limits.Memory)
 		// Headroom for what the Go runtime does not count (stacks of cgo, the binary).
 		if soft <= 0 || hard <= 0 || soft > hard*9/10 {
-			t.Errorf("%s %s: GOMEMLIMIT %q against a memory limit of %q, want both set and GOMEMLIMIT at most 90%% of it",
-				c.file, c.service, svc.Environment["GOMEMLIMIT"], svc.Deploy.Resources.Limits.Memory)
+			t.Errorf("%s: GOMEMLIMIT %q against a memory limit of %q, want both set and GOMEMLIMIT at most 90%% of it",
+				where, svc.Environment["GOMEMLIMIT"], svc.Deploy.Resources.Limits.Memory)
 		}
-	}
+	})
 }
 
 // Go's default GOMAXPROCS under a CPU limit is the limit rounded up but at least 2, so a
@@ -68,26 +80,17 @@ func TestGoServicesHaveAMemoryLimitUnderTheirContainers(t *testing.T) {
 // measured 7-14% more CPU per delivery for a replica in a 1-CPU cgroup, and 20% for two
 // replicas and NATS (README, Performance).
 func TestGoServicesRunAsManyThreadsAsTheirCPULimit(t *testing.T) {
-	for _, c := range []struct{ file, service string }{
-		{"stack/app.yml", "app"},
-		{"stack/edge.yml", "nats"},
-	} {
-		var s stackLimits
-		readYAMLFile(t, c.file, &s)
-		svc, ok := s.Services[c.service]
-		if !ok {
-			t.Fatalf("%s: no service %s", c.file, c.service)
-		}
+	eachGoService(t, func(where string, svc stackService) {
 		cpus, err := strconv.ParseFloat(svc.Deploy.Resources.Limits.CPUs, 64)
 		if err != nil || cpus <= 0 {
-			t.Fatalf("%s %s: CPU limit %q, want a number of CPUs", c.file, c.service, svc.Deploy.Resources.Limits.CPUs)
+			t.Fatalf("%s: CPU limit %q, want a number of CPUs", where, svc.Deploy.Resources.Limits.CPUs)
 		}
 		procs, err := strconv.Atoi(svc.Environment["GOMAXPROCS"])
 		if want := int(math.Ceil(cpus)); err != nil || procs != want {
-			t.Errorf("%s %s: GOMAXPROCS %q under a limit of %s CPUs, want %d",
-				c.file, c.service, svc.Environment["GOMAXPROCS"], svc.Deploy.Resources.Limits.CPUs, want)
+			t.Errorf("%s: GOMAXPROCS %q under a limit of %s CPUs, want %d",
+				where, svc.Environment["GOMAXPROCS"], svc.Deploy.Resources.Limits.CPUs, want)
 		}
-	}
+	})
 }
 
 // bytesOf reads "450MiB" (GOMEMLIMIT) or "512M" (compose, binary units) as bytes; 0 if unset.

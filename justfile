@@ -127,7 +127,7 @@ lab-up N="3":
 lab-down:
     stack/lab down
 
-# Label the nodes the stateful services are pinned to (their volumes are local to a node): roomcast.nats=true on NATS_NODES (default: as many nodes as NATS needs, managers first), roomcast.monitoring=true on MONITORING_NODE (default: the manager at DOCKER_HOST), roomcast.app=false on APP_FREE_NODES (default: none; no app replica there). Node IDs or names, comma-separated. Labels already set stay. `just deploy` runs it first.
+# Label the nodes the stateful services are pinned to (their volumes are local to a node): roomcast.nats=true on NATS_NODES (default: as many nodes as NATS needs, managers first) and, with the NATS cluster, roomcast.nats-<member>=true on one of them for each of its three members, roomcast.monitoring=true on MONITORING_NODE (default: the manager at DOCKER_HOST), roomcast.app=false on APP_FREE_NODES (default: none; no app replica there). Node IDs or names, comma-separated. Labels already set stay. `just deploy` runs it first.
 label-nodes:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -136,18 +136,49 @@ label-nodes:
       local label=$1; shift
       for node in "$@"; do docker node update --label-add "$label" "$node" >/dev/null && echo "node $node: $label"; done
     }
-    want=1
+    members=1
     if [ "${NATS_CLUSTER:-}" = true ] || [ -n "$(docker service ls -q --filter label=roomcast.nats-cluster=true)" ]; then
-      want=${NATS_REPLICAS:-3}
+      members=3
     fi
     if [ -n "${NATS_NODES:-}" ]; then
       add roomcast.nats=true ${NATS_NODES//,/ }
     else
       have=$(labelled roomcast.nats=true)
-      more=$(( want - $(printf '%s' "$have" | grep -c . || true) ))
+      more=$(( members - $(printf '%s' "$have" | grep -c . || true) ))
       if [ "$more" -gt 0 ]; then
         add roomcast.nats=true $( { docker node ls -q --filter role=manager; docker node ls -q --filter role=worker; } | grep -vxF "${have:-none}" | head -n "$more")
       fi
+    fi
+    if [ "$members" -gt 1 ]; then
+      # Each member of the cluster is pinned to one node by roomcast.nats-<member>=true
+      # (stack/nats-cluster.yml). A cluster deployed as one service of 3 replicas (before
+      # each member was a service of its own) leaves each member on its slot's node, where
+      # its store is.
+      if [ "$(docker service inspect edge_nats --format '{{{{.Spec.Mode.Replicated.Replicas}}' 2>/dev/null || echo 0)" -gt 1 ]; then
+        for task in $(docker service ps -q --filter desired-state=running edge_nats); do
+          read -r slot node < <(docker inspect "$task" --format '{{{{.Slot}} {{{{.NodeID}}')
+          [ -n "$(labelled "roomcast.nats-$slot=true")" ] || add "roomcast.nats-$slot=true" "$node"
+        done
+      fi
+      # Otherwise one member per NATS node (NATS_NODES in its order, or managers first);
+      # with fewer nodes than members, some share a node and that node's loss takes two.
+      if [ -n "${NATS_NODES:-}" ]; then
+        nodes=(${NATS_NODES//,/ })
+      else
+        nodes=($(docker node ls -q --filter role=manager --filter node.label=roomcast.nats=true) $(docker node ls -q --filter role=worker --filter node.label=roomcast.nats=true))
+      fi
+      taken=$(for m in $(seq 1 "$members"); do labelled "roomcast.nats-$m=true"; done)
+      free=($(printf '%s\n' "${nodes[@]}" | grep -vxF "${taken:-none}" || true))
+      for m in $(seq 1 "$members"); do
+        [ -z "$(labelled "roomcast.nats-$m=true")" ] || continue
+        if [ "${#free[@]}" -gt 0 ]; then
+          node=${free[0]}; free=("${free[@]:1}")
+        else
+          node=${nodes[$(( (m - 1) % ${#nodes[@]} ))]}
+          echo "warning: NATS member $m shares node $node with another member: losing that node loses both" >&2
+        fi
+        add "roomcast.nats-$m=true" "$node"
+      done
     fi
     if [ -n "${MONITORING_NODE:-}" ]; then
       add roomcast.monitoring=true "$MONITORING_NODE"

@@ -53,10 +53,7 @@ var (
 
 const labNodes = 3
 
-// labVar turns the lab tests on. ROOMCAST_TEST_ALL=1 does not yet: a NATS cluster
-// deployed on Swarm sometimes forms without one of its members, and the deploy then never
-// becomes ready (README, "Several nodes on one machine"); the lab tests would fail CI runs
-// at random until that is fixed.
+// labVar turns the lab tests on alone; ROOMCAST_TEST_ALL=1 (CI) turns them on too.
 const labVar = "ROOMCAST_TEST_LAB"
 
 // labReportVar names a file the lab tests' process's output is written to, passed or
@@ -69,7 +66,7 @@ const labProcessVar = "ROOMCAST_TEST_LAB_PROCESS"
 
 // labOn reports whether the lab tests are to run.
 func labOn() bool {
-	return os.Getenv(labVar) == "1"
+	return os.Getenv(labVar) == "1" || testenv.RequireAll()
 }
 
 // TestMain runs the lab tests in a second process of this binary, at the same time as
@@ -181,7 +178,7 @@ func requireLab(t *testing.T) *lab {
 	t.Helper()
 	// Opt-in: they make network namespaces, a bridge and daemons on the host.
 	if !labOn() {
-		t.Skipf("the Swarm lab tests run with %s=1 (root): they make network namespaces, a bridge and daemons on this machine, and are not part of CI yet (README: Several nodes on one machine)", labVar)
+		t.Skipf("the Swarm lab tests run with %s=1 or %s=1 (root): they make network namespaces, a bridge and daemons on this machine", labVar, testenv.RequireAllVar)
 	}
 	if runtime.GOOS != "linux" || os.Geteuid() != 0 {
 		testenv.Unavailable(t, "the Swarm lab (stack/lab) needs Linux and root: network namespaces, a bridge, dockerd")
@@ -374,8 +371,14 @@ func (l *lab) checkPlacement(t *testing.T, color string) {
 			t.Errorf("%s runs on %v, want %v", service, got, want)
 		}
 	}
-	if nats := l.tasksOn(t, "edge_nats"); len(nats) != len(l.nodes) {
-		t.Errorf("edge_nats runs on %v, want one member on each of the %d nodes", nats, len(l.nodes))
+	nats := map[string]int{}
+	for _, member := range natsMembers {
+		for addr, n := range l.tasksOn(t, member) {
+			nats[addr] += n
+		}
+	}
+	if len(nats) != len(l.nodes) || len(l.nodes) != len(natsMembers) {
+		t.Errorf("the NATS members run on %v, want one on each of the %d nodes", nats, len(l.nodes))
 	}
 	app := l.tasksOn(t, color+"_app")
 	if app[manager] != 0 || len(app) < 2 {
@@ -517,6 +520,7 @@ func labDeployed(t *testing.T, l *lab, vars ...string) swarmEnv {
 	t.Helper()
 	env := labDeploy(t, l, vars...)
 	l.checkPlacement(t, "blue")
+	l.checkNATSMesh(t, env)
 	if t.Failed() {
 		t.FailNow()
 	}
@@ -586,9 +590,11 @@ func (l *lab) explainNotServing(t *testing.T, env swarmEnv) {
 		}
 	}
 	for _, args := range [][]string{
-		{"docker", "service", "ps", "--no-trunc", "blue_app", "edge_nats", "edge_nginx"},
+		append([]string{"docker", "service", "ps", "--no-trunc", "blue_app", "edge_nginx"}, natsMembers...),
 		{"docker", "service", "logs", "--timestamps", "--tail", "40", "blue_app"},
 		{"docker", "service", "logs", "--timestamps", "--tail", "60", "edge_nats"},
+		{"docker", "service", "logs", "--timestamps", "--tail", "60", "edge_nats-2"},
+		{"docker", "service", "logs", "--timestamps", "--tail", "60", "edge_nats-3"},
 	} {
 		_, _ = sh(t, env, 30*time.Second, args[0], args[1:]...)
 	}
@@ -700,6 +706,38 @@ func TestLabWorkerKilledUnderLoad(t *testing.T) {
 	fmt.Printf("=== lab: TestLabWorkerKilledUnderLoad took %.1fs (without teardown)\n", time.Since(start).Seconds())
 }
 
+// checkNATSMesh checks that every member of the NATS cluster has a route to each of the
+// others: a member that found only itself in Swarm's DNS and stopped dialling would
+// have none (README, "Several nodes on one machine").
+func (l *lab) checkNATSMesh(t *testing.T, env swarmEnv) {
+	t.Helper()
+	var members []natsNode
+	err := pollUntil(30*time.Second, func() error {
+		members = nil
+		for _, n := range l.nodes {
+			out, err := exec.Command("docker", "-H", n.dockerHost, "ps", "-q", "--filter", "label=roomcast.nats-member").Output()
+			if err != nil {
+				return fmt.Errorf("docker ps on %s: %w", n.addr, err)
+			}
+			for _, id := range strings.Fields(string(out)) {
+				members = append(members, natsNodeOf(t, onNode(env, n), id))
+			}
+		}
+		if len(members) != len(natsMembers) {
+			return fmt.Errorf("%d NATS members running, want %d", len(members), len(natsMembers))
+		}
+		for _, m := range members {
+			if m.routes != len(natsMembers)-1 {
+				return fmt.Errorf("NATS member %s has %d routes, want %d", m.name, m.routes, len(natsMembers)-1)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Errorf("the NATS cluster is not a full mesh: %v (members %+v)", err, members)
+	}
+}
+
 // onNode is env with the docker CLI pointed at node n's engine.
 func onNode(env swarmEnv, n labNode) swarmEnv {
 	e := env
@@ -712,7 +750,7 @@ func onNode(env swarmEnv, n labNode) swarmEnv {
 func (l *lab) streamLeader(t *testing.T, env swarmEnv) (leader labNode, ok bool) {
 	t.Helper()
 	for _, n := range l.nodes {
-		out, err := exec.Command("docker", "-H", n.dockerHost, "ps", "-q", "--filter", "label=com.docker.swarm.service.name=edge_nats").Output()
+		out, err := exec.Command("docker", "-H", n.dockerHost, "ps", "-q", "--filter", "label=roomcast.nats-member").Output()
 		if err != nil {
 			continue // a killed node
 		}
@@ -748,7 +786,7 @@ func TestLabStreamLeaderNodeKilledUnderLoad(t *testing.T) {
 		if leader.id == l.nodes[0].id {
 			// The manager cannot be killed without the swarm: restart its member so
 			// that a worker's takes the lead.
-			_, _ = sh(t, onNode(env, leader), 30*time.Second, "sh", "-c", "docker kill $(docker ps -q --filter label=com.docker.swarm.service.name=edge_nats)")
+			_, _ = sh(t, onNode(env, leader), 30*time.Second, "sh", "-c", "docker kill $(docker ps -q --filter label=roomcast.nats-member)")
 			return errors.New("the stream leader is on the manager")
 		}
 		return nil

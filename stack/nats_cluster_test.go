@@ -8,8 +8,12 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"reflect"
+	"slices"
 	"testing"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 
 	"roomcast/pkg/server/natsbroker"
 	"roomcast/pkg/testenv"
@@ -32,21 +36,21 @@ func TestNATSClusterStackOptionMergesIntoTheEdgeStack(t *testing.T) {
 	}
 	nats := serviceSection(t, string(merged), "nats")
 	for _, want := range []string{
-		"replicas: 3", "endpoint_mode: dnsrr", "- /etc/nats/cluster.conf", "target: /etc/nats/cluster.conf",
-		"NATS_SERVER_NAME: edge-nats-{{.Task.Slot}}", "source: nats-cluster-data", "roomcast.nats-cluster: \"true\"",
-		"parallelism: 1",
+		"replicas: 1", "endpoint_mode: dnsrr", "- /etc/nats/cluster.conf", "target: /etc/nats/cluster.conf",
+		"NATS_SERVER_NAME: edge-nats-1", "source: nats-member-1-data", "roomcast.nats-cluster: \"true\"",
+		"- edge_nats-1", "- node.labels.roomcast.nats-1 == true",
 	} {
 		if !strings.Contains(nats, want) {
 			t.Errorf("merged nats service lacks %q:\n%s", want, nats)
 		}
 	}
-	for _, want := range []string{"name: edge_nats-data-{{.Task.Slot}}", "name: edge_nats_cluster_conf-abc"} {
+	for _, want := range []string{"name: edge_nats-data-1", "name: edge_nats-data-2", "name: edge_nats-data-3", "name: edge_nats_cluster_conf-abc"} {
 		if !strings.Contains(string(merged), want) {
 			t.Errorf("merged edge stack lacks %q", want)
 		}
 	}
-	// The cluster's nodes are the single node's (nats.conf) with routes; the route URL,
-	// tasks.edge_nats with the route password, is the secret's (TestNATSConfigs...).
+	// The cluster's nodes are the single node's (nats.conf) with routes; the route URLs,
+	// the members' names with the route password, are the secret's.
 	for file, wants := range map[string][]string{
 		"stack/nats-cluster.conf": {"include nats.conf", "routes: $ROOMCAST_ROUTES", "password: $ROOMCAST_ROUTE_PASSWORD", "no_advertise: true"},
 		"stack/nats.conf":         {"server_name: $NATS_SERVER_NAME", "store_dir: /data", "include nats-auth.conf"},
@@ -66,6 +70,102 @@ func TestNATSClusterStackOptionMergesIntoTheEdgeStack(t *testing.T) {
 	}
 }
 
+// Members 2 and 3 are whole services in stack/nats-cluster.yml, member 1 is edge.yml's
+// nats with that file's changes: all three must stay alike but for their names, store,
+// node and which name they answer to, or one member of the cluster would run another
+// image, limit or configuration than the others.
+func TestNATSClusterMembersDifferOnlyInTheirNames(t *testing.T) {
+	cmd := exec.Command(testenv.Program(t, "docker"), "stack", "config", "-c", "edge.yml", "-c", "nats-cluster.yml")
+	cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + t.TempDir(), "ACTIVE_COLOR=blue"}
+	merged, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("edge.yml + nats-cluster.yml: %v\n%s", err, merged)
+	}
+	var stack struct {
+		Services map[string]map[string]any `yaml:"services"`
+	}
+	if err := yaml.Unmarshal(merged, &stack); err != nil {
+		t.Fatal(err)
+	}
+	var first map[string]any
+	for m, service := range []string{"nats", "nats-2", "nats-3"} {
+		member := m + 1
+		svc, ok := stack.Services[service]
+		if !ok {
+			t.Fatalf("no service %s", service)
+		}
+		own := map[string]string{
+			"environment.NATS_SERVER_NAME": fmt.Sprintf("edge-nats-%d", member),
+			"labels.roomcast.nats-member":  fmt.Sprint(member),
+			"volumes":                      fmt.Sprintf("[map[source:nats-member-%d-data target:/data type:volume]]", member),
+			"deploy.placement.constraints": fmt.Sprintf("[node.labels.roomcast.nats == true node.labels.roomcast.nats-%d == true]", member),
+		}
+		aliases := "[edge_nats]" // members 2 and 3 answer to the cluster's name too
+		if member == 1 {
+			aliases = "[edge_nats-1]" // edge_nats is its service's name
+		}
+		own["networks.backend.aliases"], own["networks.nats-monitoring.aliases"] = aliases, aliases
+		for path, want := range own {
+			if got := fmt.Sprint(takePath(svc, path)); got != want {
+				t.Errorf("%s: %s is %s, want %s", service, path, got, want)
+			}
+		}
+		// Read by the recipes on edge_nats only.
+		if member == 1 {
+			if got := fmt.Sprint(takePath(svc, "deploy.labels.roomcast.nats-cluster")); got != "true" {
+				t.Errorf("nats: deploy label roomcast.nats-cluster is %s, want true", got)
+			}
+		}
+		for _, list := range []string{"configs", "secrets"} {
+			if l, ok := svc[list].([]any); ok {
+				slices.SortFunc(l, func(a, b any) int { return strings.Compare(fmt.Sprint(a), fmt.Sprint(b)) })
+			}
+		}
+		if first == nil {
+			first = svc
+			continue
+		}
+		if !reflect.DeepEqual(svc, first) {
+			t.Errorf("%s differs from nats in more than its own settings:\n%s\nnats:\n%s", service, dump(t, svc), dump(t, first))
+		}
+	}
+}
+
+// takePath removes the value at a dotted path (keys may hold dots: the longest key that
+// matches is taken) from m and returns it, nil if absent.
+func takePath(m map[string]any, path string) any {
+	for i := len(path); i > 0; i-- {
+		if i < len(path) && path[i] != '.' {
+			continue
+		}
+		v, ok := m[path[:i]]
+		if !ok {
+			continue
+		}
+		if i == len(path) {
+			delete(m, path)
+			return v
+		}
+		if sub, ok := v.(map[string]any); ok {
+			got := takePath(sub, path[i+1:])
+			if len(sub) == 0 {
+				delete(m, path[:i])
+			}
+			return got
+		}
+	}
+	return nil
+}
+
+func dump(t *testing.T, v any) string {
+	t.Helper()
+	b, err := yaml.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
 // serviceSection is the block of one service in `docker stack config` output.
 func serviceSection(t *testing.T, rendered, service string) string {
 	t.Helper()
@@ -82,11 +182,11 @@ func serviceSection(t *testing.T, rendered, service string) string {
 // with its own store, and a later deploy without the variable keeps the cluster.
 func TestNATSClusterOnARealSwarm(t *testing.T) {
 	requireSwarm(t)
-	// 3 members on one node: no limit per node.
-	env := newSwarmEnv(t, "TAG=nc1", "NATS_CLUSTER=true", "NATS_MAX_REPLICAS_PER_NODE=0")
+	// 3 members on one node: `just label-nodes` gives the one node every member's label.
+	env := newSwarmEnv(t, "TAG=nc1", "NATS_CLUSTER=true")
 	t.Cleanup(func() { // before teardown: what the services said, when it failed
 		if t.Failed() {
-			for _, svc := range []string{"blue_app", "edge_nats"} {
+			for _, svc := range append([]string{"blue_app"}, natsMembers...) {
 				_, _ = sh(t, env, 30*time.Second, "docker", "service", "logs", "--no-task-ids", "--tail", "80", svc)
 			}
 		}
@@ -99,7 +199,7 @@ func TestNATSClusterOnARealSwarm(t *testing.T) {
 		t.Errorf("deploy does not say NATS is a cluster:\n%s", out)
 	}
 	expectEdgeColor(t, env, "blue")
-	waitServiceReplicas(t, "edge_nats", 3, 90*time.Second)
+	waitNATSMembers(t)
 	// The app made its history stream with 3 replicas, which JetStream only allows
 	// once three nodes form one cluster; until then the replicas report no history.
 	// Every replica, each asked in its own network namespace (through nginx only one
@@ -157,7 +257,7 @@ func TestNATSClusterOnARealSwarm(t *testing.T) {
 	if len(report.otherCloses) != 0 {
 		t.Errorf("connections closed when a NATS node went: %v", report.otherCloses)
 	}
-	// Each replica that lost its node dials the live ones (tasks of edge_nats, random
+	// Each replica that lost its node dials the live ones (edge_nats: every member, random
 	// order, DefaultConnectTimeout each), never the dead one's advertised address.
 	gaps := reconnectGaps(t, env, "blue_app")
 	fmt.Printf("=== Swarm: NATS node %s killed: %d replicas reconnected after %v\n", victim.name, len(gaps), gaps)
@@ -167,11 +267,11 @@ func TestNATSClusterOnARealSwarm(t *testing.T) {
 		}
 	}
 
-	// Swarm restarts the task in the same slot, with the same store.
-	waitServiceReplicas(t, "edge_nats", 3, 90*time.Second)
+	// Swarm restarts the member with the same store.
+	waitNATSMembers(t)
 	vols := mustSh(t, env, 30*time.Second, "docker", "volume", "ls", "-q", "--filter", "name=edge_nats-data-")
 	if n := len(strings.Fields(vols)); n != 3 {
-		t.Errorf("want a store per slot (3 volumes edge_nats-data-<slot>), got %q", vols)
+		t.Errorf("want a store per member (3 volumes edge_nats-data-<member>), got %q", vols)
 	}
 	chatThroughNginx(t, env)
 
@@ -186,7 +286,18 @@ func TestNATSClusterOnARealSwarm(t *testing.T) {
 	if out := mustSh(t, e, 5*time.Minute, "just", "deploy"); !strings.Contains(out, "cluster of 3 nodes") {
 		t.Errorf("a later deploy without NATS_CLUSTER dropped the cluster:\n%s", out)
 	}
-	waitServiceReplicas(t, "edge_nats", 3, 90*time.Second)
+	waitNATSMembers(t)
+}
+
+// natsMembers are the services of the NATS cluster's members (stack/nats-cluster.yml).
+var natsMembers = []string{"edge_nats", "edge_nats-2", "edge_nats-3"}
+
+// waitNATSMembers waits (bounded) until each member of the NATS cluster runs.
+func waitNATSMembers(t *testing.T) {
+	t.Helper()
+	for _, m := range natsMembers {
+		waitServiceReplicas(t, m, 1, 90*time.Second)
+	}
 }
 
 // waitServiceReplicas waits (bounded) until service runs want tasks.
@@ -220,11 +331,12 @@ func serviceEnv(t *testing.T, service string) string {
 	return string(out)
 }
 
-// natsNode is one task of edge_nats as its monitoring endpoint reports it.
+// natsNode is one member of the NATS cluster as its monitoring endpoint reports it.
 type natsNode struct {
 	container   string
 	name        string
 	conns       int
+	routes      int  // to other members
 	leadsStream bool // of ROOMCAST_ROOMS, the history stream
 }
 
@@ -240,7 +352,7 @@ func (n natsNode) score() int {
 // container's own network namespace (its monitoring port is not published).
 func natsNodes(t *testing.T, env swarmEnv) []natsNode {
 	t.Helper()
-	ids := strings.Fields(mustSh(t, env, 30*time.Second, "docker", "ps", "-q", "--filter", "label=com.docker.swarm.service.name=edge_nats"))
+	ids := strings.Fields(mustSh(t, env, 30*time.Second, "docker", "ps", "-q", "--filter", "label=roomcast.nats-member"))
 	if len(ids) != 3 {
 		t.Fatalf("want 3 nats containers on this node, got %q", ids)
 	}
@@ -264,6 +376,7 @@ func natsNodeOf(t *testing.T, env swarmEnv, id string) natsNode {
 	var varz struct {
 		ServerName  string `json:"server_name"`
 		Connections int    `json:"connections"`
+		Routes      int    `json:"routes"`
 	}
 	monitor("/varz", &varz)
 	var jsz struct {
@@ -277,7 +390,7 @@ func natsNodeOf(t *testing.T, env swarmEnv, id string) natsNode {
 		} `json:"account_details"`
 	}
 	monitor("/jsz?streams=true", &jsz)
-	n := natsNode{container: id, name: varz.ServerName, conns: varz.Connections}
+	n := natsNode{container: id, name: varz.ServerName, conns: varz.Connections, routes: varz.Routes}
 	for _, a := range jsz.AccountDetails {
 		for _, st := range a.Streams {
 			if st.Name == "ROOMCAST_ROOMS" && st.Cluster.Leader == varz.ServerName {

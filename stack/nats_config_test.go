@@ -300,37 +300,47 @@ func TestStackNATSStoreHoldsTheHistoryStreamsDefaultBound(t *testing.T) {
 	}
 }
 
-// Routes of the cluster authenticate: two nodes with the release's routes secret form
-// a cluster; a node that dials without the secret is refused.
+// Routes of the cluster authenticate: three nodes with the release's routes secret, each
+// listing every member, itself too (as every member of stack/nats-cluster.yml does), form
+// a full mesh; a node that dials without the secret is refused.
 func TestStackNATSClusterRoutesNeedTheSecret(t *testing.T) {
 	users := bluegreen.NATSUsersFile(randomPassword(t))
-	portA, portB := testenv.FreePort(t), testenv.FreePort(t)
-	routes := bluegreen.NATSRoutesFile(randomPassword(t), fmt.Sprintf("127.0.0.1:%d", portA))
-	a := startStackNATS(t, users, routes, portA)
-	startStackNATS(t, users, routes, portB)
-	routeCount := func() int {
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/routez", a.monitor))
+	ports := []int{testenv.FreePort(t), testenv.FreePort(t), testenv.FreePort(t)}
+	members := make([]string, len(ports))
+	for i, p := range ports {
+		members[i] = fmt.Sprintf("127.0.0.1:%d", p)
+	}
+	routes := bluegreen.NATSRoutesFile(randomPassword(t), members...)
+	var nodes []natsNodeProc
+	for _, p := range ports {
+		nodes = append(nodes, startStackNATS(t, users, routes, p))
+	}
+	a := nodes[0]
+	routeCount := func(n natsNodeProc) int {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/routez", n.monitor))
 		if err != nil {
 			return -1
 		}
 		defer resp.Body.Close()
-		var n int
+		var count int
 		body, _ := io.ReadAll(resp.Body)
-		_, _ = fmt.Sscanf(after(string(body), `"num_routes":`), "%d", &n)
-		return n
+		_, _ = fmt.Sscanf(after(string(body), `"num_routes":`), "%d", &count)
+		return count
 	}
-	clitest.Poll(t, 20*time.Second, 100*time.Millisecond, "a route between the two nodes", func() error {
-		if n := routeCount(); n < 1 {
-			return fmt.Errorf("%d routes", n)
+	clitest.Poll(t, 20*time.Second, 100*time.Millisecond, "a route between every two nodes", func() error {
+		for i, n := range nodes {
+			if c := routeCount(n); c != len(nodes)-1 {
+				return fmt.Errorf("node %d has %d routes, want %d", i+1, c, len(nodes)-1)
+			}
 		}
 		return nil
 	})
-	before := routeCount()
+	before := routeCount(a)
 
 	intruder := &testenv.SyncBuffer{}
 	cmd := exec.Command(testenv.Program(t, "nats-server"), "-a", "127.0.0.1", "-p", fmt.Sprint(testenv.FreePort(t)),
 		"--cluster_name", "roomcast", "--cluster", fmt.Sprintf("nats://127.0.0.1:%d", testenv.FreePort(t)),
-		"--routes", fmt.Sprintf("nats://127.0.0.1:%d", portA))
+		"--routes", "nats://"+members[0])
 	cmd.Stdout, cmd.Stderr = intruder, intruder
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -343,7 +353,7 @@ func TestStackNATSClusterRoutesNeedTheSecret(t *testing.T) {
 		}
 		return nil
 	})
-	if n := routeCount(); n != before {
+	if n := routeCount(a); n != before {
 		t.Errorf("routes went from %d to %d with a node without the secret:\n%s", before, n, intruder)
 	}
 }

@@ -72,8 +72,7 @@ type config struct {
 	AlertWebhookURL   string        `env:"ALERTMANAGER_WEBHOOK_URL_FILE" help:"a file holding the URL Alertmanager posts every alert to (its webhook receiver); unset: alerts reach no one. Alertmanager's rendered configuration is a Swarm secret named after its content"`
 	TLSCertFile       string        `env:"TLS_CERT_FILE" help:"nginx's certificate chain (PEM): with TLS_KEY_FILE, the edge serves HTTPS on HTTPS_PORT (443) and redirects HTTP_PORT to it (stack/edge-tls.yml); unset: HTTP only. A Swarm secret named after its content"`
 	TLSKeyFile        string        `env:"TLS_KEY_FILE" help:"the certificate's private key (PEM), set with TLS_CERT_FILE or not at all; a Swarm secret named after its content, never logged"`
-	NATSCluster       string        `env:"NATS_CLUSTER" defaultHelp:"what is deployed" help:"true: NATS as a JetStream cluster (stack/nats-cluster.yml); false: one node"`
-	NATSReplicas      int           `env:"NATS_REPLICAS" envDefault:"3" help:"nodes of the NATS cluster"`
+	NATSCluster       string        `env:"NATS_CLUSTER" defaultHelp:"what is deployed" help:"true: NATS as a JetStream cluster of three members, one per node labelled by just label-nodes (stack/nats-cluster.yml); false: one node"`
 	HistoryReplicas   string        `env:"HISTORY_REPLICAS" defaultHelp:"3 with a cluster, else 1" help:"replicas of the history stream"`
 	DockerHost        string        `env:"DOCKER_HOST" envDefault:"unix:///var/run/docker.sock" help:"the Docker engine (a Swarm manager)"`
 	LockStaleAfter    time.Duration `env:"RELEASE_LOCK_STALE_AFTER" envDefault:"30m" help:"age from which a release lock may be broken (just unlock)"`
@@ -96,7 +95,6 @@ func checkConfig(c *config, bad cli.Bad) error {
 		{"FLIP_TIMEOUT", c.FlipTimeout > 0},
 		{"DRAIN_TIMEOUT", c.DrainTimeout > 0},
 		{"SMOKE_TIMEOUT", c.SmokeTimeout > 0},
-		{"NATS_REPLICAS", c.NATSReplicas >= 1},
 		{"RELEASE_LOCK_STALE_AFTER", c.LockStaleAfter > 0},
 	} {
 		if !v.ok {
@@ -240,7 +238,7 @@ func releaseConfig(cfg config) bluegreen.Config {
 		GrafanaAdminUser: cfg.GrafanaUser, GrafanaAdminPasswordFile: cfg.GrafanaPassword, DefaultGrafanaAdminPasswordFile: ".secrets/grafana-admin-password",
 		NATSAppPasswordFile: cfg.NATSAppPassword, DefaultNATSAppPasswordFile: ".secrets/nats-app-password",
 		NATSRoutePasswordFile: cfg.NATSRoutePassword, DefaultNATSRoutePasswordFile: ".secrets/nats-route-password",
-		NATSCluster: cfg.NATSCluster, NATSReplicas: cfg.NATSReplicas, HistoryReplicas: cfg.HistoryReplicas,
+		NATSCluster: cfg.NATSCluster, HistoryReplicas: cfg.HistoryReplicas,
 		TLSCertFile: cfg.TLSCertFile, TLSKeyFile: cfg.TLSKeyFile,
 		AlertmanagerTemplate: "monitoring/alertmanager/alertmanager.yml.tmpl", AlertmanagerWebhookURLFile: cfg.AlertWebhookURL,
 		AppStack: "stack/app.yml", EdgeStack: "stack/edge.yml", NATSClusterStack: "stack/nats-cluster.yml", EdgeTLSStack: "stack/edge-tls.yml",

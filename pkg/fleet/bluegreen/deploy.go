@@ -10,12 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"os"
 	"path/filepath"
 	"roomcast/pkg/auth"
 	"strings"
-	"time"
 )
 
 // Deploy deploys the edge stack and the active color (blue at first). It never undoes
@@ -129,7 +127,7 @@ func (r *Release) deployEdge(ctx context.Context, env map[string]string, mine, a
 	r.logf("deploying edge (active %s%s, %s:%s)", active, detail, r.Config.EdgeImage, edgeTag)
 	files := []string{r.Config.EdgeStack}
 	if env["NATS_CLUSTER"] == "true" {
-		r.logf("NATS as a cluster of %d nodes (%s)", r.Config.NATSReplicas, r.Config.NATSClusterStack)
+		r.logf("NATS as a cluster of %d nodes (%s)", len(natsRoutes), r.Config.NATSClusterStack)
 		files = append(files, r.Config.NATSClusterStack)
 	}
 	if env["TLS_CERT_SECRET_ID"] != "" {
@@ -139,7 +137,7 @@ func (r *Release) deployEdge(ctx context.Context, env map[string]string, mine, a
 	e := map[string]string{
 		"ACTIVE_COLOR": active, "PREVIOUS_COLOR": previous, "RELEASE_LOCK": mine,
 		"EDGE_IMAGE": r.Config.EdgeImage, "EDGE_TAG": edgeTag, "ROOMCAST_IMAGE": r.Config.AppImage,
-		"NATS_REPLICAS": fmt.Sprint(r.Config.NATSReplicas), "GRAFANA_ADMIN_USER": r.Config.GrafanaAdminUser,
+		"GRAFANA_ADMIN_USER": r.Config.GrafanaAdminUser,
 	}
 	for k, v := range r.Config.EdgeEnv {
 		e[k] = v
@@ -147,50 +145,7 @@ func (r *Release) deployEdge(ctx context.Context, env map[string]string, mine, a
 	for k, v := range env {
 		e[k] = v
 	}
-	if env["NATS_CLUSTER"] == "true" && r.Config.NATSReplicas > 1 {
-		if err := r.startNATSCluster(ctx, files, e); err != nil {
-			return err
-		}
-	}
 	return r.Stacks.Deploy(ctx, "edge", files, e)
-}
-
-// natsMemberSettle is how long a new NATS cluster's newest member runs before the next
-// starts: long enough for its address to reach every node's Swarm DNS.
-const natsMemberSettle = 5 * time.Second
-
-// startNATSCluster starts a NATS cluster that does not exist yet one member at a time:
-// NATS_REPLICAS=1, then 2, ..., and the deploy that follows starts the last. A member
-// dials one address of tasks.edge_nats other than its own and keeps that one route;
-// when the name resolves to itself alone, nats-server never dials that route again.
-// Members started together can each find only themselves, or only each other (two
-// dialling each other leave a third undialled), and the app's 3-replica stream can then
-// never be placed. A member started after the others are joined and in Swarm's DNS finds
-// one of them, whichever it dials, and the cluster's gossip joins it to all. Not always:
-// on a node where the network is new, Swarm's DNS may not have the others yet when the
-// member resolves the name (README, "Several nodes on one machine").
-func (r *Release) startNATSCluster(ctx context.Context, files []string, env map[string]string) error {
-	if _, err := r.Docker.Service(ctx, NATSService); err == nil {
-		return nil // running: an update replaces one member at a time, which finds the others
-	} else if !errors.Is(err, ErrNotFound) {
-		return err
-	}
-	r.logf("starting the NATS cluster one member at a time (a member that starts while the others are not yet in Swarm's DNS would never dial them)")
-	for n := 1; n < r.Config.NATSReplicas; n++ {
-		some := maps.Clone(env)
-		some["NATS_REPLICAS"] = fmt.Sprint(n)
-		if err := r.Stacks.Deploy(ctx, "edge", files, some); err != nil {
-			return err
-		}
-		if err := r.waitReplicas(ctx, NATSService, uint64(n), "", r.Config.HealthTimeout); err != nil {
-			return fmt.Errorf("the NATS cluster's member %d did not start: %w", n, err)
-		}
-		if err := r.sleep(ctx, natsMemberSettle); err != nil {
-			return err
-		}
-	}
-	r.logf("starting the NATS cluster's last member")
-	return nil
 }
 
 // stackEnv makes sure the JWT and NATS secrets exist and settles the NATS settings and the

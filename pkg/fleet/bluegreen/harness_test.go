@@ -97,7 +97,7 @@ func (h *harness) release(holder, edgeURL, key string) *bluegreen.Release {
 			// Made by the first deploy, as .secrets/nats-*-password are.
 			NATSAppPasswordFile: natsApp, DefaultNATSAppPasswordFile: natsApp,
 			NATSRoutePasswordFile: natsRoute, DefaultNATSRoutePasswordFile: natsRoute,
-			NATSReplicas: 3, AppStack: "stack/app.yml", EdgeStack: "stack/edge.yml", NATSClusterStack: "stack/nats-cluster.yml",
+			AppStack: "stack/app.yml", EdgeStack: "stack/edge.yml", NATSClusterStack: "stack/nats-cluster.yml",
 			EdgeTLSStack: "stack/edge-tls.yml", Network: "roomcast", LockStaleAfter: 30 * time.Minute,
 			AlertmanagerTemplate: alertmanagerTemplate,
 		},
@@ -246,11 +246,7 @@ func (s *fakeStacks) Deploy(ctx context.Context, name string, files []string, en
 		if env["NATS_CLUSTER"] == "true" {
 			nats[bluegreen.LabelNATSCluster] = "true"
 		}
-		natsReplicas := uint64(1)
-		if n, err := strconv.ParseUint(env["NATS_REPLICAS"], 10, 64); err == nil && env["NATS_CLUSTER"] == "true" {
-			natsReplicas = n
-		}
-		s.fake.DeployService(bluegreen.NATSService, swarmtest.Spec{Image: "nats:2.10", Labels: nats, Replicas: ptr(natsReplicas)})
+		s.fake.DeployService(bluegreen.NATSService, swarmtest.Spec{Image: "nats:2.10", Labels: nats, Replicas: ptr(1)})
 		s.fake.DeployService("edge_autoscaler", swarmtest.Spec{Image: env["ROOMCAST_IMAGE"] + ":" + env["EDGE_TAG"], Replicas: ptr(1)})
 		return nil
 	}

@@ -19,11 +19,9 @@ const (
 	// ROOMCAST_APP_PASSWORD, mounted by the NATS nodes.
 	natsUsersSecretPrefix = "roomcast_nats_users_"
 	// natsRoutesSecretPrefix starts the name of the secret holding the cluster's route
-	// password as ROOMCAST_ROUTE_PASSWORD and the route URL carrying it as
+	// password as ROOMCAST_ROUTE_PASSWORD and the route URLs carrying it as
 	// ROOMCAST_ROUTES, mounted by the nodes of the cluster.
 	natsRoutesSecretPrefix = "roomcast_nats_routes_"
-	// natsRoute is where a node of the cluster finds the others (stack/nats-cluster.yml).
-	natsRoute = "tasks.edge_nats:6222"
 	// minNATSPasswordBytes refuses a password that can be guessed.
 	minNATSPasswordBytes = 16
 )
@@ -67,7 +65,7 @@ func (r *Release) ensureNATSSecrets(ctx context.Context, env map[string]string) 
 	if env["NATS_USERS_SECRET_ID"], err = r.ensureSecretData(ctx, natsUsersSecretPrefix, app.label, app.file, NATSUsersFile(appPassword)); err != nil {
 		return err
 	}
-	env["NATS_ROUTES_SECRET_ID"], err = r.ensureSecretData(ctx, natsRoutesSecretPrefix, app.label, route.file, NATSRoutesFile(routePassword, natsRoute))
+	env["NATS_ROUTES_SECRET_ID"], err = r.ensureSecretData(ctx, natsRoutesSecretPrefix, app.label, route.file, NATSRoutesFile(routePassword, natsRoutes...))
 	return err
 }
 
@@ -77,9 +75,18 @@ func NATSUsersFile(password string) []byte {
 	return fmt.Appendf(nil, "# Made by roomcast-release (stack/nats-auth.conf).\nROOMCAST_APP_PASSWORD: \"%s\"\n", password)
 }
 
+// natsRoutes are the members of the NATS cluster as routes reach them, one name each
+// (stack/nats-cluster.yml): a member dials every one but its own.
+var natsRoutes = []string{"edge_nats-1:6222", "edge_nats-2:6222", "edge_nats-3:6222"}
+
 // NATSRoutesFile is the file the nodes of the NATS cluster include for their route
-// password and the route URL that carries it to route (host:port; stack/nats-cluster.conf).
-func NATSRoutesFile(password, route string) []byte {
-	u := url.URL{Scheme: "nats", User: url.UserPassword("route", password), Host: route}
-	return fmt.Appendf(nil, "# Made by roomcast-release (stack/nats-cluster.conf).\nROOMCAST_ROUTE_PASSWORD: \"%s\"\nROOMCAST_ROUTES: [\"%s\"]\n", password, u.String())
+// password and the route URLs that carry it to routes (host:port;
+// stack/nats-cluster.conf).
+func NATSRoutesFile(password string, routes ...string) []byte {
+	urls := make([]string, len(routes))
+	for i, route := range routes {
+		u := url.URL{Scheme: "nats", User: url.UserPassword("route", password), Host: route}
+		urls[i] = `"` + u.String() + `"`
+	}
+	return fmt.Appendf(nil, "# Made by roomcast-release (stack/nats-cluster.conf).\nROOMCAST_ROUTE_PASSWORD: \"%s\"\nROOMCAST_ROUTES: [%s]\n", password, strings.Join(urls, ", "))
 }

@@ -43,11 +43,9 @@ type Config struct {
 	// makes it.
 	NATSAppPasswordFile, DefaultNATSAppPasswordFile     string
 	NATSRoutePasswordFile, DefaultNATSRoutePasswordFile string
-	// NATSCluster is "true", "false" or empty (what is deployed); NATSReplicas its
-	// size; HistoryReplicas the history stream's replicas (empty: 3 for a cluster, 1
-	// else).
+	// NATSCluster is "true", "false" or empty (what is deployed); HistoryReplicas the
+	// history stream's replicas (empty: 3 for a cluster, 1 else).
 	NATSCluster     string
-	NATSReplicas    int
 	HistoryReplicas string
 	// AlertmanagerTemplate is Alertmanager's configuration template
 	// (RenderAlertmanagerConfig); AlertmanagerWebhookURLFile holds the URL its receiver

@@ -715,11 +715,11 @@ func (l *lab) checkNATSMesh(t *testing.T, env swarmEnv) {
 	err := pollUntil(30*time.Second, func() error {
 		members = nil
 		for _, n := range l.nodes {
-			out, err := exec.Command("docker", "-H", n.dockerHost, "ps", "-q", "--filter", "label=roomcast.nats-member").Output()
+			ids, err := n.natsMemberContainers()
 			if err != nil {
 				return fmt.Errorf("docker ps on %s: %w", n.addr, err)
 			}
-			for _, id := range strings.Fields(string(out)) {
+			for _, id := range ids {
 				members = append(members, natsNodeOf(t, onNode(env, n), id))
 			}
 		}
@@ -738,6 +738,12 @@ func (l *lab) checkNATSMesh(t *testing.T, env swarmEnv) {
 	}
 }
 
+// natsMemberContainers are the IDs of the NATS cluster's member containers running on n.
+func (n labNode) natsMemberContainers() ([]string, error) {
+	out, err := exec.Command("docker", "-H", n.dockerHost, "ps", "-q", "--filter", "label=roomcast.nats-member").Output()
+	return strings.Fields(string(out)), err
+}
+
 // onNode is env with the docker CLI pointed at node n's engine.
 func onNode(env swarmEnv, n labNode) swarmEnv {
 	e := env
@@ -750,11 +756,11 @@ func onNode(env swarmEnv, n labNode) swarmEnv {
 func (l *lab) streamLeader(t *testing.T, env swarmEnv) (leader labNode, ok bool) {
 	t.Helper()
 	for _, n := range l.nodes {
-		out, err := exec.Command("docker", "-H", n.dockerHost, "ps", "-q", "--filter", "label=roomcast.nats-member").Output()
+		ids, err := n.natsMemberContainers()
 		if err != nil {
 			continue // a killed node
 		}
-		for _, id := range strings.Fields(string(out)) {
+		for _, id := range ids {
 			// A member that just started may not answer yet: ask it next time.
 			pid, err := exec.Command("docker", "-H", n.dockerHost, "inspect", "-f", "{{.State.Pid}}", id).Output()
 			if err != nil || exec.Command("nsenter", "-t", strings.TrimSpace(string(pid)), "-n", "curl", "-fsS", "-m", "2", "http://127.0.0.1:8222/healthz").Run() != nil {

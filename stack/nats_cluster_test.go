@@ -28,9 +28,7 @@ func TestNATSClusterStackOptionMergesIntoTheEdgeStack(t *testing.T) {
 		t.Errorf("without the option, NATS is one node:\n%s", section)
 	}
 
-	cmd := exec.Command("docker", "stack", "config", "-c", "edge.yml", "-c", "nats-cluster.yml")
-	cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + t.TempDir(), "ACTIVE_COLOR=blue", "NATS_CONFIG_ID=abc"}
-	merged, err := cmd.CombinedOutput()
+	merged, err := stackConfigFiles(t, []string{"edge.yml", "nats-cluster.yml"}, "ACTIVE_COLOR=blue", "NATS_CONFIG_ID=abc")
 	if err != nil {
 		t.Fatalf("edge.yml + nats-cluster.yml: %v\n%s", err, merged)
 	}
@@ -75,16 +73,14 @@ func TestNATSClusterStackOptionMergesIntoTheEdgeStack(t *testing.T) {
 // node and which name they answer to, or one member of the cluster would run another
 // image, limit or configuration than the others.
 func TestNATSClusterMembersDifferOnlyInTheirNames(t *testing.T) {
-	cmd := exec.Command(testenv.Program(t, "docker"), "stack", "config", "-c", "edge.yml", "-c", "nats-cluster.yml")
-	cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + t.TempDir(), "ACTIVE_COLOR=blue"}
-	merged, err := cmd.CombinedOutput()
+	merged, err := stackConfigFiles(t, []string{"edge.yml", "nats-cluster.yml"}, "ACTIVE_COLOR=blue")
 	if err != nil {
 		t.Fatalf("edge.yml + nats-cluster.yml: %v\n%s", err, merged)
 	}
 	var stack struct {
 		Services map[string]map[string]any `yaml:"services"`
 	}
-	if err := yaml.Unmarshal(merged, &stack); err != nil {
+	if err := yaml.Unmarshal([]byte(merged), &stack); err != nil {
 		t.Fatal(err)
 	}
 	var first map[string]any

@@ -13,8 +13,18 @@ import (
 // stackConfig renders a stack file the way `docker stack deploy` would read it.
 func stackConfig(t *testing.T, file string, env ...string) (string, error) {
 	t.Helper()
-	docker := testenv.Program(t, "docker")
-	cmd := exec.Command(docker, "stack", "config", "-c", file)
+	return stackConfigFiles(t, []string{file}, env...)
+}
+
+// stackConfigFiles renders stack files merged, each overriding the ones before, the way
+// `docker stack deploy -c A -c B` would read them.
+func stackConfigFiles(t *testing.T, files []string, env ...string) (string, error) {
+	t.Helper()
+	args := []string{"stack", "config"}
+	for _, f := range files {
+		args = append(args, "-c", f)
+	}
+	cmd := exec.Command(testenv.Program(t, "docker"), args...)
 	cmd.Env = append([]string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + t.TempDir()}, env...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err

@@ -97,7 +97,7 @@ func (b *Broker) PublishAsync(msg chat.Message, done func(error)) error {
 		return fmt.Errorf("publishing to room %q: %w", msg.Room, chat.ErrUnavailable)
 	}
 	if b.hist != nil {
-		return b.hist.win.publish(msg.Room, encode(msg), done)
+		return b.hist.win.publish(msg.Room, msg.ID, encode(msg), done)
 	}
 	if err := b.nc.Publish(SubjectPrefix+msg.Room, encode(msg)); err != nil {
 		return fmt.Errorf("publishing to room %q: %w: %w", msg.Room, chat.ErrUnavailable, err)
@@ -112,8 +112,10 @@ func (b *Broker) Subscribe(ctx context.Context, room string, deliver func(chat.M
 		return nil, fmt.Errorf("subscribing to room %q: %w", room, chat.ErrUnavailable)
 	}
 	subject, handler := SubjectPrefix+room, b.liveHandler(deliver)
+	var live *liveSubscription
 	if b.hist != nil {
-		subject, handler = LivePrefix+room, b.hist.liveHandler(deliver)
+		live = &liveSubscription{h: b.hist, room: room}
+		subject, handler = LivePrefix+room, b.hist.liveHandler(live, deliver)
 	}
 	sub, err := b.nc.Subscribe(subject, handler)
 	if err != nil {
@@ -130,7 +132,12 @@ func (b *Broker) Subscribe(ctx context.Context, room string, deliver func(chat.M
 		_ = sub.Unsubscribe()
 		return nil, fmt.Errorf("subscribing to room %q: %w: %w", room, chat.ErrUnavailable, err)
 	}
-	return sub, nil
+	if live == nil {
+		return sub, nil
+	}
+	live.sub = sub
+	b.hist.win.subscribed(room)
+	return live, nil
 }
 
 func (b *Broker) liveHandler(deliver func(chat.Message)) nats.MsgHandler {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -90,6 +91,7 @@ type history struct {
 	mu     sync.Mutex
 	stream jetstream.Stream // nil until the stream is known
 	epoch  string
+	known  atomic.Bool // stream != nil, read on every publish
 
 	warned   bool // only touched by run
 	kick     chan struct{}
@@ -257,6 +259,7 @@ func (h *history) setStream(s jetstream.Stream, epoch string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.stream, h.epoch = s, epoch
+	h.known.Store(s != nil)
 	if s != nil {
 		h.available.Set(1)
 	} else {
@@ -275,15 +278,40 @@ func (h *history) currentEpoch() string {
 	return e
 }
 
+// liveSubscription is a room's subscription to its live subject, history on.
+type liveSubscription struct {
+	h     *history
+	room  string
+	sub   *nats.Subscription
+	ended atomic.Bool
+	once  sync.Once
+}
+
+// Unsubscribe implements chat.Subscription: delivery stops at once, while the NATS
+// subscription may be kept for the copies that acknowledge this replica's publishes.
+func (s *liveSubscription) Unsubscribe() error {
+	var err error
+	s.once.Do(func() {
+		s.ended.Store(true)
+		err = s.h.win.unsubscribed(s.room, s.sub)
+	})
+	return err
+}
+
 // liveHandler decodes republished messages, numbered by the stream. A sequence that goes
 // backwards means the stream was recreated: the epoch is read again before delivering.
-func (h *history) liveHandler(deliver func(chat.Message)) nats.MsgHandler {
+// A copy of this replica's own publish answers it first.
+func (h *history) liveHandler(ls *liveSubscription, deliver func(chat.Message)) nats.MsgHandler {
 	var last uint64 // only touched by this subscription's goroutine
 	return func(m *nats.Msg) {
 		msg, err := decode(m.Data)
 		if err != nil {
 			h.b.decodeErrors.Inc()
 			h.b.log.Warn("dropping NATS message that is not a roomcast envelope", "subject", m.Subject, "err", err)
+			return
+		}
+		h.win.copied(msg.ID)
+		if ls.ended.Load() {
 			return
 		}
 		if seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64); err == nil && seq > 0 {

@@ -3,6 +3,7 @@ package natsbroker_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -106,42 +107,50 @@ func TestAnExistingStreamKeepsItsOwnLimitsAndTheLogSaysSo(t *testing.T) {
 }
 
 func TestWithJetStreamAPublishThatFindsNoStreamIsUnavailableNotSentLive(t *testing.T) {
+	// A member's replica takes the copy as the acknowledgement, and no copy comes; any
+	// other asks JetStream, whose answer is that nothing took the message.
+	for _, member := range []bool{false, true} {
+		t.Run(fmt.Sprintf("subscribed=%v", member), func(t *testing.T) {
+			t.Parallel()
+			testPublishFindingNoStream(t, member)
+		})
+	}
+}
+
+func testPublishFindingNoStream(t *testing.T, member bool) {
 	ns := natstest.Start(t, natstest.JetStream(t))
 	reg := prometheus.NewRegistry()
 	b := connectBounded(t, ns.ClientURL(), reg)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if member {
+		sub, err := b.Subscribe(ctx, "gap", func(chat.Message) {})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = sub.Unsubscribe() })
+	}
 
 	// What reaches the live subject, seen by a plain connection.
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	live, err := nc.SubscribeSync(natsbroker.LivePrefix + "gap")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
-
+	nc, live := watch(t, ns.ClientURL(), natsbroker.LivePrefix+"gap")
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	if err := js.DeleteStream(ctx, natsbroker.DefaultStream); err != nil {
 		t.Fatal(err)
 	}
-	err = b.Publish(ctx, chat.Message{Room: "gap", Text: "refused"})
+	err = b.Publish(ctx, chat.Message{ID: "refused", Room: "gap", Text: "refused"})
 	if !errors.Is(err, chat.ErrUnavailable) {
 		t.Fatalf("publish with the stream gone: %v, want chat.ErrUnavailable", err)
 	}
 
 	// The broker makes the stream again; the next message that is taken is stored and
 	// is the first (and only) one on the live subject: the refused one never went out.
+	n := 0
 	clitest.Eventually(t, 10*time.Second, "a publish taken again", func() error {
-		return b.Publish(ctx, chat.Message{Room: "gap", Text: "stored"})
+		n++
+		return b.Publish(ctx, chat.Message{ID: fmt.Sprintf("stored-%d", n), Room: "gap", Text: "stored"})
 	})
 	m, err := live.NextMsg(5 * time.Second)
 	if err != nil {
@@ -193,4 +202,23 @@ func connectBounded(t *testing.T, url string, reg *prometheus.Registry) *natsbro
 	t.Cleanup(b.Close)
 	clitest.Eventually(t, 10*time.Second, "the history stream found", b.HistoryReady)
 	return b
+}
+
+// watch subscribes a plain connection to subject and returns once the server has the
+// subscription.
+func watch(t *testing.T, url, subject string) (*nats.Conn, *nats.Subscription) {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	sub, err := nc.SubscribeSync(subject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return nc, sub
 }

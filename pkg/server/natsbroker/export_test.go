@@ -1,0 +1,10 @@
+package natsbroker
+
+// AskJetStreamForEveryAck makes b ask JetStream to acknowledge every publish, as it does
+// for a room it is not subscribed to, instead of taking the republished copy as the
+// acknowledgement: the benchmarks compare the two.
+func AskJetStreamForEveryAck(b *Broker) {
+	b.hist.win.mu.Lock()
+	defer b.hist.win.mu.Unlock()
+	b.hist.win.noCopyAcks = true
+}

@@ -51,6 +51,9 @@ func TestDecodeClientFrame(t *testing.T) {
 		code  string
 	}{
 		{"tutorial frame", `{"message":"hi"}`, "hi", ""},
+		{"spaced as Python's json.dumps", `{"type": "message", "message": "hi"}`, "hi", ""},
+		{"a key in another case, as encoding/json matches", `{"Message":"hi"}`, "hi", ""},
+		{"the last of two", `{"message":"no","message":"hi"}`, "hi", ""},
 		{"typed frame", `{"type":"message","message":"hi"}`, "hi", ""},
 		{"unknown fields ignored", `{"message":"hi","client":"v2"}`, "hi", ""},
 		{"escapes decoded", `{"message":"a\"b\n\u00e9"}`, "a\"b\né", ""},
@@ -159,10 +162,18 @@ func FuzzDecodeClientFrame(f *testing.F) {
 		`hello`, `["message"]`, `{"text":"hi"}`, `{"message":42}`, `{"message":null}`, `{"message":""}`,
 		`{"type":"shout","message":"hi"}`, `{"message":"` + strings.Repeat("x", 65) + `"}`,
 		`{"message":"\ud800"}`, `{"message":"a","message":"b"}`, `{"message":"x"} junk`, "\xff\xfe", `{}`, ``,
+		`{ "type" : "message" , "message" : "hi" } `, `{"message":"caf\xc3"}`, `{"message":"a\tb"}`, `{"token":"t","type":"refresh"}`,
+		`{"Message":"hi"}`, `{"message":"x",}`, `{"message":"x"`, `{"type":"x","message":1}`, `{"type":007}`,
 	} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
+		// What the scan reads, encoding/json reads the same.
+		if scanned, ok := chat.ScanClientFrame(data); ok {
+			if ref, err := chat.DecodeClientFrameJSON(data); err != nil || ref != scanned {
+				t.Fatalf("scan %+v, encoding/json %+v, %v", scanned, ref, err)
+			}
+		}
 		frame, err := chat.DecodeClientFrame(data, 64)
 		if err != nil {
 			var ie *chat.InputError
@@ -196,6 +207,28 @@ func FuzzValidateRoom(f *testing.F) {
 	f.Fuzz(func(t *testing.T, name string) {
 		if err := chat.ValidateRoom(name); (err == nil) != valid.MatchString(name) {
 			t.Fatalf("ValidateRoom(%q) = %v, disagrees with the alphabet", name, err)
+		}
+	})
+}
+
+// BenchmarkDecodeClientFrame: the frame every sent message is, scanned against
+// encoding/json.
+func BenchmarkDecodeClientFrame(b *testing.B) {
+	frame := []byte(`{"message":"a chat message of a typical length, some sixty bytes long"}`)
+	b.Run("scan", func(b *testing.B) {
+		b.ReportAllocs()
+		for range b.N {
+			if _, err := chat.DecodeClientFrame(frame, 4096); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("encoding-json", func(b *testing.B) {
+		b.ReportAllocs()
+		for range b.N {
+			if _, err := chat.DecodeClientFrameJSON(frame); err != nil {
+				b.Fatal(err)
+			}
 		}
 	})
 }

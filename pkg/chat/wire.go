@@ -61,6 +61,73 @@ var errNoToken = &InputError{Code: CodeBadRequest, Kind: KindBadRequest, Reason:
 // "token":"..."}. Other fields are ignored so that newer clients keep working. The error
 // is an *InputError.
 func DecodeClientFrame(data []byte, maxMessageBytes int) (ClientFrame, error) {
+	f, ok := scanClientFrame(data)
+	if !ok {
+		var err error
+		if f, err = decodeClientFrameJSON(data); err != nil {
+			return ClientFrame{}, err
+		}
+	}
+	switch f.typ {
+	case "", FrameMessage:
+	case FrameRefresh:
+		if !f.hasToken || f.token == "" {
+			return ClientFrame{}, errNoToken
+		}
+		return ClientFrame{Type: FrameRefresh, Token: f.token}, nil
+	default:
+		return ClientFrame{}, errType
+	}
+	if !f.hasMessage || f.message == "" {
+		return ClientFrame{}, errNoMessage
+	}
+	if len(f.message) > maxMessageBytes {
+		return ClientFrame{}, &InputError{
+			Code:   CodeMessageTooLarge,
+			Kind:   KindMessageTooLarge,
+			Reason: "message is " + strconv.Itoa(len(f.message)) + " bytes, the limit is " + strconv.Itoa(maxMessageBytes),
+		}
+	}
+	return ClientFrame{Type: FrameMessage, Message: f.message}, nil
+}
+
+// clientFields are a client frame's fields as sent, before they are checked.
+type clientFields struct {
+	typ, message, token  string
+	hasMessage, hasToken bool
+}
+
+// scanClientFrame reads the frames clients send (a flat object of the known fields with
+// string values); ok is false for anything else, left to encoding/json.
+func scanClientFrame(data []byte) (f clientFields, ok bool) {
+	ok = ScanFlatObject(data, func(key, str []byte, _ uint64, isNum bool) bool {
+		if isNum {
+			return false // encoding/json names the field in its error
+		}
+		switch string(key) { // compared, not allocated
+		case "type":
+			switch string(str) {
+			case FrameMessage:
+				f.typ = FrameMessage
+			case FrameRefresh:
+				f.typ = FrameRefresh
+			default:
+				f.typ = string(str)
+			}
+		case "message":
+			f.message, f.hasMessage = string(str), true
+		case "token":
+			f.token, f.hasToken = string(str), true
+		default:
+			return false // other fields, or these in another case: encoding/json's rules
+		}
+		return true
+	})
+	return f, ok
+}
+
+// decodeClientFrameJSON is the reference decoding of a client frame.
+func decodeClientFrameJSON(data []byte) (clientFields, error) {
 	var f struct {
 		Type    string  `json:"type"`
 		Message *string `json:"message"`
@@ -70,36 +137,22 @@ func DecodeClientFrame(data []byte, maxMessageBytes int) (ClientFrame, error) {
 		var te *json.UnmarshalTypeError
 		switch {
 		case errors.As(err, &te) && te.Field == "message":
-			return ClientFrame{}, errNoMessage
+			return clientFields{}, errNoMessage
 		case errors.As(err, &te) && te.Field == "type":
-			return ClientFrame{}, errType
+			return clientFields{}, errType
 		case errors.As(err, &te) && te.Field == "token":
-			return ClientFrame{}, errNoToken
+			return clientFields{}, errNoToken
 		}
-		return ClientFrame{}, errNotObject
+		return clientFields{}, errNotObject
 	}
-	switch f.Type {
-	case "", FrameMessage:
-	case FrameRefresh:
-		if f.Token == nil || *f.Token == "" {
-			return ClientFrame{}, errNoToken
-		}
-		return ClientFrame{Type: FrameRefresh, Token: *f.Token}, nil
-	default:
-		return ClientFrame{}, errType
+	c := clientFields{typ: f.Type, hasMessage: f.Message != nil, hasToken: f.Token != nil}
+	if f.Message != nil {
+		c.message = *f.Message
 	}
-	if f.Message == nil || *f.Message == "" {
-		return ClientFrame{}, errNoMessage
+	if f.Token != nil {
+		c.token = *f.Token
 	}
-	text := *f.Message
-	if len(text) > maxMessageBytes {
-		return ClientFrame{}, &InputError{
-			Code:   CodeMessageTooLarge,
-			Kind:   KindMessageTooLarge,
-			Reason: "message is " + strconv.Itoa(len(text)) + " bytes, the limit is " + strconv.Itoa(maxMessageBytes),
-		}
-	}
-	return ClientFrame{Type: FrameMessage, Message: text}, nil
+	return c, nil
 }
 
 // TimestampLayout is RFC 3339 with microseconds, the form of the "ts" field.

@@ -7,7 +7,6 @@ import (
 	"math"
 	"strconv"
 	"time"
-	"unicode/utf8"
 
 	"roomcast/pkg/chat"
 )
@@ -76,62 +75,13 @@ func decode(data []byte) (chat.Message, error) {
 // scanEnvelope reads a flat envelope of known fields whose strings hold no escape; ok is
 // false for anything else.
 func scanEnvelope(data []byte) (e envelope, ok bool) {
-	i := 0
-	next := func(c byte) bool {
-		if i < len(data) && data[i] == c {
-			i++
-			return true
-		}
-		return false
-	}
-	// raw reads a string without escapes, as the bytes between its quotes.
-	raw := func() ([]byte, bool) {
-		if !next('"') {
-			return nil, false
-		}
-		start, ascii := i, true
-		for ; i < len(data); i++ {
-			switch c := data[i]; {
-			case c == '"':
-				i++
-				v := data[start : i-1]
-				// encoding/json replaces invalid UTF-8; leave that to it.
-				return v, ascii || utf8.Valid(v)
-			case c == '\\' || c < 0x20:
-				return nil, false
-			case c >= utf8.RuneSelf:
-				ascii = false
-			}
-		}
-		return nil, false
-	}
-	// num reads a non-negative integer of at most 19 digits (which a uint64 holds);
-	// others are left to encoding/json.
-	num := func() (uint64, bool) {
-		start, n := i, uint64(0)
-		for ; i < len(data) && data[i] >= '0' && data[i] <= '9'; i++ {
-			n = n*10 + uint64(data[i]-'0')
-		}
-		return n, i > start && i-start <= 19 && (data[start] != '0' || i-start == 1)
-	}
-	if !next('{') {
-		return e, false
-	}
-	for first := true; !next('}'); first = false {
-		if !first && !next(',') {
-			return e, false
-		}
-		key, ok := raw()
-		if !ok || !next(':') {
-			return e, false
-		}
+	ok = chat.ScanFlatObject(data, func(key, str []byte, n uint64, isNum bool) bool {
 		switch k := string(key); k { // compared, not allocated
 		case "id", "room", "msg", "epoch":
-			b, ok := raw()
-			if !ok {
-				return e, false
+			if isNum {
+				return false
 			}
-			v := string(b)
+			v := string(str)
 			switch k {
 			case "id":
 				e.ID = v
@@ -142,25 +92,25 @@ func scanEnvelope(data []byte) (e envelope, ok bool) {
 			default:
 				e.Epoch = v
 			}
-		case "v", "ts", "seq":
-			v, ok := num()
-			if !ok || k != "seq" && v > math.MaxInt64 {
-				return e, false
+		case "v":
+			if !isNum || n > math.MaxInt32 {
+				return false
 			}
-			switch k {
-			case "v":
-				if v > math.MaxInt32 {
-					return e, false
-				}
-				e.V = int(v)
-			case "ts":
-				e.TS = int64(v)
-			default:
-				e.Seq = v
+			e.V = int(n)
+		case "ts":
+			if !isNum || n > math.MaxInt64 {
+				return false
 			}
+			e.TS = int64(n)
+		case "seq":
+			if !isNum {
+				return false
+			}
+			e.Seq = n
 		default:
-			return e, false // a field of a newer release: encoding/json skips it
+			return false // a field of a newer release: encoding/json skips it
 		}
-	}
-	return e, i == len(data)
+		return true
+	})
+	return e, ok
 }

@@ -217,7 +217,9 @@ them send stamped messages, and reports what arrived: sent, expected (each messa
 its room's members), delivered (first arrival per message and member), lost (expected -
 delivered, after a grace period), duplicated, latency percentiles and deliveries/s, plus
 the CPU time per delivery and RSS of the server processes given with -server-pid.
-Progress goes to stderr every second; the summary to stdout.
+Progress goes to stderr every second; the summary to stdout. With -protocol centrifugo,
+fanout-small, fanout-large and ramp drive a Centrifugo v6 server the same way, to
+compare the two.
 
 The scenarios with a k6 script in k6/ take the same parameters (the flag -foo-bar is the
 script's environment variable FOO_BAR: k6 run -e FOO_BAR=...), report the same metric
@@ -298,6 +300,8 @@ Examples:
   ROOMCAST_ACCEPT_RATE=1000 roomcast &     # and ulimit -n 65536 for both
   roomcast-loadgen -scenario reconnect-storm -conns 5000 -server-pid $!
   roomcast-loadgen -scenario fanout-small -token-file ./token.jwt   # a server with ROOMCAST_JWT_SECRET
+  centrifugo --config config.json &   # config.json: {"client": {"insecure": true}}; port 8000
+  roomcast-loadgen -protocol centrifugo -scenario fanout-large -url ws://127.0.0.1:8000 -server-pid $!
 `)
 	_, _ = io.WriteString(w, b.String())
 }

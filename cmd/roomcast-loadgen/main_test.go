@@ -66,6 +66,9 @@ func TestBadFlagsExitWithStatus2(t *testing.T) {
 		{"zero max-p99", []string{"-scenario", "smoke", "-max-p99", "0s"}, "-max-p99"},
 		{"zero storm conns", []string{"-scenario", "reconnect-storm", "-conns", "0"}, "-conns"},
 		{"settle over duration", []string{"-scenario", "reconnect-storm", "-settle", "1m", "-duration", "30s"}, "-settle"},
+		{"unknown protocol", []string{"-protocol", "mqtt"}, "-protocol"},
+		{"centrifugo soak", []string{"-scenario", "soak", "-protocol", "centrifugo"}, "invalid -protocol centrifugo: want -scenario fanout-small, fanout-large or ramp with it, not soak"},
+		{"centrifugo batched", []string{"-protocol", "centrifugo", "-batch", "true"}, "-batch"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -99,7 +102,7 @@ func TestHelp(t *testing.T) {
 		"Usage: roomcast-loadgen", "-scenario", "fanout-large", "-server-pid", "-ramp-step", "-json",
 		"smoke", "soak", "release", "k6/release.js", "-no-thresholds", "99", "[ROOMS]", "[RECONNECT_BASE]",
 		"reconnect-storm", "-settle", "-token TOKEN  [TOKEN]", "-token-file FILE", "Retry-After",
-		"(default 10; fanout-large 100; smoke 2; release 20)",
+		"(default 10; fanout-large 100; smoke 2; release 20)", "-protocol NAME", "centrifugo",
 	} {
 		if !strings.Contains(stdout.String(), want) {
 			t.Errorf("usage lacks %q", want)

@@ -83,6 +83,9 @@ type link struct {
 	firstSeq uint64
 	echoed   uint64
 	hist     int // index in member.history, -1 when not kept
+	// joined gets the outcome of a Centrifugo link's connect and subscribe (see join);
+	// nil for roomcast.
+	joined chan error
 	// state says who ended the connection: linkOpen until then, linkDropped when the
 	// storm dropped it (droppedAt says when), linkEnded otherwise. Whoever moves it
 	// from linkOpen first decides.
@@ -98,16 +101,21 @@ const (
 
 // dial makes connection attempt number attempt (0: the first after a close, or the very
 // first) to URLs[(urlIndex + attempt) % len(URLs)], with the resume query when the
-// member has seen a seq, and starts its read loop. It reports whether the attempt asked
+// member has seen a seq, and starts its read loop; a Centrifugo client then joins its
+// room's channel, within the same ConnectTimeout. It reports whether the attempt asked
 // to resume. An upgrade the server refuses is an *upgradeRefused.
 func (m *member) dial(attempt int) (resumed bool, err error) {
 	r := m.r
+	start := time.Now()
 	idx := (m.urlIndex + attempt) % len(r.cfg.URLs)
 	addr := roomURL(r.cfg.URLs[idx], m.roomName)
 	if m.hasSeq {
 		addr, resumed = resumeURL(addr, m.seq, m.epoch), true
 	}
 	l := &link{m: m, hist: -1}
+	if r.centrifugo {
+		addr, l.joined = centrifugoURL(r.cfg.URLs[idx]), make(chan error, 1)
+	}
 	conn, resp, err := r.open(l, addr)
 	if err != nil {
 		return resumed, fmt.Errorf("connecting client %d to %s: %w", m.id, addr, err)
@@ -134,6 +142,11 @@ func (m *member) dial(attempt int) (resumed bool, err error) {
 	r.readers.Add(1)
 	m.link.Store(l)
 	go conn.ReadLoop()
+	if l.joined != nil {
+		if err := l.join(start.Add(r.cfg.ConnectTimeout)); err != nil {
+			return resumed, fmt.Errorf("subscribing client %d to channel %s at %s: %w", m.id, m.roomName, addr, err)
+		}
+	}
 	return resumed, nil
 }
 
@@ -307,9 +320,7 @@ func (m *member) send(p *phase, buf []byte, now time.Time) []byte {
 		return buf
 	}
 	seq := m.sent.Load()
-	buf = append(buf[:0], `{"message":"`...)
-	buf = AppendText(buf, m.r.run, m.id, seq, now.UnixNano())
-	buf = append(buf, `"}`...)
+	buf = m.appendMessage(buf[:0], seq, now)
 	m.sent.Store(seq + 1)
 	p.sent.Add(1)
 	p.expected.Add(int64(m.roomSize))
@@ -328,6 +339,22 @@ func (m *member) send(p *phase, buf []byte, now time.Time) []byte {
 		}
 	}
 	return buf
+}
+
+// appendMessage appends what the member sends for message seq: the frame
+// {"message":"<text>"}, or for Centrifugo the command publishing it as data.
+func (m *member) appendMessage(dst []byte, seq uint64, now time.Time) []byte {
+	centrifugo := m.r.centrifugo
+	if centrifugo {
+		dst = appendPublishHead(dst, seq, m.roomName)
+	}
+	dst = append(dst, `{"message":"`...)
+	dst = AppendText(dst, m.r.run, m.id, seq, now.UnixNano())
+	dst = append(dst, `"}`...)
+	if centrifugo {
+		dst = append(dst, "}}"...)
+	}
+	return dst
 }
 
 // noteResume records the room's latest seq and epoch from a message frame.
@@ -390,6 +417,9 @@ func (l *link) OnClose(_ *gws.Conn, err error) {
 	m, r := l.m, l.m.r
 	defer r.readers.Done()
 	l.up.Store(false)
+	if l.joined != nil {
+		l.joinDone(fmt.Errorf("the connection ended before the subscribe reply: %v", err))
+	}
 	m.link.CompareAndSwap(l, nil)
 	r.live.Add(-1)
 	now := time.Now()
@@ -448,12 +478,14 @@ func (l *link) OnPong(*gws.Conn, []byte) {}
 // object per line (Config.Batch).
 const BatchSubprotocol = "roomcast.batch.v1"
 
-// OnMessage accounts for one frame: each of its lines when the run is batched. It runs
-// on the member's read loop and avoids allocating: the frame is scanned, not decoded.
+// OnMessage accounts for one frame: each of its lines when the run is batched, as
+// Centrifugo's frames always may be. It runs on the member's read loop and avoids
+// allocating: the frame is scanned, not decoded.
 func (l *link) OnMessage(_ *gws.Conn, msg *gws.Message) {
 	defer msg.Close()
 	frame := msg.Bytes()
-	if !l.m.r.cfg.Batch {
+	centrifugo := l.m.r.centrifugo
+	if !l.m.r.cfg.Batch && !centrifugo {
 		l.onFrame(frame)
 		return
 	}
@@ -464,7 +496,11 @@ func (l *link) OnMessage(_ *gws.Conn, msg *gws.Message) {
 		} else {
 			frame = nil
 		}
-		l.onFrame(line)
+		if centrifugo {
+			l.onCentrifugoLine(line)
+		} else {
+			l.onFrame(line)
+		}
 	}
 }
 

@@ -65,6 +65,21 @@ func (s Scenario) connsShaped() bool { return s == Idle || s == Soak }
 // sends reports whether s's clients send messages.
 func (s Scenario) sends() bool { return s != Idle }
 
+// Protocol is what the clients speak to the server.
+type Protocol string
+
+// The protocols.
+const (
+	// ProtocolRoomcast is roomcast's: one connection per room at /ws/chat/{room}/, a
+	// {"message":...} frame per message. The zero Protocol means it too.
+	ProtocolRoomcast Protocol = "roomcast"
+	// ProtocolCentrifugo is Centrifugo v6's bidirectional JSON protocol at
+	// /connection/websocket: each client connects, subscribes to its room's channel and
+	// publishes into it, so that the two servers can be measured with the same load
+	// (fanout-small, fanout-large and ramp only). See centrifugo.go.
+	ProtocolCentrifugo Protocol = "centrifugo"
+)
+
 // ConfigError is an invalid setting of a Config. Setting is named like the
 // roomcast-loadgen flag that sets it.
 type ConfigError struct {
@@ -80,6 +95,8 @@ func (e *ConfigError) Error() string {
 // Config is one load run.
 type Config struct {
 	Scenario Scenario
+	// Protocol is the server's protocol: roomcast's (the default) or Centrifugo's.
+	Protocol Protocol
 	// URLs are base URLs (ws://host:port); connection i goes to URLs[i % len(URLs)], so
 	// the members of a room are spread over the replicas.
 	URLs []string
@@ -150,7 +167,8 @@ type Config struct {
 	// Grace is how long, once sending stops, deliveries may still arrive before the
 	// missing ones count as lost.
 	Grace time.Duration
-	// ConnectTimeout bounds each connection attempt, dial and upgrade together;
+	// ConnectTimeout bounds each connection attempt, dial and upgrade together (and
+	// Centrifugo's connect and subscribe);
 	// ConnectParallel is how many are in progress at once while the clients connect at
 	// the start (a reconnect storm's reconnects are not held back).
 	ConnectTimeout  time.Duration
@@ -169,6 +187,7 @@ type Config struct {
 func DefaultConfig(s Scenario) Config {
 	c := Config{
 		Scenario:        s,
+		Protocol:        ProtocolRoomcast,
 		URLs:            []string{"ws://127.0.0.1:8080"},
 		Rooms:           10,
 		Members:         10,
@@ -230,6 +249,9 @@ func (c Config) Validate() error {
 	}
 	if !slices.Contains(Scenarios(), c.Scenario) {
 		return bad("scenario", strconv.Quote(string(c.Scenario)), "want one of %s", scenarioList())
+	}
+	if err := c.validateProtocol(); err != nil {
+		return err
 	}
 	if len(c.URLs) == 0 {
 		return bad("url", `""`, "want at least one ws://host:port")
@@ -326,6 +348,28 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// validateProtocol checks the protocol and what it allows: Centrifugo's runs the
+// scenarios without reconnects, with its own batching and no token.
+func (c Config) validateProtocol() error {
+	switch c.Protocol {
+	case "", ProtocolRoomcast:
+		return nil
+	case ProtocolCentrifugo:
+	default:
+		return &ConfigError{Setting: "protocol", Value: strconv.Quote(string(c.Protocol)), Want: "want roomcast or centrifugo"}
+	}
+	switch {
+	case c.Scenario != FanoutSmall && c.Scenario != FanoutLarge && c.Scenario != Ramp:
+		return &ConfigError{Setting: "protocol", Value: string(c.Protocol),
+			Want: fmt.Sprintf("want -scenario fanout-small, fanout-large or ramp with it, not %s", c.Scenario)}
+	case c.Batch:
+		return &ConfigError{Setting: "batch", Value: "true", Want: "want false with -protocol centrifugo, which batches frames on its own"}
+	case c.Token != "":
+		return &ConfigError{Setting: "token", Value: "(not shown)", Want: "want none with -protocol centrifugo, whose clients are anonymous (client.insecure)"}
+	}
+	return nil
+}
+
 func scenarioList() string {
 	names := make([]string, 0, 8)
 	for _, s := range Scenarios() {
@@ -347,6 +391,8 @@ func checkBaseURL(raw string) error {
 		return errors.New("want a base URL without query or fragment")
 	case strings.Contains(u.Path, "/ws/chat"):
 		return errors.New("want the base URL only (ws://host:port); /ws/chat/{room}/ is added")
+	case strings.Contains(u.Path, centrifugoPath):
+		return errors.New("want the base URL only (ws://host:port); " + centrifugoPath + " is added")
 	}
 	return nil
 }

@@ -45,6 +45,12 @@ func TestValidate(t *testing.T) {
 		{"storm of too many clients", loadgen.ReconnectStorm, func(c *loadgen.Config) { c.Conns = 1 << 20 }, "rooms"},
 		{"storm without reconnect backoff", loadgen.ReconnectStorm, func(c *loadgen.Config) { c.ReconnectBase = 0 }, "reconnect-base"},
 		{"token with a newline", loadgen.FanoutSmall, func(c *loadgen.Config) { c.Token = "a\nb" }, "token"},
+		{"unknown protocol", loadgen.FanoutSmall, func(c *loadgen.Config) { c.Protocol = "mqtt" }, "protocol"},
+		{"centrifugo idle", loadgen.Idle, func(c *loadgen.Config) { c.Protocol = loadgen.ProtocolCentrifugo }, "protocol"},
+		{"centrifugo release", loadgen.Release, func(c *loadgen.Config) { c.Protocol = loadgen.ProtocolCentrifugo }, "protocol"},
+		{"centrifugo batched", loadgen.FanoutLarge, func(c *loadgen.Config) { c.Protocol, c.Batch = loadgen.ProtocolCentrifugo, true }, "batch"},
+		{"centrifugo with a token", loadgen.Ramp, func(c *loadgen.Config) { c.Protocol, c.Token = loadgen.ProtocolCentrifugo, "t" }, "token"},
+		{"URL with Centrifugo's path", loadgen.FanoutSmall, func(c *loadgen.Config) { c.URLs = []string{"ws://h:1/connection/websocket"} }, "url"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

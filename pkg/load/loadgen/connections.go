@@ -19,8 +19,13 @@ func (r *runner) otherFrame(frame []byte) {
 		r.otherFrames.Add(1)
 		return
 	}
+	r.countError(string(code))
+}
+
+// countError counts an error frame with code, as "other" when it is not a known one.
+func (r *runner) countError(code string) {
 	for i, known := range knownCodes {
-		if string(code) == known || i == len(knownCodes)-1 {
+		if code == known || i == len(knownCodes)-1 {
 			r.errorFrames[i].Add(1)
 			return
 		}

@@ -13,7 +13,9 @@
 // that a test can stop around a deployment step. In reconnect-storm, silent storm clients
 // drop their connections at once and reconnect, honouring the Retry-After of the
 // server's refusals, while the members' deliveries are measured. With Config.Token set,
-// every connection attempt carries Authorization: Bearer <token>.
+// every connection attempt carries Authorization: Bearer <token>. With Config.Protocol
+// ProtocolCentrifugo, fanout-small, fanout-large and ramp drive a Centrifugo v6 server
+// instead, with the same load and the same accounting (see centrifugo.go).
 //
 // Deliveries count per (message, member): a message is expected once by every member of
 // its room (connected or reconnecting when it was sent), delivered the first time it

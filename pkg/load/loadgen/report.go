@@ -14,6 +14,8 @@ import (
 // Report is the outcome of a run; it marshals to JSON as is.
 type Report struct {
 	Scenario Scenario `json:"scenario"`
+	// Protocol is set when the server was not roomcast (Config.Protocol).
+	Protocol Protocol `json:"protocol,omitempty"`
 	// Run is the token in this run's room names (lg-<run>-<n>) and messages.
 	Run     string   `json:"run"`
 	URLs    []string `json:"urls"`
@@ -196,7 +198,11 @@ func (rep *Report) WriteText(w io.Writer) error {
 	if st := rep.Storm; st != nil {
 		shape += fmt.Sprintf(" measured + %d storm clients in %d rooms of %d", st.Clients, st.Rooms, rep.Members)
 	}
-	p("== %s: %s, %s (run %s)", rep.Scenario, shape, strings.Join(rep.URLs, ","), rep.Run)
+	name := string(rep.Scenario)
+	if rep.Protocol != "" {
+		name += " (" + string(rep.Protocol) + ")"
+	}
+	p("== %s: %s, %s (run %s)", name, shape, strings.Join(rep.URLs, ","), rep.Run)
 	if rep.Interrupted {
 		p("INTERRUPTED: the numbers cover only the part that ran")
 	}

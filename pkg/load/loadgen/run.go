@@ -43,6 +43,7 @@ func newRunner(cfg Config) *runner {
 	r := &runner{
 		cfg: cfg, log: log, run: runToken(), procs: procSet(cfg.ServerPIDs), start: time.Now(),
 		reconnecting: cfg.Scenario.reconnects(), stopRedials: make(chan struct{}),
+		centrifugo: cfg.Protocol == ProtocolCentrifugo,
 	}
 	r.runBytes = []byte(r.run)
 	r.deadline = r.start.Add(cfg.Duration)
@@ -106,6 +107,8 @@ type runner struct {
 	// reconnecting: clients reconnect when the server closes them, resuming from the
 	// room's last seq, and keep their connection history.
 	reconnecting bool
+	// centrifugo: the clients speak Centrifugo's protocol (Config.Protocol).
+	centrifugo bool
 
 	live    atomic.Int64
 	readers sync.WaitGroup // one per read loop
@@ -187,9 +190,13 @@ func (r *runner) setup() (*Report, error) {
 	if !cfg.Scenario.sends() {
 		r.senders = nil
 	}
-	return &Report{
+	rep := &Report{
 		Scenario: cfg.Scenario, Run: r.run, URLs: cfg.URLs, Rooms: rooms, Members: cfg.Members,
-	}, nil
+	}
+	if r.centrifugo {
+		rep.Protocol = ProtocolCentrifugo
+	}
+	return rep, nil
 }
 
 func (r *runner) execute(ctx context.Context) (*Report, error) {

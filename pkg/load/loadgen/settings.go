@@ -81,6 +81,8 @@ func Settings() []Setting {
 			field: func(c *Config) any { return &c.Batch }},
 		{Flag: "interleave", Arg: "BOOL", Usage: "true: spread each room's sends evenly over the period (member k of every room at k/members of it) instead of a room's members sending one after another, so that a room's messages do not arrive together",
 			field: func(c *Config) any { return &c.Interleave }},
+		{Flag: "protocol", Arg: "NAME", Usage: "the server's protocol: roomcast, or centrifugo (Centrifugo v6's JSON protocol at <url>/connection/websocket: each client connects, subscribes to its room's channel and publishes into it; the server needs client.insecure); fanout-small, fanout-large and ramp only", scenarios: []Scenario{FanoutSmall, FanoutLarge, Ramp},
+			field: func(c *Config) any { return (*string)(&c.Protocol) }},
 		{Flag: "connect-timeout", Arg: "D", Usage: "dial and upgrade timeout per connection attempt",
 			field: func(c *Config) any { return &c.ConnectTimeout }},
 		{Flag: "connect-parallel", Arg: "N", Usage: "connections being set up at once at the start",

@@ -3,6 +3,7 @@ package natsbroker
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -347,7 +348,7 @@ func (h *history) ReadSince(ctx context.Context, room string, since uint64, epoc
 		return res, fmt.Errorf("replaying room %q: %w: %w", room, chat.ErrHistoryUnavailable, err)
 	}
 	subject := SubjectPrefix + room
-	newest, err := s.GetLastMsgForSubject(ctx, subject)
+	newest, err := h.storedMsg(ctx, msgGetRequest{LastFor: subject})
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		// Nothing kept for this room. If the stream has dropped messages after the
 		// client's since (its bytes bound, or their age), the room may have had some.
@@ -375,7 +376,7 @@ func (h *history) ReadSince(ctx context.Context, room string, since uint64, epoc
 		return res, nil
 	}
 	if since > 0 && !res.Truncated {
-		m, err := s.GetMsg(ctx, since)
+		m, err := h.storedMsg(ctx, msgGetRequest{Seq: since})
 		switch {
 		case errors.Is(err, jetstream.ErrMsgNotFound), err == nil && m.Subject != subject:
 			res.Truncated = true
@@ -385,7 +386,7 @@ func (h *history) ReadSince(ctx context.Context, room string, since uint64, epoc
 	}
 	res.Last = since
 	for next := since + 1; next <= newest.Sequence; {
-		m, err := s.GetMsg(ctx, next, jetstream.WithGetMsgSubject(subject))
+		m, err := h.storedMsg(ctx, msgGetRequest{Seq: next, NextFor: subject})
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			break
 		}
@@ -407,6 +408,56 @@ func (h *history) ReadSince(ctx context.Context, room string, since uint64, epoc
 		next = m.Sequence + 1
 	}
 	return res, nil
+}
+
+// msgGetRequest is JetStream's request for one stored message: by sequence, the first
+// of a subject at or after a sequence, or the last of a subject.
+type msgGetRequest struct {
+	Seq     uint64 `json:"seq,omitempty"`
+	LastFor string `json:"last_by_subj,omitempty"`
+	NextFor string `json:"next_by_subj,omitempty"`
+}
+
+// storedMsg reads one message from the stream's leader, never by a direct get: with
+// AllowDirect (which streams of earlier releases have, and which the app's NATS user may
+// not change) any replica of a clustered stream may answer a direct get, and a follower
+// that has not yet applied what the leader has republished answers with less than the
+// live members have already seen. A resume then counted as truncated, or stopped short
+// and lost what came between (seen when a node's NATS member left under load).
+func (h *history) storedMsg(ctx context.Context, req msgGetRequest) (*jetstream.RawStreamMsg, error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, fmt.Errorf("encoding the stored message request: %w", err)
+	}
+	reply, err := h.b.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+h.cfg.Stream, body)
+	if err != nil {
+		return nil, fmt.Errorf("reading a stored message: %w", err)
+	}
+	var resp struct {
+		Error *struct {
+			Code        int    `json:"code"`
+			Description string `json:"description"`
+		} `json:"error"`
+		Message *struct {
+			Subject  string    `json:"subject"`
+			Sequence uint64    `json:"seq"`
+			Data     []byte    `json:"data"`
+			Time     time.Time `json:"time"`
+		} `json:"message"`
+	}
+	if err := json.Unmarshal(reply.Data, &resp); err != nil {
+		return nil, fmt.Errorf("decoding the stored message: %w", err)
+	}
+	switch {
+	case resp.Error != nil && resp.Error.Code == 404:
+		return nil, jetstream.ErrMsgNotFound
+	case resp.Error != nil:
+		return nil, fmt.Errorf("reading a stored message: %s (%d)", resp.Error.Description, resp.Error.Code)
+	case resp.Message == nil:
+		return nil, errors.New("reading a stored message: an empty answer")
+	}
+	m := resp.Message
+	return &jetstream.RawStreamMsg{Subject: m.Subject, Sequence: m.Sequence, Data: m.Data, Time: m.Time}, nil
 }
 
 // streamCollector exports the history stream's size and bound, read from the stream at

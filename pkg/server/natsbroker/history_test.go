@@ -222,3 +222,29 @@ func watch(t *testing.T, url, subject string) (*nats.Conn, *nats.Subscription) {
 	}
 	return nc, sub
 }
+
+func TestAResumeReadsFromTheStreamsLeaderNotByDirectGet(t *testing.T) {
+	ns := natstest.Start(t, natstest.JetStream(t))
+	b := connectBounded(t, ns.ClientURL(), prometheus.NewRegistry())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, text := range []string{"one", "two", "three"} {
+		if err := b.Publish(ctx, chat.Message{Room: "lead", Text: text}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A plain connection sees the requests: a direct get may be answered by a follower
+	// that is behind the leader, which a resume must not rely on.
+	_, direct := watch(t, ns.ClientURL(), "$JS.API.DIRECT.GET.>")
+	_, leader := watch(t, ns.ClientURL(), "$JS.API.STREAM.MSG.GET.>")
+	got, err := b.History().ReadSince(ctx, "lead", 0, "")
+	if err != nil || len(got.Messages) != 3 {
+		t.Fatalf("ReadSince(0): %+v, %v; want the three messages", got, err)
+	}
+	if _, err := direct.NextMsg(100 * time.Millisecond); err == nil {
+		t.Fatal("the replay asked for a direct get")
+	}
+	if _, err := leader.NextMsg(time.Second); err != nil {
+		t.Fatalf("the replay did not ask the stream's leader: %v", err)
+	}
+}

@@ -88,7 +88,7 @@ func newWindow(h *history) (*window, error) {
 		h: h, prefix: h.b.nc.NewRespInbox() + ".",
 		pending: make(map[uint64]pendingPublish), byCopy: make(map[string]uint64),
 		live: make(map[string]int), perRoom: make(map[string]int), parked: make(map[string][]*nats.Subscription),
-		quit:    make(chan struct{}), done: make(chan struct{}),
+		quit: make(chan struct{}), done: make(chan struct{}),
 	}
 	sub, err := h.b.nc.Subscribe(w.prefix+"*", w.answer)
 	if err != nil {

@@ -31,7 +31,7 @@ build-bin:
     version=$(git describe --tags --always --dirty 2>/dev/null || echo dev)
     CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$version" -o {{bin}}/ ./cmd/...
 
-# Benchmarks: Go micro-benchmarks, then every loadgen scenario against one replica (embedded NATS; fanout-large and the ramp also batched and with history off), a reconnect storm with and without an accept rate, and fanout-large against two replicas on one nats-server. DURATION sets each scenario's length.
+# Benchmarks: Go micro-benchmarks, then every loadgen scenario against one replica (embedded NATS; fanout-large and the ramp also batched and with history off), a reconnect storm with and without an accept rate, and fanout-large against one replica and then two on one nats-server. DURATION sets each scenario's length.
 bench DURATION="20s": build-bin
     #!/usr/bin/env bash
     set -euo pipefail
@@ -105,11 +105,13 @@ bench DURATION="20s": build-bin
       kill "$server"; wait "$server" || true
     done
 
-    echo "== two replicas on one nats-server with JetStream"
+    echo "== one replica, then two, on one nats-server with JetStream"
     store=$(mktemp -d)
     {{bin}}/nats-server -a 127.0.0.1 -p 14222 -js -sd "$store" & pids+=($!); nats=$!
     sleep 0.5
     serve 127.0.0.1:18182 NATS_URL=nats://127.0.0.1:14222 ROOMCAST_INSTANCE=a; a=$server
+    echo "-- fanout-large on one replica (CPU of the replica and nats-server)"
+    gen -scenario fanout-large -url ws://127.0.0.1:18182 -server-pid "$a,$nats"
     serve 127.0.0.1:18183 NATS_URL=nats://127.0.0.1:14222 ROOMCAST_INSTANCE=b; b=$server
     echo "-- fanout-large across both replicas (CPU of both replicas and nats-server)"
     gen -scenario fanout-large -url ws://127.0.0.1:18182,ws://127.0.0.1:18183 -server-pid "$a,$b,$nats"

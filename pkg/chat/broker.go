@@ -28,15 +28,6 @@ type Subscription interface {
 	Unsubscribe() error
 }
 
-// A PositionedSubscription knows where in the room's store it starts: the seq (and
-// epoch) of the room's newest stored message when the broker confirmed the subscription,
-// 0 when unknown. Live messages up to it predate the subscription; a live message whose
-// predecessor is newer shows that one stored in between never came live.
-type PositionedSubscription interface {
-	Subscription
-	StoredUpTo() (seq uint64, epoch string)
-}
-
 // ErrHistoryUnavailable is returned when the history store cannot be reached; live
 // messages still flow.
 var ErrHistoryUnavailable = errors.New("history unavailable")

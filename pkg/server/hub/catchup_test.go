@@ -346,22 +346,3 @@ func TestACatchUpEndsWithoutHistoryWhenTheLiveStreamShowsNothingWasMissed(t *tes
 		}
 	})
 }
-
-func TestAFreshRoomStartsWhereItsSubscriptionStartedAndCatchesUpWhatNeverCameLive(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		hist := &flakyHistory{stored: []chat.Message{numbered(5, 0), numbered(6, 5), numbered(7, 6)}}
-		f := newFixture(t, withHistory(hist, time.Minute))
-		f.broker.upTo = 5 // the room's newest stored message when the subscription was confirmed
-		_, s := f.join(t, "lobby")
-		// 6 was stored after the join but never came live (the stream's leader changed):
-		// without the starting position, 7 would be the room's first message, and 6 lost.
-		f.publishNumbered(t, 7, 6)
-		synctest.Wait()
-		if got, want := s.got(), []string{"lobby:6", "lobby:7"}; !slices.Equal(got, want) {
-			t.Fatalf("got %q, want %q", got, want)
-		}
-		if v := f.metric(t, "roomcast_room_catchups_total", "trigger", "gap"); v != 1 {
-			t.Errorf("gap catch-ups = %v, want 1", v)
-		}
-	})
-}

@@ -34,15 +34,7 @@ type fakeBroker struct {
 	subs    map[string][]*fakeSub
 	subErr  error
 	created int
-	upTo    uint64 // when set, subscriptions start at this seq of epoch "e" (chat.PositionedSubscription)
 }
-
-type positionedSub struct {
-	*fakeSub
-	upTo uint64
-}
-
-func (p positionedSub) StoredUpTo() (uint64, string) { return p.upTo, "e" }
 
 type fakeSub struct {
 	b       *fakeBroker
@@ -71,9 +63,6 @@ func (b *fakeBroker) Subscribe(_ context.Context, room string, deliver func(chat
 	s := &fakeSub{b: b, room: room, deliver: deliver}
 	b.subs[room] = append(b.subs[room], s)
 	b.created++
-	if b.upTo > 0 {
-		return positionedSub{s, b.upTo}, nil
-	}
 	return s, nil
 }
 

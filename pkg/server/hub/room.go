@@ -93,13 +93,6 @@ func (h *Hub) join(ctx context.Context, roomName string, hold bool) (*Member, er
 			return nil, fmt.Errorf("joining room %q: %w", roomName, err)
 		}
 		r.sub = sub
-		if p, ok := sub.(chat.PositionedSubscription); ok {
-			if seq, epoch := p.StoredUpTo(); seq > 0 {
-				// What was stored up to here predates the join; a message stored after
-				// it that does not come live shows as a gap on the next one.
-				r.advance(seq, epoch)
-			}
-		}
 		h.m.roomsActive.Inc()
 	}
 	m.index = len(r.members)

@@ -138,7 +138,7 @@ func (b *Broker) Subscribe(ctx context.Context, room string, deliver func(chat.M
 	}
 	live.sub = sub
 	// Copies answer this replica's publishes to the room once the leader sends them here.
-	live.upTo, live.epoch = b.hist.leaderHasInterest(ctx, room)
+	b.hist.leaderHasInterest(ctx, room)
 	b.hist.win.subscribed(room)
 	return live, nil
 }

@@ -284,15 +284,9 @@ type liveSubscription struct {
 	h     *history
 	room  string
 	sub   *nats.Subscription
-	upTo  uint64 // see StoredUpTo
-	epoch string
 	ended atomic.Bool
 	once  sync.Once
 }
-
-// StoredUpTo implements chat.PositionedSubscription: known in a NATS cluster, where the
-// join asked the stream's leader (leaderHasInterest).
-func (s *liveSubscription) StoredUpTo() (uint64, string) { return s.upTo, s.epoch }
 
 // Unsubscribe implements chat.Subscription: delivery stops at once, while the NATS
 // subscription may be kept for the copies that acknowledge this replica's publishes.
@@ -420,35 +414,27 @@ func (h *history) ReadSince(ctx context.Context, room string, since uint64, epoc
 const leaderInterestTimeout = 2 * time.Second
 
 // leaderHasInterest returns once the stream's leader knows of this replica's new
-// subscription to room, in a NATS cluster, with the seq and epoch of the room's newest
-// stored message then (0 when there is none or it is unknown). The flush that confirmed
-// the subscription reached only this replica's NATS member; the leader, which republishes
-// each stored message, learns of it over the cluster route, and a message stored
-// meanwhile is not sent here: a member's first messages after its join were lost (seen
-// once in the 3-node lab, a release's smoke test). A read from the leader crosses the
-// same route after the subscription (one route connection per pair of members, in order:
-// the stack's cluster does not pool routes), so its answer means each message stored
-// from then on comes here. Should the leader change meanwhile, the newest seq lets the
-// room notice a message that still did not come (its successor names it). It is best
-// effort: with no answer within leaderInterestTimeout (no leader) the join goes on, as
-// every join did before, and is counted.
-func (h *history) leaderHasInterest(ctx context.Context, room string) (uint64, string) {
+// subscription to room, in a NATS cluster. The flush that confirmed the subscription
+// reached only this replica's NATS member; the leader, which republishes each stored
+// message, learns of it over the cluster route, and a message stored meanwhile is not
+// sent here: a member's first messages after its join were lost (seen once in the 3-node
+// lab, a release's smoke test). A request to the leader crosses the same route after the
+// subscription (one route connection per pair of members, in order: the stack's cluster
+// does not pool routes), so its answer means each message stored from then on comes here.
+// It is best effort: with no answer within leaderInterestTimeout (no leader) the join
+// goes on, as every join did before, and is counted.
+func (h *history) leaderHasInterest(ctx context.Context, room string) {
 	if h.b.nc.ConnectedClusterName() == "" || !h.known.Load() {
-		return 0, "" // one NATS server: the flush was enough
+		return // one NATS server: the flush was enough
 	}
-	epoch := h.currentEpoch()
 	ctx, cancel := context.WithTimeout(ctx, leaderInterestTimeout)
 	defer cancel()
-	newest, err := h.storedMsg(ctx, msgGetRequest{LastFor: SubjectPrefix + room})
-	switch {
-	case err == nil:
-		return newest.Sequence, epoch
-	case !errors.Is(err, jetstream.ErrMsgNotFound):
+	_, err := h.storedMsg(ctx, msgGetRequest{LastFor: SubjectPrefix + room})
+	if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 		h.errors.WithLabelValues("join").Inc()
 		h.b.log.Warn("joined a room before the history stream's leader confirmed the subscription: messages of the next moments may be missed",
 			"room", room, "err", err)
 	}
-	return 0, ""
 }
 
 // msgGetRequest is JetStream's request for one stored message: by sequence, the first

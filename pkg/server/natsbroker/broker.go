@@ -137,9 +137,8 @@ func (b *Broker) Subscribe(ctx context.Context, room string, deliver func(chat.M
 		return sub, nil
 	}
 	live.sub = sub
-	// Copies answer this replica's publishes to the room once the leader sends them here.
-	b.hist.leaderHasInterest(ctx, room)
 	b.hist.win.subscribed(room)
+	b.hist.leaderHasInterest(ctx, room)
 	return live, nil
 }
 

@@ -106,8 +106,7 @@ func (b *Broker) PublishAsync(msg chat.Message, done func(error)) error {
 	return nil
 }
 
-// Subscribe registers interest in room and returns once the NATS server has it (with
-// history on in a NATS cluster: once the stream's leader has it).
+// Subscribe registers interest in room and returns once the NATS server has it.
 func (b *Broker) Subscribe(ctx context.Context, room string, deliver func(chat.Message)) (chat.Subscription, error) {
 	if !b.nc.IsConnected() {
 		return nil, fmt.Errorf("subscribing to room %q: %w", room, chat.ErrUnavailable)
@@ -138,7 +137,6 @@ func (b *Broker) Subscribe(ctx context.Context, room string, deliver func(chat.M
 	}
 	live.sub = sub
 	b.hist.win.subscribed(room)
-	b.hist.leaderHasInterest(ctx, room)
 	return live, nil
 }
 

@@ -1,5 +1,7 @@
 package natsbroker
 
+import "context"
+
 // AskJetStreamForEveryAck makes b ask JetStream to acknowledge every publish, as it does
 // for a room it is not subscribed to, instead of taking the republished copy as the
 // acknowledgement: the benchmarks compare the two.
@@ -7,4 +9,12 @@ func AskJetStreamForEveryAck(b *Broker) {
 	b.hist.win.mu.Lock()
 	defer b.hist.win.mu.Unlock()
 	b.hist.win.noCopyAcks = true
+}
+
+// FailStreamLookup makes b look for its history stream and fail, as while the stream's
+// leader is being replaced.
+func FailStreamLookup(b *Broker) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return b.hist.findStream(ctx)
 }

@@ -206,7 +206,11 @@ func (h *history) findStream(ctx context.Context) error {
 		}
 	}
 	if err != nil {
-		h.setStream(nil, "")
+		// The epoch stays: a lookup fails while the stream's leader is being replaced,
+		// and the new leader republishes what the old one may have already. Labelled
+		// with no epoch, those copies passed the rooms' check for what they delivered and
+		// reached members twice (seen in the lab, a stream leader's node killed).
+		h.setStream(nil, h.currentEpoch())
 		return fmt.Errorf("finding history stream %s: %w", h.cfg.Stream, err)
 	}
 	info := s.CachedInfo()

@@ -248,3 +248,43 @@ func TestAResumeReadsFromTheStreamsLeaderNotByDirectGet(t *testing.T) {
 		t.Fatalf("the replay did not ask the stream's leader: %v", err)
 	}
 }
+
+func TestLiveMessagesKeepTheStreamsEpochWhileTheStreamCannotBeLookedUp(t *testing.T) {
+	ns := natstest.Start(t, natstest.JetStream(t))
+	b := connectBounded(t, ns.ClientURL(), prometheus.NewRegistry())
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	got := make(chan chat.Message, 2)
+	sub, err := b.Subscribe(ctx, "steady", func(m chat.Message) { got <- m })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	deliver := func(id string) chat.Message {
+		t.Helper()
+		if err := b.Publish(ctx, chat.Message{ID: id, Room: "steady", Text: id}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case m := <-got:
+			return m
+		case <-ctx.Done():
+			t.Fatalf("%s never came live", id)
+			return chat.Message{}
+		}
+	}
+
+	before := deliver("before")
+	if before.Epoch == "" || before.Seq == 0 {
+		t.Fatalf("a stored message came as seq %d of epoch %q", before.Seq, before.Epoch)
+	}
+	// A lookup fails while the stream's leader is replaced; the stream is the same, and
+	// a room must still recognise what it delivered: the epoch is kept, not emptied.
+	if err := natsbroker.FailStreamLookup(b); err == nil {
+		t.Fatal("the failing lookup succeeded")
+	}
+	during := deliver("during")
+	if during.Epoch != before.Epoch || during.Seq <= before.Seq {
+		t.Fatalf("with the stream not found: seq %d of epoch %q, want after %d of epoch %q", during.Seq, during.Epoch, before.Seq, before.Epoch)
+	}
+}

@@ -106,7 +106,8 @@ func (b *Broker) PublishAsync(msg chat.Message, done func(error)) error {
 	return nil
 }
 
-// Subscribe registers interest in room and returns once the NATS server has it.
+// Subscribe registers interest in room and returns once the NATS server has it (with
+// history on in a NATS cluster: once the stream's leader has it).
 func (b *Broker) Subscribe(ctx context.Context, room string, deliver func(chat.Message)) (chat.Subscription, error) {
 	if !b.nc.IsConnected() {
 		return nil, fmt.Errorf("subscribing to room %q: %w", room, chat.ErrUnavailable)
@@ -136,6 +137,8 @@ func (b *Broker) Subscribe(ctx context.Context, room string, deliver func(chat.M
 		return sub, nil
 	}
 	live.sub = sub
+	// Copies answer this replica's publishes to the room once the leader sends them here.
+	b.hist.leaderHasInterest(ctx, room)
 	b.hist.win.subscribed(room)
 	return live, nil
 }

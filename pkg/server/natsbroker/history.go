@@ -122,13 +122,13 @@ func newHistory(b *Broker, cfg HistoryConfig, reg prometheus.Registerer) (*histo
 		}),
 		errors: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "roomcast_history_errors_total",
-			Help: "History operations that failed, by operation (publish: not stored: refused as unavailable, or sent live only by a server without JetStream; replay; stream).",
+			Help: "History operations that failed, by operation (publish: not stored: refused as unavailable, or sent live only by a server without JetStream; replay; stream; join: in a NATS cluster, a room's subscription not confirmed by the stream's leader).",
 		}, []string{"op"}),
 		replayed: f.NewCounter(prometheus.CounterOpts{
 			Name: "roomcast_history_replayed_messages_total", Help: "Stored messages read from history: replayed to resuming clients, or delivered by rooms catching up on a gap.",
 		}),
 	}
-	for _, op := range []string{"publish", "replay", "stream"} {
+	for _, op := range []string{"publish", "replay", "stream", "join"} {
 		h.errors.WithLabelValues(op)
 	}
 	if err := reg.Register(streamCollector{h}); err != nil {
@@ -412,6 +412,33 @@ func (h *history) ReadSince(ctx context.Context, room string, since uint64, epoc
 		next = m.Sequence + 1
 	}
 	return res, nil
+}
+
+// leaderInterestTimeout bounds a join's wait for the stream's leader (leaderHasInterest).
+const leaderInterestTimeout = 2 * time.Second
+
+// leaderHasInterest returns once the stream's leader knows of this replica's new
+// subscription to room, in a NATS cluster. The flush that confirmed the subscription
+// reached only this replica's NATS member; the leader, which republishes each stored
+// message, learns of it over the cluster route, and a message stored meanwhile is not
+// sent here: a member's first messages after its join were lost (seen once in the 3-node
+// lab, a release's smoke test). A request to the leader crosses the same route after the
+// subscription (one route connection per pair of members, in order: the stack's cluster
+// does not pool routes), so its answer means each message stored from then on comes here.
+// It is best effort: with no answer within leaderInterestTimeout (no leader) the join
+// goes on, as every join did before, and is counted.
+func (h *history) leaderHasInterest(ctx context.Context, room string) {
+	if h.b.nc.ConnectedClusterName() == "" || !h.known.Load() {
+		return // one NATS server: the flush was enough
+	}
+	ctx, cancel := context.WithTimeout(ctx, leaderInterestTimeout)
+	defer cancel()
+	_, err := h.storedMsg(ctx, msgGetRequest{LastFor: SubjectPrefix + room})
+	if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		h.errors.WithLabelValues("join").Inc()
+		h.b.log.Warn("joined a room before the history stream's leader confirmed the subscription: messages of the next moments may be missed",
+			"room", room, "err", err)
+	}
 }
 
 // msgGetRequest is JetStream's request for one stored message: by sequence, the first

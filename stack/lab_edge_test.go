@@ -349,8 +349,8 @@ func expectEdgeClean(t *testing.T, pr probeReport, report loadReport, n int) {
 		t.Errorf("lost %d deliveries (%d messages unconfirmed, of %d members each) and duplicated %d; want none but those of unconfirmed messages",
 			report.lost, report.unconfirmed, report.members, report.duplicated)
 	}
-	if report.unconfirmed > maxUnconfirmed {
-		t.Errorf("%d messages sent into the cut connections, want at most %d", report.unconfirmed, maxUnconfirmed)
+	if report.unconfirmed > maxUnconfirmed(n) {
+		t.Errorf("%d messages sent into the cut connections, want at most %d", report.unconfirmed, maxUnconfirmed(n))
 	}
 	if report.endOnGreen != n { // endOnGreen: ended on the color asked for, blue here
 		t.Errorf("%d of %d clients ended on blue", report.endOnGreen, n)

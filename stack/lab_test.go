@@ -450,7 +450,47 @@ func afterKill(t *testing.T, load *load, victims map[string]bool, killed time.Ti
 	hit, waits, stranded = cutOff(load.session.Clients(), victims, killed)
 	report = load.stopAfterAllOn(t, "blue", 10*time.Second)
 	t.Logf("load during the kill: %s\n%s", report, report.summary)
+	if report.untold > 0 {
+		// Who lost without being told: the killed replica's clients (cut, then resumed)
+		// or the others, and on which replicas.
+		byPlace := map[string][2]int64{}
+		for _, c := range report.clients {
+			if c.LostUntold == 0 {
+				continue
+			}
+			place := "not cut"
+			for _, conn := range c.Connections {
+				if !conn.Opened.After(killed) && (conn.Closed.IsZero() || conn.Closed.After(killed)) {
+					place = conn.Instance
+					if victims[conn.Instance] {
+						place = "cut, on " + conn.Instance
+					}
+				}
+			}
+			v := byPlace[place]
+			byPlace[place] = [2]int64{v[0] + 1, v[1] + c.LostUntold}
+			fmt.Printf("=== lab: untold loss: client %d room %d lost %d; %s\n", c.ID, c.Room, c.LostUntold, connectionsText(c, killed))
+		}
+		fmt.Printf("=== lab: untold losses by where the client was at the kill (clients, deliveries): %v\n", byPlace)
+	}
 	return hit, waits, stranded, report
+}
+
+// connectionsText is a client's connections with their instances, times relative to
+// event and close codes.
+func connectionsText(c loadgen.Client, event time.Time) string {
+	var b strings.Builder
+	for i, conn := range c.Connections {
+		if i > 0 {
+			b.WriteString(" ")
+		}
+		closed := "open"
+		if !conn.Closed.IsZero() {
+			closed = fmt.Sprintf("%+.2fs=%d", conn.Closed.Sub(event).Seconds(), conn.CloseCode)
+		}
+		fmt.Fprintf(&b, "[%s %+.2fs..%s resumed=%v]", conn.Instance, conn.Opened.Sub(event).Seconds(), closed, conn.Resumed)
+	}
+	return b.String()
 }
 
 // waitAllOn waits until service runs n tasks, all on the node at addr.
@@ -695,8 +735,8 @@ func TestLabWorkerKilledUnderLoad(t *testing.T) {
 	}
 	rescheduled := time.Since(killed)
 	hit, waits, stranded, report := afterKill(t, load, victims, killed)
-	fmt.Printf("=== lab: SIGKILL of a worker (engine, containerd, containers) under 200 clients: replica rescheduled in %.1fs; %d clients on it, back after %s, %d still cut off %.0fs after the kill; closes %v; %d messages sent, %d refused (unavailable), %d unconfirmed, %d of %d deliveries lost, %d beyond those of refused and unconfirmed messages, %d duplicated\n",
-		rescheduled.Seconds(), hit, waitsText(waits), stranded, time.Since(killed).Seconds(), report.otherCloses, report.sent, report.refused, report.unconfirmed, report.lost, report.expected, report.notTheSenders(), report.duplicated)
+	fmt.Printf("=== lab: SIGKILL of a worker (engine, containerd, containers) under 200 clients: replica rescheduled in %.1fs; %d clients on it, back after %s, %d still cut off %.0fs after the kill; closes %v; %d messages sent, %d refused (unavailable), %d unconfirmed, %d of %d deliveries lost, %d beyond those of refused and unconfirmed messages, %d at members never told of a gap, %d duplicated\n",
+		rescheduled.Seconds(), hit, waitsText(waits), stranded, time.Since(killed).Seconds(), report.otherCloses, report.sent, report.refused, report.unconfirmed, report.lost, report.expected, report.notTheSenders(), report.untold, report.duplicated)
 	if hit == 0 {
 		t.Errorf("no client was on the killed node's replica")
 	}
@@ -817,8 +857,8 @@ func TestLabStreamLeaderNodeKilledUnderLoad(t *testing.T) {
 	}
 	rescheduled := time.Since(killed)
 	hit, waits, stranded, report := afterKill(t, load, victims, killed)
-	fmt.Printf("=== lab: SIGKILL of the node with the NATS stream leader (%s) under 200 clients: new leader after %.1fs, replica rescheduled in %.1fs; %d clients on its replica, back after %s, %d still cut off; %d messages sent, %d refused (unavailable), %d unconfirmed, %d of %d deliveries lost, %d beyond those of refused and unconfirmed messages, %d duplicated\n",
-		leader.addr, reelected.Seconds(), rescheduled.Seconds(), hit, waitsText(waits), stranded, report.sent, report.refused, report.unconfirmed, report.lost, report.expected, report.notTheSenders(), report.duplicated)
+	fmt.Printf("=== lab: SIGKILL of the node with the NATS stream leader (%s) under 200 clients: new leader after %.1fs, replica rescheduled in %.1fs; %d clients on its replica, back after %s, %d still cut off; %d messages sent, %d refused (unavailable), %d unconfirmed, %d of %d deliveries lost, %d beyond those of refused and unconfirmed messages, %d at members never told of a gap, %d duplicated\n",
+		leader.addr, reelected.Seconds(), rescheduled.Seconds(), hit, waitsText(waits), stranded, report.sent, report.refused, report.unconfirmed, report.lost, report.expected, report.notTheSenders(), report.untold, report.duplicated)
 	if report.duplicated != 0 {
 		t.Errorf("%d deliveries duplicated; want none", report.duplicated)
 	}

@@ -623,16 +623,20 @@ type loadReport struct {
 	// lost its NATS connection): the sender knows, and none of its deliveries happen.
 	refused int64
 	// unconfirmed messages reached no member: sent into a closing connection.
-	unconfirmed   int64
+	unconfirmed int64
+	// untold deliveries are lost at members the server never told of a gap
+	// (history_truncated, history_unavailable), of messages another member received.
+	untold        int64
 	reconnects    int64
 	resumed       int64
 	reconnectTime loadgen.Latency
 	summary       string // the load generator's own summary
+	clients       []loadgen.Client
 }
 
 func (r loadReport) String() string {
-	return fmt.Sprintf("%d started on blue, %d closed with 1012, %d ended on green, other closes %v, %d sent, %d deliveries lost (%d messages unconfirmed), %d duplicated, %d reconnects (%d resumed), reconnect time %s",
-		r.onBlue, r.closed1012, r.endOnGreen, r.otherCloses, r.sent, r.lost, r.unconfirmed, r.duplicated, r.reconnects, r.resumed, r.reconnectTime)
+	return fmt.Sprintf("%d started on blue, %d closed with 1012, %d ended on green, other closes %v, %d sent, %d deliveries lost (%d messages unconfirmed, %d untold), %d duplicated, %d reconnects (%d resumed), reconnect time %s",
+		r.onBlue, r.closed1012, r.endOnGreen, r.otherCloses, r.sent, r.lost, r.unconfirmed, r.untold, r.duplicated, r.reconnects, r.resumed, r.reconnectTime)
 }
 
 // stopAfterAllOn waits (bounded) until every client is connected to color, then stops
@@ -654,8 +658,9 @@ func (l *load) stopAfterAllOn(t *testing.T, color string, within time.Duration) 
 	_ = rep.WriteText(&text)
 	r := loadReport{
 		otherCloses: map[uint16]int{}, reconnects: rep.Reconnect.Reconnects, resumed: rep.Reconnect.Resumed,
-		reconnectTime: rep.Reconnect.ReconnectTime, unconfirmed: rep.Reconnect.Unconfirmed,
+		reconnectTime: rep.Reconnect.ReconnectTime, unconfirmed: rep.Reconnect.Unconfirmed, untold: rep.Reconnect.LostUntold,
 		summary: text.String(), refused: rep.ErrorFrames["unavailable"], members: int64(rep.Members),
+		clients: rep.Reconnect.Clients,
 	}
 	for _, s := range rep.Steps {
 		r.sent, r.lost, r.duplicated = r.sent+s.Sent, r.lost+s.Lost, r.duplicated+s.Duplicated

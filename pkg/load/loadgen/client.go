@@ -55,6 +55,11 @@ type member struct {
 	// unconfirmed are this member's own messages sent on a connection that the server
 	// closed before their echo came back on it: [from, to) ranges of seq.
 	unconfirmed []seqRange
+	// told is set by a history_truncated or history_unavailable frame: the server said
+	// a resume may have missed messages.
+	told atomic.Bool
+	// untold counts, once the run has ended, the deliveries lost here without told.
+	untold atomic.Int64
 
 	mu      sync.Mutex   // guards history, dropped and failedSends
 	history []Connection // kept in the scenarios that reconnect
@@ -515,7 +520,9 @@ func (l *link) onFrame(frame []byte) {
 	}
 	text, ok := MessageText(frame)
 	if !ok {
-		r.otherFrame(frame)
+		if code := r.otherFrame(frame); code == "history_truncated" || code == "history_unavailable" {
+			m.told.Store(true)
+		}
 		return
 	}
 	st, ok := ParseText(text)
@@ -600,12 +607,15 @@ type Client struct {
 	Connections []Connection `json:"connections"`
 	// Dropped counts connections beyond the 64 kept.
 	Dropped int `json:"dropped,omitempty"`
+	// LostUntold counts the deliveries this client missed without being told (see
+	// ReconnectResult.LostUntold).
+	LostUntold int64 `json:"lost_untold,omitempty"`
 }
 
 func (m *member) client() Client {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return Client{ID: m.id, Room: m.room, Connections: append([]Connection(nil), m.history...), Dropped: m.dropped}
+	return Client{ID: m.id, Room: m.room, Connections: append([]Connection(nil), m.history...), Dropped: m.dropped, LostUntold: m.untold.Load()}
 }
 
 // path is the client's connections in one line: "blue =1012=> green".

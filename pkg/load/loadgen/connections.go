@@ -13,13 +13,16 @@ import (
 // Error frame codes counted one by one; anything else counts as "other".
 var knownCodes = [...]string{"bad_request", "message_too_large", "rate_limited", "unavailable", "forbidden", "history_truncated", "history_unavailable", "other"}
 
-func (r *runner) otherFrame(frame []byte) {
+// otherFrame counts a frame that is not a message; it returns the code of an error
+// frame ("" for any other frame).
+func (r *runner) otherFrame(frame []byte) string {
 	code, ok := ErrorCode(frame)
 	if !ok {
 		r.otherFrames.Add(1)
-		return
+		return ""
 	}
 	r.countError(string(code))
+	return string(code)
 }
 
 // countError counts an error frame with code, as "other" when it is not a known one.

@@ -99,6 +99,9 @@ func checkOnlyUnconfirmedLost(t *testing.T, rep *loadgen.Report) {
 	if rep.Foreign+rep.Misrouted+rep.OtherFrames != 0 {
 		t.Errorf("foreign %d, misrouted %d, other frames %d", rep.Foreign, rep.Misrouted, rep.OtherFrames)
 	}
+	if rep.Reconnect.LostUntold != 0 {
+		t.Errorf("%d deliveries lost at members never told of a gap; want none", rep.Reconnect.LostUntold)
+	}
 }
 
 func TestReleaseResumesAcrossADrain(t *testing.T) {
@@ -230,6 +233,36 @@ func TestReleaseResumesWithSinceAndEpoch(t *testing.T) {
 		t.Errorf("metric %s = %v, want 6", loadgen.MetricHistoryTruncated, rep.Metrics[loadgen.MetricHistoryTruncated].Value)
 	}
 	checkOnlyUnconfirmedLost(t, rep)
+}
+
+func TestLostDeliveriesNoMemberWasToldOfAreCountedApart(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		tell       bool
+		wantUntold int64
+	}{
+		{"a silent gap", false, 2},
+		{"a gap announced with history_truncated", true, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := historytest.New(1000, "e1", "blue")
+			cfg := releaseConfig(t, standIn(t, srv))
+			cfg.Rooms, cfg.Members = 2, 3
+			cfg.Grace = 2 * time.Second // the gap never fills: do not wait long for it
+			s := mustStart(t, cfg)
+			sendFor(300 * time.Millisecond)
+			srv.Gap(tc.tell) // one member of each room misses the next message
+			sendFor(300 * time.Millisecond)
+			rep := mustStop(t, s)
+
+			if lost := rep.Steps[0].Lost; lost != 2 {
+				t.Errorf("lost %d deliveries, want 2 (one in each room)", lost)
+			}
+			if rc := rep.Reconnect; rc.LostUntold != tc.wantUntold || rc.HistoryTruncated != 2-tc.wantUntold {
+				t.Errorf("lost untold %d, history_truncated %d; want %d, %d", rc.LostUntold, rc.HistoryTruncated, tc.wantUntold, 2-tc.wantUntold)
+			}
+		})
+	}
 }
 
 func TestReleaseWithoutHistoryReconnectsWithoutSince(t *testing.T) {

@@ -83,6 +83,11 @@ type ReconnectResult struct {
 	// received: most likely sent into a closing connection and never read by the
 	// server. Their deliveries are part of the lost ones.
 	Unconfirmed int64 `json:"unconfirmed"`
+	// LostUntold counts lost deliveries of messages that reached another member of their
+	// room, at members that never had a history_truncated or history_unavailable frame:
+	// losses no client was told of. Zero when every gap was either the sender's (refused,
+	// unconfirmed) or announced by the server.
+	LostUntold int64 `json:"lost_untold"`
 	// StartColors and EndColors count clients by the X-Roomcast-Color of their first and
 	// last connection ("(disconnected)": the server closed the last one and no
 	// reconnect had opened by the end).
@@ -331,6 +336,7 @@ func writeStorm(p func(string, ...any), rep *Report) {
 
 func writeReconnect(p func(string, ...any), rc *ReconnectResult) {
 	p("unconfirmed   %d messages reached no member after the server closed their sender before their echo (most likely never read by the server)", rc.Unconfirmed)
+	p("untold        %d deliveries missing at members never told of a gap (history_truncated, history_unavailable), of messages another member received", rc.LostUntold)
 	p("reconnects    %d (resumed with since: %d, failed attempts: %d, history_truncated: %d)", rc.Reconnects, rc.Resumed, rc.ConnectFailures, rc.HistoryTruncated)
 	if rc.Reconnects > 0 {
 		p("reconnect     close → 101: %s", rc.ReconnectTime)

@@ -149,6 +149,9 @@ func (r *runner) reconnectResult(rep *Report) *ReconnectResult {
 		EndColors:        map[string]int{},
 		Paths:            map[string]int{},
 	}
+	if rep.readersDone {
+		res.LostUntold = r.lostUntold() // before the clients, which carry their share
+	}
 	for _, m := range r.members {
 		c := m.client()
 		if len(c.Connections) > 0 {
@@ -168,6 +171,42 @@ func (r *runner) reconnectResult(rep *Report) *ReconnectResult {
 		res.Unconfirmed = r.unconfirmedMessages()
 	}
 	return res
+}
+
+// lostUntold counts the deliveries missing at members that were never told they may
+// have missed messages (no history_truncated or history_unavailable frame), of messages
+// that reached at least one member of their room: what the system delivered, it
+// delivers to every member of the room or says it could not. It reads every Inbox: call
+// it only once the read loops have ended.
+func (r *runner) lostUntold() int64 {
+	var n int64
+	for _, sender := range r.members {
+		if sender.inbox == nil {
+			continue
+		}
+		first := sender.room * r.cfg.Members
+		room := r.members[first : first+sender.roomSize]
+		k := sender.id - first
+		for seq := range sender.sent.Load() {
+			reached := false
+			for _, m := range room {
+				if m.inbox.Has(k, seq) {
+					reached = true
+					break
+				}
+			}
+			if !reached {
+				continue
+			}
+			for _, m := range room {
+				if !m.inbox.Has(k, seq) && !m.told.Load() {
+					m.untold.Add(1)
+					n++
+				}
+			}
+		}
+	}
+	return n
 }
 
 // unconfirmedMessages counts the messages sent on a connection the server closed before

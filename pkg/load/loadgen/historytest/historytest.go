@@ -35,6 +35,9 @@ type Server struct {
 	upgrades []Upgrade
 	closed   bool
 	muted    bool
+	// gap: the next message of each room skips one member; gapTold: with a
+	// history_truncated frame to it.
+	gap, gapTold map[string]bool
 
 	upgrader *gws.Upgrader
 }
@@ -192,6 +195,18 @@ func (s *Server) Mute() {
 	s.muted = true
 }
 
+// Gap makes the next message of each room reach every member but one: with tell, that
+// member gets a history_truncated frame instead, as a replica that knows it lost
+// something says; without, nothing, as a broken one would leave a silent gap.
+func (s *Server) Gap(tell bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.gap, s.gapTold = map[string]bool{}, map[string]bool{}
+	for name := range s.rooms {
+		s.gap[name], s.gapTold[name] = true, tell
+	}
+}
+
 // Forget drops the kept messages of every room, as if they had expired.
 func (s *Server) Forget() {
 	s.mu.Lock()
@@ -214,7 +229,16 @@ func (s *Server) publish(name string, text string) {
 	if len(rm.kept) > s.keep {
 		rm.kept = rm.kept[len(rm.kept)-s.keep:]
 	}
+	skip := s.gap[name]
 	for c := range rm.members {
+		if skip {
+			skip = false
+			delete(s.gap, name)
+			if s.gapTold[name] {
+				_ = c.WriteMessage(gws.OpcodeText, chat.ErrorJSON("history_truncated", "a message of the room could not be delivered"))
+			}
+			continue
+		}
 		_ = c.WriteMessage(gws.OpcodeText, frame)
 	}
 }

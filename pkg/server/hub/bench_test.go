@@ -14,6 +14,7 @@ import (
 	"roomcast/pkg/chat"
 	"roomcast/pkg/server/hub"
 	"roomcast/pkg/server/servermetrics"
+	"roomcast/pkg/testenv/localbroker"
 )
 
 type countingSocket struct {
@@ -38,7 +39,7 @@ func (s *countingSocket) Close(uint16, string) {}
 func BenchmarkFanout(b *testing.B) {
 	for _, members := range []int{1, 20, 200} {
 		b.Run(fmt.Sprintf("members=%d", members), func(b *testing.B) {
-			broker := newFakeBroker()
+			broker := localbroker.New()
 			reg := prometheus.NewRegistry()
 			h := hub.New(hub.Config{SendQueueFrames: 1 << 20, SendQueueBytes: 1 << 30},
 				broker, servermetrics.NewErrors(reg), slog.New(slog.NewTextHandler(io.Discard, nil)), reg)

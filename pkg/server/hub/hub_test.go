@@ -24,62 +24,10 @@ import (
 	"roomcast/pkg/server/servermetrics"
 	"roomcast/pkg/server/wsframe"
 	"roomcast/pkg/testenv"
+	"roomcast/pkg/testenv/localbroker"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// fakeBroker delivers synchronously to the subscriptions of a room.
-type fakeBroker struct {
-	mu      sync.Mutex
-	subs    map[string][]*fakeSub
-	subErr  error
-	created int
-}
-
-type fakeSub struct {
-	b       *fakeBroker
-	room    string
-	deliver func(chat.Message)
-}
-
-func newFakeBroker() *fakeBroker { return &fakeBroker{subs: map[string][]*fakeSub{}} }
-
-func (b *fakeBroker) Publish(_ context.Context, msg chat.Message) error {
-	b.mu.Lock()
-	subs := slices.Clone(b.subs[msg.Room])
-	b.mu.Unlock()
-	for _, s := range subs {
-		s.deliver(msg)
-	}
-	return nil
-}
-
-func (b *fakeBroker) Subscribe(_ context.Context, room string, deliver func(chat.Message)) (chat.Subscription, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.subErr != nil {
-		return nil, b.subErr
-	}
-	s := &fakeSub{b: b, room: room, deliver: deliver}
-	b.subs[room] = append(b.subs[room], s)
-	b.created++
-	return s, nil
-}
-
-func (b *fakeBroker) Ready() error { return nil }
-
-func (b *fakeBroker) count(room string) int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return len(b.subs[room])
-}
-
-func (s *fakeSub) Unsubscribe() error {
-	s.b.mu.Lock()
-	defer s.b.mu.Unlock()
-	s.b.subs[s.room] = slices.DeleteFunc(s.b.subs[s.room], func(x *fakeSub) bool { return x == s })
-	return nil
-}
 
 // fakeSocket records writes; when gated, WriteFrames waits for the gate (a peer that does
 // not read) until Close, which ends a stuck write as a write deadline would.
@@ -205,13 +153,13 @@ func (s *fakeSocket) rawFrames() [][]byte {
 
 type fixture struct {
 	hub    *hub.Hub
-	broker *fakeBroker
+	broker *localbroker.Broker
 	reg    *prometheus.Registry
 }
 
 func newFixture(t *testing.T, mod func(*hub.Config)) *fixture {
 	t.Helper()
-	f := &fixture{broker: newFakeBroker(), reg: prometheus.NewRegistry()}
+	f := &fixture{broker: localbroker.New(), reg: prometheus.NewRegistry()}
 	cfg := hub.Config{
 		SendQueueFrames: 64,
 		SendQueueBytes:  1 << 20,
@@ -326,46 +274,46 @@ func TestMessageIsEncodedOnceAndReachesEveryMemberOnce(t *testing.T) {
 
 func TestRoomIsSubscribedOnlyWhileItHasMembers(t *testing.T) {
 	f := newFixture(t, nil)
-	if n := f.broker.count("lobby"); n != 0 {
+	if n := f.broker.Subscriptions("lobby"); n != 0 {
 		t.Fatalf("subscribed before any member: %d", n)
 	}
 	m1, _ := f.join(t, "lobby")
 	m2, _ := f.join(t, "lobby")
-	if n := f.broker.count("lobby"); n != 1 {
+	if n := f.broker.Subscriptions("lobby"); n != 1 {
 		t.Fatalf("two members: %d subscriptions, want 1", n)
 	}
 	if v := f.metric(t, "roomcast_rooms_active"); v != 1 {
 		t.Errorf("roomcast_rooms_active = %v, want 1", v)
 	}
 	f.hub.Leave(m1)
-	if n := f.broker.count("lobby"); n != 1 {
+	if n := f.broker.Subscriptions("lobby"); n != 1 {
 		t.Fatalf("one member left: %d subscriptions, want 1", n)
 	}
 	f.hub.Leave(m2)
-	if n := f.broker.count("lobby"); n != 0 {
+	if n := f.broker.Subscriptions("lobby"); n != 0 {
 		t.Fatalf("no member left: %d subscriptions, want 0", n)
 	}
 	if v := f.metric(t, "roomcast_rooms_active"); v != 0 {
 		t.Errorf("roomcast_rooms_active = %v, want 0", v)
 	}
 	f.join(t, "lobby")
-	if n := f.broker.count("lobby"); n != 1 {
+	if n := f.broker.Subscriptions("lobby"); n != 1 {
 		t.Fatalf("member rejoined: %d subscriptions, want 1", n)
 	}
 }
 
 func TestJoinFailsCleanlyWhenTheBrokerCannotSubscribe(t *testing.T) {
 	f := newFixture(t, nil)
-	f.broker.subErr = fmt.Errorf("nats down: %w", chat.ErrUnavailable)
+	f.broker.FailSubscriptions(fmt.Errorf("nats down: %w", chat.ErrUnavailable))
 	if _, err := f.hub.Join(context.Background(), "lobby"); !errors.Is(err, chat.ErrUnavailable) {
 		t.Fatalf("Join: got %v, want ErrUnavailable", err)
 	}
 	if n := f.hub.Len(); n != 0 {
 		t.Fatalf("a failed join left %d members behind", n)
 	}
-	f.broker.subErr = nil
+	f.broker.FailSubscriptions(nil)
 	f.join(t, "lobby")
-	if n := f.broker.count("lobby"); n != 1 {
+	if n := f.broker.Subscriptions("lobby"); n != 1 {
 		t.Fatalf("after recovery: %d subscriptions, want 1", n)
 	}
 }

@@ -434,7 +434,7 @@ func (l *lab) killNode(t *testing.T, i int) time.Time {
 // clients notice when nginx's connection to it fails (a reset the dying kernel sent), or
 // else when it has carried nothing for ROOMCAST_EDGE_WS_IDLE_TIMEOUT (60s). None may be
 // left cut off.
-func afterKill(t *testing.T, load *load, victims map[string]bool, killed time.Time) (hit int, waits []time.Duration, stranded int, report loadReport) {
+func afterKill(t *testing.T, env swarmEnv, load *load, victims map[string]bool, killed time.Time) (hit int, waits []time.Duration, stranded int, report loadReport) {
 	t.Helper()
 	defer func() {
 		if stranded > 0 {
@@ -473,7 +473,34 @@ func afterKill(t *testing.T, load *load, victims map[string]bool, killed time.Ti
 		}
 		fmt.Printf("=== lab: untold losses by where the client was at the kill (clients, deliveries): %v\n", byPlace)
 	}
+	printNATSEvents(t, env, killed)
+	if report.untold > maxUntold {
+		t.Errorf("%d deliveries lost at members never told of a gap; want none (up to %d let through)", report.untold, maxUntold)
+	}
 	return hit, waits, stranded, report
+}
+
+// maxUntold is the most deliveries a kill test lets be lost at members never told of a
+// gap. The contract allows none. The bound lets through a rare seam (3, at one resumed
+// client, in one of six runs of an earlier form of the replay's retries; not explained),
+// and fails what it is for: each client resumed at once after the stream leader's node
+// died lost about 230 (a second of its room, 20 messages to 10 members, is 200).
+const maxUntold = 100
+
+// printNATSEvents prints when the app replicas that still answer lost and found NATS,
+// and their failed replays, relative to the kill: a replica left on the dead node's NATS
+// member delivers nothing until it notices.
+func printNATSEvents(t *testing.T, env swarmEnv, killed time.Time) {
+	t.Helper()
+	out, _ := sh(t, env, time.Minute, "sh", "-c",
+		`docker service logs --timestamps --raw blue_app 2>&1 | grep -E 'nats (dis|re)connected|replay failed|catching up a room failed|filling a resumed member|rror' | tail -n 40`)
+	for line := range strings.Lines(out) {
+		at, rest, _ := strings.Cut(line, " ")
+		if ts, err := time.Parse(time.RFC3339Nano, at); err == nil {
+			at = fmt.Sprintf("%+.1fs", ts.Sub(killed).Seconds())
+		}
+		fmt.Printf("=== lab: app log at %s: %s", at, rest)
+	}
 }
 
 // connectionsText is a client's connections with their instances, times relative to
@@ -734,7 +761,7 @@ func TestLabWorkerKilledUnderLoad(t *testing.T) {
 		t.Errorf("Swarm did not reschedule the dead node's replica: %v", err)
 	}
 	rescheduled := time.Since(killed)
-	hit, waits, stranded, report := afterKill(t, load, victims, killed)
+	hit, waits, stranded, report := afterKill(t, env, load, victims, killed)
 	fmt.Printf("=== lab: SIGKILL of a worker (engine, containerd, containers) under 200 clients: replica rescheduled in %.1fs; %d clients on it, back after %s, %d still cut off %.0fs after the kill; closes %v; %d messages sent, %d refused (unavailable), %d unconfirmed, %d of %d deliveries lost, %d beyond those of refused and unconfirmed messages, %d at members never told of a gap, %d duplicated\n",
 		rescheduled.Seconds(), hit, waitsText(waits), stranded, time.Since(killed).Seconds(), report.otherCloses, report.sent, report.refused, report.unconfirmed, report.lost, report.expected, report.notTheSenders(), report.untold, report.duplicated)
 	if hit == 0 {
@@ -856,7 +883,7 @@ func TestLabStreamLeaderNodeKilledUnderLoad(t *testing.T) {
 		t.Errorf("Swarm did not reschedule the dead node's replica: %v", err)
 	}
 	rescheduled := time.Since(killed)
-	hit, waits, stranded, report := afterKill(t, load, victims, killed)
+	hit, waits, stranded, report := afterKill(t, env, load, victims, killed)
 	fmt.Printf("=== lab: SIGKILL of the node with the NATS stream leader (%s) under 200 clients: new leader after %.1fs, replica rescheduled in %.1fs; %d clients on its replica, back after %s, %d still cut off; %d messages sent, %d refused (unavailable), %d unconfirmed, %d of %d deliveries lost, %d beyond those of refused and unconfirmed messages, %d at members never told of a gap, %d duplicated\n",
 		leader.addr, reelected.Seconds(), rescheduled.Seconds(), hit, waitsText(waits), stranded, report.sent, report.refused, report.unconfirmed, report.lost, report.expected, report.notTheSenders(), report.untold, report.duplicated)
 	if report.duplicated != 0 {

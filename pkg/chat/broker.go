@@ -32,6 +32,11 @@ type Subscription interface {
 // messages still flow.
 var ErrHistoryUnavailable = errors.New("history unavailable")
 
+// ErrHistoryTemporary marks an ErrHistoryUnavailable that passes within seconds: a read
+// that went unanswered (sent to a store node that died), or the store being found again
+// (an election). A caller with time left may read again.
+var ErrHistoryTemporary = errors.New("for now")
+
 // History is the store of each room's recent messages, for clients that resume.
 type History interface {
 	// ReadSince returns, in seq order, the stored messages of room with a seq above
@@ -39,7 +44,9 @@ type History interface {
 	// what it returns; a room catching up after a gap delivers it. When since is no longer stored (or
 	// belongs to another room), or epoch is given and is not the store's current one, it
 	// returns everything kept and reports Truncated. The error wraps
-	// ErrHistoryUnavailable when the store cannot be read.
+	// ErrHistoryUnavailable when the store cannot be read, and ErrHistoryTemporary too
+	// when reading again soon may succeed. Each request to the store is bounded on its
+	// own, so a read that went unanswered fails while ctx may still have time.
 	ReadSince(ctx context.Context, room string, since uint64, epoch string) (Stored, error)
 }
 

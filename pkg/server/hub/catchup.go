@@ -43,8 +43,6 @@ const (
 	// maxGapFetches bounds the catch-ups' History.Replay calls in flight, so that a
 	// reconnect with many rooms does not flood a store that is just coming back.
 	maxGapFetches = 8
-	// catchUpAttemptTimeout bounds one fetch (a request may go to a node that died).
-	catchUpAttemptTimeout = 5 * time.Second
 	// A failed attempt is retried after a backoff that doubles from the first to the
 	// largest, each with jitter so that replicas and rooms do not retry in step.
 	catchUpFirstBackoff = 200 * time.Millisecond
@@ -169,7 +167,9 @@ func (h *Hub) fetchGap(ctx context.Context, r *room) (chat.Stored, error) {
 }
 
 // readGap is one attempt at reading from history what room has after seq since, once a
-// fetch slot is free.
+// fetch slot is free. History bounds each of its requests (one sent to a store node that
+// died goes unanswered); the read as a whole is not: a long gap on a loaded machine takes
+// a while, and retrying it from the start would never finish it.
 func (h *Hub) readGap(ctx context.Context, room string, since uint64, epoch string) (chat.Stored, error) {
 	select {
 	case h.gapFetches <- struct{}{}:
@@ -180,8 +180,6 @@ func (h *Hub) readGap(ctx context.Context, room string, since uint64, epoch stri
 	if err := ctx.Err(); err != nil {
 		return chat.Stored{}, fmt.Errorf("waiting to fetch the gap of room %q: %w", room, err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, catchUpAttemptTimeout)
-	defer cancel()
 	return h.cfg.History.ReadSince(ctx, room, since, epoch)
 }
 

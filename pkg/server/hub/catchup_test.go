@@ -25,7 +25,7 @@ type flakyHistory struct {
 	stored   []chat.Message
 	failures int
 	stale    int
-	hang     bool // a failing replay waits for its context instead of failing at once
+	hang     bool // a failing replay goes unanswered for a while instead of failing at once
 	calls    int
 }
 
@@ -37,8 +37,12 @@ func (h *flakyHistory) ReadSince(ctx context.Context, room string, since uint64,
 	stored := slices.Clone(h.stored)
 	h.mu.Unlock()
 	if fail && h.hang {
-		<-ctx.Done()
-		return chat.Stored{}, fmt.Errorf("replaying room %q: %w: %w", room, chat.ErrHistoryUnavailable, ctx.Err())
+		// As the store does with a request sent to a node that died: it waits out its
+		// own bound per request (not the caller's context), then fails.
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		<-rctx.Done()
+		return chat.Stored{}, fmt.Errorf("replaying room %q: %w: no answer (%w): %w", room, chat.ErrHistoryUnavailable, chat.ErrHistoryTemporary, rctx.Err())
 	}
 	if fail {
 		return chat.Stored{}, fmt.Errorf("replaying room %q: %w: no stream leader", room, chat.ErrHistoryUnavailable)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -217,5 +218,128 @@ func TestACutConnectionIsTriedAgainAtOnce(t *testing.T) {
 	}
 	if v := testenv.Metric(t, reg, "roomcast_broker_disconnects_total"); v != 1 {
 		t.Errorf("disconnects_total = %v, want 1", v)
+	}
+}
+
+// frozenProxy forwards TCP connections to a server until it is frozen; then it stops
+// forwarding either way and keeps the connections open, as a server whose node died
+// (no reset comes) does.
+type frozenProxy struct {
+	ln     net.Listener
+	frozen chan struct{}
+	done   chan struct{}
+}
+
+func startFrozenProxy(t *testing.T, target string) *frozenProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &frozenProxy{ln: ln, frozen: make(chan struct{}), done: make(chan struct{})}
+	var conns []net.Conn
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	pipe := func(dst, src net.Conn) {
+		defer wg.Done()
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := src.Read(buf)
+			if err != nil {
+				return
+			}
+			select {
+			case <-p.frozen:
+				<-p.done // silent until the test ends
+				return
+			default:
+			}
+			if _, err := dst.Write(buf[:n]); err != nil {
+				return
+			}
+		}
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, c, s)
+			mu.Unlock()
+			wg.Add(2)
+			go pipe(s, c)
+			go pipe(c, s)
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		close(p.done)
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return p
+}
+
+func (p *frozenProxy) URL() string { return "nats://" + p.ln.Addr().String() }
+func (p *frozenProxy) Freeze()     { close(p.frozen) }
+
+// A NATS member that goes silent (its node died: no reset comes) is left for another
+// within seconds, as one that closes its connections is: nats.go's defaults kept a
+// replica on it for a minute or more (a PING every 2 minutes, a write allowed a minute),
+// its rooms delivering nothing meanwhile.
+func TestASilentServerIsLeftForAnotherWithinSeconds(t *testing.T) {
+	ns := natstest.Start(t)
+	proxy := startFrozenProxy(t, ns.Addr().String())
+	reg := prometheus.NewRegistry()
+	b, err := natsbroker.Connect(natsbroker.Config{
+		URL: proxy.URL() + "," + ns.ClientURL(), Name: "silent", ReconnectWait: 50 * time.Millisecond,
+		Options: []nats.Option{nats.DontRandomize()}, // the proxy first
+	}, testenv.Logger(t), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	got := make(chan chat.Message, 10)
+	sub, err := b.Subscribe(context.Background(), "lobby", func(m chat.Message) { got <- m })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	proxy.Freeze()
+	// Stale after three PINGs 3s apart with no answer; the bound leaves room for a loaded
+	// machine and is far below nats.go's defaults.
+	deadline := time.Now().Add(40 * time.Second)
+	for testenv.Metric(t, reg, "roomcast_broker_disconnects_total") == 0 || b.Ready() != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("still on the silent server 40s after it went silent")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Back on the live server, with the room's subscription.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := b.Publish(ctx, chat.Message{ID: "after", Room: "lobby", Text: "still here"}); err != nil {
+		t.Fatalf("publishing after leaving the silent server: %v", err)
+	}
+	select {
+	case m := <-got:
+		if m.ID != "after" {
+			t.Fatalf("got %+v, want the message sent after leaving the silent server", m)
+		}
+	case <-ctx.Done():
+		t.Fatal("the room's subscription did not come back on the live server")
 	}
 }

@@ -66,6 +66,18 @@ func reconnectDelay(wait time.Duration) nats.ReconnectDelayHandler {
 // answers in milliseconds, and a loaded one still well within a second.
 const DefaultConnectTimeout = time.Second
 
+// A NATS member whose node died stays silent: no reset comes, and with nats.go's
+// defaults (a PING every 2 minutes, a write allowed a minute) a replica stayed on such a
+// connection for a minute or more, its rooms delivering nothing and its sends refused
+// as unavailable. A connection that answers no PING for two pingIntervals, or does not
+// take a write within writeTimeout, is dropped and another member tried. Both are far
+// beyond what a live server, even a loaded one, takes to answer.
+const (
+	pingInterval = 3 * time.Second
+	maxPingsOut  = 2
+	writeTimeout = 10 * time.Second
+)
+
 // Load checks the values Config takes from the environment (the URL is checked by
 // connecting) and reads the password file; environ supplies the raw values for the
 // error, which never holds the password.
@@ -131,6 +143,9 @@ func Connect(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Broker, 
 		nats.Timeout(cmp.Or(cfg.ConnectTimeout, DefaultConnectTimeout)),
 		nats.RetryOnFailedConnect(true),
 		nats.MaxReconnects(-1),
+		nats.PingInterval(pingInterval),
+		nats.MaxPingsOutstanding(maxPingsOut),
+		nats.FlusherTimeout(writeTimeout),
 		nats.CustomReconnectDelay(reconnectDelay(wait)),
 		// No reconnect buffer: a publish while disconnected must fail, not wait in memory
 		// for a reconnect that may never come.

@@ -41,7 +41,17 @@ type HistoryConfig struct {
 	// MaxMsgSize is the largest message the stream stores: the envelope of the largest
 	// accepted message (EnvelopeLimit); 0 for no limit.
 	MaxMsgSize int32
+	// ReadTimeout bounds one request for a stored message (default DefaultReadTimeout).
+	ReadTimeout time.Duration
 }
+
+// DefaultReadTimeout bounds one request for a stored message. A healthy leader answers
+// in milliseconds; one sent to a leader whose node has just died is never answered (the
+// other members do not know yet, and only the leader answers), and the caller reads
+// again once a new leader is elected. It bounds each request, not a whole read: a
+// replay of thousands of messages on a loaded machine takes longer than that and is not
+// stuck.
+const DefaultReadTimeout = 5 * time.Second
 
 // MinHistoryBytes bounds MaxBytes from below: a stream smaller than that keeps too
 // little to be worth a resume.
@@ -108,6 +118,9 @@ type history struct {
 func newHistory(b *Broker, cfg HistoryConfig, reg prometheus.Registerer) (*history, error) {
 	if cfg.Stream == "" {
 		cfg.Stream = DefaultStream
+	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = DefaultReadTimeout
 	}
 	js, err := jetstream.New(b.nc)
 	if err != nil {
@@ -341,6 +354,10 @@ func (h *history) ReadSince(ctx context.Context, room string, since uint64, epoc
 	if s == nil {
 		h.kickRefresh()
 		h.errors.WithLabelValues("replay").Inc()
+		if js, _ := h.b.nc.ConnectedServerJetStream(); js {
+			// Being looked up again (its leader is replaced): found within seconds.
+			return chat.Stored{}, fmt.Errorf("replaying room %q: %w %w: the history stream is being looked up", room, chat.ErrHistoryUnavailable, chat.ErrHistoryTemporary)
+		}
 		return chat.Stored{}, fmt.Errorf("replaying room %q: %w", room, chat.ErrHistoryUnavailable)
 	}
 	res := chat.Stored{Epoch: cur}
@@ -460,7 +477,12 @@ func (h *history) storedMsg(ctx context.Context, req msgGetRequest) (*jetstream.
 	if err != nil {
 		return nil, fmt.Errorf("encoding the stored message request: %w", err)
 	}
-	reply, err := h.b.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+h.cfg.Stream, body)
+	rctx, cancel := context.WithTimeout(ctx, h.cfg.ReadTimeout)
+	defer cancel()
+	reply, err := h.b.nc.RequestWithContext(rctx, "$JS.API.STREAM.MSG.GET."+h.cfg.Stream, body)
+	if err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+		return nil, fmt.Errorf("reading a stored message: no answer within %v (%w): %w", h.cfg.ReadTimeout, chat.ErrHistoryTemporary, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("reading a stored message: %w", err)
 	}
@@ -482,6 +504,10 @@ func (h *history) storedMsg(ctx context.Context, req msgGetRequest) (*jetstream.
 	switch {
 	case resp.Error != nil && resp.Error.Code == 404:
 		return nil, jetstream.ErrMsgNotFound
+	case resp.Error != nil && resp.Error.Code == 503:
+		// "JetStream system temporarily unavailable": a member that has lost the
+		// stream's leader answers so until a new one is elected.
+		return nil, fmt.Errorf("reading a stored message: %s (%d, %w)", resp.Error.Description, resp.Error.Code, chat.ErrHistoryTemporary)
 	case resp.Error != nil:
 		return nil, fmt.Errorf("reading a stored message: %s (%d)", resp.Error.Description, resp.Error.Code)
 	case resp.Message == nil:

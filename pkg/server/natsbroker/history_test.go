@@ -288,3 +288,96 @@ func TestLiveMessagesKeepTheStreamsEpochWhileTheStreamCannotBeLookedUp(t *testin
 		t.Fatalf("with the stream not found: seq %d of epoch %q, want after %d of epoch %q", during.Seq, during.Epoch, before.Seq, before.Epoch)
 	}
 }
+
+// A replay that finds no stream says whether reading again soon may help: on a server
+// with JetStream the stream is being looked up again (its leader replaced), and is found
+// within seconds; a server without JetStream never has one.
+func TestAReplayWithoutTheStreamSaysWhetherItIsForNow(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	withJS := natstest.Start(t, natstest.JetStream(t))
+	b := connectBounded(t, withJS.ClientURL(), prometheus.NewRegistry())
+	if err := natsbroker.FailStreamLookup(b); err == nil {
+		t.Fatal("the failing lookup succeeded")
+	}
+	_, err := b.History().ReadSince(ctx, "lobby", 1, "")
+	if !errors.Is(err, chat.ErrHistoryUnavailable) || !errors.Is(err, chat.ErrHistoryTemporary) {
+		t.Fatalf("replay while the stream is looked up again: %v, want unavailable for now", err)
+	}
+
+	withoutJS := natstest.Start(t)
+	reg := prometheus.NewRegistry()
+	plain, err := natsbroker.Connect(natsbroker.Config{URL: withoutJS.ClientURL(), Name: "test", History: bounded},
+		slog.New(slog.NewJSONHandler(io.Discard, nil)), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(plain.Close)
+	clitest.Eventually(t, 10*time.Second, "connected", plain.Ready)
+	_, err = plain.History().ReadSince(ctx, "lobby", 1, "")
+	if !errors.Is(err, chat.ErrHistoryUnavailable) || errors.Is(err, chat.ErrHistoryTemporary) {
+		t.Fatalf("replay on a server without JetStream: %v, want unavailable for good", err)
+	}
+}
+
+// A read of the stream that goes unanswered (sent to a leader whose node died), or that
+// a member without a leader answers with 503, fails within the read's own bound and says
+// reading again may help; once the leader answers, the read returns everything.
+func TestAReplayReadThatGoesUnansweredGivesUpAfterItsOwnBound(t *testing.T) {
+	ns := natstest.Start(t, natstest.JetStream(t))
+	cfg := bounded
+	cfg.ReadTimeout = 200 * time.Millisecond
+	b, err := natsbroker.Connect(natsbroker.Config{URL: ns.ClientURL(), Name: "test", History: cfg},
+		slog.New(slog.NewJSONHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	clitest.Eventually(t, 10*time.Second, "the history stream found", b.HistoryReady)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, text := range []string{"one", "two", "three"} {
+		if err := b.Publish(ctx, chat.Message{Room: "stalled", Text: text}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// The reads go to a stand-in for the stream's leader instead: first one that never
+	// answers, then one that answers as a member without a leader does.
+	const get = "$JS.API.STREAM.MSG.GET." + natsbroker.DefaultStream
+	if err := ns.GlobalAccount().AddMapping(get, "standin.get"); err != nil {
+		t.Fatal(err)
+	}
+	nc, standin := watch(t, ns.ClientURL(), "standin.get")
+	_, err = b.History().ReadSince(ctx, "stalled", 1, "")
+	if !errors.Is(err, chat.ErrHistoryTemporary) || !errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
+		t.Fatalf("an unanswered read: %v (caller's context: %v), want it given up after its own bound, for now", err, ctx.Err())
+	}
+	if _, err := standin.NextMsg(time.Second); err != nil {
+		t.Fatalf("the read never reached the stand-in: %v", err)
+	}
+	if err := standin.Unsubscribe(); err != nil {
+		t.Fatal(err)
+	}
+	noLeader, err := nc.Subscribe("standin.get", func(m *nats.Msg) {
+		_ = m.Respond([]byte(`{"type":"io.nats.jetstream.api.v1.stream_msg_get_response","error":{"code":503,"err_code":10008,"description":"JetStream system temporarily unavailable"}}`))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	_, err = b.History().ReadSince(ctx, "stalled", 1, "")
+	if !errors.Is(err, chat.ErrHistoryTemporary) {
+		t.Fatalf("a read answered 503: %v, want it unavailable for now", err)
+	}
+	_ = noLeader.Unsubscribe()
+
+	ns.GlobalAccount().RemoveMapping(get)
+	got, err := b.History().ReadSince(ctx, "stalled", 1, "")
+	if err != nil || len(got.Messages) != 2 || got.Truncated {
+		t.Fatalf("the leader back: %+v, %v; want the two messages after 1", got, err)
+	}
+}

@@ -504,3 +504,52 @@ func TestHistoryAtItsByteBoundDropsTheOldestRoomsFirst(t *testing.T) {
 		t.Errorf("history_errors_total{op=publish} = %v, want 0: every message was stored", v)
 	}
 }
+
+// A resume whose reads go unanswered for a while (the stream's leader died: reads sent to
+// it get no answer until a new one is elected) gets its replay, then the live messages
+// that came meanwhile, once the leader answers: nothing lost and no error frame. (It
+// used to wait out the whole replay on one read, the live messages held meanwhile.)
+func TestAResumeReadsAgainUntilTheStreamsLeaderAnswers(t *testing.T) {
+	ns := natstest.Start(t, natstest.JetStream(t))
+	r := startReplica(t, "h1", ns.ClientURL(), func(c *replica.Config) {
+		replicatest.History(100)(c)
+		c.NATS.History.ReadTimeout = 200 * time.Millisecond
+	})
+	historyReady(t, r)
+	a := r.dial(t, "dark")
+	frames := sendAndCollect(t, a, "one", "two", "three")
+
+	// Reads of stored messages go to a stand-in for the dead leader, which never answers.
+	const get = "$JS.API.STREAM.MSG.GET." + natsbroker.DefaultStream
+	if err := ns.GlobalAccount().AddMapping(get, "standin.get"); err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	unanswered, err := nc.SubscribeSync("standin.get")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	c := dialResume(t, r, "dark", frames[0].Seq, frames[0].Epoch)
+	for i := range 2 { // the replay read, went unanswered, and read again
+		if _, err := unanswered.NextMsg(10 * time.Second); err != nil {
+			t.Fatalf("read %d of the replay never came: %v", i+1, err)
+		}
+	}
+	if got := sendAndCollect(t, a, "four"); got[0].Message != "four" {
+		t.Fatalf("the sender got %s, want its echo", got[0].Raw)
+	}
+	ns.GlobalAccount().RemoveMapping(get)
+
+	for _, want := range []string{"two", "three", "four"} {
+		if f := next(t, c); f.Type != "message" || f.Message != want {
+			t.Fatalf("got %s, want message %q: the replay, then the live message held meanwhile", f.Raw, want)
+		}
+	}
+}

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"roomcast/pkg/chat"
 	"roomcast/pkg/server/hub"
@@ -47,7 +49,7 @@ func parseResume(r *http.Request) (*resumeRequest, error) {
 func (g *Gateway) replay(member *hub.Member, req resumeRequest) {
 	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.ReplayTimeout)
 	defer cancel()
-	res, err := g.cfg.History.ReadSince(ctx, member.Room(), req.since, req.epoch)
+	res, err := g.readReplay(ctx, member.Room(), req)
 	if err != nil {
 		g.errs.Count(chat.KindHistory)
 		g.log.Warn("replay failed; the client continues live", "room", member.Room(), "err", err)
@@ -65,6 +67,43 @@ func (g *Gateway) replay(member *hub.Member, req resumeRequest) {
 		}
 	}
 	g.releaseHeld(ctx, member, res.Last, res.Epoch)
+}
+
+// Backoff between the reads of a replay whose read went unanswered.
+const (
+	replayFirstBackoff = 200 * time.Millisecond
+	replayMaxBackoff   = 2 * time.Second
+)
+
+// readReplay reads what a resuming member missed, again while the read fails for now
+// (chat.ErrHistoryTemporary) and ctx lasts. In a NATS cluster a read sent while the
+// history stream's leader is dying gets no answer (the other members do not know yet;
+// History gives up on it after its own bound per request), and while a new one is
+// elected the stream is looked up again; a few seconds later the new leader answers. A
+// single read held the member's live messages for all of ReplayTimeout (seen in the lab:
+// a dead leader's node's clients, resumed at once on another replica, got nothing for as
+// long, and those that left meanwhile lost it all untold), or gave up at once and lost
+// what the member missed. A read that fails for good (no JetStream) is not retried: the
+// member goes on live at once, told.
+func (g *Gateway) readReplay(ctx context.Context, room string, req resumeRequest) (chat.Stored, error) {
+	wait := replayFirstBackoff
+	for attempt := 1; ; attempt++ {
+		res, err := g.cfg.History.ReadSince(ctx, room, req.since, req.epoch)
+		if err == nil || !errors.Is(err, chat.ErrHistoryTemporary) || ctx.Err() != nil {
+			return res, err
+		}
+		g.log.Debug("replay read unanswered; reading again", "room", room, "attempt", attempt, "err", err)
+		// Jittered, so that the clients of a dead replica, which all reconnect at once,
+		// do not read again in step.
+		t := time.NewTimer(wait/2 + rand.N(wait/2))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return res, err
+		}
+		wait = min(2*wait, replayMaxBackoff)
+	}
 }
 
 // releaseHeld queues the live messages held for member during its replay, except those

@@ -18,3 +18,7 @@ func FailStreamLookup(b *Broker) error {
 	cancel()
 	return b.hist.findStream(ctx)
 }
+
+// BeforeReplayReads makes ReadSince call f once it knows the room's newest message,
+// before it reads the stored ones.
+func BeforeReplayReads(b *Broker, f func()) { b.hist.beforeReplayLoop = f }

@@ -381,3 +381,46 @@ func TestAReplayReadThatGoesUnansweredGivesUpAfterItsOwnBound(t *testing.T) {
 		t.Fatalf("the leader back: %+v, %v; want the two messages after 1", got, err)
 	}
 }
+
+// A room that outruns its bound while a replay reads it loses its oldest messages then,
+// the ones right after the client's since first: the replay says so (Truncated) rather
+// than skip them silently. It used to ask whether since was kept before reading, and a
+// resume after a stream leader's election (5 s of a busy room's history) lost them untold.
+func TestAReplayThatTheRoomOutrunsWhileItReadsSaysTruncated(t *testing.T) {
+	ns := natstest.Start(t, natstest.JetStream(t))
+	b := connectBounded(t, ns.ClientURL(), prometheus.NewRegistry()) // 10 kept per room
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	publish := func(n int) {
+		for i := range n {
+			if err := b.Publish(ctx, chat.Message{Room: "outrun", Text: fmt.Sprint(i)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	publish(10)
+	all, err := b.History().ReadSince(ctx, "outrun", 0, "")
+	if err != nil || len(all.Messages) != 10 {
+		t.Fatalf("ReadSince(0): %+v, %v; want the 10 kept", all, err)
+	}
+	since := all.Messages[1].Seq // the client has the first two
+
+	got, err := b.History().ReadSince(ctx, "outrun", since, all.Epoch)
+	if err != nil || got.Truncated || len(got.Messages) != 8 {
+		t.Fatalf("nothing dropped meanwhile: %d messages, truncated %v, %v; want the 8 after since", len(got.Messages), got.Truncated, err)
+	}
+
+	// Three more while the replay reads: the three oldest go, since and the one after it
+	// among them.
+	natsbroker.BeforeReplayReads(b, func() { publish(3) })
+	got, err = b.History().ReadSince(ctx, "outrun", since, all.Epoch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.Truncated {
+		t.Fatalf("%d messages from seq %d, not truncated: the one after since was dropped during the read, untold", len(got.Messages), got.Messages[0].Seq)
+	}
+	if first := got.Messages[0].Seq; first != all.Messages[3].Seq {
+		t.Errorf("the replay begins at seq %d, want %d (the oldest kept)", first, all.Messages[3].Seq)
+	}
+}

@@ -19,6 +19,6 @@ func FailStreamLookup(b *Broker) error {
 	return b.hist.findStream(ctx)
 }
 
-// BeforeReplayReads makes ReadSince call f once it knows the room's newest message,
-// before it reads the stored ones.
-func BeforeReplayReads(b *Broker, f func()) { b.hist.beforeReplayLoop = f }
+// BeforeReplayRead makes ReadSince call f before each read of a stored message, with the
+// number read so far.
+func BeforeReplayRead(b *Broker, f func(read int)) { b.hist.beforeReplayRead = f }

@@ -114,9 +114,9 @@ type history struct {
 	errors    *prometheus.CounterVec
 	replayed  prometheus.Counter
 
-	// beforeReplayLoop, when set (tests), runs in ReadSince before the stored messages
-	// are read.
-	beforeReplayLoop func()
+	// beforeReplayRead, when set (tests), runs in ReadSince before each read of a stored
+	// message, with the number read so far.
+	beforeReplayRead func(read int)
 }
 
 func newHistory(b *Broker, cfg HistoryConfig, reg prometheus.Registerer) (*history, error) {
@@ -400,11 +400,32 @@ func (h *history) ReadSince(ctx context.Context, room string, since uint64, epoc
 		// join but before this read is held for the member, and must not count as had.
 		return res, nil
 	}
-	if h.beforeReplayLoop != nil {
-		h.beforeReplayLoop()
+	// The stream drops a room's oldest messages first (its per-room bound, the byte
+	// bound, their age), so an anchor (since, or a message this replay read) still kept
+	// at a check means nothing after it was dropped before then: every read that began
+	// after it skipped nothing. Gone, a read may have skipped dropped messages, and the
+	// replay says Truncated. since is checked right after the first read, later anchors
+	// every replayCheckEvery reads and at the end. Checked once before the reads, since
+	// let a room that outran its bound meanwhile lose the messages right after it from
+	// the replay, silently (seen in the lab: a resume that waited through a stream
+	// leader's election, with 100 messages kept per room, 5 s of that room's traffic).
+	anchor, unchecked, every := since, 0, 1
+	check := func() error {
+		if anchor == 0 || res.Truncated {
+			return nil
+		}
+		kept, err := h.kept(ctx, anchor, subject)
+		if err != nil {
+			return err
+		}
+		res.Truncated = !kept
+		return nil
 	}
 	res.Last = since
 	for next := since + 1; next <= newest.Sequence; {
+		if h.beforeReplayRead != nil {
+			h.beforeReplayRead(len(res.Messages))
+		}
 		m, err := h.storedMsg(ctx, msgGetRequest{Seq: next, NextFor: subject})
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			break
@@ -425,23 +446,38 @@ func (h *history) ReadSince(ctx context.Context, room string, since uint64, epoc
 		}
 		res.Last = m.Sequence
 		next = m.Sequence + 1
-	}
-	// Whether since is still kept is asked after the reads, not before: the stream drops
-	// a room's oldest messages first (its per-room bound, the byte bound, their age), so
-	// since still kept now means nothing after it was dropped while they were read. Asked
-	// before, a room that outran its bound meanwhile lost the messages right after since
-	// from the replay, silently (seen in the lab: a resume that waited through a stream
-	// leader's election, with 100 messages kept per room, 5 s of that room's traffic).
-	if since > 0 && !res.Truncated {
-		m, err := h.storedMsg(ctx, msgGetRequest{Seq: since})
-		switch {
-		case errors.Is(err, jetstream.ErrMsgNotFound), err == nil && m.Subject != subject:
-			res.Truncated = true
-		case err != nil:
-			return fail(err)
+		if anchor == 0 {
+			// since 0 asks for everything kept: the first read is what is kept.
+			anchor, every = m.Sequence, replayCheckEvery
+			continue
+		}
+		if unchecked++; unchecked >= every {
+			if err := check(); err != nil {
+				return fail(err)
+			}
+			anchor, unchecked, every = m.Sequence, 0, replayCheckEvery
 		}
 	}
+	if err := check(); err != nil {
+		return fail(err)
+	}
 	return res, nil
+}
+
+// replayCheckEvery is how many reads of a replay one check that nothing was dropped
+// before them covers (ReadSince).
+const replayCheckEvery = 16
+
+// kept reports whether message seq is still stored, as one of subject's.
+func (h *history) kept(ctx context.Context, seq uint64, subject string) (bool, error) {
+	m, err := h.storedMsg(ctx, msgGetRequest{Seq: seq})
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	return m.Subject == subject, nil
 }
 
 // leaderInterestTimeout bounds a join's wait for the stream's leader (leaderHasInterest).

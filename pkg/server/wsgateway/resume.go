@@ -69,7 +69,7 @@ func (g *Gateway) replay(member *hub.Member, req resumeRequest) {
 	g.releaseHeld(ctx, member, res.Last, res.Epoch)
 }
 
-// Backoff between the reads of a replay whose read went unanswered.
+// Backoff between the reads of a replay whose read failed for now.
 const (
 	replayFirstBackoff = 200 * time.Millisecond
 	replayMaxBackoff   = 2 * time.Second
@@ -92,7 +92,7 @@ func (g *Gateway) readReplay(ctx context.Context, room string, req resumeRequest
 		if err == nil || !errors.Is(err, chat.ErrHistoryTemporary) || ctx.Err() != nil {
 			return res, err
 		}
-		g.log.Debug("replay read unanswered; reading again", "room", room, "attempt", attempt, "err", err)
+		g.log.Debug("replay read failed for now; reading again", "room", room, "attempt", attempt, "err", err)
 		// Jittered, so that the clients of a dead replica, which all reconnect at once,
 		// do not read again in step.
 		t := time.NewTimer(wait/2 + rand.N(wait/2))

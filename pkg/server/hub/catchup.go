@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"time"
 
 	"roomcast/pkg/chat"
+	"roomcast/pkg/server/backoff"
 	"roomcast/pkg/server/wsframe"
 )
 
@@ -126,7 +126,7 @@ func (h *Hub) catchUpRoom(r *room, cu *catchUp) {
 	defer close(cu.done)
 	defer cu.cancel()
 	h.m.catchUps.WithLabelValues(cu.trigger).Inc()
-	var b backoff
+	b := newBackoff()
 	for attempt := 1; ; attempt++ {
 		if attempt > 1 {
 			h.m.catchUpRetries.WithLabelValues(cu.trigger).Inc()
@@ -149,7 +149,7 @@ func (h *Hub) catchUpRoom(r *room, cu *catchUp) {
 		r.mu.Unlock()
 
 		h.log.Debug("catch-up attempt failed", "room", r.name, "trigger", cu.trigger, "attempts", attempt, "err", err)
-		if b.wait(cu.ctx) != nil {
+		if b.Wait(cu.ctx) != nil {
 			r.mu.Lock()
 			if r.catchUp == cu {
 				h.finishLocked(r, cu, res, err)
@@ -183,19 +183,9 @@ func (h *Hub) readGap(ctx context.Context, room string, since uint64, epoch stri
 	return h.cfg.History.ReadSince(ctx, room, since, epoch)
 }
 
-// backoff paces the attempts of a catch-up or a fill: the wait doubles from the first to
-// the largest, with jitter so that replicas and rooms do not retry in step.
-type backoff struct{ next time.Duration }
-
-// wait sleeps for the next backoff, or until ctx ends (its error).
-func (b *backoff) wait(ctx context.Context) error {
-	if b.next == 0 {
-		b.next = catchUpFirstBackoff
-	}
-	// Full jitter would sometimes retry at once; keep at least half the backoff.
-	d := b.next/2 + rand.N(b.next/2)
-	b.next = min(2*b.next, catchUpMaxBackoff)
-	return sleep(ctx, d)
+// newBackoff paces the attempts of a catch-up or a fill.
+func newBackoff() *backoff.Backoff {
+	return &backoff.Backoff{First: catchUpFirstBackoff, Max: catchUpMaxBackoff}
 }
 
 // startRefill reserves a refill goroutine (Member.refill), which Close waits for; it

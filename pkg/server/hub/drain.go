@@ -86,15 +86,3 @@ func (h *Hub) CloseAll(ctx context.Context, code uint16, reason string, window t
 		return fmt.Errorf("waiting for %d connections to close: %w", h.Len(), ctx.Err())
 	}
 }
-
-// sleep waits for d or until ctx ends: Config.Sleep's default, and a catch-up's backoff.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}

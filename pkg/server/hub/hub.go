@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"roomcast/pkg/chat"
+	"roomcast/pkg/server/backoff"
 	"roomcast/pkg/server/servermetrics"
 )
 
@@ -83,7 +84,7 @@ func New(cfg Config, broker chat.Broker, errs *servermetrics.Errors, log *slog.L
 		cfg.BatchWait = time.Sleep
 	}
 	if cfg.Sleep == nil {
-		cfg.Sleep = sleep
+		cfg.Sleep = backoff.Sleep
 	}
 	if cfg.HoldFrames <= 0 {
 		cfg.HoldFrames = cfg.SendQueueFrames

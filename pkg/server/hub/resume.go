@@ -137,7 +137,7 @@ func (m *Member) fill(ctx context.Context, after uint64, epoch string, through u
 	h.m.catchUps.WithLabelValues(triggerResume).Inc()
 	fctx, cancel := context.WithTimeout(ctx, h.cfg.CatchUpTimeout)
 	defer cancel()
-	var b backoff
+	b := newBackoff()
 	for attempt := 1; ; attempt++ {
 		if attempt > 1 {
 			h.m.catchUpRetries.WithLabelValues(triggerResume).Inc()
@@ -168,7 +168,7 @@ func (m *Member) fill(ctx context.Context, after uint64, epoch string, through u
 			h.log.Debug("resumed member filled from history", "room", m.room.name, "messages", len(res.Messages), "attempts", attempt)
 			return max(after, res.Last), nil
 		}
-		if b.wait(fctx) != nil {
+		if b.Wait(fctx) != nil {
 			h.errs.Count(chat.KindHistory)
 			h.log.Warn("filling a resumed member from history failed", "room", m.room.name, "attempts", attempt, "err", err)
 			m.Send(wsframe.Truncated)

@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
 	"roomcast/pkg/chat"
+	"roomcast/pkg/server/backoff"
 	"roomcast/pkg/server/hub"
 	"roomcast/pkg/server/wsframe"
 )
@@ -86,23 +86,18 @@ const (
 // what the member missed. A read that fails for good (no JetStream) is not retried: the
 // member goes on live at once, told.
 func (g *Gateway) readReplay(ctx context.Context, room string, req resumeRequest) (chat.Stored, error) {
-	wait := replayFirstBackoff
+	// Jittered, so that the clients of a dead replica, which all reconnect at once, do
+	// not read again in step.
+	b := backoff.Backoff{First: replayFirstBackoff, Max: replayMaxBackoff}
 	for attempt := 1; ; attempt++ {
 		res, err := g.cfg.History.ReadSince(ctx, room, req.since, req.epoch)
 		if err == nil || !errors.Is(err, chat.ErrHistoryTemporary) || ctx.Err() != nil {
 			return res, err
 		}
 		g.log.Debug("replay read failed for now; reading again", "room", room, "attempt", attempt, "err", err)
-		// Jittered, so that the clients of a dead replica, which all reconnect at once,
-		// do not read again in step.
-		t := time.NewTimer(wait/2 + rand.N(wait/2))
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
+		if b.Wait(ctx) != nil {
 			return res, err
 		}
-		wait = min(2*wait, replayMaxBackoff)
 	}
 }
 

@@ -626,7 +626,10 @@ type loadReport struct {
 	unconfirmed int64
 	// untold deliveries are lost at members the server never told of a gap
 	// (history_truncated, history_unavailable), of messages another member received.
-	untold        int64
+	untold int64
+	// unanswered messages reached no member, their sender neither refused nor cut off:
+	// lost, and nobody told.
+	unanswered    int64
 	reconnects    int64
 	resumed       int64
 	reconnectTime loadgen.Latency
@@ -635,8 +638,8 @@ type loadReport struct {
 }
 
 func (r loadReport) String() string {
-	return fmt.Sprintf("%d started on blue, %d closed with 1012, %d ended on green, other closes %v, %d sent, %d deliveries lost (%d messages unconfirmed, %d untold), %d duplicated, %d reconnects (%d resumed), reconnect time %s",
-		r.onBlue, r.closed1012, r.endOnGreen, r.otherCloses, r.sent, r.lost, r.unconfirmed, r.untold, r.duplicated, r.reconnects, r.resumed, r.reconnectTime)
+	return fmt.Sprintf("%d started on blue, %d closed with 1012, %d ended on green, other closes %v, %d sent, %d deliveries lost (%d messages unconfirmed, %d untold, %d messages unanswered), %d duplicated, %d reconnects (%d resumed), reconnect time %s",
+		r.onBlue, r.closed1012, r.endOnGreen, r.otherCloses, r.sent, r.lost, r.unconfirmed, r.untold, r.unanswered, r.duplicated, r.reconnects, r.resumed, r.reconnectTime)
 }
 
 // stopAfterAllOn waits (bounded) until every client is connected to color, then stops
@@ -659,7 +662,8 @@ func (l *load) stopAfterAllOn(t *testing.T, color string, within time.Duration) 
 	r := loadReport{
 		otherCloses: map[uint16]int{}, reconnects: rep.Reconnect.Reconnects, resumed: rep.Reconnect.Resumed,
 		reconnectTime: rep.Reconnect.ReconnectTime, unconfirmed: rep.Reconnect.Unconfirmed, untold: rep.Reconnect.LostUntold,
-		summary: text.String(), refused: rep.ErrorFrames["unavailable"], members: int64(rep.Members),
+		unanswered: rep.Reconnect.Unanswered,
+		summary:    text.String(), refused: rep.ErrorFrames["unavailable"], members: int64(rep.Members),
 		clients: rep.Reconnect.Clients,
 	}
 	for _, s := range rep.Steps {

@@ -60,6 +60,12 @@ type member struct {
 	told atomic.Bool
 	// untold counts, once the run has ended, the deliveries lost here without told.
 	untold atomic.Int64
+	// refused counts the unavailable error frames this member got: each answers one of
+	// its messages that the server did not send.
+	refused atomic.Int64
+	// unanswered counts, once the run has ended, this member's messages lost without
+	// it told (see ReconnectResult.Unanswered).
+	unanswered atomic.Int64
 
 	mu      sync.Mutex   // guards history, dropped and failedSends
 	history []Connection // kept in the scenarios that reconnect
@@ -520,8 +526,11 @@ func (l *link) onFrame(frame []byte) {
 	}
 	text, ok := MessageText(frame)
 	if !ok {
-		if code := r.otherFrame(frame); code == "history_truncated" || code == "history_unavailable" {
+		switch r.otherFrame(frame) {
+		case "history_truncated", "history_unavailable":
 			m.told.Store(true)
+		case "unavailable":
+			m.refused.Add(1)
 		}
 		return
 	}
@@ -610,12 +619,15 @@ type Client struct {
 	// LostUntold counts the deliveries this client missed without being told (see
 	// ReconnectResult.LostUntold).
 	LostUntold int64 `json:"lost_untold,omitempty"`
+	// Unanswered counts this client's messages lost without it told (see
+	// ReconnectResult.Unanswered).
+	Unanswered int64 `json:"unanswered,omitempty"`
 }
 
 func (m *member) client() Client {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return Client{ID: m.id, Room: m.room, Connections: append([]Connection(nil), m.history...), Dropped: m.dropped, LostUntold: m.untold.Load()}
+	return Client{ID: m.id, Room: m.room, Connections: append([]Connection(nil), m.history...), Dropped: m.dropped, LostUntold: m.untold.Load(), Unanswered: m.unanswered.Load()}
 }
 
 // path is the client's connections in one line: "blue =1012=> green".

@@ -49,7 +49,7 @@ func TestAFailedWriteIsNotExpectedNorUnconfirmed(t *testing.T) {
 	}
 	// The server's close then finds the message without an echo.
 	m.unconfirmed = append(m.unconfirmed, seqRange{0, m.sent.Load()})
-	if n := r.unconfirmedMessages(); n != 0 {
-		t.Fatalf("%d unconfirmed, want 0: the message was never sent", n)
+	if unconfirmed, unanswered := r.senderLosses(); unconfirmed != 0 || unanswered != 0 {
+		t.Fatalf("%d unconfirmed, %d unanswered; want 0, 0: the message was never sent", unconfirmed, unanswered)
 	}
 }

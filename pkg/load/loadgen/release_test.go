@@ -99,8 +99,9 @@ func checkOnlyUnconfirmedLost(t *testing.T, rep *loadgen.Report) {
 	if rep.Foreign+rep.Misrouted+rep.OtherFrames != 0 {
 		t.Errorf("foreign %d, misrouted %d, other frames %d", rep.Foreign, rep.Misrouted, rep.OtherFrames)
 	}
-	if rep.Reconnect.LostUntold != 0 {
-		t.Errorf("%d deliveries lost at members never told of a gap; want none", rep.Reconnect.LostUntold)
+	if rep.Reconnect.LostUntold != 0 || rep.Reconnect.Unanswered != 0 {
+		t.Errorf("%d deliveries lost at members never told of a gap, %d messages lost without their sender told; want none",
+			rep.Reconnect.LostUntold, rep.Reconnect.Unanswered)
 	}
 }
 
@@ -260,6 +261,40 @@ func TestLostDeliveriesNoMemberWasToldOfAreCountedApart(t *testing.T) {
 			}
 			if rc := rep.Reconnect; rc.LostUntold != tc.wantUntold || rc.HistoryTruncated != 2-tc.wantUntold {
 				t.Errorf("lost untold %d, history_truncated %d; want %d, %d", rc.LostUntold, rc.HistoryTruncated, tc.wantUntold, 2-tc.wantUntold)
+			}
+		})
+	}
+}
+
+func TestAMessageThatReachesNoMemberCountsAsUnansweredUnlessRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		refuse         bool
+		wantUnanswered int64
+	}{
+		{"taken and lost", false, 2},
+		{"refused with unavailable", true, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := historytest.New(1000, "e1", "blue")
+			cfg := releaseConfig(t, standIn(t, srv))
+			cfg.Rooms, cfg.Members = 2, 3
+			cfg.Grace = 2 * time.Second // the lost messages never come: do not wait long
+			s := mustStart(t, cfg)
+			sendFor(300 * time.Millisecond)
+			srv.Drop(tc.refuse) // the next message of each room reaches no member
+			sendFor(300 * time.Millisecond)
+			rep := mustStop(t, s)
+
+			if lost := rep.Steps[0].Lost; lost != 6 {
+				t.Errorf("lost %d deliveries, want 6 (one message to 3 members in each room)", lost)
+			}
+			rc := rep.Reconnect
+			if rc.Unanswered != tc.wantUnanswered || rc.Unconfirmed != 0 || rc.LostUntold != 0 {
+				t.Errorf("unanswered %d, unconfirmed %d, lost untold %d; want %d, 0, 0", rc.Unanswered, rc.Unconfirmed, rc.LostUntold, tc.wantUnanswered)
+			}
+			if refused := rep.ErrorFrames["unavailable"]; tc.refuse != (refused == 2) {
+				t.Errorf("%d unavailable frames", refused)
 			}
 		})
 	}

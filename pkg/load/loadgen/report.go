@@ -88,6 +88,12 @@ type ReconnectResult struct {
 	// losses no client was told of. Zero when every gap was either the sender's (refused,
 	// unconfirmed) or announced by the server.
 	LostUntold int64 `json:"lost_untold"`
+	// Unanswered counts messages that reached no member and whose sender was told
+	// nothing: not refused with an unavailable frame, not sent into a connection the
+	// server closed before their echo, and whose write did not fail. The server took
+	// them and lost them all. A lower bound: a refused message that was stored and
+	// delivered after all still cancels one of its sender's unanswered ones.
+	Unanswered int64 `json:"unanswered"`
 	// StartColors and EndColors count clients by the X-Roomcast-Color of their first and
 	// last connection ("(disconnected)": the server closed the last one and no
 	// reconnect had opened by the end).
@@ -337,6 +343,7 @@ func writeStorm(p func(string, ...any), rep *Report) {
 func writeReconnect(p func(string, ...any), rc *ReconnectResult) {
 	p("unconfirmed   %d messages reached no member after the server closed their sender before their echo (most likely never read by the server)", rc.Unconfirmed)
 	p("untold        %d deliveries missing at members never told of a gap (history_truncated, history_unavailable), of messages another member received", rc.LostUntold)
+	p("unanswered    %d messages reached no member, their sender neither refused (unavailable) nor cut off before their echo", rc.Unanswered)
 	p("reconnects    %d (resumed with since: %d, failed attempts: %d, history_truncated: %d)", rc.Reconnects, rc.Resumed, rc.ConnectFailures, rc.HistoryTruncated)
 	if rc.Reconnects > 0 {
 		p("reconnect     close → 101: %s", rc.ReconnectTime)

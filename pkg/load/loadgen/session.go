@@ -150,7 +150,9 @@ func (r *runner) reconnectResult(rep *Report) *ReconnectResult {
 		Paths:            map[string]int{},
 	}
 	if rep.readersDone {
-		res.LostUntold = r.lostUntold() // before the clients, which carry their share
+		// Before the clients, which carry their shares.
+		res.LostUntold = r.lostUntold()
+		res.Unconfirmed, res.Unanswered = r.senderLosses()
 	}
 	for _, m := range r.members {
 		c := m.client()
@@ -166,9 +168,6 @@ func (r *runner) reconnectResult(rep *Report) *ReconnectResult {
 		if r.cfg.Scenario == Release {
 			res.Clients = append(res.Clients, c)
 		}
-	}
-	if rep.readersDone {
-		res.Unconfirmed = r.unconfirmedMessages()
 	}
 	return res
 }
@@ -209,13 +208,16 @@ func (r *runner) lostUntold() int64 {
 	return n
 }
 
-// unconfirmedMessages counts the messages sent on a connection the server closed before
-// their echo that no member of the room received. A message whose write failed was never
-// sent and is not one of them. It reads every Inbox: call it only once the read loops
-// have ended.
-func (r *runner) unconfirmedMessages() int64 {
-	var n int64
+// senderLosses counts, among the messages that reached no member of their room, the
+// unconfirmed ones: sent on a connection the server closed before their echo (a message
+// whose write failed was never sent and is not one of them); and the unanswered ones:
+// the rest, beyond those their sender got an unavailable frame for. It reads every
+// Inbox: call it only once the read loops have ended.
+func (r *runner) senderLosses() (unconfirmed, unanswered int64) {
 	for _, m := range r.members {
+		if m.inbox == nil {
+			continue
+		}
 		first := m.room * r.cfg.Members
 		reached := func(seq uint64) bool {
 			for k := range m.roomSize {
@@ -231,18 +233,28 @@ func (r *runner) unconfirmedMessages() int64 {
 			notSent[seq] = true
 		}
 		m.mu.Unlock()
-		counted := map[uint64]bool{}
+		cut := map[uint64]bool{}
 		for _, rg := range m.unconfirmed {
 			for seq := rg.from; seq < rg.to; seq++ {
-				if notSent[seq] || counted[seq] {
+				if notSent[seq] || cut[seq] {
 					continue
 				}
-				counted[seq] = true
+				cut[seq] = true
 				if !reached(seq) {
-					n++
+					unconfirmed++
 				}
 			}
 		}
+		var nowhere int64
+		for seq := range m.sent.Load() {
+			if !notSent[seq] && !cut[seq] && !reached(seq) {
+				nowhere++
+			}
+		}
+		if n := nowhere - m.refused.Load(); n > 0 {
+			m.unanswered.Store(n)
+			unanswered += n
+		}
 	}
-	return n
+	return unconfirmed, unanswered
 }

@@ -38,6 +38,9 @@ type Server struct {
 	// gap: the next message of each room skips one member; gapTold: with a
 	// history_truncated frame to it.
 	gap, gapTold map[string]bool
+	// drop: the next message of each room reaches no member; dropRefused: its sender
+	// gets an unavailable frame.
+	drop, dropRefused map[string]bool
 
 	upgrader *gws.Upgrader
 }
@@ -207,6 +210,18 @@ func (s *Server) Gap(tell bool) {
 	}
 }
 
+// Drop makes the next message of each room reach no member: with refuse, its sender
+// gets an unavailable frame, as a replica whose broker failed the publish says; without,
+// nothing, as a broken one would lose it silently.
+func (s *Server) Drop(refuse bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.drop, s.dropRefused = map[string]bool{}, map[string]bool{}
+	for name := range s.rooms {
+		s.drop[name], s.dropRefused[name] = true, refuse
+	}
+}
+
 // Forget drops the kept messages of every room, as if they had expired.
 func (s *Server) Forget() {
 	s.mu.Lock()
@@ -216,11 +231,18 @@ func (s *Server) Forget() {
 	}
 }
 
-func (s *Server) publish(name string, text string) {
+func (s *Server) publish(sender *gws.Conn, name string, text string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	rm := s.rooms[name]
 	if rm == nil || s.muted {
+		return
+	}
+	if s.drop[name] {
+		delete(s.drop, name)
+		if s.dropRefused[name] {
+			_ = sender.WriteMessage(gws.OpcodeText, chat.ErrorJSON("unavailable", "the message could not be sent"))
+		}
 		return
 	}
 	rm.seq++
@@ -272,5 +294,5 @@ func (e events) OnMessage(c *gws.Conn, msg *gws.Message) {
 		return
 	}
 	name, _ := c.Session().Load("room")
-	e.s.publish(name.(string), f.Message)
+	e.s.publish(c, name.(string), f.Message)
 }

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -555,6 +556,25 @@ func TestNoDeliveryAfterLeave(t *testing.T) {
 	keep.waitFrames(t, 1)
 	if got := s.got(); len(got) != 0 {
 		t.Fatalf("a member that left got %q", got)
+	}
+}
+
+func TestOnLeaveRunsOnceWhenTheMemberLeavesOrAtOnceIfItHas(t *testing.T) {
+	f := newFixture(t, nil)
+	m, _ := f.join(t, "lobby")
+	var calls atomic.Int32
+	m.OnLeave(func() { calls.Add(1) })
+	if n := calls.Load(); n != 0 {
+		t.Fatalf("called %d times before the member left", n)
+	}
+	f.hub.Leave(m)
+	f.hub.Leave(m) // idempotent, and so is the call
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("called %d times after the member left, want 1", n)
+	}
+	m.OnLeave(func() { calls.Add(1) })
+	if n := calls.Load(); n != 2 {
+		t.Fatalf("a func given after the member left was called %d times, want at once", n-1)
 	}
 }
 

@@ -27,6 +27,7 @@ type Member struct {
 	closeCode      uint16
 	closeReason    string
 	left           bool
+	onLeave        func() // called once the member has left; see OnLeave
 	batched        bool // text frames queued together go out as one; see Batch
 
 	// While a resuming member's replay runs, its live messages are held; see resume.go.
@@ -72,6 +73,22 @@ func (m *Member) Batch() {
 	m.mu.Lock()
 	m.batched = true
 	m.mu.Unlock()
+}
+
+// OnLeave arranges for f to be called once the member has left its room (at once if it
+// has already), so that work done for it, such as a replay that reads again while the
+// store says "for now", stops with its client. One f per member: a later call replaces
+// an earlier one.
+func (m *Member) OnLeave(f func()) {
+	m.mu.Lock()
+	left := m.left
+	if !left {
+		m.onLeave = f
+	}
+	m.mu.Unlock()
+	if left {
+		f()
+	}
 }
 
 // Send queues a frame for this member only, such as an error frame or a pong. It does not

@@ -113,7 +113,12 @@ func (h *Hub) Leave(m *Member) {
 	m.left, m.closing, m.closeSent = true, true, true
 	m.pending = nil
 	attached := m.socket != nil
+	onLeave := m.onLeave
+	m.onLeave = nil
 	m.mu.Unlock()
+	if onLeave != nil {
+		onLeave()
+	}
 
 	r := m.room
 	r.mu.Lock()

@@ -3,8 +3,10 @@ package wsgateway_test
 import (
 	"context"
 	"fmt"
+	"math"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -29,6 +31,9 @@ type stalledHistory struct {
 	stalled int32
 	fail    error
 	reads   atomic.Int32
+	// callerGone, when not nil, is closed once a read finds its caller's context done.
+	callerGone chan struct{}
+	goneOnce   sync.Once
 }
 
 // stalledReadBound stands for the store's bound per request.
@@ -39,6 +44,9 @@ func (h *stalledHistory) ReadSince(ctx context.Context, room string, since uint6
 		rctx, cancel := context.WithTimeout(ctx, stalledReadBound)
 		defer cancel()
 		<-rctx.Done()
+		if ctx.Err() != nil && h.callerGone != nil {
+			h.goneOnce.Do(func() { close(h.callerGone) })
+		}
 		return chat.Stored{}, fmt.Errorf("replaying room %q: %w: no answer (%w): %w", room, chat.ErrHistoryUnavailable, chat.ErrHistoryTemporary, rctx.Err())
 	}
 	if h.fail != nil {
@@ -126,5 +134,24 @@ func TestAReplayThatFailsOutrightIsNotTriedAgain(t *testing.T) {
 	}
 	if n := history.reads.Load(); n != 1 {
 		t.Errorf("%d reads, want 1", n)
+	}
+}
+
+func TestAReplayEndsWhenItsClientLeaves(t *testing.T) {
+	// The store never answers: without its client the replay would read again for its
+	// whole minute.
+	history := &stalledHistory{stalled: math.MaxInt32, callerGone: make(chan struct{})}
+	url, _ := startGateway(t, history)
+	c := dialResume(t, url+"lobby/?since=1&epoch=e1")
+	for deadline := time.Now().Add(10 * time.Second); history.reads.Load() == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the replay never read")
+		}
+	}
+	c.Close()
+	select {
+	case <-history.callerGone:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the replay still read 20s after its client left (%d reads)", history.reads.Load())
 	}
 }

@@ -49,7 +49,14 @@ func parseResume(r *http.Request) (*resumeRequest, error) {
 func (g *Gateway) replay(member *hub.Member, req resumeRequest) {
 	ctx, cancel := context.WithTimeout(context.Background(), g.cfg.ReplayTimeout)
 	defer cancel()
+	// A client that leaves ends its replay: nobody is left to read for, and a read
+	// retried while the store says "for now" would go on for the whole ReplayTimeout.
+	member.OnLeave(cancel)
 	res, err := g.readReplay(ctx, member.Room(), req)
+	if err != nil && errors.Is(ctx.Err(), context.Canceled) {
+		g.log.Debug("replay stopped: the client left", "room", member.Room())
+		return
+	}
 	if err != nil {
 		g.errs.Count(chat.KindHistory)
 		g.log.Warn("replay failed; the client continues live", "room", member.Room(), "err", err)

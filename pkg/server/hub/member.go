@@ -28,7 +28,7 @@ type Member struct {
 	closeReason    string
 	left           bool
 	onLeave        func() // called once the member has left; see OnLeave
-	batched        bool // text frames queued together go out as one; see Batch
+	batched        bool   // text frames queued together go out as one; see Batch
 
 	// While a resuming member's replay runs, its live messages are held; see resume.go.
 	holding bool

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -111,7 +112,34 @@ func (g *Gateway) publishFailed(c *wsConn, err error) {
 	}
 	g.errs.Count(chat.KindBroker)
 	c.member.Send(wsframe.Unavailable)
-	g.log.Debug("publish failed", "room", c.member.Room(), "err", err)
+	g.refusals.note(g.log, c.member.Room(), err, time.Now())
+}
+
+// refusalLogEvery is the least time between two log lines about refused publishes.
+const refusalLogEvery = time.Second
+
+// refusalLog logs the publishes refused (the senders got unavailable) at most once per
+// refusalLogEvery, with how many since the previous line and the latest cause: a
+// broker that goes away refuses every message for seconds, and an operator needs when
+// and why, not a line per message.
+type refusalLog struct {
+	mu     sync.Mutex
+	last   time.Time
+	counts int
+}
+
+func (r *refusalLog) note(log *slog.Logger, room string, err error, now time.Time) {
+	r.mu.Lock()
+	r.counts++
+	n := r.counts
+	due := now.Sub(r.last) >= refusalLogEvery
+	if due {
+		r.last, r.counts = now, 0
+	}
+	r.mu.Unlock()
+	if due {
+		log.Warn("messages refused: their senders were told unavailable", "refused", n, "latest_room", room, "latest_err", err)
+	}
 }
 
 func (e events) OnClose(socket *gws.Conn, err error) {

@@ -68,6 +68,7 @@ type Gateway struct {
 	authFails  *prometheus.CounterVec
 	rejected   *prometheus.CounterVec
 	errs       *servermetrics.Errors
+	refusals   refusalLog
 
 	errRateLimited []byte // the frame, which depends on the configured rate
 }

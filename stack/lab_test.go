@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"regexp"
 	"runtime"
 	"slices"
 	"strings"
@@ -434,7 +435,7 @@ func (l *lab) killNode(t *testing.T, i int) time.Time {
 // clients notice when nginx's connection to it fails (a reset the dying kernel sent), or
 // else when it has carried nothing for ROOMCAST_EDGE_WS_IDLE_TIMEOUT (60s). None may be
 // left cut off.
-func afterKill(t *testing.T, env swarmEnv, load *load, victims map[string]bool, killed time.Time) (hit int, waits []time.Duration, stranded int, report loadReport) {
+func (l *lab) afterKill(t *testing.T, env swarmEnv, load *load, victims map[string]bool, killed time.Time) (hit int, waits []time.Duration, stranded int, report loadReport) {
 	t.Helper()
 	defer func() {
 		if stranded > 0 {
@@ -475,10 +476,10 @@ func afterKill(t *testing.T, env swarmEnv, load *load, victims map[string]bool, 
 	}
 	for _, c := range report.clients {
 		if c.Unanswered > 0 {
-			fmt.Printf("=== lab: unanswered: client %d room %d lost %d of its own messages, neither refused nor cut off; %s\n", c.ID, c.Room, c.Unanswered, connectionsText(c, killed))
+			fmt.Printf("=== lab: unanswered: client %d room %d lost %d of its own messages, neither refused nor cut off (reached no member: %v; refused %d); %s\n", c.ID, c.Room, c.Unanswered, c.Nowhere, c.Refused, connectionsText(c, killed))
 		}
 	}
-	printNATSEvents(t, env, killed)
+	l.printAppEvents(t, env, killed)
 	if report.untold > maxUntold {
 		t.Errorf("%d deliveries lost at members never told of a gap; want none (up to %d let through)", report.untold, maxUntold)
 	}
@@ -492,15 +493,28 @@ func afterKill(t *testing.T, env swarmEnv, load *load, victims map[string]bool, 
 // it read lost the messages right after its since, silently (6-57 a run in 3 of 11).
 const maxUntold = 100
 
-// printNATSEvents prints when the app replicas that still answer lost and found NATS,
-// and their failed replays, relative to the kill: a replica left on the dead node's NATS
-// member delivers nothing until it notices.
-func printNATSEvents(t *testing.T, env swarmEnv, killed time.Time) {
+// printAppEvents prints when the app replicas that still answer lost and found NATS,
+// refused messages, and failed their replays, relative to the kill: a replica left on
+// the dead node's NATS member delivers nothing until it notices. It reads each live
+// node's containers: the service's logs fail as a whole while one of its nodes is down.
+func (l *lab) printAppEvents(t *testing.T, env swarmEnv, killed time.Time) {
 	t.Helper()
-	// Task by task: the service's logs fail as a whole while one of its nodes is down.
-	out, _ := sh(t, env, time.Minute, "sh", "-c",
-		`for task in $(docker service ps -q blue_app); do docker service logs --timestamps --raw "$task" 2>/dev/null; done | grep -E 'nats (dis|re)connected|replay failed|catching up a room failed|filling a resumed member|history|rror' | sort | tail -n 60`)
-	for line := range strings.Lines(out) {
+	var lines []string
+	for _, n := range l.nodes {
+		out, err := sh(t, onNode(env, n), 30*time.Second, "sh", "-c",
+			`for c in $(docker ps -aq --filter label=com.docker.swarm.service.name=blue_app); do docker logs --timestamps "$c" 2>&1 | sed "s/ / $c /"; done`)
+		if err != nil {
+			lines = append(lines, fmt.Sprintf("- node %s: %v\n", n.addr, err))
+			continue
+		}
+		for line := range strings.Lines(out) {
+			if appEvent.MatchString(line) {
+				lines = append(lines, line)
+			}
+		}
+	}
+	slices.Sort(lines) // by time: each line starts with its timestamp
+	for _, line := range lines[max(len(lines)-80, 0):] {
 		at, rest, _ := strings.Cut(line, " ")
 		if ts, err := time.Parse(time.RFC3339Nano, at); err == nil {
 			at = fmt.Sprintf("%+.1fs", ts.Sub(killed).Seconds())
@@ -508,6 +522,8 @@ func printNATSEvents(t *testing.T, env swarmEnv, killed time.Time) {
 		fmt.Printf("=== lab: app log at %s: %s", at, rest)
 	}
 }
+
+var appEvent = regexp.MustCompile(`nats (dis|re)connected|replay failed|catching up a room failed|filling a resumed member|messages refused|history|rror`)
 
 // connectionsText is a client's connections with their instances, times relative to
 // event and close codes.
@@ -521,7 +537,7 @@ func connectionsText(c loadgen.Client, event time.Time) string {
 		if !conn.Closed.IsZero() {
 			closed = fmt.Sprintf("%+.2fs=%d", conn.Closed.Sub(event).Seconds(), conn.CloseCode)
 		}
-		fmt.Fprintf(&b, "[%s %+.2fs..%s resumed=%v]", conn.Instance, conn.Opened.Sub(event).Seconds(), closed, conn.Resumed)
+		fmt.Fprintf(&b, "[%s %+.2fs..%s resumed=%v from seq %d]", conn.Instance, conn.Opened.Sub(event).Seconds(), closed, conn.Resumed, conn.FirstSeq)
 	}
 	return b.String()
 }
@@ -767,7 +783,7 @@ func TestLabWorkerKilledUnderLoad(t *testing.T) {
 		t.Errorf("Swarm did not reschedule the dead node's replica: %v", err)
 	}
 	rescheduled := time.Since(killed)
-	hit, waits, stranded, report := afterKill(t, env, load, victims, killed)
+	hit, waits, stranded, report := l.afterKill(t, env, load, victims, killed)
 	fmt.Printf("=== lab: SIGKILL of a worker (engine, containerd, containers) under 200 clients: replica rescheduled in %.1fs; %d clients on it, back after %s, %d still cut off %.0fs after the kill; closes %v; %d messages sent, %d refused (unavailable), %d unconfirmed, %d of %d deliveries lost, %d beyond those of refused and unconfirmed messages, %d at members never told of a gap, %d messages lost with their sender not told, %d duplicated\n",
 		rescheduled.Seconds(), hit, waitsText(waits), stranded, time.Since(killed).Seconds(), report.otherCloses, report.sent, report.refused, report.unconfirmed, report.lost, report.expected, report.notTheSenders(), report.untold, report.unanswered, report.duplicated)
 	if hit == 0 {
@@ -889,7 +905,7 @@ func TestLabStreamLeaderNodeKilledUnderLoad(t *testing.T) {
 		t.Errorf("Swarm did not reschedule the dead node's replica: %v", err)
 	}
 	rescheduled := time.Since(killed)
-	hit, waits, stranded, report := afterKill(t, env, load, victims, killed)
+	hit, waits, stranded, report := l.afterKill(t, env, load, victims, killed)
 	fmt.Printf("=== lab: SIGKILL of the node with the NATS stream leader (%s) under 200 clients: new leader after %.1fs, replica rescheduled in %.1fs; %d clients on its replica, back after %s, %d still cut off; %d messages sent, %d refused (unavailable), %d unconfirmed, %d of %d deliveries lost, %d beyond those of refused and unconfirmed messages, %d at members never told of a gap, %d messages lost with their sender not told, %d duplicated\n",
 		leader.addr, reelected.Seconds(), rescheduled.Seconds(), hit, waitsText(waits), stranded, report.sent, report.refused, report.unconfirmed, report.lost, report.expected, report.notTheSenders(), report.untold, report.unanswered, report.duplicated)
 	if report.duplicated != 0 {

@@ -52,9 +52,9 @@ type member struct {
 	hasSeq bool
 	seq    uint64
 	epoch  string
-	// unconfirmed are this member's own messages sent on a connection that the server
-	// closed before their echo came back on it: [from, to) ranges of seq.
-	unconfirmed []seqRange
+	// sentOn are the connections this member's messages went out on, in order, once
+	// each has ended (scenarios that reconnect only).
+	sentOn []sentOn
 	// told is set by a history_truncated or history_unavailable frame: the server said
 	// a resume may have missed messages.
 	told atomic.Bool
@@ -64,8 +64,10 @@ type member struct {
 	// its messages that the server did not send.
 	refused atomic.Int64
 	// unanswered counts, once the run has ended, this member's messages lost without
-	// it told (see ReconnectResult.Unanswered).
+	// it told (see ReconnectResult.Unanswered); nowhere lists the first of the messages
+	// it reckons with.
 	unanswered atomic.Int64
+	nowhere    []uint64
 
 	mu      sync.Mutex   // guards history, dropped and failedSends
 	history []Connection // kept in the scenarios that reconnect
@@ -76,7 +78,14 @@ type member struct {
 	failedSends []uint64
 }
 
-type seqRange struct{ from, to uint64 }
+// sentOn is one ended connection of a member: the seqs [from, to) it sent on it,
+// whether the server ended it (cut) and how many unavailable frames came on it (each
+// answers one of those messages).
+type sentOn struct {
+	from, to uint64
+	cut      bool
+	refused  int64
+}
 
 // maxHistory bounds the connections kept per client.
 const maxHistory = 64
@@ -89,10 +98,10 @@ type link struct {
 	// color and instance are the 101's X-Roomcast-Color and X-Roomcast-Instance.
 	color    string
 	instance string
-	// firstSeq is the member's next seq when the link opened; echoed is one past the
-	// highest of the member's own seqs that came back on this link (read loop only).
+	// firstSeq is the member's next seq when the link opened; refused counts the
+	// unavailable frames that came on it (read loop only).
 	firstSeq uint64
-	echoed   uint64
+	refused  int64
 	hist     int // index in member.history, -1 when not kept
 	// joined gets the outcome of a Centrifugo link's connect and subscribe (see join);
 	// nil for roomcast.
@@ -134,7 +143,6 @@ func (m *member) dial(attempt int) (resumed bool, err error) {
 	m.urlIndex = idx
 	l.conn = conn
 	l.firstSeq = m.sent.Load()
-	l.echoed = l.firstSeq
 	if resp != nil {
 		l.color, l.instance = resp.Header.Get("X-Roomcast-Color"), resp.Header.Get("X-Roomcast-Instance")
 	}
@@ -142,7 +150,7 @@ func (m *member) dial(attempt int) (resumed bool, err error) {
 		m.mu.Lock()
 		if len(m.history) < maxHistory {
 			l.hist = len(m.history)
-			m.history = append(m.history, Connection{Color: l.color, Instance: l.instance, Opened: time.Now(), Resumed: resumed})
+			m.history = append(m.history, Connection{Color: l.color, Instance: l.instance, Opened: time.Now(), Resumed: resumed, FirstSeq: l.firstSeq})
 		} else {
 			m.dropped++
 		}
@@ -437,6 +445,7 @@ func (l *link) OnClose(_ *gws.Conn, err error) {
 	dropped := !l.state.CompareAndSwap(linkOpen, linkEnded)
 	if r.closing.Load() {
 		m.closed(l, now, 0)
+		m.ended(l, false)
 		return
 	}
 	if dropped {
@@ -464,12 +473,17 @@ func (l *link) OnClose(_ *gws.Conn, err error) {
 	if !r.reconnecting {
 		return
 	}
-	// Own messages sent on this connection whose echo never came back on it: if no
-	// member ever receives them, the server most likely never read them.
-	if sent := m.sent.Load(); l.echoed < sent {
-		m.unconfirmed = append(m.unconfirmed, seqRange{l.echoed, sent})
-	}
+	m.ended(l, true)
 	r.redial(func() { m.reconnect(now) })
+}
+
+// ended records what the member sent on l, which the server ended (cut) or the run did.
+// A message whose write fails after this was never sent (failedSends).
+func (m *member) ended(l *link, cut bool) {
+	if m.inbox == nil {
+		return
+	}
+	m.sentOn = append(m.sentOn, sentOn{from: l.firstSeq, to: m.sent.Load(), cut: cut, refused: l.refused})
 }
 
 func (m *member) closed(l *link, at time.Time, code uint16) {
@@ -530,6 +544,7 @@ func (l *link) onFrame(frame []byte) {
 		case "history_truncated", "history_unavailable":
 			m.told.Store(true)
 		case "unavailable":
+			l.refused++
 			m.refused.Add(1)
 		}
 		return
@@ -551,9 +566,6 @@ func (l *link) onFrame(frame []byte) {
 	if p == nil || st.Seq >= r.members[st.Conn].sent.Load() {
 		r.foreign.Add(1)
 		return
-	}
-	if st.Conn == m.id && st.Seq >= l.echoed {
-		l.echoed = st.Seq + 1
 	}
 	sh := &p.shards[m.id%numShards]
 	if m.inbox.Receive(st.Conn-first, st.Seq) {
@@ -607,6 +619,8 @@ type Connection struct {
 	CloseCode uint16 `json:"close_code,omitempty"`
 	// Resumed is set when the upgrade asked for ?since=.
 	Resumed bool `json:"resumed,omitempty"`
+	// FirstSeq is the seq of the client's first message sent on it.
+	FirstSeq uint64 `json:"first_seq"`
 }
 
 // Client is one client's connections, in order.
@@ -622,12 +636,18 @@ type Client struct {
 	// Unanswered counts this client's messages lost without it told (see
 	// ReconnectResult.Unanswered).
 	Unanswered int64 `json:"unanswered,omitempty"`
+	// Refused counts the unavailable frames it got, and Nowhere lists (up to 32 of) its
+	// messages that reached no member and were not sent into a closing connection: the
+	// refused ones among them, and the unanswered.
+	Refused int64    `json:"refused,omitempty"`
+	Nowhere []uint64 `json:"nowhere,omitempty"`
 }
 
 func (m *member) client() Client {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return Client{ID: m.id, Room: m.room, Connections: append([]Connection(nil), m.history...), Dropped: m.dropped, LostUntold: m.untold.Load(), Unanswered: m.unanswered.Load()}
+	return Client{ID: m.id, Room: m.room, Connections: append([]Connection(nil), m.history...), Dropped: m.dropped, LostUntold: m.untold.Load(), Unanswered: m.unanswered.Load(),
+		Refused: m.refused.Load(), Nowhere: m.nowhere}
 }
 
 // path is the client's connections in one line: "blue =1012=> green".

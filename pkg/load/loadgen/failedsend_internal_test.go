@@ -48,7 +48,7 @@ func TestAFailedWriteIsNotExpectedNorUnconfirmed(t *testing.T) {
 			p.sent.Load(), p.expected.Load(), r.sendErrors.Load())
 	}
 	// The server's close then finds the message without an echo.
-	m.unconfirmed = append(m.unconfirmed, seqRange{0, m.sent.Load()})
+	m.ended(l, true)
 	if unconfirmed, unanswered := r.senderLosses(); unconfirmed != 0 || unanswered != 0 {
 		t.Fatalf("%d unconfirmed, %d unanswered; want 0, 0: the message was never sent", unconfirmed, unanswered)
 	}

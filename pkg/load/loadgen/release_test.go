@@ -266,14 +266,19 @@ func TestLostDeliveriesNoMemberWasToldOfAreCountedApart(t *testing.T) {
 	}
 }
 
-func TestAMessageThatReachesNoMemberCountsAsUnansweredUnlessRefused(t *testing.T) {
+func TestAMessageThatReachesNoMemberIsUnansweredUnlessRefusedOrCut(t *testing.T) {
 	for _, tc := range []struct {
-		name           string
-		refuse         bool
-		wantUnanswered int64
+		name   string
+		refuse bool
+		// cut: the server closes every connection after later messages came back, as
+		// one that dies holding unanswered publishes does.
+		cut                             bool
+		wantUnanswered, wantUnconfirmed int64
 	}{
-		{"taken and lost", false, 2},
-		{"refused with unavailable", true, 0},
+		{"taken and lost", false, false, 2, 0},
+		{"refused with unavailable", true, false, 0, 0},
+		{"taken and lost, then the connection cut", false, true, 0, 2},
+		{"refused, then the connection cut", true, true, 0, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := historytest.New(1000, "e1", "blue")
@@ -284,14 +289,18 @@ func TestAMessageThatReachesNoMemberCountsAsUnansweredUnlessRefused(t *testing.T
 			sendFor(300 * time.Millisecond)
 			srv.Drop(tc.refuse) // the next message of each room reaches no member
 			sendFor(300 * time.Millisecond)
+			if tc.cut {
+				srv.CloseAll(1012, false)
+				sendFor(300 * time.Millisecond)
+			}
 			rep := mustStop(t, s)
 
 			if lost := rep.Steps[0].Lost; lost != 6 {
 				t.Errorf("lost %d deliveries, want 6 (one message to 3 members in each room)", lost)
 			}
 			rc := rep.Reconnect
-			if rc.Unanswered != tc.wantUnanswered || rc.Unconfirmed != 0 || rc.LostUntold != 0 {
-				t.Errorf("unanswered %d, unconfirmed %d, lost untold %d; want %d, 0, 0", rc.Unanswered, rc.Unconfirmed, rc.LostUntold, tc.wantUnanswered)
+			if rc.Unanswered != tc.wantUnanswered || rc.Unconfirmed != tc.wantUnconfirmed || rc.LostUntold != 0 {
+				t.Errorf("unanswered %d, unconfirmed %d, lost untold %d; want %d, %d, 0", rc.Unanswered, rc.Unconfirmed, rc.LostUntold, tc.wantUnanswered, tc.wantUnconfirmed)
 			}
 			if refused := rep.ErrorFrames["unavailable"]; tc.refuse != (refused == 2) {
 				t.Errorf("%d unavailable frames", refused)

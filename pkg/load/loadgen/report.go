@@ -78,10 +78,10 @@ type ReconnectResult struct {
 	// HistoryTruncated counts history_truncated error frames: a resume that may have
 	// missed messages.
 	HistoryTruncated int64 `json:"history_truncated"`
-	// Unconfirmed counts messages, among the lost, that their sender sent on a
-	// connection the server closed before their echo came back, and that no member
-	// received: most likely sent into a closing connection and never read by the
-	// server. Their deliveries are part of the lost ones.
+	// Unconfirmed counts messages, among the lost, that no member received, sent on a
+	// connection the server closed, beyond the unavailable frames that came on it: sent
+	// into a closing connection, or the server went before it answered. Their deliveries
+	// are part of the lost ones.
 	Unconfirmed int64 `json:"unconfirmed"`
 	// LostUntold counts lost deliveries of messages that reached another member of their
 	// room, at members that never had a history_truncated or history_unavailable frame:
@@ -89,10 +89,9 @@ type ReconnectResult struct {
 	// unconfirmed) or announced by the server.
 	LostUntold int64 `json:"lost_untold"`
 	// Unanswered counts messages that reached no member and whose sender was told
-	// nothing: not refused with an unavailable frame, not sent into a connection the
-	// server closed before their echo, and whose write did not fail. The server took
-	// them and lost them all. A lower bound: a refused message that was stored and
-	// delivered after all still cancels one of its sender's unanswered ones.
+	// nothing: sent on a connection that lasted to the end of the run, beyond the
+	// unavailable frames that came on it. The server took them and lost them all. A
+	// lower bound: a refused message that was stored and delivered after all cancels one.
 	Unanswered int64 `json:"unanswered"`
 	// StartColors and EndColors count clients by the X-Roomcast-Color of their first and
 	// last connection ("(disconnected)": the server closed the last one and no
@@ -341,9 +340,9 @@ func writeStorm(p func(string, ...any), rep *Report) {
 }
 
 func writeReconnect(p func(string, ...any), rc *ReconnectResult) {
-	p("unconfirmed   %d messages reached no member after the server closed their sender before their echo (most likely never read by the server)", rc.Unconfirmed)
+	p("unconfirmed   %d messages reached no member, sent on connections the server closed, beyond the unavailable frames that came on them", rc.Unconfirmed)
 	p("untold        %d deliveries missing at members never told of a gap (history_truncated, history_unavailable), of messages another member received", rc.LostUntold)
-	p("unanswered    %d messages reached no member, their sender neither refused (unavailable) nor cut off before their echo", rc.Unanswered)
+	p("unanswered    %d messages reached no member, sent on connections that lasted, beyond the unavailable frames that came on them", rc.Unanswered)
 	p("reconnects    %d (resumed with since: %d, failed attempts: %d, history_truncated: %d)", rc.Reconnects, rc.Resumed, rc.ConnectFailures, rc.HistoryTruncated)
 	if rc.Reconnects > 0 {
 		p("reconnect     close → 101: %s", rc.ReconnectTime)

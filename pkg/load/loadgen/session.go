@@ -208,10 +208,12 @@ func (r *runner) lostUntold() int64 {
 	return n
 }
 
-// senderLosses counts, among the messages that reached no member of their room, the
-// unconfirmed ones: sent on a connection the server closed before their echo (a message
-// whose write failed was never sent and is not one of them); and the unanswered ones:
-// the rest, beyond those their sender got an unavailable frame for. It reads every
+// senderLosses counts the messages that reached no member of their room beyond the
+// unavailable frames that came on the connection each was sent on: on a connection the
+// server cut, unconfirmed (sent into a closing connection, or the server went before it
+// answered); on one that lasted to the end, unanswered (taken and lost, nobody told). A
+// message whose write failed was never sent and is neither. A refused message stored
+// after all cancels one of its connection's: both are lower bounds. It reads every
 // Inbox: call it only once the read loops have ended.
 func (r *runner) senderLosses() (unconfirmed, unanswered int64) {
 	for _, m := range r.members {
@@ -233,27 +235,24 @@ func (r *runner) senderLosses() (unconfirmed, unanswered int64) {
 			notSent[seq] = true
 		}
 		m.mu.Unlock()
-		cut := map[uint64]bool{}
-		for _, rg := range m.unconfirmed {
-			for seq := rg.from; seq < rg.to; seq++ {
-				if notSent[seq] || cut[seq] {
+		for _, on := range m.sentOn {
+			var nowhere int64
+			for seq := on.from; seq < on.to; seq++ {
+				if notSent[seq] || reached(seq) {
 					continue
 				}
-				cut[seq] = true
-				if !reached(seq) {
-					unconfirmed++
+				nowhere++
+				if len(m.nowhere) < 32 {
+					m.nowhere = append(m.nowhere, seq)
 				}
 			}
-		}
-		var nowhere int64
-		for seq := range m.sent.Load() {
-			if !notSent[seq] && !cut[seq] && !reached(seq) {
-				nowhere++
+			n := max(nowhere-on.refused, 0)
+			if on.cut {
+				unconfirmed += n
+			} else {
+				m.unanswered.Add(n)
+				unanswered += n
 			}
-		}
-		if n := nowhere - m.refused.Load(); n > 0 {
-			m.unanswered.Store(n)
-			unanswered += n
 		}
 	}
 	return unconfirmed, unanswered

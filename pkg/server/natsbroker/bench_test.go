@@ -3,6 +3,7 @@ package natsbroker_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"strconv"
@@ -11,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"roomcast/pkg/chat"
@@ -129,4 +132,94 @@ func cpuTime(b *testing.B) time.Duration {
 		b.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkHistoryStoreByRooms is what storing one message costs the NATS server (in
+// this process) as the number of rooms at their history bound grows, with the stream as
+// a replica makes it, in memory (the embedded default) and on disk (the stacks'). Each
+// message goes to the next room in turn, every room already holds its 100, so each
+// store also drops that room's oldest. Run it with a fixed count: every round fills the
+// rooms first.
+//
+//	go test -run XXX -bench HistoryStoreByRooms -benchtime 20000x ./pkg/server/natsbroker
+func BenchmarkHistoryStoreByRooms(b *testing.B) {
+	for _, storage := range []string{"memory", "file"} {
+		for _, rooms := range []int{100, 1000, 10000} {
+			b.Run(fmt.Sprintf("%s/rooms=%d", storage, rooms), func(b *testing.B) {
+				benchmarkStoreByRooms(b, storage == "memory", rooms)
+			})
+		}
+	}
+}
+
+func benchmarkStoreByRooms(b *testing.B, memory bool, rooms int) {
+	const keep = 100
+	ns := natstest.Start(b, natstest.JetStream(b))
+	br, err := natsbroker.Connect(natsbroker.Config{URL: ns.ClientURL(), Name: "bench",
+		History: natsbroker.HistoryConfig{Stream: "BENCH", Size: keep, TTL: time.Hour, Memory: memory, Replicas: 1, MaxBytes: 1 << 30}},
+		slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(br.Close)
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The broker makes the stream in the background.
+	var stream jetstream.Stream
+	for deadline := time.Now().Add(30 * time.Second); stream == nil; time.Sleep(10 * time.Millisecond) {
+		if stream, err = js.Stream(context.Background(), "BENCH"); err != nil && time.Now().After(deadline) {
+			b.Fatalf("the history stream was never made: %v", err)
+		}
+	}
+	subjects := make([]string, rooms)
+	for i := range subjects {
+		subjects[i] = natsbroker.SubjectPrefix + "r" + strconv.Itoa(i)
+	}
+	envelope := []byte(`{"id":"0a1b2c3d4e5f-1a","room":"r1","text":"a chat message of a typical length, some sixty bytes long","accepted":1765000000000000000}`)
+	// Published without acknowledgements, as a member's replica does, but paced: a
+	// publisher that outruns the stream gets its messages dropped.
+	var sent uint64
+	publish := func(n int) {
+		for range n {
+			if err := nc.Publish(subjects[sent%uint64(rooms)], envelope); err != nil {
+				b.Fatal(err)
+			}
+			sent++
+			if sent%500 == 0 || sent == uint64(rooms*keep) {
+				for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Microsecond) {
+					info, err := stream.Info(context.Background())
+					if err == nil && info.State.LastSeq >= sent {
+						break
+					}
+					if time.Now().After(deadline) {
+						b.Fatalf("the stream stopped short of %d messages", sent)
+					}
+				}
+			}
+		}
+	}
+	publish(rooms * keep)
+	b.ResetTimer()
+	before := cpuTime(b)
+	publish(b.N)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Microsecond) {
+		info, err := stream.Info(context.Background())
+		if err == nil && info.State.LastSeq >= sent {
+			if info.State.Msgs != uint64(rooms*keep) {
+				b.Fatalf("%d messages kept, want %d: the rooms' bound is not what is measured", info.State.Msgs, rooms*keep)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("the stream stopped short of %d messages", sent)
+		}
+	}
+	b.ReportMetric(float64((cpuTime(b)-before).Nanoseconds())/float64(b.N), "cpu-ns/op")
 }

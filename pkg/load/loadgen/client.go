@@ -53,7 +53,7 @@ type member struct {
 	seq    uint64
 	epoch  string
 	// sentOn are the connections this member's messages went out on, in order, once
-	// each has ended (scenarios that reconnect only).
+	// each has ended; complete in the scenarios that reconnect, which read it.
 	sentOn []sentOn
 	// told is set by a history_truncated or history_unavailable frame: the server said
 	// a resume may have missed messages.
@@ -637,8 +637,7 @@ type Client struct {
 	// ReconnectResult.Unanswered).
 	Unanswered int64 `json:"unanswered,omitempty"`
 	// Refused counts the unavailable frames it got, and Nowhere lists (up to 32 of) its
-	// messages that reached no member and were not sent into a closing connection: the
-	// refused ones among them, and the unanswered.
+	// messages that reached no member: refused, unconfirmed or unanswered.
 	Refused int64    `json:"refused,omitempty"`
 	Nowhere []uint64 `json:"nowhere,omitempty"`
 }

@@ -183,43 +183,37 @@ func benchmarkStoreByRooms(b *testing.B, memory bool, rooms int) {
 		subjects[i] = natsbroker.SubjectPrefix + "r" + strconv.Itoa(i)
 	}
 	envelope := []byte(`{"id":"0a1b2c3d4e5f-1a","room":"r1","text":"a chat message of a typical length, some sixty bytes long","accepted":1765000000000000000}`)
+	var sent uint64
+	stored := func() jetstream.StreamState {
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Millisecond) {
+			info, err := stream.Info(context.Background())
+			if err == nil && info.State.LastSeq >= sent {
+				return info.State
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("the stream stopped short of %d messages", sent)
+			}
+		}
+	}
 	// Published without acknowledgements, as a member's replica does, but paced: a
 	// publisher that outruns the stream gets its messages dropped.
-	var sent uint64
 	publish := func(n int) {
 		for range n {
 			if err := nc.Publish(subjects[sent%uint64(rooms)], envelope); err != nil {
 				b.Fatal(err)
 			}
-			sent++
-			if sent%500 == 0 || sent == uint64(rooms*keep) {
-				for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Microsecond) {
-					info, err := stream.Info(context.Background())
-					if err == nil && info.State.LastSeq >= sent {
-						break
-					}
-					if time.Now().After(deadline) {
-						b.Fatalf("the stream stopped short of %d messages", sent)
-					}
-				}
+			if sent++; sent%1000 == 0 {
+				stored()
 			}
 		}
 	}
 	publish(rooms * keep)
+	stored()
 	b.ResetTimer()
 	before := cpuTime(b)
 	publish(b.N)
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Microsecond) {
-		info, err := stream.Info(context.Background())
-		if err == nil && info.State.LastSeq >= sent {
-			if info.State.Msgs != uint64(rooms*keep) {
-				b.Fatalf("%d messages kept, want %d: the rooms' bound is not what is measured", info.State.Msgs, rooms*keep)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("the stream stopped short of %d messages", sent)
-		}
+	if st := stored(); st.Msgs != uint64(rooms*keep) {
+		b.Fatalf("%d messages kept, want %d: the rooms' bound is not what is measured", st.Msgs, rooms*keep)
 	}
 	b.ReportMetric(float64((cpuTime(b)-before).Nanoseconds())/float64(b.N), "cpu-ns/op")
 }

@@ -715,6 +715,36 @@ func TestReleaseScriptResumesWithSinceAndEpoch(t *testing.T) {
 	}
 }
 
+func TestReleaseScriptCountsLossesNobodyWasToldOf(t *testing.T) {
+	// As roomcast-loadgen counts them: a message that reaches no member and is not
+	// refused (unanswered), and a delivery missing at a member never told of a gap.
+	n := newNode(t)
+	n.withWebSocket(t)
+	srv := historytest.New(1000, "e1", "blue")
+	hs := httptest.NewServer(srv)
+	t.Cleanup(hs.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	run := n.start(t, ctx, "run", "release.js", map[string]string{
+		"URL": "ws" + strings.TrimPrefix(hs.URL, "http"), "ROOMS": "2", "MEMBERS": "3", "RATE": "10",
+		"DURATION": "3s", "GRACE": "1s", "RECONNECT_BASE": "20ms", "RECONNECT_MAX": "100ms",
+	})
+	eventually(t, "6 clients connected", func() bool { return len(srv.Upgrades()) >= 6 })
+	srv.Drop(false) // the next message of each room reaches nobody, silently
+	eventually(t, "a message of each room dropped", func() bool { return srv.Pending() == 0 })
+	srv.Gap(false) // the next message of each room misses one member, silently
+	eventually(t, "a message of each room gapped", func() bool { return srv.Pending() == 0 })
+	var r runResult
+	run.wait(t, &r)
+	checkRun(t, r, loadgen.Release)
+	if got, untold := r.sum(loadgen.MetricUnanswered), r.sum(loadgen.MetricLostUntold); got != 2 || untold != 2 {
+		t.Errorf("unanswered %v, lost untold %v; want 2 and 2 (one of each in each room)", got, untold)
+	}
+	if lost := r.sum(loadgen.MetricLost); lost != 2*3+2 {
+		t.Errorf("lost %v deliveries, want 8", lost)
+	}
+}
+
 // twinEnv is the k6 environment that gives tw's script cfg's parameters.
 func twinEnv(tw loadgen.K6Twin, cfg loadgen.Config) map[string]string {
 	env := map[string]string{}

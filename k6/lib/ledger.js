@@ -13,8 +13,10 @@ export class Ledger {
   constructor(size) {
     this.size = size;
     this.sentBy = new Array(size).fill(0); // next seq of each sender
-    this.open = new Map(); // key -> { pending: Set(member), reached, unconfirmed }
+    this.open = new Map(); // key -> { pending: Set(member), reached }
     this.pendingCount = 0;
+    this.told = new Array(size).fill(false); // a history_truncated or history_unavailable came
+    this.conns = []; // { sender, from, to, cut, refused } of every ended connection
   }
 
   key(sender, seq) {
@@ -26,7 +28,7 @@ export class Ledger {
   sent(sender, seq, recipients) {
     this.sentBy[sender] = Math.max(this.sentBy[sender], seq + 1);
     if (recipients.length > 0) {
-      this.open.set(this.key(sender, seq), { pending: new Set(recipients), reached: false, unconfirmed: false });
+      this.open.set(this.key(sender, seq), { pending: new Set(recipients), reached: false });
       this.pendingCount += recipients.length;
     }
     return recipients.length;
@@ -54,26 +56,52 @@ export class Ledger {
     return 'first';
   }
 
-  // closedBeforeEcho marks the messages [from, to) of sender, sent on a connection the
-  // server closed before their echo came back on it: if no member ever gets one, it
-  // counts as unconfirmed (most likely never read by the server).
-  closedBeforeEcho(sender, from, to) {
-    for (let seq = from; seq < to; seq++) {
-      const e = this.open.get(this.key(sender, seq));
-      if (e !== undefined && !e.reached) {
-        e.unconfirmed = true;
-      }
-    }
+  // toldOfGap records that member got history_truncated or history_unavailable: the
+  // server said it may have missed messages.
+  toldOfGap(member) {
+    this.told[member] = true;
   }
 
-  // finish returns the deliveries still expected (lost) and the unconfirmed messages.
+  // connectionEnded records the messages [from, to) that sender sent on a connection
+  // now ended: cut by the server, or closed at the end of the test; refused is how many
+  // unavailable frames came on it, each the answer to one of those messages.
+  connectionEnded(sender, from, to, cut, refused) {
+    this.conns.push({ sender, from, to, cut, refused });
+  }
+
+  // finish returns the deliveries still expected (lost) and, as roomcast-loadgen counts
+  // them: the messages that reached no member beyond the unavailable frames that came on
+  // the connection each was sent on, unconfirmed when the server cut it and unanswered
+  // when it lasted; and the lost deliveries of messages another member got, at members
+  // never told of a gap (untold).
   finish() {
     let unconfirmed = 0;
-    for (const e of this.open.values()) {
-      if (e.unconfirmed && !e.reached) {
-        unconfirmed++;
+    let unanswered = 0;
+    for (const c of this.conns) {
+      let nowhere = 0;
+      for (let seq = c.from; seq < c.to; seq++) {
+        const e = this.open.get(this.key(c.sender, seq));
+        if (e !== undefined && !e.reached) {
+          nowhere++;
+        }
+      }
+      const n = Math.max(nowhere - c.refused, 0);
+      if (c.cut) {
+        unconfirmed += n;
+      } else {
+        unanswered += n;
       }
     }
-    return { lost: this.pendingCount, unconfirmed };
+    let untold = 0;
+    for (const e of this.open.values()) {
+      if (e.reached) {
+        for (const member of e.pending) {
+          if (!this.told[member]) {
+            untold++;
+          }
+        }
+      }
+    }
+    return { lost: this.pendingCount, unconfirmed, unanswered, untold };
   }
 }

@@ -20,6 +20,8 @@ export function roomMetrics(withReconnects) {
   };
   if (withReconnects) {
     m.unconfirmed = new Counter('roomcast_messages_unconfirmed');
+    m.unanswered = new Counter('roomcast_messages_unanswered');
+    m.untold = new Counter('roomcast_messages_lost_untold');
     m.reconnects = new Counter('roomcast_reconnects');
     m.reconnectTime = new Trend('roomcast_reconnect_time', true);
     m.historyTruncated = new Counter('roomcast_history_truncated');

@@ -36,7 +36,7 @@ export function runRoom(o) {
   const ledger = new Ledger(o.size);
   const roomName = `k6-${o.run}-${o.room}`;
   const expectedCloses = new Set(o.expectedCloses || []);
-  const counts = { sent: 0, expected: 0, delivered: 0, duplicated: 0, lost: 0, unconfirmed: 0, reconnects: 0 };
+  const counts = { sent: 0, expected: 0, delivered: 0, duplicated: 0, lost: 0, unconfirmed: 0, unanswered: 0, untold: 0, reconnects: 0 };
   const members = [];
   for (let i = 0; i < o.size; i++) {
     const conn = o.firstConn + i;
@@ -48,7 +48,8 @@ export function runRoom(o) {
       settled: false, // its first connection opened, or failed for good
       joined: false, // in the room: opened once, expects every message sent since
       sent: 0, // its next seq
-      echoed: 0, // one past its highest own seq echoed on the open connection
+      firstSeq: 0, // its first seq sent on the open connection
+      refused: 0, // unavailable frames that came on the open connection
       seq: null, // the room's latest seq it has seen, and its epoch
       epoch: '',
       urlIndex: conn % o.urls.length,
@@ -102,7 +103,8 @@ export function runRoom(o) {
       }
       m.open = true;
       m.urlIndex = idx;
-      m.echoed = m.sent;
+      m.firstSeq = m.sent;
+      m.refused = 0;
       if (!m.joined) {
         m.joined = true;
         settle(m, true);
@@ -122,6 +124,9 @@ export function runRoom(o) {
         m.ws = null;
       }
       if (phase === 'closing' || phase === 'done') {
+        if (opened) {
+          ledger.connectionEnded(m.i, m.firstSeq, m.sent, false, m.refused);
+        }
         if (phase === 'closing' && --live <= 0) {
           complete();
         }
@@ -146,9 +151,7 @@ export function runRoom(o) {
       if (!expectedCloses.has(code)) {
         M.unexpectedCloses.add(1, { code: String(code) });
       }
-      if (m.echoed < m.sent) {
-        ledger.closedBeforeEcho(m.i, m.echoed, m.sent);
-      }
+      ledger.connectionEnded(m.i, m.firstSeq, m.sent, true, m.refused);
       if (o.reconnect) {
         m.closedAt = eventTime(e);
         schedule(m, 0);
@@ -187,9 +190,6 @@ export function runRoom(o) {
       if (st === null || st.run !== o.run) {
         return;
       }
-      if (st.conn === m.conn && st.seq >= m.echoed) {
-        m.echoed = st.seq + 1;
-      }
       switch (ledger.received(m.i, st.conn - o.firstConn, st.seq)) {
         case 'first':
           counts.delivered++;
@@ -206,6 +206,11 @@ export function runRoom(o) {
       M.errorFrames.add(1, { code });
       if (code === 'history_truncated' && M.historyTruncated) {
         M.historyTruncated.add(1);
+      }
+      if (code === 'history_truncated' || code === 'history_unavailable') {
+        ledger.toldOfGap(m.i);
+      } else if (code === 'unavailable') {
+        m.refused++;
       }
     }
   }
@@ -305,9 +310,13 @@ export function runRoom(o) {
     const r = ledger.finish();
     counts.lost = r.lost;
     counts.unconfirmed = r.unconfirmed;
+    counts.unanswered = r.unanswered;
+    counts.untold = r.untold;
     M.lost.add(r.lost);
     if (M.unconfirmed) {
       M.unconfirmed.add(r.unconfirmed);
+      M.unanswered.add(r.unanswered);
+      M.untold.add(r.untold);
     }
     resolve(counts);
   }
@@ -318,7 +327,7 @@ export function runRoom(o) {
     for (const c of [M.sent, M.expected, M.delivered, M.lost, M.duplicated, M.errorFrames, M.unexpectedCloses, M.connectFailures]) {
       c.add(0);
     }
-    for (const c of [M.unconfirmed, M.reconnects, M.historyTruncated, M.joinFailures]) {
+    for (const c of [M.unconfirmed, M.unanswered, M.untold, M.reconnects, M.historyTruncated, M.joinFailures]) {
       if (c) {
         c.add(0);
       }

@@ -87,7 +87,8 @@ assert.equal(closeCode({}, 'websocket: close 1012 (service restart)'), 1012);
 assert.equal(closeCode({ code: 0 }, 'read tcp: connection reset by peer'), 1006);
 assert.equal(closeCode(undefined, undefined), 1006);
 
-// The ledger: first receipts, duplicates, foreign messages, losses and unconfirmed ones.
+// The ledger: first receipts, duplicates, foreign messages, and the lost ones by what
+// their sender and members were told.
 const l = new Ledger(3);
 assert.equal(l.sent(0, 0, [0, 1, 2]), 3);
 assert.equal(l.received(0, 0, 0), 'first');
@@ -99,13 +100,21 @@ assert.equal(l.received(2, 0, 0), 'duplicate');
 assert.equal(l.received(0, 0, 1), 'foreign', 'a seq not sent yet');
 assert.equal(l.received(0, 3, 0), 'foreign', 'a sender out of the room');
 assert.equal(l.pendingCount, 0);
-l.sent(1, 0, [0, 1, 2]); // reaches member 0 only: 2 lost
+// Sender 1 on a connection the server cut: message 0 reached member 0 only (2 lost, at
+// members 1 and 2; member 2 was told of a gap, so 1 untold); message 1 reached nobody
+// and was refused; message 2 reached nobody (unconfirmed).
+l.sent(1, 0, [0, 1, 2]);
 assert.equal(l.received(0, 1, 0), 'first');
-l.closedBeforeEcho(1, 0, 1); // someone got it: not unconfirmed
-l.sent(2, 0, [0, 1, 2]); // reaches nobody, sent into a closing connection: 3 lost
-l.sent(2, 1, [0, 1, 2]); // reaches nobody, but not sent into a closing connection
-l.closedBeforeEcho(2, 0, 1);
-assert.equal(l.pendingCount, 8);
-assert.deepEqual(l.finish(), { lost: 8, unconfirmed: 1 });
+l.toldOfGap(2);
+l.sent(1, 1, [0, 1, 2]);
+l.sent(1, 2, [0, 1, 2]);
+l.connectionEnded(1, 0, 3, true, 1);
+// Sender 2 on a connection that lasted: message 0 reached nobody (unanswered), message 1
+// reached nobody and was refused.
+l.sent(2, 0, [0, 1, 2]);
+l.sent(2, 1, [0, 1, 2]);
+l.connectionEnded(2, 0, 2, false, 1);
+assert.equal(l.pendingCount, 14);
+assert.deepEqual(l.finish(), { lost: 14, unconfirmed: 1, unanswered: 1, untold: 1 });
 
 process.stdout.write(JSON.stringify({ jsText: formatText('jsrun1', 3, 9, 1764188135999) }) + '\n');

@@ -275,7 +275,12 @@ const (
 	// first connection failed. Their reconnects may fail while colors flip, so
 	// MetricConnectFailures cannot be held at zero there.
 	MetricJoinFailures = "roomcast_join_failures"
-	MetricChecks       = "checks"
+	// MetricUnanswered and MetricLostUntold are the reconnecting scenarios' too:
+	// messages lost with their sender not told, and deliveries lost at members never
+	// told of a gap (ReconnectResult.Unanswered, LostUntold).
+	MetricUnanswered = "roomcast_messages_unanswered"
+	MetricLostUntold = "roomcast_messages_lost_untold"
+	MetricChecks     = "checks"
 	// MetricStormNotBack is reconnect-storm's alone (it has no k6 twin): the storm
 	// clients that had not reconnected when the storm window ended.
 	MetricStormNotBack = "roomcast_storm_not_back"
@@ -305,6 +310,8 @@ func Metrics(s Scenario) []MetricName {
 	case Soak, Release:
 		return append(base,
 			MetricName{Name: MetricUnconfirmed, Kind: KindCounter},
+			MetricName{Name: MetricUnanswered, Kind: KindCounter},
+			MetricName{Name: MetricLostUntold, Kind: KindCounter},
 			MetricName{Name: MetricReconnects, Kind: KindCounter},
 			MetricName{Name: MetricReconnectTime, Kind: KindTrend},
 			MetricName{Name: MetricHistoryTruncated, Kind: KindCounter},

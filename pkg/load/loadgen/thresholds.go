@@ -84,6 +84,8 @@ func (rep *Report) evaluate(cfg Config, reconnectTime Histogram) {
 	}
 	if rc := rep.Reconnect; rc != nil {
 		counters[MetricUnconfirmed] = rc.Unconfirmed
+		counters[MetricUnanswered] = rc.Unanswered
+		counters[MetricLostUntold] = rc.LostUntold
 		counters[MetricReconnects] = rc.Reconnects
 		counters[MetricConnectFailures] = rc.ConnectFailures
 	}

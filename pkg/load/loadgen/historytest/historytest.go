@@ -222,6 +222,13 @@ func (s *Server) Drop(refuse bool) {
 	}
 }
 
+// Pending counts the rooms whose Drop or Gap has not happened yet (no message since).
+func (s *Server) Pending() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.drop) + len(s.gap)
+}
+
 // Forget drops the kept messages of every room, as if they had expired.
 func (s *Server) Forget() {
 	s.mu.Lock()

@@ -23,6 +23,8 @@ func TestInvalidEnvironmentExitsTwoWithOneLineNamingTheVariable(t *testing.T) {
 		{"ROOMCAST_ADDR", "8080"},
 		{"ROOMCAST_PROBE_ADDR", "8091"},
 		{"ROOMCAST_PROBE_ADDR", ":8080"}, // the public listener's port
+		{"ROOMCAST_PPROF_ADDR", "6060"},
+		{"ROOMCAST_PPROF_ADDR", ":8080"}, // the public listener's port
 		{"ROOMCAST_MAX_HANDSHAKES", "-1"},
 		{"ROOMCAST_MAX_HANDSHAKES", "many"},
 		{"ROOMCAST_EMBEDDED_NATS_ADDR", "localhost"},

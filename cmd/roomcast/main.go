@@ -80,6 +80,9 @@ func serve(ctx context.Context, cfg replica.Config, log *slog.Logger) error {
 	if probe := rep.ProbeAddr(); probe != nil {
 		attrs = append(attrs, "probe_addr", probe.String())
 	}
+	if profiles := rep.PprofAddr(); profiles != nil {
+		attrs = append(attrs, "pprof_addr", profiles.String())
+	}
 	log.Info("listening", attrs...)
 
 	var g oklog.Group
@@ -125,7 +128,8 @@ func usage(w io.Writer) {
 
 roomcast is one replica of the roomcast chat server. It serves WebSocket rooms at
 /ws/chat/{room}/, /healthz, /readyz, /metrics and a chat page at /; with
-ROOMCAST_PROBE_ADDR also /healthz, /readyz and /metrics alone on that address. With
+ROOMCAST_PROBE_ADDR also /healthz, /readyz and /metrics alone on that address, and with
+ROOMCAST_PPROF_ADDR Go's profiles at /debug/pprof/ alone on that one. With
 NATS_URL empty it starts an embedded NATS server, so one process is a complete system.
 SIGTERM or SIGINT drains it gracefully; a second signal exits at once.
 

@@ -39,6 +39,7 @@ func TestProcesses(t *testing.T) {
 		{"HelpListsEveryVariableWithItsDefault", testHelp},
 		{"InvalidEnvironmentExits2WithOneLine", testInvalidEnvironment},
 		{"EmbeddedNATSServesChatAndHealthcheckProbesIt", testEmbeddedAndHealthcheck},
+		{"ProfilesOnTheirOwnAddressIncludeTheEmbeddedNATSServer", testProfiles},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -311,6 +312,24 @@ func testEmbeddedAndHealthcheck(t *testing.T, bins binaries) {
 	}
 }
 
+// With ROOMCAST_PPROF_ADDR, a replica's profiles show the embedded NATS server's work
+// too (one process), and only that address serves them.
+func testProfiles(t *testing.T, bins binaries) {
+	r := startRoomcast(t, bins, "profiled", "ROOMCAST_PPROF_ADDR=127.0.0.1:0")
+	waitReadyz(t, r, 200, "ready")
+	everyoneGetsEveryoneOnce(t, []*wsclient.Client{dial(t, r, "p"), dial(t, r, "p")}, "m")
+	profiles := "http://" + r.loggedAddr(t, "pprof_addr") + "/debug/pprof/"
+	resp := get(t, profiles+"goroutine?debug=2")
+	for _, want := range []string{"github.com/nats-io/nats-server/v2/server.", "roomcast/pkg/server/hub.", "github.com/lxzan/gws."} {
+		if resp.code != 200 || !bytes.Contains(resp.body, []byte(want)) {
+			t.Errorf("GET %sgoroutine: %d without %s", profiles, resp.code, want)
+		}
+	}
+	if resp := get(t, "http://"+r.addr+"/debug/pprof/"); resp.code != 404 {
+		t.Errorf("the public listener answers /debug/pprof/ with %d, want 404", resp.code)
+	}
+}
+
 // everyoneGetsEveryoneOnce has each member send tag<i> and checks that every member,
 // the sender included, receives each of them exactly once.
 func everyoneGetsEveryoneOnce(t *testing.T, members []*wsclient.Client, tag string) {
@@ -484,14 +503,17 @@ type roomcastProc struct {
 }
 
 // probeAddr is the probe listener's address, from the replica's "listening" line.
-func (r *roomcastProc) probeAddr(t *testing.T) string {
+func (r *roomcastProc) probeAddr(t *testing.T) string { return r.loggedAddr(t, "probe_addr") }
+
+// loggedAddr is the address the "listening" line gives under key.
+func (r *roomcastProc) loggedAddr(t *testing.T, key string) string {
 	t.Helper()
 	for _, m := range r.stderr.jsonLines() {
-		if addr, ok := m["probe_addr"].(string); ok && m["msg"] == "listening" {
+		if addr, ok := m[key].(string); ok && m["msg"] == "listening" {
 			return addr
 		}
 	}
-	t.Fatalf("roomcast %s logged no probe_addr; stderr:\n%s", r.name, r.stderr)
+	t.Fatalf("roomcast %s logged no %s; stderr:\n%s", r.name, key, r.stderr)
 	return ""
 }
 

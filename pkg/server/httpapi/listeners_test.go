@@ -35,6 +35,11 @@ func TestConfigValidate(t *testing.T) {
 		{"address without a port", httpapi.Config{Addr: "8080"}, "ROOMCAST_ADDR", "host:port"},
 		{"probe address without a port", httpapi.Config{Addr: ":8080", ProbeAddr: "localhost"}, "ROOMCAST_PROBE_ADDR", "host:port"},
 		{"probe on the public port", httpapi.Config{Addr: ":8080", ProbeAddr: "127.0.0.1:8080"}, "ROOMCAST_PROBE_ADDR", "other than ROOMCAST_ADDR"},
+		{"profile listener", httpapi.Config{Addr: ":8080", ProbeAddr: ":8091", PprofAddr: "127.0.0.1:6060"}, "", ""},
+		{"all three on port 0", httpapi.Config{Addr: "127.0.0.1:0", ProbeAddr: "127.0.0.1:0", PprofAddr: "127.0.0.1:0"}, "", ""},
+		{"profile address without a port", httpapi.Config{Addr: ":8080", PprofAddr: "6060"}, "ROOMCAST_PPROF_ADDR", "host:port"},
+		{"profiles on the public port", httpapi.Config{Addr: ":8080", PprofAddr: "127.0.0.1:8080"}, "ROOMCAST_PPROF_ADDR", "other than ROOMCAST_ADDR's"},
+		{"profiles on the probe port", httpapi.Config{Addr: ":8080", ProbeAddr: ":8091", PprofAddr: "127.0.0.1:8091"}, "ROOMCAST_PPROF_ADDR", "ROOMCAST_PROBE_ADDR's"},
 		{"negative handshake cap", httpapi.Config{Addr: ":8080", MaxHandshakes: -1}, "ROOMCAST_MAX_HANDSHAKES", "0 (no limit) or more"},
 	}
 	for _, tt := range tests {
@@ -87,14 +92,29 @@ func startServer(t *testing.T, cfg httpapi.Config, ws http.Handler) (*httpapi.Se
 // get answers the status and the color header of GET url (bounded).
 func get(t *testing.T, url string) (int, string) {
 	t.Helper()
-	client := &http.Client{Timeout: 5 * time.Second}
-	resp, err := client.Get(url)
+	resp, _ := fetch(t, url)
+	return resp.StatusCode, resp.Header.Get(httpapi.HeaderColor)
+}
+
+// getBody answers the status and the body of GET url (bounded).
+func getBody(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, body := fetch(t, url)
+	return resp.StatusCode, string(body)
+}
+
+func fetch(t *testing.T, url string) (*http.Response, []byte) {
+	t.Helper()
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get(url)
 	if err != nil {
 		t.Fatalf("GET %s: %v", url, err)
 	}
 	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, resp.Body)
-	return resp.StatusCode, resp.Header.Get(httpapi.HeaderColor)
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: reading the body: %v", url, err)
+	}
+	return resp, body
 }
 
 func TestTheProbeListenerServesProbesAndMetricsOnlyAndTheMainOneStillDoes(t *testing.T) {
@@ -135,6 +155,94 @@ func TestTheProbeListenerServesProbesAndMetricsOnlyAndTheMainOneStillDoes(t *tes
 	})
 	if a := (httpapi.Config{Addr: "127.0.0.1:0"}); httpapi.New(a, nil, httpapi.Readiness{}, prometheus.NewRegistry(), testenv.Logger(t), prometheus.NewRegistry()).ProbeAddr() != nil {
 		t.Error("a server without ROOMCAST_PROBE_ADDR has a probe address")
+	}
+}
+
+// Profiles show what the code is and does: they are served only where ROOMCAST_PPROF_ADDR
+// says, never on the public or probe listener, whatever net/http/pprof registers on
+// http.DefaultServeMux.
+func TestProfilesAreServedOnTheProfileListenerAloneAndOnlyWhenAskedFor(t *testing.T) {
+	cfg := httpapi.Config{Addr: "127.0.0.1:0", ProbeAddr: "127.0.0.1:0", PprofAddr: "127.0.0.1:0"}
+	s, _, _ := startServer(t, cfg, nil)
+	public, probe, profiles := "http://"+s.Addr().String(), "http://"+s.ProbeAddr().String(), "http://"+s.PprofAddr().String()
+	off, _, _ := startServer(t, httpapi.Config{Addr: "127.0.0.1:0", ProbeAddr: "127.0.0.1:0"}, nil)
+	if off.PprofAddr() != nil {
+		t.Error("a server without ROOMCAST_PPROF_ADDR has a profile address")
+	}
+	offPublic, offProbe := "http://"+off.Addr().String(), "http://"+off.ProbeAddr().String()
+	tests := []struct {
+		name, url string
+		code      int
+		body      string // in the body when 200
+	}{
+		{"the index", profiles + "/debug/pprof/", 200, "goroutine"},
+		{"goroutines", profiles + "/debug/pprof/goroutine?debug=1", 200, "goroutine profile:"},
+		{"the heap", profiles + "/debug/pprof/heap?debug=1", 200, "heap profile:"},
+		{"symbols", profiles + "/debug/pprof/symbol", 200, "num_symbols"},
+		{"the profile listener has no probes", profiles + "/healthz", 404, ""},
+		{"the profile listener has no metrics", profiles + "/metrics", 404, ""},
+		{"the profile listener has no chat page", profiles + "/", 404, ""},
+		{"the profile listener has no WebSocket route", profiles + "/ws/chat/room/", 404, ""},
+		{"none on the public listener", public + "/debug/pprof/", 404, ""},
+		{"none on the public listener, by name", public + "/debug/pprof/goroutine", 404, ""},
+		{"none on the probe listener", probe + "/debug/pprof/", 404, ""},
+		{"none on the public listener when off", offPublic + "/debug/pprof/", 404, ""},
+		{"none on the probe listener when off", offProbe + "/debug/pprof/heap", 404, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, body := getBody(t, tt.url)
+			if code != tt.code || !strings.Contains(body, tt.body) {
+				t.Fatalf("%d %.200q, want %d with %q", code, body, tt.code, tt.body)
+			}
+		})
+	}
+	t.Run("a CPU profile", func(t *testing.T) {
+		code, body := getBody(t, profiles+"/debug/pprof/profile?seconds=1")
+		if code != 200 || !strings.HasPrefix(body, "\x1f\x8b") { // gzipped protobuf
+			t.Fatalf("%d %.100q, want 200 with a gzipped profile", code, body)
+		}
+	})
+}
+
+// A profile may be asked for minutes; stopping the server does not wait for it.
+func TestShutdownCutsAProfileShortInsteadOfWaitingForIt(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	s := httpapi.New(httpapi.Config{Addr: "127.0.0.1:0", PprofAddr: "127.0.0.1:0"}, nil,
+		httpapi.Readiness{Draining: func() bool { return false }, Broker: func() error { return nil }},
+		reg, testenv.Logger(t), reg)
+	if err := s.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve() }()
+	profiles := "http://" + s.PprofAddr().String() + "/debug/pprof/profile?seconds=600"
+	long := make(chan error, 1)
+	go func() {
+		resp, err := (&http.Client{Timeout: time.Minute}).Get(profiles)
+		if err == nil {
+			_, err = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		long <- err
+	}()
+	goroutines := "http://" + s.PprofAddr().String() + "/debug/pprof/goroutine?debug=2"
+	waitFor(t, "the long profile is being taken", func() bool {
+		_, body := getBody(t, goroutines)
+		return strings.Contains(body, "net/http/pprof.Profile(")
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatalf("shutdown waited for the profile: %v", err)
+	}
+	if err := <-served; err != nil {
+		t.Errorf("serve: %v", err)
+	}
+	select {
+	case <-long:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the profile's request still runs after shutdown")
 	}
 }
 

@@ -1,7 +1,7 @@
 // Package httpapi is a replica's HTTP surface: liveness, readiness, metrics, the chat
 // page, and the WebSocket route handed to the gateway, on the public listener; the
-// probes and metrics alone on an optional probe listener; and the pacing of the public
-// listener's accepts. Every response carries the replica's color and instance, so a
+// probes and metrics alone on an optional probe listener; Go's profiles alone on an
+// optional profile listener; and the pacing of the public listener's accepts. Every response carries the replica's color and instance, so a
 // proxy in front of several colors can be checked.
 //
 // A Server is started once and stopped once; its handlers are safe for concurrent use.
@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -87,7 +88,11 @@ type Config struct {
 	ProbeAddr string `env:"ROOMCAST_PROBE_ADDR" help:"listen address of a second listener serving only /healthz, /readyz and /metrics (empty: none; ROOMCAST_ADDR serves them either way)"`
 	// MaxHandshakes caps the connections of the public listener accepted but not yet
 	// through their first request (see pacedListener).
-	MaxHandshakes int `env:"ROOMCAST_MAX_HANDSHAKES" envDefault:"64" help:"connections accepted at once before their first request (upgrade) is through; more wait in the kernel's backlog (0: no limit)"`
+	// PprofAddr, when set, is a listener serving only Go's profiles (net/http/pprof), the
+	// embedded NATS server's work included. Off by default: a profile shows the code and
+	// what it is doing, so it belongs on a port only operators reach.
+	PprofAddr     string `env:"ROOMCAST_PPROF_ADDR" help:"listen address of a listener serving only Go's profiles at /debug/pprof/ (empty: none; keep it off networks clients reach)"`
+	MaxHandshakes int    `env:"ROOMCAST_MAX_HANDSHAKES" envDefault:"64" help:"connections accepted at once before their first request (upgrade) is through; more wait in the kernel's backlog (0: no limit)"`
 	Identity      Identity
 }
 
@@ -106,6 +111,17 @@ func (c Config) Validate(environ map[string]string) error {
 			return envconfig.Invalid(environ, "ROOMCAST_PROBE_ADDR", "want a port other than ROOMCAST_ADDR's")
 		}
 	}
+	if c.PprofAddr != "" {
+		if !cli.ValidListenAddr(c.PprofAddr) {
+			return envconfig.Invalid(environ, "ROOMCAST_PPROF_ADDR", "want host:port or :port, or empty for none")
+		}
+		_, port, _ := net.SplitHostPort(c.PprofAddr)
+		for _, other := range []string{c.Addr, c.ProbeAddr} {
+			if _, p, _ := net.SplitHostPort(other); p == port && port != "0" {
+				return envconfig.Invalid(environ, "ROOMCAST_PPROF_ADDR", "want a port other than ROOMCAST_ADDR's and ROOMCAST_PROBE_ADDR's")
+			}
+		}
+	}
 	if c.MaxHandshakes < 0 {
 		return envconfig.Invalid(environ, "ROOMCAST_MAX_HANDSHAKES", "want 0 (no limit) or more")
 	}
@@ -121,7 +137,8 @@ type Server struct {
 	srv    *http.Server
 	ln     net.Listener
 	paced  *pacedListener // nil without a handshake cap
-	probes *probeServer   // nil without ProbeAddr
+	probes *sideServer    // nil without ProbeAddr
+	pprof  *sideServer    // nil without PprofAddr
 	log    *slog.Logger
 }
 
@@ -161,6 +178,9 @@ func New(cfg Config, ws http.Handler, ready Readiness, gatherer prometheus.Gathe
 	s.probeRoutes(s.mux, metrics)
 	if cfg.ProbeAddr != "" {
 		s.probes = s.newProbeServer(metrics, errorLog)
+	}
+	if cfg.PprofAddr != "" {
+		s.pprof = s.newProfileServer(errorLog)
 	}
 	s.mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
@@ -229,17 +249,21 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 }
 
 // Listen binds the addresses, so that a bad address fails at start and tests can use
-// port 0 and ask Addr and ProbeAddr. On an error nothing stays bound.
+// port 0 and ask Addr, ProbeAddr and PprofAddr. On an error nothing stays bound.
 func (s *Server) Listen() error {
 	ln, err := net.Listen("tcp", s.cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", s.cfg.Addr, err)
 	}
-	if s.probes != nil {
-		if err := s.probes.listen(s.cfg.ProbeAddr); err != nil {
-			_ = ln.Close()
+	bound := []io.Closer{ln}
+	for _, side := range s.sides() {
+		if err := side.listen(); err != nil {
+			for _, c := range bound {
+				_ = c.Close()
+			}
 			return err
 		}
+		bound = append(bound, side.ln)
 	}
 	s.ln = ln
 	if s.paced != nil {
@@ -247,6 +271,17 @@ func (s *Server) Listen() error {
 		s.ln = s.paced
 	}
 	return nil
+}
+
+// sides are the listeners beside the public one that are configured.
+func (s *Server) sides() []*sideServer {
+	var sides []*sideServer
+	for _, side := range []*sideServer{s.probes, s.pprof} {
+		if side != nil {
+			sides = append(sides, side)
+		}
+	}
+	return sides
 }
 
 // Addr is the public listener's bound address; valid after Listen.
@@ -260,27 +295,43 @@ func (s *Server) ProbeAddr() net.Addr {
 	return s.probes.ln.Addr()
 }
 
-// Serve serves both listeners until Shutdown; it returns nil after a Shutdown. If the
-// probe listener fails, the public one is closed: a replica nobody can probe is
-// restarted rather than left serving.
+// PprofAddr is the profile listener's bound address, nil without one; valid after Listen.
+func (s *Server) PprofAddr() net.Addr {
+	if s.pprof == nil {
+		return nil
+	}
+	return s.pprof.ln.Addr()
+}
+
+// Serve serves every listener until Shutdown; it returns nil after a Shutdown. If one
+// listener fails, the others are closed: a replica nobody can probe is restarted
+// rather than left serving.
 func (s *Server) Serve() error {
-	probeErr := make(chan error, 1)
-	if s.probes != nil {
+	sides := s.sides()
+	errs := make(chan error, len(sides))
+	closeAll := func() {
+		_ = s.srv.Close()
+		for _, side := range sides {
+			_ = side.srv.Close()
+		}
+	}
+	for _, side := range sides {
 		go func() {
-			err := serveHTTP(s.probes.srv, s.probes.ln, "probe")
+			err := serveHTTP(side.srv, side.ln, side.what)
 			if err != nil {
-				_ = s.srv.Close()
+				closeAll()
 			}
-			probeErr <- err
+			errs <- err
 		}()
-	} else {
-		probeErr <- nil
 	}
 	err := serveHTTP(s.srv, s.ln, "public")
-	if err != nil && s.probes != nil {
-		_ = s.probes.srv.Close()
+	if err != nil {
+		closeAll()
 	}
-	return errors.Join(err, <-probeErr)
+	for range sides {
+		err = errors.Join(err, <-errs)
+	}
+	return err
 }
 
 func serveHTTP(srv *http.Server, ln net.Listener, which string) error {
@@ -290,13 +341,16 @@ func serveHTTP(srv *http.Server, ln net.Listener, which string) error {
 	return nil
 }
 
-// Shutdown stops accepting and waits for plain HTTP requests to finish, on both
-// listeners. WebSocket connections are hijacked and not its business: the hub closes
-// them.
+// Shutdown stops accepting and waits for plain HTTP requests to finish, on the public
+// and probe listeners. WebSocket connections are hijacked and not its business: the hub
+// closes them. A profile being taken is cut short rather than waited for.
 func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.srv.Shutdown(ctx)
 	if s.probes != nil {
 		err = errors.Join(err, s.probes.srv.Shutdown(ctx))
+	}
+	if s.pprof != nil {
+		err = errors.Join(err, s.pprof.srv.Close())
 	}
 	if err != nil {
 		return fmt.Errorf("shutting down HTTP server: %w", err)

@@ -201,6 +201,9 @@ func (r *Replica) Addr() net.Addr { return r.http.Addr() }
 // ProbeAddr is the probe listener's address, nil without ROOMCAST_PROBE_ADDR.
 func (r *Replica) ProbeAddr() net.Addr { return r.http.ProbeAddr() }
 
+// PprofAddr is the profile listener's address, nil without ROOMCAST_PPROF_ADDR.
+func (r *Replica) PprofAddr() net.Addr { return r.http.PprofAddr() }
+
 // Registry is the replica's own metrics registry.
 func (r *Replica) Registry() *prometheus.Registry { return r.reg }
 

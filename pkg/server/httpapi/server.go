@@ -1,8 +1,9 @@
 // Package httpapi is a replica's HTTP surface: liveness, readiness, metrics, the chat
 // page, and the WebSocket route handed to the gateway, on the public listener; the
 // probes and metrics alone on an optional probe listener; Go's profiles alone on an
-// optional profile listener; and the pacing of the public listener's accepts. Every response carries the replica's color and instance, so a
-// proxy in front of several colors can be checked.
+// optional profile listener; and the pacing of the public listener's accepts. Every
+// response carries the replica's color and instance, so a proxy in front of several
+// colors can be checked.
 //
 // A Server is started once and stopped once; its handlers are safe for concurrent use.
 package httpapi
@@ -86,13 +87,13 @@ type Config struct {
 	// /metrics, so that probes and scrapes never queue behind a storm of upgrades on the
 	// public one. The public listener serves them too, either way.
 	ProbeAddr string `env:"ROOMCAST_PROBE_ADDR" help:"listen address of a second listener serving only /healthz, /readyz and /metrics (empty: none; ROOMCAST_ADDR serves them either way)"`
-	// MaxHandshakes caps the connections of the public listener accepted but not yet
-	// through their first request (see pacedListener).
 	// PprofAddr, when set, is a listener serving only Go's profiles (net/http/pprof), the
 	// embedded NATS server's work included. Off by default: a profile shows the code and
 	// what it is doing, so it belongs on a port only operators reach.
-	PprofAddr     string `env:"ROOMCAST_PPROF_ADDR" help:"listen address of a listener serving only Go's profiles at /debug/pprof/ (empty: none; keep it off networks clients reach)"`
-	MaxHandshakes int    `env:"ROOMCAST_MAX_HANDSHAKES" envDefault:"64" help:"connections accepted at once before their first request (upgrade) is through; more wait in the kernel's backlog (0: no limit)"`
+	PprofAddr string `env:"ROOMCAST_PPROF_ADDR" help:"listen address of a listener serving only Go's profiles at /debug/pprof/ (empty: none; keep it off networks clients reach)"`
+	// MaxHandshakes caps the connections of the public listener accepted but not yet
+	// through their first request (see pacedListener).
+	MaxHandshakes int `env:"ROOMCAST_MAX_HANDSHAKES" envDefault:"64" help:"connections accepted at once before their first request (upgrade) is through; more wait in the kernel's backlog (0: no limit)"`
 	Identity      Identity
 }
 

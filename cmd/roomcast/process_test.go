@@ -19,6 +19,7 @@ import (
 
 	"roomcast/pkg/testenv"
 	"roomcast/pkg/wsclient"
+	"roomcast/pkg/wsclient/wsclienttest"
 )
 
 // These tests run the real binaries: roomcast built from this module, and nats-server
@@ -647,13 +648,7 @@ func dial(t *testing.T, r *roomcastProc, room string) *wsclient.Client {
 
 func next(t *testing.T, c *wsclient.Client) wsclient.Frame {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	f, err := c.Next(ctx)
-	if err != nil {
-		t.Fatalf("next frame: %v", err)
-	}
-	return f
+	return wsclienttest.Next(t, c)
 }
 
 func expectError(t *testing.T, c *wsclient.Client, code string) {

@@ -17,6 +17,7 @@ import (
 	"roomcast/pkg/server/replica"
 	"roomcast/pkg/server/replica/replicatest"
 	"roomcast/pkg/wsclient"
+	"roomcast/pkg/wsclient/wsclienttest"
 )
 
 func TestMain(m *testing.M) {
@@ -59,26 +60,13 @@ func (r *testReplica) dial(t *testing.T, room string) *wsclient.Client {
 
 func dialURL(t *testing.T, url string, opts wsclient.Options) *wsclient.Client {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, _, err := wsclient.Dial(ctx, url, opts)
-	if err != nil {
-		t.Fatalf("dialing %s: %v", url, err)
-	}
-	t.Cleanup(c.Close)
-	return c
+	return wsclienttest.Dial(t, url, opts)
 }
 
 // next returns the next frame of c, failing after a generous timeout.
 func next(t *testing.T, c *wsclient.Client) wsclient.Frame {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	f, err := c.Next(ctx)
-	if err != nil {
-		t.Fatalf("next frame: %v", err)
-	}
-	return f
+	return wsclienttest.Next(t, c)
 }
 
 // collect reads message frames until it has want of them, then checks that nothing more

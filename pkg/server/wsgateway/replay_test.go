@@ -21,6 +21,7 @@ import (
 	"roomcast/pkg/testenv"
 	"roomcast/pkg/testenv/localbroker"
 	"roomcast/pkg/wsclient"
+	"roomcast/pkg/wsclient/wsclienttest"
 )
 
 // stalledHistory leaves its first stalled reads unanswered for its own bound per read
@@ -82,27 +83,14 @@ func startGateway(t *testing.T, history chat.History) (wsURL string, broker *loc
 
 func dialResume(t *testing.T, url string) *wsclient.Client {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, _, err := wsclient.Dial(ctx, url, wsclient.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	return c
+	return wsclienttest.Dial(t, url, wsclient.Options{})
 }
 
 func nextFrame(t *testing.T, c *wsclient.Client) wsclient.Frame {
 	t.Helper()
 	// Well below the replay's minute: a replay that waited out its first unanswered
 	// read would not be here in time.
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	f, err := c.Next(ctx)
-	if err != nil {
-		t.Fatalf("waiting for a frame: %v", err)
-	}
-	return f
+	return wsclienttest.NextWithin(t, c, 20*time.Second)
 }
 
 func TestAReplayWhoseReadGoesUnansweredTriesAgain(t *testing.T) {

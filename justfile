@@ -91,6 +91,15 @@ bench DURATION="20s": build-bin
     {{bin}}/roomcast-loadgen -no-thresholds -scenario ramp $ramp -duration 90s -url ws://127.0.0.1:18184 -server-pid "$server"
     kill "$server"; wait "$server" || true
 
+    echo "== the floor: roomcast-baseline, a minimal gws broadcast server (one process, no broker, no history)"
+    ROOMCAST_ADDR=127.0.0.1:18189 ROOMCAST_LOG_LEVEL=warn {{bin}}/roomcast-baseline & pids+=($!); server=$!
+    wait_ready 127.0.0.1:18189
+    echo "-- fanout-large"
+    gen -scenario fanout-large -url ws://127.0.0.1:18189 -server-pid "$server"
+    echo "-- ramp"
+    {{bin}}/roomcast-loadgen -no-thresholds -scenario ramp $ramp -duration 90s -url ws://127.0.0.1:18189 -server-pid "$server"
+    kill "$server"; wait "$server" || true
+
     echo "== a fresh replica holding 10,000 idle connections for a minute"
     serve 127.0.0.1:18185
     {{bin}}/roomcast-loadgen -no-thresholds -scenario idle -conns 10000 -duration 60s -url ws://127.0.0.1:18185 -server-pid "$server"

@@ -9,11 +9,12 @@ package baseline
 import (
 	"encoding/json"
 	"net/http"
-	"regexp"
 	"sync"
 	"time"
 
 	"github.com/lxzan/gws"
+
+	"roomcast/pkg/chat"
 )
 
 // Server is the baseline broadcast server: a set of rooms, each a set of connections.
@@ -50,14 +51,11 @@ func (s *Server) Len(room string) int {
 	return len(s.rooms[room])
 }
 
-// roomName is roomcast's rule for a room's name.
-var roomName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-
 const roomKey = "room"
 
 func (s *Server) upgrade(w http.ResponseWriter, r *http.Request) {
 	room := r.PathValue("room")
-	if !roomName.MatchString(room) {
+	if chat.ValidateRoom(room) != nil {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusBadRequest)
 		_, _ = w.Write([]byte(`{"error":"invalid room name"}` + "\n"))
@@ -115,7 +113,7 @@ type messageFrame struct {
 	TS      string `json:"ts"`
 }
 
-var badRequest = []byte(`{"type":"error","code":"bad_request","error":"message must be a non-empty string"}`)
+var badRequest = chat.ErrorJSON(string(chat.KindBadRequest), "message must be a non-empty string")
 
 type events struct{ s *Server }
 

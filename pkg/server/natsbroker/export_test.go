@@ -1,6 +1,9 @@
 package natsbroker
 
-import "context"
+import (
+	"context"
+	"sync"
+)
 
 // AskJetStreamForEveryAck makes b ask JetStream to acknowledge every publish, as it does
 // for a room it is not subscribed to, instead of taking the republished copy as the
@@ -22,3 +25,13 @@ func FailStreamLookup(b *Broker) error {
 // BeforeReplayRead makes ReadSince call f before each read of a stored message, with the
 // number read so far.
 func BeforeReplayRead(b *Broker, f func(read int)) { b.hist.beforeReplayRead = f }
+
+// HoldBatches keeps b's batcher from sending until release is called, so that a test
+// can queue several publishes to one room as a loaded replica would.
+func HoldBatches(b *Broker) (release func()) {
+	held := make(chan struct{})
+	wait := func() { <-held }
+	b.hist.win.batch.beforeSend.Store(&wait)
+	var once sync.Once
+	return func() { once.Do(func() { close(held) }) }
+}

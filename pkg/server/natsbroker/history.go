@@ -103,6 +103,10 @@ type history struct {
 	stream jetstream.Stream // nil until the stream is known
 	epoch  string
 	known  atomic.Bool // stream != nil, read on every publish
+	// batched says the stream keeps batches (batch.go), batchBytes bounds one; both
+	// read on every publish.
+	batched    atomic.Bool
+	batchBytes atomic.Int64
 
 	warned   bool // only touched by run
 	kick     chan struct{}
@@ -246,6 +250,8 @@ func (h *history) findStream(ctx context.Context) error {
 			h.b.log.Warn("history stream was recreated", "old_epoch", old, "epoch", epoch)
 		}
 	}
+	h.batchBytes.Store(int64(batchBytes(info.Config.MaxMsgSize, h.b.nc.MaxPayload())))
+	h.batched.Store(info.Config.Metadata[batchMetadataKey] == batchMetadataValue)
 	h.setStream(s, epoch)
 	return nil
 }
@@ -270,6 +276,7 @@ func (h *history) streamConfig() jetstream.StreamConfig {
 		// No Nats-Msg-Id is sent (a publish is never retried), so the dedupe window only
 		// costs: keep it at the server's minimum.
 		Duplicates: time.Second,
+		Metadata:   map[string]string{batchMetadataKey: batchMetadataValue},
 		RePublish: &jetstream.RePublish{
 			Source:      SubjectPrefix + "*",
 			Destination: LivePrefix + "{{wildcard(1)}}",
@@ -326,29 +333,47 @@ func (s *liveSubscription) Unsubscribe() error {
 func (h *history) liveHandler(ls *liveSubscription, deliver func(chat.Message)) nats.MsgHandler {
 	var last uint64 // only touched by this subscription's goroutine
 	return func(m *nats.Msg) {
-		msg, err := decode(m.Data)
-		if err != nil {
-			h.b.decodeErrors.Inc()
-			h.b.log.Warn("dropping NATS message that is not a roomcast envelope", "subject", m.Subject, "err", err)
-			return
-		}
-		h.win.copied(msg.ID)
-		if ls.ended.Load() {
-			return
-		}
-		if seq, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64); err == nil && seq > 0 {
-			if seq <= last {
+		var seq, prev uint64
+		var epoch string
+		shift := false
+		if s, err := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64); err == nil && s > 0 {
+			if s <= last {
 				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 				if err := h.findStream(ctx); err != nil {
 					h.errors.WithLabelValues("stream").Inc()
 				}
 				cancel()
 			}
-			last = seq
-			msg.Seq, msg.Epoch = seq, h.currentEpoch()
-			msg.PrevSeq, _ = strconv.ParseUint(m.Header.Get(jetstream.LastSequenceHeader), 10, 64)
+			last, seq, epoch, shift = s, s, h.currentEpoch(), h.batched.Load()
+			prev, _ = strconv.ParseUint(m.Header.Get(jetstream.LastSequenceHeader), 10, 64)
 		}
-		deliver(msg)
+		_, bad, err := unpack(m.Data, func(i uint64, msg chat.Message) {
+			h.win.copied(msg.ID)
+			if ls.ended.Load() {
+				return
+			}
+			switch {
+			case seq == 0: // not numbered: sent live by a server without JetStream
+			case !shift:
+				msg.Seq, msg.Epoch, msg.PrevSeq = seq, epoch, prev
+			default:
+				// The message before the first of a batch is in the room's previous
+				// stored message: its first is a lower bound of that one's seq, which
+				// is what the rooms' checks for gaps need (they compare it with the
+				// last seq a member has, and a member has all of a batch or none).
+				msg.Seq, msg.Epoch, msg.PrevSeq = batchSeq(seq, i), epoch, batchSeq(prev, 0)
+				if i > 0 {
+					msg.PrevSeq = batchSeq(seq, i-1)
+				} else if prev == 0 {
+					msg.PrevSeq = 0
+				}
+			}
+			deliver(msg)
+		})
+		if bad > 0 {
+			h.b.decodeErrors.Add(float64(bad))
+			h.b.log.Warn("dropping NATS message that is not a roomcast envelope", "subject", m.Subject, "err", err)
+		}
 	}
 }
 
@@ -372,6 +397,14 @@ func (h *history) ReadSince(ctx context.Context, room string, since uint64, epoc
 		h.errors.WithLabelValues("replay").Inc()
 		return res, fmt.Errorf("replaying room %q: %w: %w", room, chat.ErrHistoryUnavailable, err)
 	}
+	// In a stream of batches, the client's since is in the stored message sinceStored,
+	// and a stored message's messages are numbered by its sequence (batch.go).
+	batched := h.batched.Load()
+	sinceStored, next := since, since+1
+	numbered := func(seq, i uint64) uint64 { return seq }
+	if batched {
+		sinceStored, next, numbered = since>>seqShift, max(since>>seqShift, 1), batchSeq
+	}
 	subject := SubjectPrefix + room
 	newest, err := h.storedMsg(ctx, msgGetRequest{LastFor: subject})
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -383,18 +416,20 @@ func (h *history) ReadSince(ctx context.Context, room string, since uint64, epoc
 			if err != nil {
 				return fail(err)
 			}
-			res.Truncated = since < info.State.FirstSeq
+			res.Truncated = sinceStored < info.State.FirstSeq
 		}
 		return res, nil
 	}
 	if err != nil {
 		return fail(err)
 	}
-	if since == newest.Sequence {
+	newestCount, _, _ := unpack(newest.Data, func(uint64, chat.Message) {})
+	newestSeq := numbered(newest.Sequence, newestCount-1)
+	if since == newestSeq {
 		res.Last = since // nothing newer than what the client has: live only
 		return res, nil
 	}
-	if since > newest.Sequence {
+	if since > newestSeq {
 		// A since from the future: nothing to replay, and everything live from the
 		// member's join on is new to it. Last 0, not newest: a message stored after the
 		// join but before this read is held for the member, and must not count as had.
@@ -409,7 +444,7 @@ func (h *history) ReadSince(ctx context.Context, room string, since uint64, epoc
 	// let a room that outran its bound meanwhile lose the messages right after it from
 	// the replay, silently (seen in the lab: a resume that waited through a stream
 	// leader's election, with 100 messages kept per room, 5 s of that room's traffic).
-	anchor, unchecked, every := since, 0, 1
+	anchor, unchecked, every := sinceStored, 0, 1
 	check := func() error {
 		if anchor == 0 || res.Truncated {
 			return nil
@@ -422,7 +457,7 @@ func (h *history) ReadSince(ctx context.Context, room string, since uint64, epoc
 		return nil
 	}
 	res.Last = since
-	for next := since + 1; next <= newest.Sequence; {
+	for next <= newest.Sequence {
 		if h.beforeReplayRead != nil {
 			h.beforeReplayRead(len(res.Messages))
 		}
@@ -436,16 +471,19 @@ func (h *history) ReadSince(ctx context.Context, room string, since uint64, epoc
 		if m.Sequence > newest.Sequence {
 			break
 		}
-		msg, err := decode(m.Data)
-		if err != nil {
-			h.b.decodeErrors.Inc()
-		} else {
-			msg.Seq, msg.Epoch = m.Sequence, cur
-			res.Messages = append(res.Messages, msg)
-			h.replayed.Inc()
-		}
-		res.Last = m.Sequence
+		n, bad, _ := unpack(m.Data, func(i uint64, msg chat.Message) {
+			if seq := numbered(m.Sequence, i); seq > since {
+				msg.Seq, msg.Epoch = seq, cur
+				res.Messages = append(res.Messages, msg)
+				h.replayed.Inc()
+			}
+		})
+		h.b.decodeErrors.Add(float64(bad))
+		res.Last = max(numbered(m.Sequence, n-1), since)
 		next = m.Sequence + 1
+		if batched && m.Sequence == sinceStored {
+			continue // since's own, read for the rest of its batch: since stays the anchor
+		}
 		if anchor == 0 {
 			// since 0 asks for everything kept: the first read is what is kept.
 			anchor, every = m.Sequence, replayCheckEvery

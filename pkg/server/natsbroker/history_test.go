@@ -46,22 +46,34 @@ func connectHistory(t *testing.T, url string, cfg natsbroker.HistoryConfig, logs
 
 func streamConfig(t *testing.T, url string) jetstream.StreamConfig {
 	t.Helper()
+	return historyStream(t, url).CachedInfo().Config
+}
+
+// jetStreamAt is a JetStream client of its own on url, closed at the test's end.
+func jetStreamAt(t *testing.T, url string) jetstream.JetStream {
+	t.Helper()
 	nc, err := nats.Connect(url)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
+	t.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return js
+}
+
+// historyStream looks the history stream up on url.
+func historyStream(t *testing.T, url string) jetstream.Stream {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	s, err := js.Stream(ctx, natsbroker.DefaultStream)
+	s, err := jetStreamAt(t, url).Stream(ctx, natsbroker.DefaultStream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return s.CachedInfo().Config
+	return s
 }
 
 var bounded = natsbroker.HistoryConfig{Size: 10, TTL: time.Hour, Replicas: 1, MaxBytes: 2 << 20, MaxMsgSize: natsbroker.EnvelopeLimit(4096)}
@@ -343,6 +355,12 @@ func TestAReplayReadThatGoesUnansweredGivesUpAfterItsOwnBound(t *testing.T) {
 		}
 	}
 
+	all, err := b.History().ReadSince(ctx, "stalled", 0, "")
+	if err != nil || len(all.Messages) != 3 {
+		t.Fatalf("ReadSince(0): %+v, %v; want the 3 kept", all, err)
+	}
+	since := all.Messages[0].Seq
+
 	// The reads go to a stand-in for the stream's leader instead: first one that never
 	// answers, then one that answers as a member without a leader does.
 	const get = "$JS.API.STREAM.MSG.GET." + natsbroker.DefaultStream
@@ -350,7 +368,7 @@ func TestAReplayReadThatGoesUnansweredGivesUpAfterItsOwnBound(t *testing.T) {
 		t.Fatal(err)
 	}
 	nc, standin := watch(t, ns.ClientURL(), "standin.get")
-	_, err = b.History().ReadSince(ctx, "stalled", 1, "")
+	_, err = b.History().ReadSince(ctx, "stalled", since, "")
 	if !errors.Is(err, chat.ErrHistoryTemporary) || !errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
 		t.Fatalf("an unanswered read: %v (caller's context: %v), want it given up after its own bound, for now", err, ctx.Err())
 	}
@@ -369,16 +387,16 @@ func TestAReplayReadThatGoesUnansweredGivesUpAfterItsOwnBound(t *testing.T) {
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	_, err = b.History().ReadSince(ctx, "stalled", 1, "")
+	_, err = b.History().ReadSince(ctx, "stalled", since, "")
 	if !errors.Is(err, chat.ErrHistoryTemporary) {
 		t.Fatalf("a read answered 503: %v, want it unavailable for now", err)
 	}
 	_ = noLeader.Unsubscribe()
 
 	ns.GlobalAccount().RemoveMapping(get)
-	got, err := b.History().ReadSince(ctx, "stalled", 1, "")
+	got, err := b.History().ReadSince(ctx, "stalled", since, "")
 	if err != nil || len(got.Messages) != 2 || got.Truncated {
-		t.Fatalf("the leader back: %+v, %v; want the two messages after 1", got, err)
+		t.Fatalf("the leader back: %+v, %v; want the two messages after the first", got, err)
 	}
 }
 

@@ -43,6 +43,24 @@ const maxPendingPublishes = 8192
 // sweepEvery is how often unanswered publishes are checked against publishTimeout.
 const sweepEvery = 250 * time.Millisecond
 
+// defaultBatchBytes bounds a batch when neither the stream nor the server bounds a
+// message: a batch's bytes are then those of a few large messages, as a replay holds.
+const defaultBatchBytes = 64 << 10
+
+// batchBytes is a batch's bound: never more than one message may be, so that a batch
+// is stored wherever its messages alone would be; room is left for the republish's
+// headers.
+func batchBytes(maxMsgSize int32, maxPayload int64) int {
+	n := int64(defaultBatchBytes)
+	if maxMsgSize > 0 {
+		n = min(n, int64(maxMsgSize))
+	}
+	if maxPayload > 0 {
+		n = min(n, maxPayload-1024)
+	}
+	return int(max(n, 1))
+}
+
 // errWindowFull is returned when maxPendingPublishes are unanswered.
 var errWindowFull = errors.New("too many publishes awaiting the history stream's acknowledgement")
 
@@ -79,6 +97,9 @@ type window struct {
 	// noCopyAcks asks JetStream for every acknowledgement (tests and benchmarks).
 	noCopyAcks bool
 
+	// batch sends the publishes when the stream keeps batches.
+	batch *batcher
+
 	quit chan struct{}
 	done chan struct{}
 }
@@ -95,6 +116,7 @@ func newWindow(h *history) (*window, error) {
 		return nil, fmt.Errorf("subscribing to the history stream's acknowledgements: %w", err)
 	}
 	w.sub = sub
+	w.batch = newBatcher(w)
 	go w.sweep()
 	return w, nil
 }
@@ -123,11 +145,15 @@ func (w *window) publish(room, msgID string, data []byte, done func(error)) erro
 	}
 	w.pending[id] = p
 	w.mu.Unlock()
+	if w.h.batched.Load() {
+		w.batch.add(room, queued{id: id, data: data, copy: p.msgID != ""})
+		return nil
+	}
 	var err error
 	if p.msgID != "" {
 		err = w.h.b.nc.Publish(SubjectPrefix+room, data)
 	} else {
-		err = w.h.b.nc.PublishRequest(SubjectPrefix+room, w.prefix+strconv.FormatUint(id, 10), data)
+		err = w.h.b.nc.PublishRequest(SubjectPrefix+room, w.replySubject(id), data)
 	}
 	if err != nil {
 		w.take(id)
@@ -135,6 +161,21 @@ func (w *window) publish(room, msgID string, data []byte, done func(error)) erro
 		return fmt.Errorf("publishing to room %q: %w: %w", room, chat.ErrUnavailable, err)
 	}
 	return nil
+}
+
+func (w *window) replySubject(id uint64) string { return w.prefix + strconv.FormatUint(id, 10) }
+
+// sent is the batcher's report of publish id: a failed send fails it at once.
+func (w *window) sent(room string, id uint64, err error) {
+	if err == nil {
+		return
+	}
+	p, ok := w.take(id)
+	if !ok {
+		return // failed already (the window's stop)
+	}
+	w.h.errors.WithLabelValues("publish").Inc()
+	p.done(fmt.Errorf("publishing to room %q: %w: %w", room, chat.ErrUnavailable, err))
 }
 
 func (w *window) take(id uint64) (pendingPublish, bool) {
@@ -308,6 +349,7 @@ func (w *window) failAll(cause error, before int64) {
 }
 
 func (w *window) stop() {
+	w.batch.stop()
 	close(w.quit)
 	<-w.done
 }

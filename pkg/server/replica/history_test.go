@@ -143,7 +143,7 @@ func TestResumeEdgeCases(t *testing.T) {
 		}
 	})
 	t.Run("a room with no history: nothing replayed", func(t *testing.T) {
-		c := dialResume(t, r, "fresh", 7, epoch)
+		c := dialResume(t, r, "fresh", newest, epoch) // a seq of this stream, another room's
 		if got := collect(t, c, 0); len(got) != 0 {
 			t.Fatalf("got %q", got)
 		}

@@ -91,7 +91,7 @@ func (b *Broker) Publish(ctx context.Context, msg chat.Message) error {
 // otherwise done is called exactly once, perhaps before PublishAsync returns, with nil
 // once msg is stored (history on) or sent (history off), or with an error wrapping
 // chat.ErrUnavailable when it was refused or not acknowledged within publishTimeout (it
-// may or may not be stored). Messages of one Broker keep their order.
+// may or may not be stored). Messages of one Broker to one room keep their order.
 func (b *Broker) PublishAsync(msg chat.Message, done func(error)) error {
 	if !b.nc.IsConnected() {
 		return fmt.Errorf("publishing to room %q: %w", msg.Room, chat.ErrUnavailable)

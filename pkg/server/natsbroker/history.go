@@ -364,8 +364,6 @@ func (h *history) liveHandler(ls *liveSubscription, deliver func(chat.Message)) 
 				msg.Seq, msg.Epoch, msg.PrevSeq = batchSeq(seq, i), epoch, batchSeq(prev, 0)
 				if i > 0 {
 					msg.PrevSeq = batchSeq(seq, i-1)
-				} else if prev == 0 {
-					msg.PrevSeq = 0
 				}
 			}
 			deliver(msg)

@@ -195,6 +195,9 @@ func (b *batcher) send(room string, list []queued) {
 			data = packBatch(envelopes)
 		}
 		err := b.w.h.b.nc.Publish(subject, data)
+		if err == nil {
+			b.w.h.batchSize.Observe(float64(n))
+		}
 		for _, q := range batch {
 			b.w.sent(room, q.id, err)
 		}

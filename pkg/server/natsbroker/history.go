@@ -117,6 +117,7 @@ type history struct {
 	available prometheus.Gauge
 	errors    *prometheus.CounterVec
 	replayed  prometheus.Counter
+	batchSize prometheus.Histogram
 
 	// beforeReplayRead, when set (tests), runs in ReadSince before each read of a stored
 	// message, with the number read so far.
@@ -147,6 +148,11 @@ func newHistory(b *Broker, cfg HistoryConfig, reg prometheus.Registerer) (*histo
 		}, []string{"op"}),
 		replayed: f.NewCounter(prometheus.CounterOpts{
 			Name: "roomcast_history_replayed_messages_total", Help: "Stored messages read from history: replayed to resuming clients, or delivered by rooms catching up on a gap.",
+		}),
+		batchSize: f.NewHistogram(prometheus.HistogramOpts{
+			Name:    "roomcast_history_batch_messages",
+			Help:    "Messages per message this replica stored in a history stream that keeps batches: a room's messages queued together are stored as one.",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64},
 		}),
 	}
 	for _, op := range []string{"publish", "replay", "stream", "join"} {

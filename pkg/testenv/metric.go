@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // Metric returns the value of the counter or gauge name whose labels include the given
@@ -19,6 +20,35 @@ func Metric(tb testing.TB, g prometheus.Gatherer, name string, labels ...string)
 
 // LookupMetric is Metric without the failure when the series does not exist.
 func LookupMetric(tb testing.TB, g prometheus.Gatherer, name string, labels ...string) (float64, bool) {
+	tb.Helper()
+	m := series(tb, g, name, labels...)
+	switch {
+	case m == nil:
+		return 0, false
+	case m.Counter != nil:
+		return m.Counter.GetValue(), true
+	case m.Gauge != nil:
+		return m.Gauge.GetValue(), true
+	case m.Untyped != nil:
+		return m.Untyped.GetValue(), true
+	}
+	return 0, false
+}
+
+// Histogram returns the sample count and sum of the histogram name whose labels include
+// the given name/value pairs, failing the test if there is none.
+func Histogram(tb testing.TB, g prometheus.Gatherer, name string, labels ...string) (count uint64, sum float64) {
+	tb.Helper()
+	m := series(tb, g, name, labels...)
+	if m == nil || m.Histogram == nil {
+		tb.Fatalf("histogram %s%v not found", name, labels)
+	}
+	return m.Histogram.GetSampleCount(), m.Histogram.GetSampleSum()
+}
+
+// series finds the first series of name whose labels include the given name/value
+// pairs, or nil.
+func series(tb testing.TB, g prometheus.Gatherer, name string, labels ...string) *dto.Metric {
 	tb.Helper()
 	mfs, err := g.Gather()
 	if err != nil {
@@ -42,15 +72,10 @@ func LookupMetric(tb testing.TB, g prometheus.Gatherer, name string, labels ...s
 					continue series
 				}
 			}
-			switch {
-			case m.Counter != nil:
-				return m.Counter.GetValue(), true
-			case m.Gauge != nil:
-				return m.Gauge.GetValue(), true
-			case m.Untyped != nil:
-				return m.Untyped.GetValue(), true
+			if m.Counter != nil || m.Gauge != nil || m.Untyped != nil || m.Histogram != nil {
+				return m
 			}
 		}
 	}
-	return 0, false
+	return nil
 }

@@ -642,12 +642,7 @@ func TestDeliveryLatencyIsObservedOncePerWrittenMessage(t *testing.T) {
 	var count uint64
 	eventually := time.Now().Add(5 * time.Second)
 	for time.Now().Before(eventually) {
-		mfs, _ := f.reg.Gather()
-		for _, mf := range mfs {
-			if mf.GetName() == "roomcast_delivery_latency_seconds" {
-				count = mf.GetMetric()[0].GetHistogram().GetSampleCount()
-			}
-		}
+		count, _ = testenv.Histogram(t, f.reg, "roomcast_delivery_latency_seconds")
 		if count == 3 {
 			return
 		}

@@ -96,8 +96,35 @@ func unpack(data []byte, each func(i uint64, msg chat.Message)) (n uint64, bad i
 	return n, bad, err
 }
 
+// batchLen is how many messages a stored message holds, as unpack counts them, without
+// decoding them.
+func batchLen(data []byte) uint64 {
+	if !isBatch(data) {
+		return 1
+	}
+	return min(1+uint64(bytes.Count(data[len(batchMarker):], []byte{'\n'})), maxBatchMessages)
+}
+
 // batchSeq is the seq of the i-th message of the stored message at stream sequence seq.
 func batchSeq(seq, i uint64) uint64 { return seq<<seqShift + i }
+
+// defaultBatchBytes bounds a batch when neither the stream nor the server bounds a
+// message: a batch's bytes are then those of a few large messages, as a replay holds.
+const defaultBatchBytes = 64 << 10
+
+// batchBytes is a batch's bound: never more than one message may be, so that a batch
+// is stored wherever its messages alone would be; room is left for the republish's
+// headers.
+func batchBytes(maxMsgSize int32, maxPayload int64) int {
+	n := int64(defaultBatchBytes)
+	if maxMsgSize > 0 {
+		n = min(n, int64(maxMsgSize))
+	}
+	if maxPayload > 0 {
+		n = min(n, maxPayload-1024)
+	}
+	return int(max(n, 1))
+}
 
 // queued is a publish waiting for the batcher.
 type queued struct {

@@ -1,6 +1,7 @@
 package natsbroker
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -37,7 +38,7 @@ func TestABatchUnpacksIntoItsMessagesInOrderAndABadOneKeepsTheOthersIndexes(t *t
 		{name: "not an envelope", data: []byte("hello"), n: 1, bad: 1, wantErr: true},
 		{name: "an empty batch", data: batchMarker, n: 1, bad: 1, wantErr: true},
 		{
-			name: "more than a batch holds", data: packBatch(repeat(envelopes[0], maxBatchMessages+1)),
+			name: "more than a batch holds", data: packBatch(slices.Repeat(envelopes[:1], maxBatchMessages+1)),
 			want: each(msgs[0], maxBatchMessages), n: maxBatchMessages, bad: 1, wantErr: true,
 		},
 	}
@@ -47,6 +48,9 @@ func TestABatchUnpacksIntoItsMessagesInOrderAndABadOneKeepsTheOthersIndexes(t *t
 			n, bad, err := unpack(tt.data, func(i uint64, msg chat.Message) { all = append(all, indexed{i, msg}) })
 			if n != tt.n || bad != tt.bad || (err != nil) != tt.wantErr {
 				t.Fatalf("unpack = %d, %d bad, %v; want %d, %d bad, error %v", n, bad, err, tt.n, tt.bad, tt.wantErr)
+			}
+			if got := batchLen(tt.data); got != n {
+				t.Fatalf("batchLen = %d, unpack counted %d", got, n)
 			}
 			if len(all) != len(tt.want) {
 				t.Fatalf("unpacked %d messages, want %d: %+v", len(all), len(tt.want), all)
@@ -58,14 +62,6 @@ func TestABatchUnpacksIntoItsMessagesInOrderAndABadOneKeepsTheOthersIndexes(t *t
 			}
 		})
 	}
-}
-
-func repeat(e []byte, n int) [][]byte {
-	out := make([][]byte, n)
-	for i := range out {
-		out[i] = e
-	}
-	return out
 }
 
 // indexed is a message unpacked with its index in the batch.

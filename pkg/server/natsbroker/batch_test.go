@@ -15,6 +15,7 @@ import (
 	"roomcast/pkg/chat"
 	"roomcast/pkg/cli/clitest"
 	"roomcast/pkg/server/natsbroker"
+	"roomcast/pkg/testenv"
 	"roomcast/pkg/testenv/natstest"
 )
 
@@ -113,7 +114,7 @@ func TestARoomsQueuedMessagesAreStoredTogetherAndNumberedAlikeEverywhere(t *test
 	if got := live[len(texts)].Text; got != "six" {
 		t.Fatalf("the last message is %q, want six", got)
 	}
-	if n, sum := histogram(t, reg, "roomcast_history_batch_messages"); n != 2 || sum != 6 {
+	if n, sum := testenv.Histogram(t, reg, "roomcast_history_batch_messages"); n != 2 || sum != 6 {
 		t.Fatalf("roomcast_history_batch_messages: %d stored, %v messages; want 2 and 6", n, sum)
 	}
 
@@ -196,21 +197,4 @@ func TestAStreamOfAnEarlierReleaseKeepsItsNumbering(t *testing.T) {
 	if err != nil || len(res.Messages) != 2 || res.Messages[0].Seq != 2 || res.Last != 3 {
 		t.Fatalf("ReadSince(1) = %+v, %v; want seqs 2 and 3", res, err)
 	}
-}
-
-// histogram reads the count and sum of the histogram name in reg.
-func histogram(t *testing.T, reg *prometheus.Registry, name string) (uint64, float64) {
-	t.Helper()
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range families {
-		if f.GetName() == name && len(f.GetMetric()) == 1 {
-			h := f.GetMetric()[0].GetHistogram()
-			return h.GetSampleCount(), h.GetSampleSum()
-		}
-	}
-	t.Fatalf("no histogram %s", name)
-	return 0, 0
 }

@@ -427,8 +427,7 @@ func (h *history) ReadSince(ctx context.Context, room string, since uint64, epoc
 	if err != nil {
 		return fail(err)
 	}
-	newestCount, _, _ := unpack(newest.Data, func(uint64, chat.Message) {})
-	newestSeq := numbered(newest.Sequence, newestCount-1)
+	newestSeq := numbered(newest.Sequence, batchLen(newest.Data)-1)
 	if since == newestSeq {
 		res.Last = since // nothing newer than what the client has: live only
 		return res, nil

@@ -43,24 +43,6 @@ const maxPendingPublishes = 8192
 // sweepEvery is how often unanswered publishes are checked against publishTimeout.
 const sweepEvery = 250 * time.Millisecond
 
-// defaultBatchBytes bounds a batch when neither the stream nor the server bounds a
-// message: a batch's bytes are then those of a few large messages, as a replay holds.
-const defaultBatchBytes = 64 << 10
-
-// batchBytes is a batch's bound: never more than one message may be, so that a batch
-// is stored wherever its messages alone would be; room is left for the republish's
-// headers.
-func batchBytes(maxMsgSize int32, maxPayload int64) int {
-	n := int64(defaultBatchBytes)
-	if maxMsgSize > 0 {
-		n = min(n, int64(maxMsgSize))
-	}
-	if maxPayload > 0 {
-		n = min(n, maxPayload-1024)
-	}
-	return int(max(n, 1))
-}
-
 // errWindowFull is returned when maxPendingPublishes are unanswered.
 var errWindowFull = errors.New("too many publishes awaiting the history stream's acknowledgement")
 

@@ -3,6 +3,7 @@ package chat_test
 import (
 	"encoding/json"
 	"errors"
+	"math/rand/v2"
 	"regexp"
 	"strings"
 	"testing"
@@ -116,6 +117,32 @@ func TestAppendMessageJSON(t *testing.T) {
 	}
 	if f.Type != "message" || f.Seq != 1042 || f.Epoch != "k3v9" || !f.TS.Equal(ts.Truncate(time.Microsecond)) {
 		t.Fatalf("decoded %+v", f)
+	}
+}
+
+// The "ts" field is written without time's layout interpreter; it must say exactly what
+// TimestampLayout does, for every time a message can carry.
+func TestTimestampIsWrittenAsItsLayoutSays(t *testing.T) {
+	times := []time.Time{
+		{}, // the zero time: year 1
+		time.Unix(0, 0),
+		time.Unix(0, 999), // under a microsecond: .000000
+		time.Date(2026, 12, 31, 23, 59, 59, 999999999, time.UTC), // truncated, not rounded
+		time.Date(2024, 2, 29, 0, 0, 0, 1000, time.UTC),
+		time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC),
+		time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC), // beyond four digits: time's own form
+		time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(2026, 11, 26, 20, 15, 35, 123456789, time.FixedZone("X", 3600)).UTC(),
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 1000 {
+		times = append(times, time.Unix(0, r.Int64N(1<<62)).UTC())
+	}
+	for _, ts := range times {
+		want := ts.AppendFormat([]byte("x"), chat.TimestampLayout)
+		if got := chat.AppendTimestamp([]byte("x"), ts); string(got) != string(want) {
+			t.Fatalf("%v: got %s, want %s", ts, got, want)
+		}
 	}
 }
 

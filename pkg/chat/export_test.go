@@ -5,3 +5,6 @@ var (
 	ScanClientFrame       = scanClientFrame
 	DecodeClientFrameJSON = decodeClientFrameJSON
 )
+
+// AppendTimestamp is the "ts" field's writer, held to time's own formatting.
+var AppendTimestamp = appendTimestamp

@@ -173,8 +173,45 @@ func AppendMessageJSON(dst []byte, msg Message) []byte {
 		dst = AppendJSONString(dst, msg.Epoch)
 	}
 	dst = append(dst, `,"ts":"`...)
-	dst = msg.Accepted.UTC().AppendFormat(dst, TimestampLayout)
+	dst = appendTimestamp(dst, msg.Accepted.UTC())
 	return append(dst, `"}`...)
+}
+
+// appendTimestamp appends t, in UTC, as TimestampLayout formats it. Every message a
+// replica delivers is formatted once, and time's general layout interpreter was most of
+// that (2% of a replica's CPU in a profile of batched fanout-large); this writes
+// the fixed layout directly.
+func appendTimestamp(dst []byte, t time.Time) []byte {
+	year, month, day := t.Date()
+	if year < 0 || year > 9999 {
+		return t.AppendFormat(dst, TimestampLayout)
+	}
+	hour, minute, sec := t.Clock()
+	dst = appendDigits(dst, year, 4)
+	dst = append(dst, '-')
+	dst = appendDigits(dst, int(month), 2)
+	dst = append(dst, '-')
+	dst = appendDigits(dst, day, 2)
+	dst = append(dst, 'T')
+	dst = appendDigits(dst, hour, 2)
+	dst = append(dst, ':')
+	dst = appendDigits(dst, minute, 2)
+	dst = append(dst, ':')
+	dst = appendDigits(dst, sec, 2)
+	dst = append(dst, '.')
+	dst = appendDigits(dst, t.Nanosecond()/1000, 6)
+	return append(dst, 'Z')
+}
+
+// appendDigits appends v, which is not negative, as exactly width decimal digits.
+func appendDigits(dst []byte, v, width int) []byte {
+	n := len(dst) + width
+	dst = append(dst, "000000"[:width]...)
+	for i := n - 1; i >= n-width; i-- {
+		dst[i] = byte('0' + v%10)
+		v /= 10
+	}
+	return dst
 }
 
 // ErrorJSON returns the server-to-client error frame {"type":"error","code":...,"error":...}.

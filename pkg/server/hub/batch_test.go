@@ -169,3 +169,42 @@ func TestABatchDelayDoesNotHoldBackAClosingMember(t *testing.T) {
 			s.writes, s.closeCode, wsframe.CloseNormal)
 	}
 }
+
+// A batched member's queue is counted in the frames its client will receive: its
+// messages go out joined, wsframe.MaxBatched to a frame, so it holds that many times as
+// many before it is slow. A control frame ends a run, as it does on the wire.
+func TestABatchedMembersQueueCountsTheFramesItsClientWillReceive(t *testing.T) {
+	tests := []struct {
+		name string
+		fill func(t *testing.T, f *fixture, m *hub.Member) // two frames' worth
+	}{
+		{"two frames of messages", func(t *testing.T, f *fixture, _ *hub.Member) {
+			for i := range 2 * wsframe.MaxBatched {
+				f.publish(t, "lobby", fmt.Sprint(i))
+			}
+		}},
+		{"a message and a ping", func(t *testing.T, f *fixture, m *hub.Member) {
+			f.publish(t, "lobby", "0")
+			m.Send(wsframe.Ping)
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, func(c *hub.Config) { c.SendQueueFrames = 2 })
+			m, s := f.joinGated(t, "lobby", (*hub.Member).Batch)
+			f.publish(t, "lobby", "first")
+			<-s.inWrite // the writer holds "first" (its client does not read); the rest waits
+			tt.fill(t, f, m)
+			if v := f.metric(t, "roomcast_errors_total", "kind", "slow_consumer"); v != 0 {
+				t.Fatalf("closed as slow with two frames queued, its bound")
+			}
+			f.publish(t, "lobby", "one too many") // a third frame
+			if code := s.waitClosed(t); code != wsframe.CloseTryAgainLater {
+				t.Fatalf("closed with %d, want 1013", code)
+			}
+			if v := f.metric(t, "roomcast_errors_total", "kind", "slow_consumer"); v != 1 {
+				t.Fatalf("slow_consumer errors = %v, want 1", v)
+			}
+		})
+	}
+}

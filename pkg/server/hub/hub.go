@@ -27,6 +27,8 @@ type Socket interface {
 // Config sizes the hub.
 type Config struct {
 	// SendQueueFrames and SendQueueBytes bound a member's queue; beyond either it is slow.
+	// The frames are those the client will receive: a batched member's queued messages
+	// go out joined, wsframe.MaxBatched to a frame, and count so.
 	SendQueueFrames int `env:"ROOMCAST_SEND_QUEUE" envDefault:"256" help:"frames queued per connection before it counts as slow"`
 	SendQueueBytes  int `env:"ROOMCAST_SEND_QUEUE_BYTES" envDefault:"1048576" help:"bytes queued per connection before it counts as slow"`
 	// BatchDelay is how long the writer of a member of the batched subprotocol waits

@@ -19,6 +19,8 @@ type Member struct {
 	pending        [][]byte
 	spare          [][]byte // the previous batch's array, reused to avoid an allocation
 	pendingBytes   int
+	pendingFrames  int     // the frames pending goes out as: see queueFrames
+	textRun        int     // text frames at the end of pending, which a batched writer joins
 	pendingCounted int     // message frames in pending (the rest are control and error frames)
 	accepted       []int64 // acceptance time (Unix ns) of each message frame in pending, if known
 	spareAccepted  []int64
@@ -117,12 +119,14 @@ func (m *Member) enqueue(frame []byte, counted bool, accepted int64) {
 		m.mu.Unlock()
 		return
 	}
-	if len(m.pending) >= m.hub.cfg.SendQueueFrames || m.pendingBytes+len(frame) > m.hub.cfg.SendQueueBytes {
+	frames, run := m.queueFrames(frame)
+	if frames > m.hub.cfg.SendQueueFrames || m.pendingBytes+len(frame) > m.hub.cfg.SendQueueBytes {
 		m.abortLocked(wsframe.CloseTryAgainLater, "slow consumer: send queue full")
 		return
 	}
 	m.pending = append(m.pending, frame)
 	m.pendingBytes += len(frame)
+	m.pendingFrames, m.textRun = frames, run
 	if counted {
 		m.pendingCounted++
 		if accepted > 0 {
@@ -133,12 +137,28 @@ func (m *Member) enqueue(frame []byte, counted bool, accepted int64) {
 	m.mu.Unlock()
 }
 
+// queueFrames is how many frames the queue goes out as once frame is added, and the run
+// of text frames it then ends with; m.mu is held. A frame is one, except that a batched
+// member's writer joins a run of text frames into frames of wsframe.MaxBatched messages,
+// so a batched client's queue counts what it will receive: a message joins the frame
+// its run is making until that is full.
+func (m *Member) queueFrames(frame []byte) (frames, run int) {
+	if !m.batched || !wsframe.IsText(frame) {
+		return m.pendingFrames + 1, 0
+	}
+	if m.textRun%wsframe.MaxBatched == 0 {
+		return m.pendingFrames + 1, m.textRun + 1
+	}
+	return m.pendingFrames, m.textRun + 1
+}
+
 // abortLocked drops what is queued and closes at once, without waiting for the writer.
 // It unlocks m.mu.
 func (m *Member) abortLocked(code uint16, reason string) {
 	m.closing, m.closeSent = true, true
 	m.closeCode, m.closeReason = code, reason
 	m.pending, m.pendingBytes, m.pendingCounted, m.accepted = nil, 0, 0, nil
+	m.pendingFrames, m.textRun = 0, 0
 	m.held = nil
 	m.wakeSenderLocked()
 	s := m.socket
@@ -224,7 +244,7 @@ func (m *Member) write() {
 		m.wakeSenderLocked()
 		m.pending, m.spare = m.spare, nil
 		m.accepted, m.spareAccepted = m.spareAccepted, nil
-		m.pendingBytes, m.pendingCounted = 0, 0
+		m.pendingBytes, m.pendingCounted, m.pendingFrames, m.textRun = 0, 0, 0, 0
 		s, batched := m.socket, m.batched
 		m.mu.Unlock()
 
@@ -240,6 +260,7 @@ func (m *Member) write() {
 			m.writing = false
 			m.closing = true
 			m.pending, m.pendingBytes, m.pendingCounted, m.accepted = nil, 0, 0, nil
+			m.pendingFrames, m.textRun = 0, 0
 			m.wakeSenderLocked()
 			alreadyClosed := m.closeSent
 			m.closeSent = true

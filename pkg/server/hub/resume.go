@@ -59,7 +59,7 @@ func (m *Member) sendPaced(ctx context.Context, frame []byte, accepted int64) er
 			return ErrClosed
 		}
 		cfg := m.hub.cfg
-		if len(m.pending) < cfg.SendQueueFrames-cfg.SendQueueFrames/4 &&
+		if m.pendingFrames < cfg.SendQueueFrames-cfg.SendQueueFrames/4 &&
 			m.pendingBytes+len(frame) <= cfg.SendQueueBytes-cfg.SendQueueBytes/4 {
 			m.mu.Unlock()
 			m.enqueue(frame, true, accepted)

@@ -29,6 +29,22 @@ func TestAppendBatchedJoinsRunsOfTextFramesOnly(t *testing.T) {
 		{"a control frame splits runs", [][]byte{a, b, wsframe.Ping, c},
 			[][]byte{wsframe.Text([]byte(payloadOf(a) + "\n" + payloadOf(b))), wsframe.Ping, c}},
 	}
+	run := make([][]byte, 2*wsframe.MaxBatched+1)
+	var first, second []string
+	for i := range run {
+		run[i] = msg(strings.Repeat("y", i%3))
+		if i < wsframe.MaxBatched {
+			first = append(first, payloadOf(run[i]))
+		} else if i < 2*wsframe.MaxBatched {
+			second = append(second, payloadOf(run[i]))
+		}
+	}
+	tests = append(tests, struct {
+		name   string
+		frames [][]byte
+		want   [][]byte
+	}{"a run longer than MaxBatched makes frames of MaxBatched", run, [][]byte{
+		wsframe.Text([]byte(strings.Join(first, "\n"))), wsframe.Text([]byte(strings.Join(second, "\n"))), run[len(run)-1]}})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got := wsframe.AppendBatched([]byte("kept"), tt.frames)
@@ -36,5 +52,22 @@ func TestAppendBatchedJoinsRunsOfTextFramesOnly(t *testing.T) {
 				t.Fatalf("AppendBatched = %q, want %q", got, want)
 			}
 		})
+	}
+}
+
+func TestIsTextTellsTheFramesABatchedClientGetsJoined(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		frame []byte
+		want  bool
+	}{
+		{"a message", wsframe.EncodeMessage(chat.Message{Room: "r", Text: "hi"}), true},
+		{"an error frame", wsframe.Unavailable, true},
+		{"a ping", wsframe.Ping, false},
+		{"a close", wsframe.Close(1000, ""), false},
+	} {
+		if got := wsframe.IsText(tt.frame); got != tt.want {
+			t.Errorf("IsText(%s) = %v, want %v", tt.name, got, tt.want)
+		}
 	}
 }

@@ -17,6 +17,17 @@ func TestAppendBatchedJoinsRunsOfTextFramesOnly(t *testing.T) {
 	}
 	long := strings.Repeat("x", 200) // a 16-bit length alone, and joined
 	a, b, c := msg("a"), msg(long), wsframe.Unavailable
+	// A run longer than a frame holds: 2*MaxBatched+1 messages.
+	run := make([][]byte, 2*wsframe.MaxBatched+1)
+	var first, second []string
+	for i := range run {
+		run[i] = msg(strings.Repeat("y", i%3))
+		if i < wsframe.MaxBatched {
+			first = append(first, payloadOf(run[i]))
+		} else if i < 2*wsframe.MaxBatched {
+			second = append(second, payloadOf(run[i]))
+		}
+	}
 	tests := []struct {
 		name   string
 		frames [][]byte
@@ -28,23 +39,9 @@ func TestAppendBatchedJoinsRunsOfTextFramesOnly(t *testing.T) {
 			[][]byte{wsframe.Text([]byte(payloadOf(a) + "\n" + payloadOf(b) + "\n" + payloadOf(c)))}},
 		{"a control frame splits runs", [][]byte{a, b, wsframe.Ping, c},
 			[][]byte{wsframe.Text([]byte(payloadOf(a) + "\n" + payloadOf(b))), wsframe.Ping, c}},
+		{"a longer run than MaxBatched makes frames of MaxBatched", run, [][]byte{
+			wsframe.Text([]byte(strings.Join(first, "\n"))), wsframe.Text([]byte(strings.Join(second, "\n"))), run[len(run)-1]}},
 	}
-	run := make([][]byte, 2*wsframe.MaxBatched+1)
-	var first, second []string
-	for i := range run {
-		run[i] = msg(strings.Repeat("y", i%3))
-		if i < wsframe.MaxBatched {
-			first = append(first, payloadOf(run[i]))
-		} else if i < 2*wsframe.MaxBatched {
-			second = append(second, payloadOf(run[i]))
-		}
-	}
-	tests = append(tests, struct {
-		name   string
-		frames [][]byte
-		want   [][]byte
-	}{"a run longer than MaxBatched makes frames of MaxBatched", run, [][]byte{
-		wsframe.Text([]byte(strings.Join(first, "\n"))), wsframe.Text([]byte(strings.Join(second, "\n"))), run[len(run)-1]}})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got := wsframe.AppendBatched([]byte("kept"), tt.frames)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -167,12 +168,13 @@ func TestStackNATSConfigLetsTheAppUseItsStreamAndNothingElse(t *testing.T) {
 		}
 	}
 
-	// The app's broker, as the stacks run it: history in a file stream.
+	// The app's broker, as the stacks run it: history in a file stream, here in the most
+	// shards the permissions allow (the stacks run one, the first of them).
 	dir := t.TempDir()
 	pwFile := filepath.Join(dir, "nats-password")
 	writeFile(t, pwFile, []byte(password+"\n"))
 	cfg := natsbroker.Config{URL: node.url(), User: "roomcast", PasswordFile: pwFile, Name: "test",
-		History: natsbroker.HistoryConfig{Size: 10, TTL: time.Hour, Replicas: 1, MaxBytes: 64 << 20}}
+		History: natsbroker.HistoryConfig{Size: 10, TTL: time.Hour, Replicas: 1, MaxBytes: 64 << 20, Shards: 8}}
 	if err := cfg.Load(map[string]string{}); err != nil {
 		t.Fatal(err)
 	}
@@ -190,24 +192,30 @@ func TestStackNATSConfigLetsTheAppUseItsStreamAndNothingElse(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	got := make(chan chat.Message, 1)
-	if _, err := b.Subscribe(ctx, "lobby", func(m chat.Message) { got <- m }); err != nil {
-		t.Fatal(err)
+	if v := testenv.Metric(t, reg, "roomcast_history_stream_shards"); v != 8 {
+		t.Fatalf("roomcast_history_stream_shards = %v, want 8", v)
 	}
-	if err := b.Publish(ctx, chat.Message{ID: "m1", Room: "lobby", Text: "hi", Accepted: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case m := <-got:
-		if m.Seq == 0 || m.Text != "hi" {
-			t.Errorf("delivered %+v, want it numbered by the stream", m)
+	for i := range 8 { // lobby0 to lobby7: one in each of the 8 shards
+		room := "lobby" + strconv.Itoa(i)
+		got := make(chan chat.Message, 1)
+		if _, err := b.Subscribe(ctx, room, func(m chat.Message) { got <- m }); err != nil {
+			t.Fatal(err)
 		}
-	case <-ctx.Done():
-		t.Fatal("the published message was not delivered")
-	}
-	stored, err := b.History().ReadSince(ctx, "lobby", 0, "")
-	if err != nil || len(stored.Messages) != 1 {
-		t.Errorf("history: %+v, %v; want the message", stored, err)
+		if err := b.Publish(ctx, chat.Message{ID: "m" + strconv.Itoa(i), Room: room, Text: "hi", Accepted: time.Now()}); err != nil {
+			t.Fatalf("room %s: %v", room, err)
+		}
+		select {
+		case m := <-got:
+			if m.Seq == 0 || m.Text != "hi" {
+				t.Errorf("room %s: delivered %+v, want it numbered by the stream", room, m)
+			}
+		case <-ctx.Done():
+			t.Fatalf("room %s: the published message was not delivered", room)
+		}
+		stored, err := b.History().ReadSince(ctx, room, 0, "")
+		if err != nil || len(stored.Messages) != 1 {
+			t.Errorf("room %s: history: %+v, %v; want the message", room, stored, err)
+		}
 	}
 	if v := testenv.Metric(t, reg, "roomcast_broker_async_errors_total", "kind", "other"); v != 0 {
 		t.Errorf("the app's broker met %v asynchronous errors (permissions violations?)", v)
@@ -240,6 +248,13 @@ func TestStackNATSConfigLetsTheAppUseItsStreamAndNothingElse(t *testing.T) {
 		{"change the stream", "$JS.API.STREAM.UPDATE." + natsbroker.DefaultStream,
 			func() error {
 				_, err := js.UpdateStream(short(), jetstream.StreamConfig{Name: natsbroker.DefaultStream, Subjects: []string{">"}})
+				return err
+			}},
+		{"delete a shard's stream", "$JS.API.STREAM.DELETE." + natsbroker.DefaultStream + "_1",
+			func() error { return js.DeleteStream(short(), natsbroker.DefaultStream+"_1") }},
+		{"create a stream beyond the shards", "$JS.API.STREAM.CREATE." + natsbroker.DefaultStream + "_8",
+			func() error {
+				_, err := js.CreateStream(short(), jetstream.StreamConfig{Name: natsbroker.DefaultStream + "_8", Subjects: []string{natsbroker.SubjectPrefix + "8.*"}})
 				return err
 			}},
 		{"create another stream", "$JS.API.STREAM.CREATE.OTHER",

@@ -66,6 +66,9 @@ func TestInvalidEnvironmentExitsTwoWithOneLineNamingTheVariable(t *testing.T) {
 		{"ROOMCAST_HISTORY_MAX_BYTES", "-1"},
 		{"ROOMCAST_HISTORY_MAX_BYTES", "1048575"},
 		{"ROOMCAST_HISTORY_MAX_BYTES", "256MiB"},
+		{"ROOMCAST_HISTORY_SHARDS", "-1"},
+		{"ROOMCAST_HISTORY_SHARDS", "17"},
+		{"ROOMCAST_HISTORY_SHARDS", "eight"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+"="+tt.value, func(t *testing.T) {
@@ -99,6 +102,9 @@ func TestHistoryMaxBytesHoldsSeveralOfTheLargestMessages(t *testing.T) {
 		{"1 MiB with the default message size", map[string]string{"ROOMCAST_HISTORY_MAX_BYTES": "1048576"}, true},
 		{"2 MB with 1 MiB messages", map[string]string{"ROOMCAST_HISTORY_MAX_BYTES": "2000000", "ROOMCAST_MAX_MESSAGE_BYTES": "1048576", "ROOMCAST_SEND_QUEUE_BYTES": "8388608"}, false},
 		{"2 MB with 1 MiB messages and history off", map[string]string{"ROOMCAST_HISTORY_MAX_BYTES": "2000000", "ROOMCAST_MAX_MESSAGE_BYTES": "1048576", "ROOMCAST_SEND_QUEUE_BYTES": "8388608", "ROOMCAST_HISTORY_SIZE": "0"}, true},
+		{"1 MiB in 2 shards", map[string]string{"ROOMCAST_HISTORY_MAX_BYTES": "1048576", "ROOMCAST_HISTORY_SHARDS": "2"}, true},
+		{"1 MiB in 3 shards", map[string]string{"ROOMCAST_HISTORY_MAX_BYTES": "1048576", "ROOMCAST_HISTORY_SHARDS": "3"}, false},
+		{"the default bound in 16 shards", map[string]string{"ROOMCAST_HISTORY_SHARDS": "16"}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -107,8 +113,8 @@ func TestHistoryMaxBytesHoldsSeveralOfTheLargestMessages(t *testing.T) {
 			switch {
 			case tt.ok && err != nil:
 				t.Fatalf("refused: %v", err)
-			case !tt.ok && (!errors.As(err, &e) || e.Var != "ROOMCAST_HISTORY_MAX_BYTES" || !strings.Contains(err.Error(), "largest message")):
-				t.Fatalf("got %v, want an error naming ROOMCAST_HISTORY_MAX_BYTES", err)
+			case !tt.ok && (!errors.As(err, &e) || !strings.HasPrefix(e.Var, "ROOMCAST_HISTORY_") || !strings.Contains(err.Error(), "largest message")):
+				t.Fatalf("got %v, want an error naming ROOMCAST_HISTORY_MAX_BYTES or _SHARDS", err)
 			}
 		})
 	}

@@ -198,7 +198,8 @@ func (b *batcher) run() {
 // send publishes a room's queued publishes in their order: the runs of those
 // acknowledged by their copy in batches, the others alone.
 func (b *batcher) send(room string, list []queued) {
-	subject, maxBytes := SubjectPrefix+room, int(b.w.h.batchBytes.Load())
+	sh := b.w.h.shardOf(room)
+	subject, maxBytes := sh.subject+room, int(sh.batchBytes.Load())
 	for len(list) > 0 {
 		if !list[0].copy {
 			q := list[0]

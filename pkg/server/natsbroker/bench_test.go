@@ -146,30 +146,34 @@ func cpuTime(b *testing.B) time.Duration {
 // room alike, the dropped message is the stream's first and the scan is short. One
 // quiet room, whose message is older than all the busy rooms' (as any stream of a
 // running system has), keeps the stream's first message where it is: then each scan
-// passes a message of every other room ("one-quiet-room").
+// passes a message of every other room ("one-quiet-room": one in each shard). Shards
+// (shard.go) divide the rooms among streams, and so the scan.
 //
 //	go test -run XXX -bench HistoryStoreByRooms -benchtime 20000x ./pkg/server/natsbroker
 func BenchmarkHistoryStoreByRooms(b *testing.B) {
 	for _, storage := range []string{"memory", "file"} {
 		for _, rooms := range []int{100, 1000, 10000} {
 			for _, quiet := range []bool{false, true} {
-				name := fmt.Sprintf("%s/rooms=%d", storage, rooms)
-				if quiet {
-					name += "/one-quiet-room"
+				for _, shards := range []int{1, natsbroker.EmbeddedShards} {
+					name := fmt.Sprintf("%s/rooms=%d", storage, rooms)
+					if quiet {
+						name += "/one-quiet-room"
+					}
+					name += fmt.Sprintf("/shards=%d", shards)
+					b.Run(name, func(b *testing.B) {
+						benchmarkStoreByRooms(b, storage == "memory", rooms, quiet, shards)
+					})
 				}
-				b.Run(name, func(b *testing.B) {
-					benchmarkStoreByRooms(b, storage == "memory", rooms, quiet)
-				})
 			}
 		}
 	}
 }
 
-func benchmarkStoreByRooms(b *testing.B, memory bool, rooms int, quiet bool) {
+func benchmarkStoreByRooms(b *testing.B, memory bool, rooms int, quiet bool, shards int) {
 	const keep = 100
 	ns := natstest.Start(b, natstest.JetStream(b))
 	br, err := natsbroker.Connect(natsbroker.Config{URL: ns.ClientURL(), Name: "bench",
-		History: natsbroker.HistoryConfig{Stream: "BENCH", Size: keep, TTL: time.Hour, Memory: memory, Replicas: 1, MaxBytes: 1 << 30}},
+		History: natsbroker.HistoryConfig{Stream: "BENCH", Size: keep, TTL: time.Hour, Memory: memory, Replicas: 1, MaxBytes: int64(shards) << 30, Shards: shards}},
 		slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 	if err != nil {
 		b.Fatal(err)
@@ -184,27 +188,46 @@ func benchmarkStoreByRooms(b *testing.B, memory bool, rooms int, quiet bool) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	// The broker makes the stream in the background.
-	var stream jetstream.Stream
-	for deadline := time.Now().Add(30 * time.Second); stream == nil; time.Sleep(10 * time.Millisecond) {
-		if stream, err = js.Stream(context.Background(), "BENCH"); err != nil && time.Now().After(deadline) {
-			b.Fatalf("the history stream was never made: %v", err)
+	// The broker makes the streams in the background.
+	for deadline := time.Now().Add(30 * time.Second); br.HistoryReady() != nil; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			b.Fatalf("the history streams were never made: %v", br.HistoryReady())
+		}
+	}
+	streams := make([]jetstream.Stream, shards)
+	for i := range streams {
+		name := "BENCH"
+		if i > 0 {
+			name += "_" + strconv.Itoa(i)
+		}
+		if streams[i], err = js.Stream(context.Background(), name); err != nil {
+			b.Fatal(err)
 		}
 	}
 	subjects := make([]string, rooms)
 	for i := range subjects {
-		subjects[i] = natsbroker.SubjectPrefix + "r" + strconv.Itoa(i)
+		subjects[i] = natsbroker.StoreSubject(br, "r"+strconv.Itoa(i))
 	}
 	envelope := []byte(`{"id":"0a1b2c3d4e5f-1a","room":"r1","text":"a chat message of a typical length, some sixty bytes long","accepted":1765000000000000000}`)
 	var sent uint64
-	stored := func() jetstream.StreamState {
+	// stored waits until the streams have every message sent, and returns how many they
+	// keep.
+	stored := func() (msgs uint64) {
 		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Millisecond) {
-			info, err := stream.Info(context.Background())
-			if err == nil && info.State.LastSeq >= sent {
-				return info.State
+			var last uint64
+			msgs = 0
+			for _, s := range streams {
+				info, err := s.Info(context.Background())
+				if err != nil {
+					b.Fatal(err)
+				}
+				last, msgs = last+info.State.LastSeq, msgs+info.State.Msgs
+			}
+			if last >= sent {
+				return msgs
 			}
 			if time.Now().After(deadline) {
-				b.Fatalf("the stream stopped short of %d messages", sent)
+				b.Fatalf("the streams stopped short of %d messages", sent)
 			}
 		}
 	}
@@ -222,11 +245,20 @@ func benchmarkStoreByRooms(b *testing.B, memory bool, rooms int, quiet bool) {
 	}
 	kept := uint64(rooms * keep)
 	if quiet {
-		if err := nc.Publish(natsbroker.SubjectPrefix+"quiet", envelope); err != nil {
-			b.Fatal(err)
+		// One quiet room in each shard: a running system has them in all.
+		seen := make(map[string]bool)
+		for i := 0; len(seen) < shards; i++ {
+			room := "quiet" + strconv.Itoa(i)
+			subject := natsbroker.StoreSubject(br, room)
+			if shard := subject[:len(subject)-len(room)]; !seen[shard] {
+				seen[shard] = true
+				if err := nc.Publish(subject, envelope); err != nil {
+					b.Fatal(err)
+				}
+				sent++
+				kept++
+			}
 		}
-		sent++
-		kept++
 	}
 	// One more round after the fill: a room's first message beyond its bound drops a
 	// message whose successor is known; from its second on, every store looks for it,
@@ -236,8 +268,8 @@ func benchmarkStoreByRooms(b *testing.B, memory bool, rooms int, quiet bool) {
 	b.ResetTimer()
 	before := cpuTime(b)
 	publish(b.N)
-	if st := stored(); st.Msgs != kept {
-		b.Fatalf("%d messages kept, want %d: the rooms' bound is not what is measured", st.Msgs, kept)
+	if msgs := stored(); msgs != kept {
+		b.Fatalf("%d messages kept, want %d: the rooms' bound is not what is measured", msgs, kept)
 	}
 	b.ReportMetric(float64((cpuTime(b)-before).Nanoseconds())/float64(b.N), "cpu-ns/op")
 }

@@ -19,7 +19,9 @@ func AskJetStreamForEveryAck(b *Broker) {
 func FailStreamLookup(b *Broker) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	return b.hist.findStream(ctx)
+	b.hist.finding <- struct{}{}
+	defer func() { <-b.hist.finding }()
+	return b.hist.findStreamHeld(ctx)
 }
 
 // BeforeReplayRead makes ReadSince call f before each read of a stored message, with the
@@ -34,4 +36,10 @@ func HoldBatches(b *Broker) (release func()) {
 	b.hist.win.batch.beforeSend.Store(&wait)
 	var once sync.Once
 	return func() { once.Do(func() { close(held) }) }
+}
+
+// StoreSubject is the subject b publishes room's messages on: its shard's.
+func StoreSubject(b *Broker, room string) string {
+	sh := b.hist.shardOf(room)
+	return sh.subject + room
 }

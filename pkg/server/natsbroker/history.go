@@ -38,6 +38,10 @@ type HistoryConfig struct {
 	// memory or disk without bound, and the rooms quiet the longest lose their history
 	// first.
 	MaxBytes int64 `env:"ROOMCAST_HISTORY_MAX_BYTES" envDefault:"268435456" help:"bound of the history stream in bytes, all rooms together (default 256 MiB; at least 1 MiB and 16 of the largest messages); at the bound the oldest messages, so the quietest rooms, go first"`
+	// Shards is how many streams share the rooms (shard.go), 1 to MaxShards; 0 lets the
+	// replica choose (EmbeddedShards on the embedded server, 1 on an external one). A
+	// stream that exists already keeps the number it was made with.
+	Shards int `env:"ROOMCAST_HISTORY_SHARDS" envDefault:"0" help:"streams the rooms' history is spread over, by a hash of the room's name (1 to 16; 0: 8 on the embedded server, 1 on an external NATS); an existing history stream keeps its own number"`
 	// MaxMsgSize is the largest message the stream stores: the envelope of the largest
 	// accepted message (EnvelopeLimit); 0 for no limit.
 	MaxMsgSize int32
@@ -72,6 +76,8 @@ func (c HistoryConfig) Validate(environ map[string]string) error {
 	switch {
 	case c.Size < 0 || c.Size > MaxHistorySize:
 		return bad("ROOMCAST_HISTORY_SIZE", fmt.Sprintf("want an integer from 0 (off) to %d", MaxHistorySize))
+	case c.Shards < 0 || c.Shards > MaxShards:
+		return bad("ROOMCAST_HISTORY_SHARDS", fmt.Sprintf("want an integer from 1 to %d, or 0 for the replica's choice", MaxShards))
 	case c.Replicas < 1 || c.Replicas > 5:
 		return bad("ROOMCAST_HISTORY_REPLICAS", "want an integer from 1 to 5")
 	case c.TTL < time.Second:
@@ -88,25 +94,25 @@ const DefaultStream = "ROOMCAST_ROOMS"
 // publishTimeout bounds the wait for JetStream's acknowledgement of one message.
 const publishTimeout = 2 * time.Second
 
-// history is the chat.History on a JetStream stream whose RePublish puts every stored
-// message, with its stream sequence in the Nats-Sequence header, on the room's live
-// subject: every replica sees one order and one seq. The stream is created by the first
-// replica that finds it missing and is otherwise used as it is, so replicas of two
-// releases with other limits share it; its creation time is the epoch.
+// history is the chat.History on JetStream streams (shards, shard.go) whose RePublish
+// puts every stored message, with its stream sequence in the Nats-Sequence header, on
+// the room's live subject: every replica sees one order and one seq per room. The
+// streams are created by the first replica that finds them missing and are otherwise
+// used as they are, so replicas of two releases with other limits share them; a
+// stream's creation time is the epoch of its rooms.
 type history struct {
 	b   *Broker
 	cfg HistoryConfig
 	js  jetstream.JetStream
 	win *window // publishes awaiting their acknowledgement
 
-	mu     sync.Mutex
-	stream jetstream.Stream // nil until the stream is known
-	epoch  string
-	known  atomic.Bool // stream != nil, read on every publish
-	// batched says the stream keeps batches (batch.go), batchBytes bounds one; both
-	// read on every publish.
-	batched    atomic.Bool
-	batchBytes atomic.Int64
+	root *shard
+	// layout is every shard, the root first: only the root until it is found, then as
+	// many as its metadata says. Read on every publish.
+	layout atomic.Pointer[[]*shard]
+	// finding is held by the one findStream at a time, so that two (run's and a live
+	// handler's) do not each make a layout of their own.
+	finding chan struct{}
 
 	warned   bool // only touched by run
 	kick     chan struct{}
@@ -131,16 +137,17 @@ func newHistory(b *Broker, cfg HistoryConfig, reg prometheus.Registerer) (*histo
 	if cfg.ReadTimeout <= 0 {
 		cfg.ReadTimeout = DefaultReadTimeout
 	}
+	cfg.Shards = max(cfg.Shards, 1)
 	js, err := jetstream.New(b.nc)
 	if err != nil {
 		return nil, fmt.Errorf("opening JetStream: %w", err)
 	}
 	f := promauto.With(reg)
 	h := &history{
-		b: b, cfg: cfg, js: js,
+		b: b, cfg: cfg, js: js, root: newShard(cfg.Stream, 0), finding: make(chan struct{}, 1),
 		kick: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}),
 		available: f.NewGauge(prometheus.GaugeOpts{
-			Name: "roomcast_history_available", Help: "1 while the history stream is reachable.",
+			Name: "roomcast_history_available", Help: "1 while the history stream is reachable (every shard of it).",
 		}),
 		errors: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "roomcast_history_errors_total",
@@ -155,6 +162,7 @@ func newHistory(b *Broker, cfg HistoryConfig, reg prometheus.Registerer) (*histo
 			Buckets: []float64{1, 2, 4, 8, 16, 32, 64},
 		}),
 	}
+	h.layout.Store(&[]*shard{h.root})
 	for _, op := range []string{"publish", "replay", "stream", "join"} {
 		h.errors.WithLabelValues(op)
 	}
@@ -179,17 +187,17 @@ func (h *history) stop() {
 	<-h.done
 }
 
-// run keeps the stream known: at start, every 10 seconds (every second while it is
+// run keeps the streams known: at start, every 10 seconds (every second while one is
 // not), and when asked.
 func (h *history) run() {
 	defer close(h.done)
 	for {
 		if h.b.nc.IsConnected() {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			had, _ := h.current()
+			had := h.unknown() == nil
 			if err := h.findStream(ctx); err != nil {
 				h.errors.WithLabelValues("stream").Inc()
-				if had != nil || !h.warned {
+				if had || !h.warned {
 					h.b.log.Warn("history stream unavailable; live messages still flow", "err", err)
 					h.warned = true
 				}
@@ -197,7 +205,7 @@ func (h *history) run() {
 			cancel()
 		}
 		wait := 10 * time.Second
-		if s, _ := h.current(); s == nil {
+		if h.unknown() != nil {
 			wait = time.Second
 		}
 		t := time.NewTimer(wait)
@@ -219,17 +227,97 @@ func (h *history) kickRefresh() {
 	}
 }
 
-// findStream finds the stream, creating it if it is missing, and reads its epoch.
+func (h *history) shards() []*shard { return *h.layout.Load() }
+
+// shardOf is the shard that keeps room's messages.
+func (h *history) shardOf(room string) *shard {
+	l := h.shards()
+	return l[shardIndex(room, len(l))]
+}
+
+// unknown returns a shard whose stream is not known now, or nil when all are.
+func (h *history) unknown() *shard {
+	for _, s := range h.shards() {
+		if !s.known.Load() {
+			return s
+		}
+	}
+	return nil
+}
+
+// findStream finds the root stream, creating it if it is missing, and from its layout
+// every other shard's stream, reading each one's epoch.
 func (h *history) findStream(ctx context.Context) error {
-	s, err := h.js.Stream(ctx, h.cfg.Stream)
+	select {
+	case h.finding <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("finding history stream %s: %w", h.root.name, ctx.Err())
+	}
+	defer func() { <-h.finding }()
+	return h.findStreamHeld(ctx)
+}
+
+// findStreamHeld is findStream, h.finding held.
+func (h *history) findStreamHeld(ctx context.Context) error {
+	defer func() { h.available.Set(b2f(h.unknown() == nil)) }()
+	info, err := h.findShard(ctx, h.root, h.cfg.Shards)
+	if err != nil {
+		for _, s := range h.shards()[1:] {
+			s.set(nil, s.currentEpoch())
+		}
+		return err
+	}
+	n := layoutShards(info.Config.Metadata)
+	layout := h.shards()
+	if len(layout) != n {
+		if n != h.cfg.Shards {
+			h.b.log.Info("using the existing history stream's shards", "stream", h.root.name, "shards", n, "configured_shards", h.cfg.Shards)
+		}
+		layout = make([]*shard, n)
+		layout[0] = h.root
+		for i := 1; i < n; i++ {
+			layout[i] = newShard(h.cfg.Stream, i)
+		}
+		h.layout.Store(&layout)
+	}
+	var errs []error
+	for _, s := range layout[1:] {
+		if _, err := h.findShard(ctx, s, n); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// layoutShards reads the number of shards from the root stream's metadata: 1 when it
+// has none (a stream of a release before shards) or one out of range.
+func layoutShards(meta map[string]string) int {
+	n, err := strconv.Atoi(meta[shardsMetadataKey])
+	if err != nil || n < 1 || n > MaxShards {
+		return 1
+	}
+	return n
+}
+
+// findShard finds s's stream, creating it (as one of n shards) if it is missing, and
+// reads its epoch.
+func (h *history) findShard(ctx context.Context, s *shard, n int) (*jetstream.StreamInfo, error) {
+	st, err := h.js.Stream(ctx, s.name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		s, err = h.js.CreateStream(ctx, h.streamConfig())
+		st, err = h.js.CreateStream(ctx, h.streamConfig(s, n))
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			s, err = h.js.Stream(ctx, h.cfg.Stream) // another replica was first
+			st, err = h.js.Stream(ctx, s.name) // another replica was first
 		}
 		if err == nil {
-			h.b.log.Info("history stream created", "stream", h.cfg.Stream, "per_room", h.cfg.Size, "ttl", h.cfg.TTL.String(),
-				"max_bytes", h.cfg.MaxBytes, "max_msg_size", h.cfg.MaxMsgSize)
+			h.b.log.Info("history stream created", "stream", s.name, "per_room", h.cfg.Size, "ttl", h.cfg.TTL.String(),
+				"max_bytes", st.CachedInfo().Config.MaxBytes, "max_msg_size", h.cfg.MaxMsgSize)
 		}
 	}
 	if err != nil {
@@ -237,43 +325,59 @@ func (h *history) findStream(ctx context.Context) error {
 		// and the new leader republishes what the old one may have already. Labelled
 		// with no epoch, those copies passed the rooms' check for what they delivered and
 		// reached members twice (seen in the lab, a stream leader's node killed).
-		h.setStream(nil, h.currentEpoch())
-		return fmt.Errorf("finding history stream %s: %w", h.cfg.Stream, err)
+		s.set(nil, s.currentEpoch())
+		return nil, fmt.Errorf("finding history stream %s: %w", s.name, err)
 	}
-	info := s.CachedInfo()
+	info := st.CachedInfo()
+	if s == h.root {
+		n = layoutShards(info.Config.Metadata) // its limits are a part of its layout's
+	}
 	epoch := strconv.FormatInt(info.Created.UnixNano(), 36)
-	if old := h.currentEpoch(); old != epoch {
-		want := h.streamConfig()
+	if old := s.currentEpoch(); old != epoch {
+		want := h.streamConfig(s, n)
 		if got := info.Config; got.MaxMsgsPerSubject != want.MaxMsgsPerSubject || got.MaxAge != want.MaxAge ||
 			got.MaxBytes != want.MaxBytes || got.MaxMsgSize != want.MaxMsgSize {
-			h.b.log.Info("using the existing history stream with its own limits",
+			h.b.log.Info("using the existing history stream with its own limits", "stream", s.name,
 				"per_room", got.MaxMsgsPerSubject, "ttl", got.MaxAge.String(),
 				"max_bytes", got.MaxBytes, "max_msg_size", got.MaxMsgSize,
 				"configured_per_room", want.MaxMsgsPerSubject, "configured_ttl", want.MaxAge.String(),
 				"configured_max_bytes", want.MaxBytes, "configured_max_msg_size", want.MaxMsgSize)
 		}
 		if old != "" {
-			h.b.log.Warn("history stream was recreated", "old_epoch", old, "epoch", epoch)
+			h.b.log.Warn("history stream was recreated", "stream", s.name, "old_epoch", old, "epoch", epoch)
 		}
 	}
-	h.batchBytes.Store(int64(batchBytes(info.Config.MaxMsgSize, h.b.nc.MaxPayload())))
-	h.batched.Store(info.Config.Metadata[batchMetadataKey] == batchMetadataValue)
-	h.setStream(s, epoch)
-	return nil
+	s.batchBytes.Store(int64(batchBytes(info.Config.MaxMsgSize, h.b.nc.MaxPayload())))
+	s.batched.Store(info.Config.Metadata[batchMetadataKey] == batchMetadataValue)
+	s.set(st, epoch)
+	return info, nil
 }
 
-func (h *history) streamConfig() jetstream.StreamConfig {
+// streamConfig is s's stream as one of n shards: the byte bound is shared among them.
+func (h *history) streamConfig(s *shard, n int) jetstream.StreamConfig {
 	storage := jetstream.FileStorage
 	if h.cfg.Memory {
 		storage = jetstream.MemoryStorage
 	}
+	maxBytes := int64(-1)
+	if h.cfg.MaxBytes > 0 {
+		maxBytes = h.cfg.MaxBytes / int64(n)
+	}
+	desc := "roomcast: the recent messages of each room (created by roomcast)"
+	meta := map[string]string{batchMetadataKey: batchMetadataValue}
+	if s == h.root {
+		meta[shardsMetadataKey] = strconv.Itoa(n)
+	}
+	if n > 1 {
+		desc = fmt.Sprintf("roomcast: the recent messages of the rooms of shard %d of %d (created by roomcast)", s.index, n)
+	}
 	return jetstream.StreamConfig{
-		Name:              h.cfg.Stream,
-		Description:       "roomcast: the recent messages of each room (created by roomcast)",
-		Subjects:          []string{SubjectPrefix + "*"},
+		Name:              s.name,
+		Description:       desc,
+		Subjects:          []string{s.subject + "*"},
 		MaxMsgsPerSubject: int64(h.cfg.Size),
 		MaxAge:            h.cfg.TTL,
-		MaxBytes:          cmp.Or(h.cfg.MaxBytes, -1),
+		MaxBytes:          maxBytes,
 		MaxMsgSize:        cmp.Or(h.cfg.MaxMsgSize, -1),
 		Storage:           storage,
 		Replicas:          max(h.cfg.Replicas, 1),
@@ -282,35 +386,12 @@ func (h *history) streamConfig() jetstream.StreamConfig {
 		// No Nats-Msg-Id is sent (a publish is never retried), so the dedupe window only
 		// costs: keep it at the server's minimum.
 		Duplicates: time.Second,
-		Metadata:   map[string]string{batchMetadataKey: batchMetadataValue},
+		Metadata:   meta,
 		RePublish: &jetstream.RePublish{
-			Source:      SubjectPrefix + "*",
+			Source:      s.subject + "*",
 			Destination: LivePrefix + "{{wildcard(1)}}",
 		},
 	}
-}
-
-func (h *history) setStream(s jetstream.Stream, epoch string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.stream, h.epoch = s, epoch
-	h.known.Store(s != nil)
-	if s != nil {
-		h.available.Set(1)
-	} else {
-		h.available.Set(0)
-	}
-}
-
-func (h *history) current() (jetstream.Stream, string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.stream, h.epoch
-}
-
-func (h *history) currentEpoch() string {
-	_, e := h.current()
-	return e
 }
 
 // liveSubscription is a room's subscription to its live subject, history on.
@@ -350,7 +431,8 @@ func (h *history) liveHandler(ls *liveSubscription, deliver func(chat.Message)) 
 				}
 				cancel()
 			}
-			last, seq, epoch, shift = s, s, h.currentEpoch(), h.batched.Load()
+			sh := h.shardOf(ls.room)
+			last, seq, epoch, shift = s, s, sh.currentEpoch(), sh.batched.Load()
 			prev, _ = strconv.ParseUint(m.Header.Get(jetstream.LastSequenceHeader), 10, 64)
 		}
 		_, bad, err := unpack(m.Data, func(i uint64, msg chat.Message) {
@@ -383,7 +465,8 @@ func (h *history) liveHandler(ls *liveSubscription, deliver func(chat.Message)) 
 
 // ReadSince implements chat.History.
 func (h *history) ReadSince(ctx context.Context, room string, since uint64, epoch string) (chat.Stored, error) {
-	s, cur := h.current()
+	sh := h.shardOf(room)
+	s, cur := sh.current()
 	if s == nil {
 		h.kickRefresh()
 		h.errors.WithLabelValues("replay").Inc()
@@ -403,14 +486,14 @@ func (h *history) ReadSince(ctx context.Context, room string, since uint64, epoc
 	}
 	// In a stream of batches, the client's since is in the stored message sinceStored,
 	// and a stored message's messages are numbered by its sequence (batch.go).
-	batched := h.batched.Load()
+	batched := sh.batched.Load()
 	sinceStored, next := since, since+1
 	numbered := func(seq, i uint64) uint64 { return seq }
 	if batched {
 		sinceStored, next, numbered = since>>seqShift, max(since>>seqShift, 1), batchSeq
 	}
-	subject := SubjectPrefix + room
-	newest, err := h.storedMsg(ctx, msgGetRequest{LastFor: subject})
+	subject := sh.subject + room
+	newest, err := h.storedMsg(ctx, sh.name, msgGetRequest{LastFor: subject})
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		// Nothing kept for this room. If the stream has dropped messages after the
 		// client's since (its bytes bound, or their age), the room may have had some.
@@ -452,7 +535,7 @@ func (h *history) ReadSince(ctx context.Context, room string, since uint64, epoc
 		if anchor == 0 || res.Truncated {
 			return nil
 		}
-		kept, err := h.kept(ctx, anchor, subject)
+		kept, err := h.kept(ctx, sh.name, anchor, subject)
 		if err != nil {
 			return err
 		}
@@ -464,7 +547,7 @@ func (h *history) ReadSince(ctx context.Context, room string, since uint64, epoc
 		if h.beforeReplayRead != nil {
 			h.beforeReplayRead(len(res.Messages))
 		}
-		m, err := h.storedMsg(ctx, msgGetRequest{Seq: next, NextFor: subject})
+		m, err := h.storedMsg(ctx, sh.name, msgGetRequest{Seq: next, NextFor: subject})
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			break
 		}
@@ -509,9 +592,9 @@ func (h *history) ReadSince(ctx context.Context, room string, since uint64, epoc
 // before them covers (ReadSince).
 const replayCheckEvery = 16
 
-// kept reports whether message seq is still stored, as one of subject's.
-func (h *history) kept(ctx context.Context, seq uint64, subject string) (bool, error) {
-	m, err := h.storedMsg(ctx, msgGetRequest{Seq: seq})
+// kept reports whether message seq of stream is still stored, as one of subject's.
+func (h *history) kept(ctx context.Context, stream string, seq uint64, subject string) (bool, error) {
+	m, err := h.storedMsg(ctx, stream, msgGetRequest{Seq: seq})
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound):
 		return false, nil
@@ -535,12 +618,13 @@ const leaderInterestTimeout = 2 * time.Second
 // It is best effort: with no answer within leaderInterestTimeout (no leader) the join
 // goes on, as every join did before, and is counted.
 func (h *history) leaderHasInterest(ctx context.Context, room string) {
-	if h.b.nc.ConnectedClusterName() == "" || !h.known.Load() {
+	sh := h.shardOf(room)
+	if h.b.nc.ConnectedClusterName() == "" || !sh.known.Load() {
 		return // one NATS server: the flush was enough
 	}
 	ctx, cancel := context.WithTimeout(ctx, leaderInterestTimeout)
 	defer cancel()
-	_, err := h.storedMsg(ctx, msgGetRequest{LastFor: SubjectPrefix + room})
+	_, err := h.storedMsg(ctx, sh.name, msgGetRequest{LastFor: sh.subject + room})
 	if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 		h.errors.WithLabelValues("join").Inc()
 		h.b.log.Warn("joined a room before the history stream's leader confirmed the subscription: messages of the next moments may be missed",
@@ -562,14 +646,14 @@ type msgGetRequest struct {
 // that has not yet applied what the leader has republished answers with less than the
 // live members have already seen. A resume then counted as truncated, or stopped short
 // and lost what came between (seen when a node's NATS member left under load).
-func (h *history) storedMsg(ctx context.Context, req msgGetRequest) (*jetstream.RawStreamMsg, error) {
+func (h *history) storedMsg(ctx context.Context, stream string, req msgGetRequest) (*jetstream.RawStreamMsg, error) {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return nil, fmt.Errorf("encoding the stored message request: %w", err)
 	}
 	rctx, cancel := context.WithTimeout(ctx, h.cfg.ReadTimeout)
 	defer cancel()
-	reply, err := h.b.nc.RequestWithContext(rctx, "$JS.API.STREAM.MSG.GET."+h.cfg.Stream, body)
+	reply, err := h.b.nc.RequestWithContext(rctx, "$JS.API.STREAM.MSG.GET."+stream, body)
 	if err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
 		return nil, fmt.Errorf("reading a stored message: no answer within %v (%w): %w", h.cfg.ReadTimeout, chat.ErrHistoryTemporary, err)
 	}
@@ -607,45 +691,67 @@ func (h *history) storedMsg(ctx context.Context, req msgGetRequest) (*jetstream.
 	return &jetstream.RawStreamMsg{Subject: m.Subject, Sequence: m.Sequence, Data: m.Data, Time: m.Time}, nil
 }
 
-// streamCollector exports the history stream's size and bound, read from the stream at
-// each scrape (nothing while the stream is unknown): how close history is to its byte
-// bound, past which the oldest rooms' messages are dropped.
+// streamCollector exports the history stream's size and bound, read from the streams
+// at each scrape (nothing while one is unknown): how close history is to its byte bound,
+// past which the oldest rooms' messages are dropped. With shards, the sizes and bounds
+// are their sums.
 type streamCollector struct{ h *history }
 
 var (
 	streamBytesDesc = prometheus.NewDesc("roomcast_history_stream_bytes",
-		"Bytes the history stream holds, all rooms together.", nil, nil)
+		"Bytes the history stream holds, all rooms (and shards) together.", nil, nil)
 	streamMessagesDesc = prometheus.NewDesc("roomcast_history_stream_messages",
-		"Messages the history stream holds, all rooms together.", nil, nil)
+		"Messages the history stream holds, all rooms (and shards) together.", nil, nil)
 	streamMaxBytesDesc = prometheus.NewDesc("roomcast_history_stream_max_bytes",
-		"The history stream's byte bound (its own, which an existing stream keeps); -1 for none. At the bound the oldest messages are dropped.", nil, nil)
+		"The history stream's byte bound (its own, which an existing stream keeps; the sum of its shards'); -1 for none. At the bound the oldest messages are dropped.", nil, nil)
+	streamShardsDesc = prometheus.NewDesc("roomcast_history_stream_shards",
+		"Streams the history is spread over, each keeping the rooms whose name hashes to it (the number the existing stream was made with).", nil, nil)
 	streamFirstSeqDesc = prometheus.NewDesc("roomcast_history_stream_first_seq",
-		"Sequence of the oldest message the history stream holds; it moves on as old messages are dropped.", nil, nil)
+		"Sequence of the oldest message the history stream holds (its root stream's, with shards); it moves on as old messages are dropped.", nil, nil)
 )
 
-// streamInfoTimeout bounds the stream lookup of one scrape.
+// streamInfoTimeout bounds the stream lookups of one scrape.
 const streamInfoTimeout = time.Second
 
 func (c streamCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- streamBytesDesc
 	ch <- streamMessagesDesc
 	ch <- streamMaxBytesDesc
+	ch <- streamShardsDesc
 	ch <- streamFirstSeqDesc
 }
 
 func (c streamCollector) Collect(ch chan<- prometheus.Metric) {
-	s, _ := c.h.current()
-	if s == nil || !c.h.b.nc.IsConnected() {
+	if c.h.unknown() != nil || !c.h.b.nc.IsConnected() {
 		return // a scrape does not wait out a reconnect
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), streamInfoTimeout)
 	defer cancel()
-	info, err := s.Info(ctx)
-	if err != nil {
-		return // history_available and the stream errors say why
+	var bytes, msgs, firstSeq uint64
+	maxBytes := int64(0)
+	shards := c.h.shards()
+	for _, sh := range shards {
+		s, _ := sh.current()
+		if s == nil {
+			return
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			return // history_available and the stream errors say why
+		}
+		bytes, msgs = bytes+info.State.Bytes, msgs+info.State.Msgs
+		if sh == c.h.root {
+			firstSeq = info.State.FirstSeq
+		}
+		if maxBytes >= 0 && info.Config.MaxBytes > 0 {
+			maxBytes += info.Config.MaxBytes
+		} else {
+			maxBytes = -1
+		}
 	}
-	ch <- prometheus.MustNewConstMetric(streamBytesDesc, prometheus.GaugeValue, float64(info.State.Bytes))
-	ch <- prometheus.MustNewConstMetric(streamMessagesDesc, prometheus.GaugeValue, float64(info.State.Msgs))
-	ch <- prometheus.MustNewConstMetric(streamMaxBytesDesc, prometheus.GaugeValue, float64(info.Config.MaxBytes))
-	ch <- prometheus.MustNewConstMetric(streamFirstSeqDesc, prometheus.GaugeValue, float64(info.State.FirstSeq))
+	ch <- prometheus.MustNewConstMetric(streamBytesDesc, prometheus.GaugeValue, float64(bytes))
+	ch <- prometheus.MustNewConstMetric(streamMessagesDesc, prometheus.GaugeValue, float64(msgs))
+	ch <- prometheus.MustNewConstMetric(streamMaxBytesDesc, prometheus.GaugeValue, float64(maxBytes))
+	ch <- prometheus.MustNewConstMetric(streamShardsDesc, prometheus.GaugeValue, float64(len(shards)))
+	ch <- prometheus.MustNewConstMetric(streamFirstSeqDesc, prometheus.GaugeValue, float64(firstSeq))
 }

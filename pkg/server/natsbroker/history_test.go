@@ -22,8 +22,16 @@ import (
 	"roomcast/pkg/testenv/natstest"
 )
 
-// connectHistory connects a broker with history on to url, logging into logs.
+// connectHistory connects a broker with history on to url, logging into logs, and waits
+// until its history stream (every shard of it) is available.
 func connectHistory(t *testing.T, url string, cfg natsbroker.HistoryConfig, logs *testenv.SyncBuffer) *prometheus.Registry {
+	t.Helper()
+	_, reg := connectHistoryBroker(t, url, cfg, logs)
+	return reg
+}
+
+// connectHistoryBroker is connectHistory, returning the broker too.
+func connectHistoryBroker(t *testing.T, url string, cfg natsbroker.HistoryConfig, logs *testenv.SyncBuffer) (*natsbroker.Broker, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	b, err := natsbroker.Connect(natsbroker.Config{URL: url, Name: "test", ReconnectWait: 50 * time.Millisecond, History: cfg},
@@ -35,7 +43,7 @@ func connectHistory(t *testing.T, url string, cfg natsbroker.HistoryConfig, logs
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if v, ok := testenv.LookupMetric(t, reg, "roomcast_history_available"); ok && v == 1 {
-			return reg
+			return b, reg
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("the history stream never became available")

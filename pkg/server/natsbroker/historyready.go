@@ -15,11 +15,12 @@ func (b *Broker) HistoryReady() error {
 	if b.hist == nil {
 		return nil
 	}
-	if s, _ := b.hist.current(); s != nil {
+	missing := b.hist.unknown()
+	if missing == nil {
 		return nil
 	}
 	if js, _ := b.nc.ConnectedServerJetStream(); !js && b.nc.IsConnected() {
 		return nil
 	}
-	return fmt.Errorf("%w: history stream %s not found yet", chat.ErrUnavailable, b.hist.cfg.Stream)
+	return fmt.Errorf("%w: history stream %s not found yet", chat.ErrUnavailable, missing.name)
 }

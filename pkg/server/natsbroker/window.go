@@ -114,12 +114,13 @@ func (w *window) publish(room, msgID string, data []byte, done func(error)) erro
 		w.h.errors.WithLabelValues("publish").Inc()
 		return fmt.Errorf("publishing to room %q: %w: %w", room, chat.ErrUnavailable, errWindowFull)
 	}
+	sh := w.h.shardOf(room)
 	w.next++
 	id := w.next
 	p := pendingPublish{room: room, data: data, done: done, at: time.Now().UnixNano()}
 	// Without a known stream, JetStream's answer (no responders) says at once what the
 	// copy's absence would only say after publishTimeout.
-	if msgID != "" && w.live[room] > 0 && w.byCopy[msgID] == 0 && !w.noCopyAcks && w.h.known.Load() {
+	if msgID != "" && w.live[room] > 0 && w.byCopy[msgID] == 0 && !w.noCopyAcks && sh.known.Load() {
 		p.msgID = msgID
 		w.byCopy[msgID] = id
 		w.perRoom[room]++
@@ -127,15 +128,15 @@ func (w *window) publish(room, msgID string, data []byte, done func(error)) erro
 	}
 	w.pending[id] = p
 	w.mu.Unlock()
-	if w.h.batched.Load() {
+	if sh.batched.Load() {
 		w.batch.add(room, queued{id: id, data: data, copy: p.msgID != ""})
 		return nil
 	}
 	var err error
 	if p.msgID != "" {
-		err = w.h.b.nc.Publish(SubjectPrefix+room, data)
+		err = w.h.b.nc.Publish(sh.subject+room, data)
 	} else {
-		err = w.h.b.nc.PublishRequest(SubjectPrefix+room, w.replySubject(id), data)
+		err = w.h.b.nc.PublishRequest(sh.subject+room, w.replySubject(id), data)
 	}
 	if err != nil {
 		w.take(id)

@@ -251,17 +251,27 @@ func TestHistoryOffIgnoresSince(t *testing.T) {
 	}
 }
 
+// The embedded default keeps history in shards (natsbroker's shard.go): rooms spread
+// over them are each numbered and replayed whole.
 func TestTheEmbeddedDefaultKeepsHistory(t *testing.T) {
 	r := startReplica(t, "embedded", "", replicatest.History(100))
 	historyReady(t, r)
-	c := r.dial(t, "mem")
-	f := sendAndCollect(t, c, "kept")[0]
-	if f.Seq == 0 {
-		t.Fatalf("embedded default without seq: %s", f.Raw)
+	if v := testenv.Metric(t, r.Registry(), "roomcast_history_stream_shards"); v != natsbroker.EmbeddedShards {
+		t.Fatalf("roomcast_history_stream_shards = %v, want %d", v, natsbroker.EmbeddedShards)
 	}
-	d := dialResume(t, r, "mem", 0, "")
-	if g := next(t, d); g.Message != "kept" || g.Seq != f.Seq {
-		t.Fatalf("replayed %s", g.Raw)
+	for i := range natsbroker.EmbeddedShards { // mem0 to mem7: one in each of the 8 shards
+		room := "mem" + strconv.Itoa(i)
+		c := r.dial(t, room)
+		sent := sendAndCollect(t, c, "kept", "also")
+		if sent[0].Seq == 0 || sent[1].Seq <= sent[0].Seq {
+			t.Fatalf("room %s: embedded default numbered %s then %s", room, sent[0].Raw, sent[1].Raw)
+		}
+		d := dialResume(t, r, room, 0, "")
+		for _, f := range sent {
+			if g := next(t, d); g.Message != f.Message || g.Seq != f.Seq || g.Epoch != f.Epoch {
+				t.Fatalf("room %s: replayed %s, sent %s", room, g.Raw, f.Raw)
+			}
+		}
 	}
 }
 

@@ -89,15 +89,38 @@ func (c *Config) Load(environ map[string]string) error {
 			return err
 		}
 	}
-	// History must hold a few of the largest messages.
-	if least := int64(minHistoryMessages) * int64(natsbroker.EnvelopeLimit(c.Gateway.MaxMessageBytes)); c.NATS.History.Size > 0 && c.NATS.History.MaxBytes < least {
+	// History must hold a few of the largest messages, in each of its shards.
+	h := c.NATS.History
+	least := historyLeast(c.Gateway.MaxMessageBytes)
+	if h.Size > 0 && h.MaxBytes < least {
 		return envconfig.Invalid(environ, "ROOMCAST_HISTORY_MAX_BYTES", fmt.Sprintf("want at least %d (%d of the largest message's envelope, as ROOMCAST_MAX_MESSAGE_BYTES allows)", least, minHistoryMessages))
+	}
+	if h.Size > 0 && h.Shards > 0 && h.MaxBytes/int64(h.Shards) < least {
+		return envconfig.Invalid(environ, "ROOMCAST_HISTORY_SHARDS", fmt.Sprintf("want at most %d with ROOMCAST_HISTORY_MAX_BYTES %d: each shard holds an equal part of it, and at least %d of the largest message's envelope", h.MaxBytes/least, h.MaxBytes, minHistoryMessages))
 	}
 	return nil
 }
 
 // minHistoryMessages is how many of the largest messages the history stream must hold.
 const minHistoryMessages = 16
+
+// historyLeast is the fewest bytes a history stream (or one of its shards) may hold.
+func historyLeast(maxMessageBytes int) int64 {
+	return int64(minHistoryMessages) * int64(natsbroker.EnvelopeLimit(maxMessageBytes))
+}
+
+// historyShards is the number of shards of history a replica asks for: the configured
+// one, or when that is 0, natsbroker.EmbeddedShards on the embedded server (its memory
+// stream walks its messages the most, see natsbroker's shard.go) as far as the byte
+// bound leaves each room for a few of the largest messages, and 1 on an external NATS,
+// whose stream's layout stays what earlier releases made.
+func historyShards(c Config) int {
+	h := c.NATS.History
+	if h.Shards > 0 || c.NATS.URL != "" {
+		return max(h.Shards, 1)
+	}
+	return int(max(1, min(int64(natsbroker.EmbeddedShards), h.MaxBytes/historyLeast(c.Gateway.MaxMessageBytes))))
+}
 
 // Replica is one running server.
 type Replica struct {
@@ -134,6 +157,7 @@ func (r *Replica) build() error {
 	natsCfg := cfg.NATS
 	natsCfg.Name = "roomcast-" + cfg.HTTP.Identity.Instance
 	natsCfg.History.MaxMsgSize = natsbroker.EnvelopeLimit(cfg.Gateway.MaxMessageBytes)
+	natsCfg.History.Shards = historyShards(cfg)
 	if natsCfg.URL == "" {
 		// The embedded server keeps history in memory: it lives as long as the process.
 		natsCfg.History.Memory = true

@@ -112,8 +112,8 @@ func historyLeast(maxMessageBytes int) int64 {
 // historyShards is the number of shards of history a replica asks for: the configured
 // one, or when that is 0, natsbroker.EmbeddedShards on the embedded server (its memory
 // stream walks its messages the most, see natsbroker's shard.go) as far as the byte
-// bound leaves each room for a few of the largest messages, and 1 on an external NATS,
-// whose stream's layout stays what earlier releases made.
+// bound leaves each shard room for minHistoryMessages of the largest messages, and 1 on
+// an external NATS, whose stream's layout stays what earlier releases made.
 func historyShards(c Config) int {
 	h := c.NATS.History
 	if h.Shards > 0 || c.NATS.URL != "" {

@@ -47,6 +47,8 @@ func TestAppStackNeedsColorTagReplicasAndTheJWTSecret(t *testing.T) {
 		// NATS credentials: the password a Swarm secret too.
 		"ROOMCAST_NATS_USER: roomcast", "ROOMCAST_NATS_PASSWORD_FILE: /run/secrets/roomcast_nats_password",
 		"name: roomcast_nats_app_4567cdef", "target: roomcast_nats_password",
+		// History's shards: the app's choice (one, on the stacks' external NATS).
+		`ROOMCAST_HISTORY_SHARDS: "0"`,
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("rendered app.yml lacks %q:\n%s", want, out)
@@ -54,6 +56,10 @@ func TestAppStackNeedsColorTagReplicasAndTheJWTSecret(t *testing.T) {
 	}
 	if strings.Contains(out, "ROOMCAST_JWT_SECRET:") {
 		t.Errorf("app.yml sets the key itself, not through a secret file:\n%s", out)
+	}
+	out, _ = stackConfig(t, "app.yml", append(full, "HISTORY_SHARDS=8")...)
+	if !strings.Contains(out, `ROOMCAST_HISTORY_SHARDS: "8"`) {
+		t.Errorf("HISTORY_SHARDS not passed to the app:\n%s", out)
 	}
 	out, _ = stackConfig(t, "app.yml", append(full, "ROOMCAST_IMAGE=registry.example/rc")...)
 	if !strings.Contains(out, "image: registry.example/rc:v7") {

@@ -706,6 +706,8 @@ var (
 		"The history stream's byte bound (its own, which an existing stream keeps; the sum of its shards'); -1 for none. At the bound the oldest messages are dropped.", nil, nil)
 	streamShardsDesc = prometheus.NewDesc("roomcast_history_stream_shards",
 		"Streams the history is spread over, each keeping the rooms whose name hashes to it (the number the existing stream was made with).", nil, nil)
+	streamFullestDesc = prometheus.NewDesc("roomcast_history_stream_fullest_ratio",
+		"Bytes over the byte bound of the fullest stream of history (of its shards, each bounded by its part of the total); -1 when no stream has a bound. A shard at its bound drops its own oldest messages, however empty the others are.", nil, nil)
 	streamFirstSeqDesc = prometheus.NewDesc("roomcast_history_stream_first_seq",
 		"Sequence of the oldest message the history stream holds (its root stream's, with shards); it moves on as old messages are dropped.", nil, nil)
 )
@@ -718,6 +720,7 @@ func (c streamCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- streamMessagesDesc
 	ch <- streamMaxBytesDesc
 	ch <- streamShardsDesc
+	ch <- streamFullestDesc
 	ch <- streamFirstSeqDesc
 }
 
@@ -729,6 +732,7 @@ func (c streamCollector) Collect(ch chan<- prometheus.Metric) {
 	defer cancel()
 	var bytes, msgs, firstSeq uint64
 	maxBytes := int64(0)
+	fullest := -1.0
 	shards := c.h.shards()
 	for _, sh := range shards {
 		s, _ := sh.current()
@@ -748,10 +752,14 @@ func (c streamCollector) Collect(ch chan<- prometheus.Metric) {
 		} else {
 			maxBytes = -1
 		}
+		if info.Config.MaxBytes > 0 {
+			fullest = max(fullest, float64(info.State.Bytes)/float64(info.Config.MaxBytes))
+		}
 	}
 	ch <- prometheus.MustNewConstMetric(streamBytesDesc, prometheus.GaugeValue, float64(bytes))
 	ch <- prometheus.MustNewConstMetric(streamMessagesDesc, prometheus.GaugeValue, float64(msgs))
 	ch <- prometheus.MustNewConstMetric(streamMaxBytesDesc, prometheus.GaugeValue, float64(maxBytes))
 	ch <- prometheus.MustNewConstMetric(streamShardsDesc, prometheus.GaugeValue, float64(len(shards)))
+	ch <- prometheus.MustNewConstMetric(streamFullestDesc, prometheus.GaugeValue, fullest)
 	ch <- prometheus.MustNewConstMetric(streamFirstSeqDesc, prometheus.GaugeValue, float64(firstSeq))
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"testing"
@@ -191,4 +192,48 @@ func TestAReplicaUsesTheShardsOfTheStreamsItFinds(t *testing.T) {
 			t.Errorf("a second stream next to one made before shards: %v", err)
 		}
 	})
+}
+
+// Each shard is bounded by its part of the total, and drops its own oldest messages at
+// it: the fullest shard's share of its bound is what says history is being lost, not
+// the sum over the shards, which a busy shard among quiet ones keeps low.
+func TestTheFullestShardIsReported(t *testing.T) {
+	const shards = 2
+	url := natstest.Start(t, natstest.JetStream(t)).ClientURL()
+	cfg := natsbroker.HistoryConfig{Size: 100, TTL: time.Hour, Replicas: 1, MaxBytes: 1 << 20, MaxMsgSize: natsbroker.EnvelopeLimit(4096), Shards: shards}
+	var logs testenv.SyncBuffer
+	b, reg := connectHistoryBroker(t, url, cfg, &logs)
+	rooms := roomsInEachShard(t, b, shards)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for i, n := range []int{1, 40} { // a quiet room in shard 0, a busy one in shard 1
+		got := subscribe(t, b, rooms[i])
+		for j := range n {
+			if err := b.Publish(ctx, chat.Message{ID: fmt.Sprintf("m%d-%d", i, j), Room: rooms[i], Text: strings.Repeat("x", 4000), Accepted: time.Now().UTC()}); err != nil {
+				t.Fatal(err)
+			}
+			next(t, got)
+		}
+	}
+
+	js := jetStreamAt(t, url)
+	var total, fullest float64
+	for i := range shards {
+		s, err := js.Stream(ctx, shardStream(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += float64(info.State.Bytes)
+		fullest = max(fullest, float64(info.State.Bytes)/float64(info.Config.MaxBytes))
+	}
+	if sum := total / float64(cfg.MaxBytes); fullest < 1.5*sum {
+		t.Fatalf("the busy shard holds %.3f of its bound, the shards together %.3f of theirs: the test needs them apart", fullest, sum)
+	}
+	if v := testenv.Metric(t, reg, "roomcast_history_stream_fullest_ratio"); math.Abs(v-fullest) > 1e-9 {
+		t.Errorf("roomcast_history_stream_fullest_ratio = %v, want the busy shard's %v", v, fullest)
+	}
 }

@@ -1,6 +1,7 @@
 package wsgateway
 
 import (
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -20,14 +21,31 @@ const closeTimeout = 5 * time.Second
 // lockedConn is the net.Conn gws reads and writes: gws's own writes (close frames) and
 // the hub's batched writes take the same lock, so frames never interleave.
 type lockedConn struct {
-	net.Conn // the hijacked TCP connection
+	net.Conn           // the hijacked TCP connection
+	raw      rawSocket // reads and writes it where the platform allows; see rawIO
 	mu       sync.Mutex
 	owner    *wsConn
+}
+
+// rawSocket reads and writes a connection's socket directly.
+type rawSocket interface {
+	io.ReadWriter
+	WriteFrames(frames [][]byte) error
+}
+
+func (l *lockedConn) Read(p []byte) (int, error) {
+	if l.raw != nil {
+		return l.raw.Read(p)
+	}
+	return l.Conn.Read(p)
 }
 
 func (l *lockedConn) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.raw != nil {
+		return l.raw.Write(p)
+	}
 	return l.Conn.Write(p)
 }
 
@@ -54,6 +72,7 @@ type wsConn struct {
 func newWSConn(raw net.Conn, m *hub.Member) *wsConn {
 	c := &wsConn{member: m}
 	c.net.Conn = raw
+	c.net.raw = newRawSocket(raw)
 	c.net.owner = c
 	return c
 }
@@ -65,6 +84,9 @@ func connOf(socket *gws.Conn) *wsConn { return socket.NetConn().(*lockedConn).ow
 func (c *wsConn) WriteFrames(frames [][]byte) error {
 	c.net.mu.Lock()
 	defer c.net.mu.Unlock()
+	if c.net.raw != nil {
+		return c.net.raw.WriteFrames(frames)
+	}
 	bufs := net.Buffers(frames)
 	_, err := bufs.WriteTo(c.net.Conn)
 	return err

@@ -16,13 +16,14 @@ import (
 
 	"roomcast/pkg/auth"
 	"roomcast/pkg/envconfig"
+	"roomcast/pkg/server/rawsock"
 )
 
 // Config says how to reach NATS.
 type Config struct {
 	// URL is a comma-separated list of servers; ignored when Options connect in-process.
-	// A host name stands for every address it resolves to (nats.go dials them in random
-	// order), so tasks.<service> of a NATS cluster in Swarm names every member.
+	// A host name stands for every address it resolves to (dialled in random order,
+	// sharing ConnectTimeout), so tasks.<service> of a NATS cluster in Swarm names every member.
 	URL string `env:"NATS_URL" secret:"userinfo" help:"NATS servers, comma-separated; empty starts an embedded NATS server in-process"`
 	// User and PasswordFile are the replica's NATS credentials (a Swarm secret holds the
 	// password); both or neither. Load reads the file into Password.
@@ -141,6 +142,12 @@ func Connect(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Broker, 
 	opts := []nats.Option{
 		nats.Name(cfg.Name),
 		nats.Timeout(cmp.Or(cfg.ConnectTimeout, DefaultConnectTimeout)),
+		// The connection's socket is read and written raw (see rawsock: through net.Conn
+		// each read and write woke the runtime's monitor thread). The dialer resolves a
+		// host name itself, as nats.go does without it: its addresses in random order,
+		// sharing the timeout.
+		nats.SetCustomDialer(rawsock.Dialer{Timeout: cmp.Or(cfg.ConnectTimeout, DefaultConnectTimeout)}),
+		nats.SkipHostLookup(),
 		nats.RetryOnFailedConnect(true),
 		nats.MaxReconnects(-1),
 		nats.PingInterval(pingInterval),

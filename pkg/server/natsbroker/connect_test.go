@@ -2,6 +2,7 @@ package natsbroker_test
 
 import (
 	"errors"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -88,5 +89,24 @@ func TestConnectAuthenticatesWithTheUserAndPassword(t *testing.T) {
 				t.Errorf("ready %v, want %v", got, tt.ready)
 			}
 		})
+	}
+}
+
+// A host name in NATS_URL is resolved by the replica's dialer (rawsock.Dialer, which
+// nats.go is told to leave host names to): the replica connects by name.
+func TestConnectReachesAServerByHostName(t *testing.T) {
+	ns := natstest.Start(t)
+	u, err := url.Parse(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := natsbroker.Connect(natsbroker.Config{URL: "nats://localhost:" + u.Port(), Name: "test",
+		ReconnectWait: 50 * time.Millisecond}, testenv.Logger(t), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	if err := b.Ready(); err != nil {
+		t.Fatalf("not connected to nats://localhost:%s: %v", u.Port(), err)
 	}
 }

@@ -1,7 +1,6 @@
 package wsgateway
 
 import (
-	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -11,6 +10,7 @@ import (
 
 	"roomcast/pkg/server/hub"
 	"roomcast/pkg/server/ratelimit"
+	"roomcast/pkg/server/rawsock"
 	"roomcast/pkg/server/wsframe"
 )
 
@@ -21,16 +21,10 @@ const closeTimeout = 5 * time.Second
 // lockedConn is the net.Conn gws reads and writes: gws's own writes (close frames) and
 // the hub's batched writes take the same lock, so frames never interleave.
 type lockedConn struct {
-	net.Conn           // the hijacked TCP connection
-	raw      rawSocket // reads and writes it where the platform allows; see rawIO
+	net.Conn                // the hijacked TCP connection
+	raw      rawsock.Socket // reads and writes it where the platform allows (nil: Conn does)
 	mu       sync.Mutex
 	owner    *wsConn
-}
-
-// rawSocket reads and writes a connection's socket directly.
-type rawSocket interface {
-	io.ReadWriter
-	WriteFrames(frames [][]byte) error
 }
 
 func (l *lockedConn) Read(p []byte) (int, error) {
@@ -72,7 +66,7 @@ type wsConn struct {
 func newWSConn(raw net.Conn, m *hub.Member) *wsConn {
 	c := &wsConn{member: m}
 	c.net.Conn = raw
-	c.net.raw = newRawSocket(raw)
+	c.net.raw = rawsock.New(raw)
 	c.net.owner = c
 	return c
 }

@@ -1,4 +1,4 @@
-package wsgateway
+package rawsock
 
 import (
 	"io"
@@ -9,27 +9,17 @@ import (
 	"unsafe"
 )
 
-// rawIO reads and writes a client's TCP socket with raw system calls, through the
-// connection's poller (syscall.RawConn): a read or write that would block still parks the
-// goroutine until the socket is ready, and deadlines and Close still end it.
-//
-// Why: net.Conn's reads and writes enter the system call through the scheduler
-// (entersyscall), which wakes the runtime's monitor thread (sysmon) whenever it was
-// asleep because the process had nothing to run. A replica with one P is idle between
-// most messages, so almost every read and write woke it, and a woken sysmon polls every
-// 20 µs for the next millisecond: under fanout-large that was a fifth of the replica's
-// CPU (perf record of the replica; the nanosleeps and the switches they cost). The
-// socket is non-blocking, so its reads and writes return at once and need none of that.
+// rawIO is the Socket of a TCP connection.
 type rawIO struct {
 	rc syscall.RawConn
 
-	// The read in progress: only gws's read goroutine reads.
+	// The read in progress: one at a time.
 	rbuf   []byte
 	rn     int
 	rerrno syscall.Errno
 	readFn func(fd uintptr) bool
 
-	// The write in progress, under lockedConn.mu.
+	// The write in progress: one at a time.
 	wframes [][]byte
 	woff    int // bytes of wframes[0] already written
 	written int
@@ -39,9 +29,8 @@ type rawIO struct {
 	writeFn func(fd uintptr) bool
 }
 
-// newRawSocket returns the raw reader and writer of c, or nil when c is not a TCP
-// connection (then its own Read and Write are used).
-func newRawSocket(c net.Conn) rawSocket {
+// New returns the Socket of c, or nil when c is not a TCP connection.
+func New(c net.Conn) Socket {
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
 		return nil
